@@ -1,0 +1,280 @@
+//! One function per command: load what it needs, act, print, and choose the exit status.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use lethe_core::config::{DEFAULT_CONFIG, TargetKind};
+use lethe_core::expiry::Protections;
+
+use crate::engine::{self, SweepOptions};
+use crate::files::Roots;
+use crate::settings::{self, Loaded};
+use crate::state::{Filter, State};
+use crate::targets::sqlite::SqliteTable;
+use crate::util::{UsageError, now};
+use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output};
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { ref dir } => crate::demo::run(dir, cli.json),
+        Command::Check => check(&settings::load(cli.config.as_deref())?, cli.json),
+        Command::Sweep(ref args) => {
+            let loaded = settings::load(cli.config.as_deref())?;
+            let report = sweep(&loaded, args)?;
+            if cli.json {
+                output::json(&report)?;
+            } else {
+                output::sweep(&report, &loaded.path);
+            }
+            Ok(if report.has_failures() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Audit { ref command } => {
+            let loaded = settings::load(cli.config.as_deref())?;
+            audit(&loaded, command, cli.json)
+        }
+    }
+}
+
+pub fn open_state(loaded: &Loaded) -> Result<State> {
+    let c = &loaded.config;
+    State::open(&c.state.url, &loaded.base, c.audit.key_env.as_deref())
+}
+
+pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
+    let c = &loaded.config;
+    let mut chosen = Vec::new();
+    for name in &args.targets {
+        match c.target(name) {
+            Some(t) => chosen.push(t),
+            None => {
+                let known: Vec<&str> = c.targets.iter().map(|t| t.name.as_str()).collect();
+                return Err(UsageError(format!(
+                    "--target {name}: no such target in {} (targets: {})",
+                    loaded.path.display(),
+                    known.join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = c.targets.iter().collect();
+    }
+    let mut state = open_state(loaded)?;
+    let opts = SweepOptions {
+        apply: args.apply,
+        batch: args.batch_size as usize,
+        progress: !args.no_progress,
+    };
+    engine::sweep(
+        &mut state,
+        &chosen,
+        &loaded.base,
+        &Protections::default(),
+        now(),
+        &opts,
+    )
+}
+
+fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
+    let c = &loaded.config;
+    let now = now();
+    let mut ok = true;
+    let mut lines = Vec::new();
+    let mut targets_json = Vec::new();
+    for t in &c.targets {
+        let mut problems = Vec::new();
+        let mut facts = serde_json::Map::new();
+        match &t.kind {
+            TargetKind::Sql(sql) => match SqliteTable::open(sql, &t.window, &loaded.base, false) {
+                Err(e) => problems.push(format!("{e:#}")),
+                Ok(table) => {
+                    problems.extend(table.check_schema()?);
+                    if problems.is_empty() {
+                        let rows = table.count()?;
+                        let (due, unreadable) = engine::count_due(&table, t, now)?;
+                        facts.insert("rows".into(), rows.into());
+                        facts.insert("past_expiry".into(), due.into());
+                        facts.insert("unreadable".into(), unreadable.into());
+                    }
+                    problems.extend(Roots::new(&sql.file_roots, &loaded.base).problems());
+                }
+            },
+            other => problems.push(format!(
+                "target type {} is not supported by this build yet",
+                other.type_name()
+            )),
+        }
+        ok &= problems.is_empty();
+        let status = if problems.is_empty() { "ok" } else { "FAILED" };
+        let mut line = format!(
+            "target {} ({}, window {}{}): {status}",
+            t.name,
+            t.kind.type_name(),
+            t.window.retention,
+            t.window
+                .max
+                .map(|m| format!(", max {m}"))
+                .unwrap_or_default()
+        );
+        if let (Some(r), Some(d), Some(u)) = (
+            facts.get("rows"),
+            facts.get("past_expiry"),
+            facts.get("unreadable"),
+        ) {
+            line.push_str(&format!(
+                " — {r} rows, {d} past expiry, {u} with unreadable timestamps"
+            ));
+        }
+        for p in &problems {
+            line.push_str(&format!("\n    line {}: targets.{}: {p}", t.line, t.name));
+        }
+        lines.push(line);
+        facts.insert("target".into(), t.name.clone().into());
+        facts.insert("ok".into(), problems.is_empty().into());
+        facts.insert("problems".into(), problems.into());
+        targets_json.push(serde_json::Value::Object(facts));
+    }
+    if json {
+        output::json(&serde_json::json!({
+            "config": loaded.path.display().to_string(),
+            "ok": ok,
+            "targets": targets_json,
+        }))?;
+    } else {
+        println!(
+            "config {}: valid ({} categories, {} targets)",
+            loaded.path.display(),
+            c.categories.len(),
+            c.targets.len()
+        );
+        for l in lines {
+            println!("{l}");
+        }
+        println!("nothing was changed");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
+    let state = open_state(loaded)?;
+    match cmd {
+        AuditCommand::Verify => {
+            let r = state.verify()?;
+            if json {
+                output::json(&serde_json::json!({
+                    "ok": r.problem.is_none(),
+                    "entries": r.entries,
+                    "head_seq": r.head_seq,
+                    "head_hash": r.head_hash,
+                    "key_fingerprint": state.key.fingerprint(),
+                    "problem": r.problem,
+                }))?;
+            } else {
+                match &r.problem {
+                    None => println!(
+                        "audit trail intact: {} entries, head #{} {}, sealed with key {}",
+                        r.entries,
+                        r.head_seq,
+                        r.head_hash,
+                        state.key.fingerprint()
+                    ),
+                    Some(p) => println!("audit trail BROKEN: {p}"),
+                }
+            }
+            Ok(if r.problem.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AuditCommand::Log {
+            target,
+            key,
+            subject,
+            run,
+            limit,
+        } => {
+            if let Some(s) = subject
+                && s.is_empty()
+            {
+                return Err(UsageError("--subject must not be empty".into()).into());
+            }
+            if target.is_none() && subject.is_none() && run.is_none() {
+                return Err(UsageError(
+                    "say what to look up: --target NAME [--key KEY], --subject ID or --run ID"
+                        .into(),
+                )
+                .into());
+            }
+            let filter = Filter {
+                target: target.clone(),
+                key: key.clone(),
+                subject_hash: subject.as_ref().map(|s| state.key.subject_hash(s)),
+                run_id: run.clone(),
+            };
+            let mut entries = std::collections::VecDeque::new();
+            let mut total = 0u64;
+            state.entries(&filter, |e| {
+                total += 1;
+                if entries.len() == *limit {
+                    entries.pop_front();
+                }
+                entries.push_back(e);
+                Ok(())
+            })?;
+            let entries: Vec<_> = entries.into();
+            if json {
+                output::json(&entries)?;
+            } else {
+                output::entries(&entries, total);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export {
+            format,
+            output: out,
+        } => {
+            let mut w: Box<dyn Write> = match out {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("Failed to create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut n = 0u64;
+            if let ExportFormat::Csv = format {
+                writeln!(w, "{}", output::CSV_HEADER)?;
+            }
+            state.entries(&Filter::default(), |e| {
+                n += 1;
+                match format {
+                    ExportFormat::Jsonl => {
+                        serde_json::to_writer(&mut w, &e)?;
+                        writeln!(w)?;
+                    }
+                    ExportFormat::Csv => writeln!(w, "{}", output::csv_row(&e))?,
+                }
+                Ok(())
+            })?;
+            w.flush()?;
+            if let Some(p) = out {
+                eprintln!("wrote {n} entries to {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! `lethe demo`: a self-contained example shaped like the seed AI application (its two tables,
+//! written the way SQLAlchemy writes them on SQLite), a few traps a real store has, a
+//! lethe.toml, and a dry-run sweep over it all. No network, nothing else to set up.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use lethe_core::time::{Duration, Timestamp};
+use rusqlite::{Connection, params};
+
+use crate::SweepArgs;
+use crate::engine::DEFAULT_BATCH;
+use crate::util::now;
+
+const MARKER: &str = ".lethe-demo";
+
+const SCHEMA: &str = r#"
+CREATE TABLE training_records (
+    id INTEGER NOT NULL,
+    dataset_name VARCHAR(255) NOT NULL,
+    user_id VARCHAR(255) NOT NULL,
+    file_path VARCHAR(1024) NOT NULL,
+    created_at DATETIME NOT NULL,
+    retention_days INTEGER NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_training_records_user_id ON training_records (user_id);
+CREATE TABLE inference_logs (
+    id INTEGER NOT NULL,
+    model_name VARCHAR(255) NOT NULL,
+    user_id VARCHAR(255) NOT NULL,
+    prompt_text TEXT NOT NULL,
+    response_text TEXT NOT NULL,
+    created_at DATETIME NOT NULL,
+    retention_days INTEGER NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_inference_logs_user_id ON inference_logs (user_id);
+"#;
+
+const WORDS: &[&str] = &[
+    "summarise",
+    "the",
+    "refund",
+    "policy",
+    "for",
+    "customer",
+    "invoice",
+    "translate",
+    "this",
+    "contract",
+    "explain",
+    "stack",
+    "trace",
+    "draft",
+    "a",
+    "reply",
+    "to",
+    "patient",
+    "email",
+];
+const MODELS: &[&str] = &["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"];
+
+/// A small deterministic generator, so every demo shows the same data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn text(&mut self, words: u64) -> String {
+        (0..words)
+            .map(|_| WORDS[self.below(WORDS.len() as u64) as usize])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// SQLAlchemy's naive UTC form on SQLite: `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn naive(t: Timestamp) -> String {
+    let t = Timestamp::from_micros(t.as_micros() / 1_000_000 * 1_000_000 + 123_456);
+    t.to_rfc3339()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+fn ago(now: Timestamp, days: i64, rng: &mut Rng) -> Timestamp {
+    let jitter = Duration::from_secs(rng.below(20 * 3600) as i64 + 3600);
+    now.checked_sub(Duration::from_days(days))
+        .and_then(|t| t.checked_sub(jitter))
+        .unwrap_or(now)
+}
+
+fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("Failed to read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(crate::util::UsageError(format!(
+                "{} exists and was not made by `lethe demo`; choose another directory",
+                dir.display()
+            )));
+        }
+        if !empty {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("Failed to clear the old demo in {}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir.join("datasets"))?;
+    std::fs::create_dir_all(dir.join("outside"))?;
+    std::fs::write(dir.join(MARKER), "made by `lethe demo`; safe to delete\n")?;
+    Ok(())
+}
+
+fn build(dir: &Path, now: Timestamp) -> Result<()> {
+    let db = dir.join("ai_data.db");
+    let mut conn = Connection::open(&db)?;
+    conn.execute_batch(SCHEMA)?;
+    let mut rng = Rng(0x5eed_1e7e);
+    let tx = conn.transaction()?;
+    {
+        let mut ins = tx.prepare(
+            "INSERT INTO inference_logs (model_name, user_id, prompt_text, response_text, created_at, retention_days) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for _ in 0..240 {
+            let days = [30, 30, 30, 30, 7, 90][rng.below(6) as usize];
+            let age = rng.below(120) as i64;
+            let created = naive(ago(now, age, &mut rng));
+            let user = format!("user-{:04}", rng.below(40));
+            let model = MODELS[rng.below(MODELS.len() as u64) as usize];
+            let words = 8 + rng.below(20);
+            let prompt = rng.text(words);
+            let words = 10 + rng.below(30);
+            let response = rng.text(words);
+            ins.execute(params![model, user, prompt, response, created, days])?;
+        }
+        // What real tables also hold: an offset timestamp, a unix time, and one nobody can read.
+        let offset = ago(now, 45, &mut rng);
+        let shifted =
+            Timestamp::from_micros(offset.as_micros() + 5 * 3_600_000_000 + 1_800_000_000);
+        let with_offset = format!("{}+05:30", shifted.to_rfc3339().trim_end_matches('Z'));
+        ins.execute(params![
+            "gpt-4o",
+            "user-0001",
+            "hello",
+            "hi",
+            with_offset,
+            30
+        ])?;
+        let unix = ago(now, 60, &mut rng).unix_seconds();
+        ins.execute(params!["gpt-4o", "user-0002", "hello", "hi", unix, 30])?;
+        ins.execute(params![
+            "gpt-4o",
+            "user-0003",
+            "hello",
+            "hi",
+            "last tuesday",
+            30
+        ])?;
+    }
+    {
+        let mut ins = tx.prepare(
+            "INSERT INTO training_records (dataset_name, user_id, file_path, created_at, retention_days) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let datasets = dir.join("datasets");
+        for i in 0..36 {
+            let days = [90, 90, 90, 30, 180][rng.below(5) as usize];
+            let age = rng.below(200) as i64;
+            let path = datasets.join(format!("ds-{i:04}.jsonl"));
+            let words = 20 + rng.below(20);
+            std::fs::write(&path, format!("{{\"text\": \"{}\"}}\n", rng.text(words)))?;
+            let user = format!("user-{:04}", rng.below(40));
+            let name = ["support-chats", "code-review", "triage"][rng.below(3) as usize];
+            let created = naive(ago(now, age, &mut rng));
+            ins.execute(params![name, user, path.to_string_lossy(), created, days])?;
+        }
+        // Traps: a path outside the roots, a link out of them, a directory, a file already gone.
+        let secret = dir.join("outside").join("keep-me.txt");
+        std::fs::write(&secret, "not Lethe's to delete\n")?;
+        let link = datasets.join("link-to-outside.jsonl");
+        std::os::unix::fs::symlink(&secret, &link)?;
+        let subdir = datasets.join("a-directory");
+        std::fs::create_dir_all(&subdir)?;
+        let gone = datasets.join("already-deleted.jsonl");
+        let old = naive(ago(now, 400, &mut rng));
+        for (user, p) in [
+            ("user-0004", &secret),
+            ("user-0005", &link),
+            ("user-0006", &subdir),
+            ("user-0007", &gone),
+        ] {
+            ins.execute(params!["triage", user, p.to_string_lossy(), old, 90])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn config_text() -> String {
+    lethe_core::config::DEFAULT_CONFIG.to_string()
+}
+
+pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
+    let now = now();
+    prepare_dir(dir)?;
+    // Rows hold absolute paths, as applications write them.
+    let dir = &std::fs::canonicalize(dir)
+        .with_context(|| format!("Failed to resolve {}", dir.display()))?;
+    build(dir, now).with_context(|| format!("Failed to build the demo in {}", dir.display()))?;
+    let config = dir.join("lethe.toml");
+    std::fs::write(&config, config_text())?;
+
+    let loaded = crate::settings::load(Some(&config))?;
+    let args = SweepArgs {
+        apply: false,
+        targets: Vec::new(),
+        batch_size: DEFAULT_BATCH as u32,
+        no_progress: true,
+    };
+    let report = crate::commands::sweep(&loaded, &args)?;
+    if json {
+        crate::output::json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shown: PathBuf = pathdiff(&config);
+    println!(
+        "Built a demo in {}: an SQLite database shaped like an AI app (inference_logs, \
+         training_records), dataset files under datasets/, and lethe.toml.\n",
+        dir.display()
+    );
+    crate::output::sweep(&report, &shown);
+    println!(
+        "\nThe failed items are deliberate: a timestamp nobody can read, a file outside \
+         file_roots, a symbolic link out of them and a directory. Lethe reports them and never \
+         deletes them on a guess.\n\
+         Next: lethe check --config {c}\n      lethe audit verify --config {c}",
+        c = shown.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config path as the user would type it: relative to the working directory when inside it.
+fn pathdiff(p: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| p.to_path_buf())
+}

@@ -1,0 +1,653 @@
+//! The sweep: stream candidate items in, judge each with the pure decision, write the
+//! decisions to the audit trail, and delete.
+//!
+//! Crash safety, per batch of an apply:
+//! 1. the target's write lock is taken and the batch read inside it;
+//! 2. the planned deletions are recorded durably in the state (`pending`);
+//! 3. owned files are removed, rows deleted, the target transaction committed;
+//! 4. the audit entries are appended and the pending record dropped, in one transaction.
+//!
+//! A process killed anywhere leaves either nothing deleted for the batch, or a pending record
+//! that the next apply of the target finishes first: rows still there are judged again and
+//! deleted, rows already gone get their one "deleted" entry.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use lethe_core::audit::{Action, Body};
+use lethe_core::config::{SqlTarget, Target, TargetKind};
+use lethe_core::expiry::{self, Facts, Protections, Verdict};
+use lethe_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{FileState, OwnedFile, Roots};
+use crate::state::{Lease, State};
+use crate::targets::sqlite::SqliteTable;
+use crate::targets::{Key, Row};
+
+pub const DEFAULT_BATCH: usize = 5_000;
+/// How many failed items a report lists by name; all of them are in the audit trail.
+const SAMPLE: usize = 12;
+
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub apply: bool,
+    pub batch: usize,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub found: u64,
+    pub deleted: u64,
+    pub held: u64,
+    pub files_removed: u64,
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Files a dry run would remove.
+    #[serde(skip)]
+    pub files_due: u64,
+    #[serde(skip)]
+    pub failures: Vec<(String, String)>,
+    #[serde(skip)]
+    pub due_sample: Vec<String>,
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub targets: Vec<TargetReport>,
+    #[serde(skip)]
+    pub decided_at: Timestamp,
+}
+
+impl SweepReport {
+    pub fn has_failures(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.failed > 0 || t.error.is_some())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingItem {
+    key: Key,
+    body: Body,
+}
+
+/// Crash-test hook: `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time
+/// (default first) execution reaches the named point. Used only by the crash tests.
+struct Failpoint {
+    name: String,
+    left: u32,
+}
+
+impl Failpoint {
+    fn from_env() -> Option<Failpoint> {
+        let v = std::env::var("LETHE_FAILPOINT").ok()?;
+        let (name, n) = match v.split_once(':') {
+            Some((a, b)) => (a.to_string(), b.parse().unwrap_or(1)),
+            None => (v, 1),
+        };
+        Some(Failpoint { name, left: n })
+    }
+}
+
+fn hit(fp: &mut Option<Failpoint>, point: &str) {
+    if let Some(f) = fp
+        && f.name == point
+    {
+        f.left = f.left.saturating_sub(1);
+        if f.left == 0 {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+    }
+}
+
+/// A planned deletion: the row, its file if any, and the entry that records it.
+struct Planned {
+    key: Key,
+    file: Option<(OwnedFile, FileState)>,
+    body: Body,
+}
+
+struct Sweeper<'a> {
+    state: &'a mut State,
+    target: &'a Target,
+    table: SqliteTable,
+    roots: Roots,
+    protections: &'a Protections,
+    now: Timestamp,
+    run_id: &'a str,
+    apply: bool,
+    report: TargetReport,
+    failpoint: Option<Failpoint>,
+}
+
+impl Sweeper<'_> {
+    fn body(&self, key: &str, action: Action, subject_hash: Option<String>) -> Body {
+        Body {
+            decided_at: self.now.to_rfc3339(),
+            run_id: self.run_id.to_string(),
+            action,
+            target: self.target.name.clone(),
+            item_key: key.to_string(),
+            category: self.target.category.clone(),
+            reason: "retention".into(),
+            window: self.target.window.retention.to_string(),
+            expires_at: None,
+            subject_hash,
+            detail: String::new(),
+        }
+    }
+
+    fn fail(&mut self, mut body: Body, detail: String, out: &mut Vec<Body>) {
+        self.report.failed += 1;
+        self.report.found += 1;
+        if self.report.failures.len() < SAMPLE {
+            self.report
+                .failures
+                .push((body.item_key.clone(), detail.clone()));
+        }
+        body.action = Action::Failed;
+        body.detail = detail;
+        out.push(body);
+    }
+
+    /// Judges a batch of rows; returns the deletions to make and the other entries to write.
+    fn plan(&mut self, rows: Vec<Row>, entries: &mut Vec<Body>) -> Vec<Planned> {
+        let mut planned = Vec::new();
+        for row in rows {
+            let key = match row.key {
+                Ok(k) => k,
+                Err(e) => {
+                    let b = self.body("?", Action::Failed, None);
+                    self.fail(b, e, entries);
+                    continue;
+                }
+            };
+            let key_s = key.to_string();
+            let subject_hash = match &row.subject {
+                Ok(Some(s)) => Some(self.state.key.subject_hash(s)),
+                _ => None,
+            };
+            let mut body = self.body(&key_s, Action::Deleted, subject_hash.clone());
+            let facts = Facts {
+                created_at: row.created_at.raw(),
+                expires_at: Some(row.expires_at.raw()),
+                retention_days: Some(row.retention_days.raw()),
+            };
+            let verdict = expiry::decide(
+                self.now,
+                &self.target.window,
+                &self.target.name,
+                &key_s,
+                subject_hash.as_deref(),
+                &facts,
+                self.protections,
+            );
+            match verdict {
+                Verdict::Keep { .. } => {}
+                Verdict::Invalid { reason } => self.fail(
+                    body,
+                    format!("{reason}; kept, not deleted on a guess"),
+                    entries,
+                ),
+                Verdict::Held {
+                    expires_at,
+                    basis,
+                    hold_id,
+                } => {
+                    self.report.found += 1;
+                    self.report.held += 1;
+                    body.action = Action::Held;
+                    body.window = basis.describe();
+                    body.expires_at = Some(expires_at.to_rfc3339());
+                    body.detail = format!("legal hold {hold_id}");
+                    entries.push(body);
+                }
+                Verdict::Excepted {
+                    expires_at,
+                    basis,
+                    exception_id,
+                    until,
+                } => {
+                    self.report.found += 1;
+                    self.report.held += 1;
+                    body.action = Action::Excepted;
+                    body.window = basis.describe();
+                    body.expires_at = Some(expires_at.to_rfc3339());
+                    body.detail = format!("exception {exception_id} until {until}");
+                    entries.push(body);
+                }
+                Verdict::Expired { expires_at, basis } => {
+                    body.window = basis.describe();
+                    body.expires_at = Some(expires_at.to_rfc3339());
+                    let file = match &row.file {
+                        Ok(None) => None,
+                        Ok(Some(p)) if p.is_empty() => None,
+                        Ok(Some(p)) => match self.roots.place(p).and_then(|f| {
+                            let st = self.roots.inspect(&f)?;
+                            Ok((f, st))
+                        }) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                self.fail(body, format!("{e}; row kept"), entries);
+                                continue;
+                            }
+                        },
+                        Err(e) => {
+                            self.fail(body, format!("file path {e}; row kept"), entries);
+                            continue;
+                        }
+                    };
+                    self.report.found += 1;
+                    if !self.apply {
+                        body.action = Action::WouldDelete;
+                        if matches!(file, Some((_, FileState::Present))) {
+                            self.report.files_due += 1;
+                        }
+                        if self.report.due_sample.len() < SAMPLE {
+                            self.report.due_sample.push(key_s.clone());
+                        }
+                    }
+                    planned.push(Planned { key, file, body });
+                }
+            }
+        }
+        planned
+    }
+
+    /// Removes files then rows for a planned batch, inside the target transaction.
+    /// Returns the entries to append (deleted or failed, one per planned item).
+    fn execute(&mut self, planned: Vec<Planned>) -> Vec<Body> {
+        let mut entries = Vec::with_capacity(planned.len());
+        let mut keys = Vec::with_capacity(planned.len());
+        let mut bodies = Vec::with_capacity(planned.len());
+        let mut files_removed = 0u64;
+        for (i, p) in planned.into_iter().enumerate() {
+            let mut body = p.body;
+            if let Some((f, _)) = &p.file {
+                match self.roots.remove(f) {
+                    Ok(FileState::Present) => {
+                        files_removed += 1;
+                        body.detail = "file removed".into();
+                    }
+                    Ok(FileState::Missing) => body.detail = "file already missing".into(),
+                    Err(e) => {
+                        self.report.found -= 1;
+                        self.fail(body, format!("{e}; row kept"), &mut entries);
+                        continue;
+                    }
+                }
+                if i == 0 {
+                    hit(&mut self.failpoint, "mid_files");
+                }
+            }
+            keys.push(p.key);
+            bodies.push(body);
+        }
+        let deleted = if keys.is_empty() {
+            Ok(0)
+        } else {
+            self.table.delete(&keys)
+        };
+        match deleted {
+            Ok(_) => {
+                self.report.deleted += bodies.len() as u64;
+                self.report.files_removed += files_removed;
+                entries.extend(bodies);
+            }
+            Err(e) => {
+                for b in bodies {
+                    self.report.found -= 1;
+                    let d = format!("row delete failed: {e:#}");
+                    self.fail(b, d, &mut entries);
+                }
+            }
+        }
+        entries
+    }
+
+    /// One batch of an apply: plan, write ahead, delete, commit, audit.
+    fn apply_batch(
+        &mut self,
+        rows: Vec<Row>,
+        pending: Option<i64>,
+        mut entries: Vec<Body>,
+    ) -> Result<()> {
+        let planned = self.plan(rows, &mut entries);
+        let mut pending_id = pending;
+        if !planned.is_empty() && pending_id.is_none() {
+            let items: Vec<PendingItem> = planned
+                .iter()
+                .map(|p| PendingItem {
+                    key: p.key.clone(),
+                    body: p.body.clone(),
+                })
+                .collect();
+            let payload = serde_json::to_string(&items)?;
+            pending_id = Some(
+                self.state
+                    .add_pending(self.run_id, &self.target.name, &payload)?,
+            );
+            hit(&mut self.failpoint, "after_pending");
+        }
+        let done = self.execute(planned);
+        entries.extend(done);
+        if let Err(e) = self.table.commit() {
+            // Nothing was deleted after all; say so for each item the entries claimed.
+            for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
+                b.action = Action::Failed;
+                b.detail = format!("commit failed, row kept: {e:#}");
+                self.report.deleted -= 1;
+                self.report.failed += 1;
+            }
+        }
+        hit(&mut self.failpoint, "after_delete");
+        self.state.append(entries, pending_id)?;
+        hit(&mut self.failpoint, "after_append");
+        Ok(())
+    }
+
+    /// Finishes batches an interrupted apply left behind.
+    fn recover(&mut self) -> Result<()> {
+        for (id, old_run, payload) in self.state.pending(&self.target.name)? {
+            let items: Vec<PendingItem> = serde_json::from_str(&payload).with_context(|| {
+                format!(
+                    "pending batch {id} of run {old_run} is unreadable; fix or remove it by hand"
+                )
+            })?;
+            if !self.apply {
+                self.report.notes.push(format!(
+                    "{} deletions from interrupted run {old_run} are pending; the next --apply finishes them",
+                    items.len()
+                ));
+                continue;
+            }
+            let keys: Vec<Key> = items.iter().map(|i| i.key.clone()).collect();
+            self.table.begin()?;
+            let rows = match self.table.fetch(&keys) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.table.rollback();
+                    return Err(e);
+                }
+            };
+            let present: HashSet<Key> = rows.iter().filter_map(|r| r.key.clone().ok()).collect();
+            let mut entries = Vec::new();
+            for item in items.into_iter().filter(|i| !present.contains(&i.key)) {
+                let mut b = item.body;
+                b.detail = format!("deleted by interrupted run {old_run}; recorded on recovery");
+                b.run_id = self.run_id.to_string();
+                self.report.found += 1;
+                self.report.deleted += 1;
+                entries.push(b);
+            }
+            if let Err(e) = self.apply_batch(rows, Some(id), entries) {
+                self.table.rollback();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, batch: usize, progress: bool) -> Result<()> {
+        self.recover()?;
+        let range = if progress {
+            self.table.key_range()
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let mut last_draw = Instant::now();
+        let mut cursor: Option<Key> = None;
+        loop {
+            if self.apply {
+                self.table.begin()?;
+            }
+            let rows = match self.table.candidates(cursor.as_ref(), self.now, batch) {
+                Ok(r) => r,
+                Err(e) => {
+                    if self.apply {
+                        self.table.rollback();
+                    }
+                    return Err(e);
+                }
+            };
+            let Some(last) = rows.last() else {
+                if self.apply {
+                    self.table.rollback();
+                }
+                break;
+            };
+            let next = match &last.key {
+                Ok(k) => Some(k.clone()),
+                // A NULL or odd key sorts first; skip past it by the batch's last good key.
+                Err(_) => rows.iter().rev().find_map(|r| r.key.clone().ok()),
+            };
+            let full = rows.len() == batch;
+            if self.apply {
+                if let Err(e) = self.apply_batch(rows, None, Vec::new()) {
+                    self.table.rollback();
+                    return Err(e);
+                }
+            } else {
+                let mut entries = Vec::new();
+                let planned = self.plan(rows, &mut entries);
+                entries.extend(planned.into_iter().map(|p| p.body));
+                self.state.append(entries, None)?;
+            }
+            self.state.renew_lease(&self.target.name)?;
+            if progress && last_draw.elapsed().as_millis() > 150 {
+                last_draw = Instant::now();
+                draw_progress(&self.report, range, next.as_ref(), started);
+            }
+            match next {
+                Some(k) if full => cursor = Some(k),
+                _ => break,
+            }
+        }
+        if progress {
+            eprint!("\r\x1b[2K");
+        }
+        Ok(())
+    }
+}
+
+fn draw_progress(r: &TargetReport, range: Option<(i64, i64)>, at: Option<&Key>, started: Instant) {
+    let pct = match (range, at) {
+        (Some((lo, hi)), Some(Key::Int(k))) if hi > lo => {
+            Some(((k - lo) as f64 / (hi - lo) as f64 * 100.0).clamp(0.0, 100.0))
+        }
+        _ => None,
+    };
+    let bar = match pct {
+        Some(p) => {
+            let filled = (p / 5.0) as usize;
+            format!(
+                "[{}{}] {p:3.0}%",
+                "#".repeat(filled),
+                "-".repeat(20 - filled.min(20))
+            )
+        }
+        None => "[working]".to_string(),
+    };
+    eprint!(
+        "\r\x1b[2K  {} {bar}  found {}  deleted {}  held {}  failed {}  {:.0}s",
+        r.target,
+        r.found,
+        r.deleted,
+        r.held,
+        r.failed,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Sweeps the given targets (all `sql` targets if `names` is empty).
+pub fn sweep(
+    state: &mut State,
+    targets: &[&Target],
+    base: &Path,
+    protections: &Protections,
+    now: Timestamp,
+    opts: &SweepOptions,
+) -> Result<SweepReport> {
+    let run_id = crate::state::new_id("run")?;
+    state.start_run(&run_id, "sweep", !opts.apply)?;
+    let progress = opts.progress && std::io::stderr().is_terminal();
+    let mut reports = Vec::new();
+    for target in targets {
+        let mut report = TargetReport {
+            target: target.name.clone(),
+            ..Default::default()
+        };
+        let sql = match &target.kind {
+            TargetKind::Sql(s) => s,
+            other => {
+                report.error = Some(format!(
+                    "target type {} is not supported by this build yet",
+                    other.type_name()
+                ));
+                reports.push(report);
+                continue;
+            }
+        };
+        match state.acquire_lease(&target.name)? {
+            Lease::Busy { holder, since } => {
+                report.error = Some(format!(
+                    "skipped: another sweep ({holder}, since {since}) is working on this target; run again when it is done"
+                ));
+                reports.push(report);
+                continue;
+            }
+            Lease::Acquired => {}
+        }
+        let result = sweep_one(
+            state,
+            target,
+            sql,
+            base,
+            protections,
+            now,
+            &run_id,
+            opts,
+            progress,
+        );
+        let _ = state.release_lease(&target.name);
+        match result {
+            Ok(r) => report = r,
+            Err(e) => report.error = Some(format!("{e:#}")),
+        }
+        let finished = Body {
+            decided_at: now.to_rfc3339(),
+            run_id: run_id.clone(),
+            action: Action::SweepFinished,
+            target: target.name.clone(),
+            item_key: String::new(),
+            category: target.category.clone(),
+            reason: "retention".into(),
+            window: target.window.retention.to_string(),
+            expires_at: None,
+            subject_hash: None,
+            detail: format!(
+                "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}",
+                !opts.apply,
+                report.found,
+                report.deleted,
+                report.held,
+                report.files_removed,
+                report.failed,
+                report
+                    .error
+                    .as_ref()
+                    .map(|e| format!(" error={e}"))
+                    .unwrap_or_default()
+            ),
+        };
+        state.append(vec![finished], None)?;
+        reports.push(report);
+    }
+    let report = SweepReport {
+        run_id: run_id.clone(),
+        dry_run: !opts.apply,
+        targets: reports,
+        decided_at: now,
+    };
+    state.finish_run(&run_id, &serde_json::to_string(&report)?)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_one(
+    state: &mut State,
+    target: &Target,
+    sql: &SqlTarget,
+    base: &Path,
+    protections: &Protections,
+    now: Timestamp,
+    run_id: &str,
+    opts: &SweepOptions,
+    progress: bool,
+) -> Result<TargetReport> {
+    let table = SqliteTable::open(sql, &target.window, base, opts.apply)
+        .with_context(|| format!("target {}", target.name))?;
+    let mut s = Sweeper {
+        state,
+        target,
+        table,
+        roots: Roots::new(&sql.file_roots, base),
+        protections,
+        now,
+        run_id,
+        apply: opts.apply,
+        report: TargetReport {
+            target: target.name.clone(),
+            ..Default::default()
+        },
+        failpoint: Failpoint::from_env(),
+    };
+    s.run(opts.batch.max(1), progress)?;
+    Ok(s.report)
+}
+
+/// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.
+pub fn count_due(table: &SqliteTable, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
+    let none = Protections::default();
+    let (mut due, mut bad) = (0u64, 0u64);
+    let mut cursor: Option<Key> = None;
+    loop {
+        let rows = table.candidates(cursor.as_ref(), now, DEFAULT_BATCH)?;
+        let full = rows.len() == DEFAULT_BATCH;
+        let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
+        for row in &rows {
+            let facts = Facts {
+                created_at: row.created_at.raw(),
+                expires_at: Some(row.expires_at.raw()),
+                retention_days: Some(row.retention_days.raw()),
+            };
+            match expiry::decide(now, &target.window, &target.name, "", None, &facts, &none) {
+                Verdict::Invalid { .. } => bad += 1,
+                Verdict::Keep { .. } => {}
+                _ => due += 1,
+            }
+        }
+        match next {
+            Some(k) if full => cursor = Some(k),
+            _ => break,
+        }
+    }
+    Ok((due, bad))
+}

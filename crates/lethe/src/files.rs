@@ -1,0 +1,288 @@
+//! Files that rows own, removed only inside their target's roots.
+//!
+//! A path is checked lexically (absolute, no `..`, under a root) and then walked from the
+//! root one directory at a time with `openat(O_NOFOLLOW)`, so a symbolic link anywhere below
+//! the root, or swapped in while we walk, stops the walk instead of leading out of the root.
+//! Only a regular file is ever unlinked, and `unlinkat` never follows the final name.
+
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+#[derive(Clone, Debug)]
+struct Root {
+    /// As configured (made absolute): the prefix rows are matched against.
+    configured: PathBuf,
+    /// Resolved once at start-up; the walk starts here. `None` if the root does not exist.
+    canonical: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Roots {
+    roots: Vec<Root>,
+}
+
+/// A file a row names, placed under one root.
+#[derive(Clone, Debug)]
+pub struct OwnedFile {
+    root: usize,
+    parts: Vec<std::ffi::OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    Present,
+    Missing,
+}
+
+/// Lexically normalises an absolute path: drops `.`, refuses `..`.
+fn normalise(p: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => return Err("contains '..'".into()),
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Ok(out)
+}
+
+impl Roots {
+    /// Roots as configured; relative ones are read from `base`.
+    pub fn new(roots: &[String], base: &Path) -> Self {
+        let roots = roots
+            .iter()
+            .map(|r| {
+                let p = base.join(r);
+                let configured = normalise(&p).unwrap_or(p);
+                let canonical = std::fs::canonicalize(&configured).ok();
+                Root {
+                    configured,
+                    canonical,
+                }
+            })
+            .collect();
+        Roots { roots }
+    }
+
+    /// Roots that do not exist or are not directories, for `lethe check`.
+    pub fn problems(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .filter(|r| r.canonical.as_ref().is_none_or(|c| !c.is_dir()))
+            .map(|r| {
+                format!(
+                    "file root {} does not exist or is not a directory",
+                    r.configured.display()
+                )
+            })
+            .collect()
+    }
+
+    /// Places a path under a root, or says why it may not be touched.
+    pub fn place(&self, raw: &str) -> Result<OwnedFile, String> {
+        let p = Path::new(raw);
+        if !p.is_absolute() {
+            return Err(format!(
+                "file {raw:?} is a relative path; only absolute paths under file_roots are deleted"
+            ));
+        }
+        let norm = normalise(p).map_err(|e| format!("file {raw:?} {e}"))?;
+        for (i, root) in self.roots.iter().enumerate() {
+            let candidates = std::iter::once(&root.configured).chain(root.canonical.as_ref());
+            for prefix in candidates {
+                if let Ok(rest) = norm.strip_prefix(prefix) {
+                    let parts: Vec<_> = rest.iter().map(|s| s.to_os_string()).collect();
+                    if parts.is_empty() {
+                        return Err(format!("file {raw:?} is the root itself"));
+                    }
+                    return Ok(OwnedFile { root: i, parts });
+                }
+            }
+        }
+        Err(format!("file {raw:?} is outside file_roots"))
+    }
+
+    /// Walks to the file's directory without following any link; returns its fd and the
+    /// final name, or `Ok(None)` if a directory on the way does not exist.
+    fn open_parent(&self, f: &OwnedFile) -> Result<Option<(rustix::fd::OwnedFd, String)>, String> {
+        let root = &self.roots[f.root];
+        let Some(canonical) = &root.canonical else {
+            return Err(format!(
+                "file root {} does not exist",
+                root.configured.display()
+            ));
+        };
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut dir = rustix::fs::open(canonical, dir_flags, Mode::empty())
+            .map_err(|e| format!("cannot open file root {}: {e}", canonical.display()))?;
+        let mut walked = root.configured.clone();
+        let (last, dirs) = match f.parts.split_last() {
+            Some(x) => x,
+            None => return Err("empty path".into()),
+        };
+        for part in dirs {
+            walked.push(part);
+            match rustix::fs::statat(&dir, part.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(format!("cannot inspect {}: {e}", walked.display())),
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => {}
+                    FileType::Symlink => {
+                        return Err(format!(
+                            "{} is a symbolic link: links are never followed",
+                            walked.display()
+                        ));
+                    }
+                    _ => return Err(format!("{} is not a directory", walked.display())),
+                },
+            }
+            dir = match rustix::fs::openat(&dir, part.as_os_str(), dir_flags, Mode::empty()) {
+                Ok(d) => d,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    return Err(format!(
+                        "{} changed into a link or file while being checked",
+                        walked.display()
+                    ));
+                }
+                Err(e) => return Err(format!("cannot open {}: {e}", walked.display())),
+            };
+        }
+        let name = last
+            .to_str()
+            .ok_or_else(|| format!("{} is not valid UTF-8", walked.join(last).display()))?
+            .to_string();
+        Ok(Some((dir, name)))
+    }
+
+    fn stat_final(
+        dir: &rustix::fd::OwnedFd,
+        name: &str,
+        shown: &Path,
+    ) -> Result<FileState, String> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => Ok(FileState::Missing),
+            Err(e) => Err(format!("cannot inspect {}: {e}", shown.display())),
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => Ok(FileState::Present),
+                FileType::Symlink => Err(format!(
+                    "{} is a symbolic link, not a regular file",
+                    shown.display()
+                )),
+                FileType::Directory => {
+                    Err(format!("{} is a directory, not a file", shown.display()))
+                }
+                _ => Err(format!("{} is not a regular file", shown.display())),
+            },
+        }
+    }
+
+    fn shown(&self, f: &OwnedFile) -> PathBuf {
+        let mut p = self.roots[f.root].configured.clone();
+        p.extend(&f.parts);
+        p
+    }
+
+    /// Whether the file is there and may be removed; changes nothing.
+    pub fn inspect(&self, f: &OwnedFile) -> Result<FileState, String> {
+        match self.open_parent(f)? {
+            None => Ok(FileState::Missing),
+            Some((dir, name)) => Self::stat_final(&dir, &name, &self.shown(f)),
+        }
+    }
+
+    /// Removes the file if it is a regular file; a missing file is not an error.
+    pub fn remove(&self, f: &OwnedFile) -> Result<FileState, String> {
+        let Some((dir, name)) = self.open_parent(f)? else {
+            return Ok(FileState::Missing);
+        };
+        let shown = self.shown(f);
+        if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
+            return Ok(FileState::Missing);
+        }
+        match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) => Ok(FileState::Present),
+            Err(Errno::NOENT) => Ok(FileState::Missing),
+            Err(e) => Err(format!("cannot remove {}: {e}", shown.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tmp(name: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("lethe-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap_or_default();
+        Tmp(p)
+    }
+
+    #[test]
+    fn only_regular_files_inside_roots_are_removed() {
+        let t = tmp("basic");
+        let root = t.0.join("root");
+        let outside = t.0.join("outside");
+        for d in [&root, &outside, &root.join("sub"), &root.join("adir")] {
+            std::fs::create_dir_all(d).unwrap_or_default();
+        }
+        std::fs::write(root.join("sub/a.jsonl"), "a").unwrap_or_default();
+        std::fs::write(outside.join("secret"), "s").unwrap_or_default();
+        symlink(&outside, root.join("escape")).unwrap_or_default();
+        symlink(outside.join("secret"), root.join("link-to-secret")).unwrap_or_default();
+        let roots = Roots::new(&[root.to_string_lossy().into_owned()], Path::new("/"));
+        let p = |s: &str| root.join(s).to_string_lossy().into_owned();
+
+        let f = roots.place(&p("sub/a.jsonl")).map_err(|e| e.to_string());
+        let f = f.as_ref().map(|f| roots.remove(f));
+        assert!(matches!(f, Ok(Ok(FileState::Present))));
+        assert!(!root.join("sub/a.jsonl").exists());
+
+        let again = roots.place(&p("sub/a.jsonl")).map(|f| roots.remove(&f));
+        assert!(matches!(again, Ok(Ok(FileState::Missing))));
+
+        let via_link = roots.place(&p("escape/secret")).map(|f| roots.remove(&f));
+        assert!(
+            matches!(via_link, Ok(Err(ref e)) if e.contains("symbolic link")),
+            "{via_link:?}"
+        );
+        let link = roots.place(&p("link-to-secret")).map(|f| roots.remove(&f));
+        assert!(
+            matches!(link, Ok(Err(ref e)) if e.contains("symbolic link")),
+            "{link:?}"
+        );
+        assert!(root.join("link-to-secret").is_symlink());
+        let dir = roots.place(&p("adir")).map(|f| roots.remove(&f));
+        assert!(
+            matches!(dir, Ok(Err(ref e)) if e.contains("directory")),
+            "{dir:?}"
+        );
+        assert!(outside.join("secret").exists());
+
+        assert!(
+            roots
+                .place(&outside.join("secret").to_string_lossy())
+                .is_err()
+        );
+        assert!(
+            roots
+                .place(&format!("{}/../outside/secret", root.display()))
+                .is_err()
+        );
+        assert!(roots.place("relative/path").is_err());
+        assert!(roots.place(&root.to_string_lossy()).is_err());
+        let missing_dir = roots.place(&p("nope/x")).map(|f| roots.inspect(&f));
+        assert!(matches!(missing_dir, Ok(Ok(FileState::Missing))));
+    }
+}

@@ -1,0 +1,134 @@
+//! `lethe`: the command line. Parses arguments, loads the config, runs one command, and maps
+//! the outcome to an exit status: 0 done, 1 ran but something failed, 2 bad usage or config.
+
+mod commands;
+mod demo;
+mod engine;
+mod files;
+mod output;
+mod settings;
+mod state;
+mod targets;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::util::UsageError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lethe",
+    version,
+    about = "Retention and erasure for the data AI applications leave behind",
+    long_about = "Lethe finds what has outlived its retention window in every place your AI \
+                  data lives, shows what it would delete (dry run is the default), deletes it \
+                  with --apply, and keeps a hash-chained audit trail an auditor can verify."
+)]
+pub struct Cli {
+    /// Config file [default: $LETHE_CONFIG, else ./lethe.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of tables
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a self-contained example (SQLite data, aged files, a lethe.toml) and dry-run it
+    Demo {
+        /// Where to build it
+        #[arg(default_value = "lethe-demo")]
+        dir: PathBuf,
+    },
+    /// Print a commented example config
+    DefaultConfig,
+    /// Validate the config and reach every target, changing nothing
+    Check,
+    /// Find expired items and delete them (dry run unless --apply)
+    Sweep(SweepArgs),
+    /// Query, verify and export the audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SweepArgs {
+    /// Delete; without it nothing in any target changes
+    #[arg(long)]
+    apply: bool,
+    /// Sweep only this target (repeatable)
+    #[arg(long = "target", value_name = "NAME")]
+    targets: Vec<String>,
+    /// Items per batch (memory and lock time grow with it)
+    #[arg(long, default_value_t = engine::DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_size: u32,
+    /// No progress bar, even on a terminal
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Recompute the hash chain and check its seal; exit 0 only if intact
+    Verify,
+    /// What happened to an item, a person's data, or in a run
+    Log {
+        /// With --key: one item of this target; alone: the whole target
+        #[arg(long)]
+        target: Option<String>,
+        /// The item's key (needs --target)
+        #[arg(long, requires = "target")]
+        key: Option<String>,
+        /// A data subject (matched by keyed hash; never stored in the clear)
+        #[arg(long)]
+        subject: Option<String>,
+        /// A run or request id
+        #[arg(long)]
+        run: Option<String>,
+        /// Show at most this many entries (the newest)
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Write the whole trail as JSON lines or CSV, for a SIEM
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write to this file instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {u}");
+                return ExitCode::from(2);
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! What people read: sweep summaries and audit entries as aligned tables, or JSON.
+
+use std::path::Path;
+
+use anyhow::Result;
+use lethe_core::audit::Entry;
+use serde::Serialize;
+
+use crate::engine::SweepReport;
+
+pub fn json<T: Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Left-aligns the first column and right-aligns the rest.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in r.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if c == 0 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str("  ");
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn sweep(r: &SweepReport, config: &Path) {
+    let mode = if r.dry_run {
+        "dry run: nothing was changed"
+    } else {
+        "applied"
+    };
+    println!("Sweep {} ({mode}), judged at {}", r.run_id, r.decided_at);
+    let del = if r.dry_run { "would delete" } else { "deleted" };
+    let files = if r.dry_run {
+        "files to remove"
+    } else {
+        "files removed"
+    };
+    let mut rows = vec![vec![
+        "target".to_string(),
+        "expired".into(),
+        del.into(),
+        "held".into(),
+        files.into(),
+        "failed".into(),
+    ]];
+    for t in &r.targets {
+        let (d, f) = if r.dry_run {
+            (t.found - t.held - t.failed, t.files_due)
+        } else {
+            (t.deleted, t.files_removed)
+        };
+        rows.push(vec![
+            t.target.clone(),
+            t.found.to_string(),
+            d.to_string(),
+            t.held.to_string(),
+            f.to_string(),
+            t.failed.to_string(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    for t in &r.targets {
+        if let Some(e) = &t.error {
+            println!("\n{}: {e}", t.target);
+        }
+        for n in &t.notes {
+            println!("\n{}: {n}", t.target);
+        }
+        if r.dry_run && !t.due_sample.is_empty() {
+            let more = (t.found - t.held - t.failed).saturating_sub(t.due_sample.len() as u64);
+            println!(
+                "\n{} would delete keys: {}{}",
+                t.target,
+                t.due_sample.join(", "),
+                if more > 0 {
+                    format!(" … and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if !t.failures.is_empty() {
+            println!("\n{}: {} item(s) not deleted:", t.target, t.failed);
+            for (k, why) in &t.failures {
+                println!("  key {k}: {why}");
+            }
+            if t.failed > t.failures.len() as u64 {
+                println!(
+                    "  … see all: lethe audit log --target {} --run {}",
+                    t.target, r.run_id
+                );
+            }
+        }
+    }
+    if r.dry_run {
+        let due: u64 = r.targets.iter().map(|t| t.found - t.held - t.failed).sum();
+        if due > 0 {
+            println!(
+                "\nTo delete them: lethe sweep --apply --config {}",
+                config.display()
+            );
+        } else {
+            println!("\nNothing is due.");
+        }
+    }
+}
+
+pub fn entries(entries: &[Entry], total: u64) {
+    if entries.is_empty() {
+        println!("no audit entries match");
+        return;
+    }
+    let mut rows = vec![vec![
+        "seq".to_string(),
+        "decided at".into(),
+        "action".into(),
+        "target".into(),
+        "key".into(),
+        "reason".into(),
+        "window".into(),
+        "expires at".into(),
+        "run".into(),
+        "detail".into(),
+    ]];
+    for e in entries {
+        let b = &e.body;
+        rows.push(vec![
+            e.seq.to_string(),
+            b.decided_at.clone(),
+            b.action.as_str().into(),
+            b.target.clone(),
+            b.item_key.clone(),
+            b.reason.clone(),
+            b.window.clone(),
+            b.expires_at.clone().unwrap_or_default(),
+            b.run_id.clone(),
+            b.detail.clone(),
+        ]);
+    }
+    // The table's first column is left-aligned; seq reads fine either way.
+    print!("{}", table(&rows));
+    if total > entries.len() as u64 {
+        println!(
+            "({} older entries not shown; use --limit or audit export)",
+            total - entries.len() as u64
+        );
+    }
+}
+
+pub const CSV_HEADER: &str = "seq,decided_at,run_id,action,target,item_key,category,reason,window,expires_at,subject_hash,detail,prev_hash,hash";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn csv_row(e: &Entry) -> String {
+    let b = &e.body;
+    [
+        e.seq.to_string(),
+        b.decided_at.clone(),
+        b.run_id.clone(),
+        b.action.as_str().into(),
+        b.target.clone(),
+        b.item_key.clone(),
+        b.category.clone(),
+        b.reason.clone(),
+        b.window.clone(),
+        b.expires_at.clone().unwrap_or_default(),
+        b.subject_hash.clone().unwrap_or_default(),
+        b.detail.clone(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+    .iter()
+    .map(|f| csv_field(f))
+    .collect::<Vec<_>>()
+    .join(",")
+}

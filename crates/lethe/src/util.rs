@@ -1,0 +1,26 @@
+//! Small things every command needs: the clock, and the error that means "exit 2".
+
+use std::fmt;
+
+use lethe_core::time::Timestamp;
+
+/// Bad usage or bad config: reported as is and mapped to exit status 2. Nothing was touched.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The wall clock. Read at the top of a command and passed down, never deep inside.
+pub fn now() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    Timestamp::from_micros(micros)
+}
