@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{DEFAULT_CONFIG, TargetKind};
+use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
 use lethe_core::expiry::Protections;
 
 use crate::engine::{self, SweepOptions};
@@ -69,6 +69,7 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     if chosen.is_empty() {
         chosen = c.targets.iter().collect();
     }
+    preflight(loaded, &chosen)?;
     let mut state = open_state(loaded)?;
     let opts = SweepOptions {
         apply: args.apply,
@@ -83,6 +84,38 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
         now(),
         &opts,
     )
+}
+
+/// Reaches every chosen target and checks its table and columns before anything is touched:
+/// a config that does not fit its database is bad usage (exit 2), reported all at once.
+fn preflight(loaded: &Loaded, targets: &[&Target]) -> Result<()> {
+    let mut problems = Vec::new();
+    for t in targets {
+        if let TargetKind::Sql(sql) = &t.kind {
+            let found = SqliteTable::open(sql, &t.window, &loaded.base, false)
+                .and_then(|table| table.check_schema());
+            let found = match found {
+                Ok(p) => p,
+                Err(e) => vec![format!("{e:#}")],
+            };
+            for p in found {
+                problems.push(format!(
+                    "{}:line {}: targets.{}: {p}",
+                    loaded.path.display(),
+                    t.line,
+                    t.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "the config does not fit its targets; nothing was touched:\n  {}",
+        problems.join("\n  ")
+    ))
+    .into())
 }
 
 fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
@@ -162,10 +195,11 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         }
         println!("nothing was changed");
     }
+    // A config that does not fit its targets is bad config: exit 2, as for sweep.
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(2)
     })
 }
 

@@ -1,0 +1,175 @@
+//! A sweep killed with SIGKILL at any point, then run again, finishes the work: every deleted
+//! item has exactly one deletion entry and the chain verifies. Two sweeps at once never
+//! delete an item twice or fork the chain.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::*;
+
+const ROWS: i64 = 600;
+
+/// After the work is finished: exactly the alive rows and their files remain, and each
+/// expired row has exactly one `deleted` entry in a chain that verifies.
+fn assert_finished(d: &Tmp, cfg: &Path) {
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    let alive: Vec<i64> = (1..=ROWS).filter(|i| i % 2 == 1).collect();
+    assert_eq!(ids(&conn, "training_records"), alive);
+    for id in 1..=ROWS {
+        assert_eq!(
+            d.path(&format!("files/ds-{id}.jsonl")).exists(),
+            id % 2 == 1,
+            "file {id}"
+        );
+    }
+    let mut deletions: HashMap<String, usize> = HashMap::new();
+    for e in export(cfg) {
+        if e["action"] == "deleted" {
+            *deletions
+                .entry(e["item_key"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    for id in (1..=ROWS).filter(|i| i % 2 == 0) {
+        assert_eq!(
+            deletions.get(&id.to_string()),
+            Some(&1),
+            "deletion entries for {id}"
+        );
+    }
+    assert_eq!(
+        deletions.len(),
+        (ROWS / 2) as usize,
+        "no entry for an item not deleted"
+    );
+    let v = run(cfg, &["audit", "verify"]);
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+    // Nothing left pending.
+    let st = Connection::open(d.path("state/lethe-state.db")).unwrap();
+    let pending: i64 = st
+        .query_row("SELECT count(*) FROM pending", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pending, 0);
+}
+
+fn killed_at(point: &str) {
+    let d = Tmp::new(&format!("kill-{}", point.replace(':', "-")));
+    drop(seed_training(&d, ROWS));
+    let cfg = training_config(&d);
+    let out = lethe()
+        .args(["sweep", "--apply", "--batch-size", "50", "--config"])
+        .arg(&cfg)
+        .env("LETHE_FAILPOINT", point)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{point}: the failpoint must kill the process"
+    );
+    let r = run(&cfg, &["sweep", "--apply", "--batch-size", "50", "--json"]);
+    assert_eq!(r.code, Some(0), "{point}: {}{}", r.stdout, r.stderr);
+    assert_finished(&d, &cfg);
+}
+
+#[test]
+fn killed_after_writing_ahead() {
+    killed_at("after_pending");
+    killed_at("after_pending:3");
+}
+
+#[test]
+fn killed_while_removing_files() {
+    killed_at("mid_files");
+    killed_at("mid_files:4");
+}
+
+#[test]
+fn killed_after_deleting_before_auditing() {
+    killed_at("after_delete");
+    killed_at("after_delete:2");
+}
+
+#[test]
+fn killed_after_auditing() {
+    killed_at("after_append:5");
+}
+
+/// Real SIGKILLs at arbitrary moments, several times in a row, then a clean finish.
+#[test]
+fn killed_at_random_moments() {
+    let d = Tmp::new("kill-random");
+    drop(seed_training(&d, ROWS));
+    let cfg = training_config(&d);
+    for delay_ms in [5u64, 20, 45, 80, 130] {
+        let mut child = lethe()
+            .args(["sweep", "--apply", "--batch-size", "7", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_finished(&d, &cfg);
+}
+
+#[test]
+fn two_sweeps_at_once_never_interleave() {
+    let d = Tmp::new("concurrent");
+    drop(seed_training(&d, ROWS));
+    let cfg = training_config(&d);
+    let spawn = || {
+        lethe()
+            .args([
+                "sweep",
+                "--apply",
+                "--json",
+                "--batch-size",
+                "5",
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn();
+    let b = spawn();
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let mut deleted = 0;
+    let mut skipped = 0;
+    for o in &outs {
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let t = &j["targets"][0];
+        deleted += t["deleted"].as_u64().unwrap();
+        if let Some(e) = t["error"].as_str() {
+            assert!(e.contains("another sweep"), "{e}");
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "a skipped target is reported with exit 1"
+            );
+            skipped += 1;
+        } else {
+            assert_eq!(o.status.code(), Some(0));
+        }
+    }
+    // Either one waited its turn out (skipped) or they ran one after the other; never both
+    // deleting the same rows.
+    assert_eq!(
+        deleted,
+        (ROWS / 2) as u64,
+        "each expired row deleted once (skipped: {skipped})"
+    );
+    assert_finished(&d, &cfg);
+}

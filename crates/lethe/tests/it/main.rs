@@ -1,0 +1,162 @@
+//! End-to-end tests: real SQLite files, real files on disk, the real `lethe` binary.
+#![allow(clippy::unwrap_used)]
+
+mod audit;
+mod config;
+mod crash;
+mod sweep;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+/// A directory removed when dropped.
+pub struct Tmp(pub PathBuf);
+
+impl Tmp {
+    pub fn new(name: &str) -> Tmp {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("lethe-it-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(std::fs::canonicalize(&p).unwrap())
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn lethe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
+    c
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+pub fn run(config: &Path, args: &[&str]) -> Run {
+    let out: Output = lethe()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff`, naive UTC, as SQLAlchemy stores it on SQLite.
+pub fn naive(secs_ago: i64) -> String {
+    let t = now_secs() - secs_ago;
+    lethe_core::time::Timestamp::from_unix_seconds(t)
+        .unwrap()
+        .to_rfc3339()
+        .replace('T', " ")
+        .replace('Z', ".250000")
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub const DAY: i64 = 86_400;
+
+/// The seed application's training_records table, with `n` rows: even ids expired (by days),
+/// odd ids alive; each row owns a file under `files/`.
+pub fn seed_training(dir: &Tmp, n: i64) -> Connection {
+    let conn = Connection::open(dir.path("ai.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE training_records (id INTEGER NOT NULL PRIMARY KEY, dataset_name VARCHAR(255) NOT NULL,
+           user_id VARCHAR(255) NOT NULL, file_path VARCHAR(1024) NOT NULL, created_at DATETIME NOT NULL,
+           retention_days INTEGER NOT NULL);
+         CREATE INDEX ix_tr_user ON training_records (user_id);",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path("files")).unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    for id in 1..=n {
+        let age = if id % 2 == 0 { 40 * DAY } else { 5 * DAY };
+        let f = dir.path(&format!("files/ds-{id}.jsonl"));
+        std::fs::write(&f, format!("row {id}\n")).unwrap();
+        tx.execute(
+            "INSERT INTO training_records (id, dataset_name, user_id, file_path, created_at, retention_days) VALUES (?1, 'ds', ?2, ?3, ?4, 30)",
+            rusqlite::params![id, format!("user-{}", id % 7), f.to_string_lossy(), naive(age)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    conn
+}
+
+pub fn training_config(dir: &Tmp) -> PathBuf {
+    let cfg = dir.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        r#"[state]
+url = "sqlite://state/lethe-state.db"
+
+[categories.finetune_dataset]
+retention = "90d"
+
+[[targets]]
+name = "training_records"
+type = "sql"
+url = "sqlite://ai.db"
+table = "training_records"
+category = "finetune_dataset"
+key = "id"
+created_at = "created_at"
+retention_days = "retention_days"
+subject = "user_id"
+file = "file_path"
+file_roots = ["files"]
+"#,
+    )
+    .unwrap();
+    cfg
+}
+
+pub fn ids(conn: &Connection, table: &str) -> Vec<i64> {
+    let mut st = conn
+        .prepare(&format!("SELECT id FROM \"{table}\" ORDER BY id"))
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Every audit entry, as exported.
+pub fn export(config: &Path) -> Vec<serde_json::Value> {
+    let r = run(config, &["audit", "export", "--format", "jsonl"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
