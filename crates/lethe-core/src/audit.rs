@@ -23,6 +23,14 @@ pub enum Action {
     Failed,
     SweepStarted,
     SweepFinished,
+    HoldPlaced,
+    HoldReleased,
+    ExceptionGranted,
+    ExceptionRenewed,
+    ExceptionRevoked,
+    ErasureReceived,
+    ErasureFinished,
+    AccessExported,
 }
 
 impl Action {
@@ -35,6 +43,14 @@ impl Action {
             Action::Failed => "failed",
             Action::SweepStarted => "sweep_started",
             Action::SweepFinished => "sweep_finished",
+            Action::HoldPlaced => "hold_placed",
+            Action::HoldReleased => "hold_released",
+            Action::ExceptionGranted => "exception_granted",
+            Action::ExceptionRenewed => "exception_renewed",
+            Action::ExceptionRevoked => "exception_revoked",
+            Action::ErasureReceived => "erasure_received",
+            Action::ErasureFinished => "erasure_finished",
+            Action::AccessExported => "access_exported",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -46,6 +62,14 @@ impl Action {
             "failed" => Action::Failed,
             "sweep_started" => Action::SweepStarted,
             "sweep_finished" => Action::SweepFinished,
+            "hold_placed" => Action::HoldPlaced,
+            "hold_released" => Action::HoldReleased,
+            "exception_granted" => Action::ExceptionGranted,
+            "exception_renewed" => Action::ExceptionRenewed,
+            "exception_revoked" => Action::ExceptionRevoked,
+            "erasure_received" => Action::ErasureReceived,
+            "erasure_finished" => Action::ErasureFinished,
+            "access_exported" => Action::AccessExported,
             _ => return None,
         })
     }

@@ -37,6 +37,8 @@ pub enum Basis {
     Window(Duration),
     /// created_at plus the category's maximum, which was shorter than what the item asked for.
     Max(Duration),
+    /// An erasure request: due now, whatever the window.
+    Erasure,
 }
 
 impl Basis {
@@ -47,6 +49,7 @@ impl Basis {
             Basis::ItemRetention(d) => format!("{d}d (item)"),
             Basis::Window(w) => w.to_string(),
             Basis::Max(m) => format!("max {m}"),
+            Basis::Erasure => "erasure".into(),
         }
     }
 }
@@ -258,6 +261,29 @@ pub fn decide(
         protections,
     )
     .unwrap_or(Verdict::Expired { expires_at, basis })
+}
+
+/// The verdict on one item of a subject under an erasure request (GDPR Art. 17): due now,
+/// whatever its window; only a legal hold withholds it (Art. 17(3)(e)). Exceptions extend
+/// retention, not a right to erasure, so they do not apply.
+pub fn decide_erasure(
+    now: Timestamp,
+    target: &str,
+    key: &str,
+    subject_hash: Option<&str>,
+    protections: &Protections,
+) -> Verdict {
+    match protections.hold_for(target, key, subject_hash) {
+        Some(hold_id) => Verdict::Held {
+            expires_at: now,
+            basis: Basis::Erasure,
+            hold_id: hold_id.to_string(),
+        },
+        None => Verdict::Expired {
+            expires_at: now,
+            basis: Basis::Erasure,
+        },
+    }
 }
 
 /// The hold or live exception that keeps a due item, if any.
@@ -480,6 +506,37 @@ mod tests {
                 basis: Basis::ItemRetention(7),
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn erasure_ignores_windows_and_exceptions_but_not_holds() {
+        let now = t(NOW);
+        let holds = vec![Hold {
+            id: "h".into(),
+            scope: HoldScope::Subject("s1".into()),
+        }];
+        let exc = vec![Exception {
+            id: "e".into(),
+            target: "t".into(),
+            key: "2".into(),
+            until: t("2027-01-01"),
+        }];
+        let p = Protections::new(&holds, &exc);
+        assert!(matches!(
+            decide_erasure(now, "t", "1", Some("s1"), &p),
+            Verdict::Held { .. }
+        ));
+        assert!(matches!(
+            decide_erasure(now, "t", "2", Some("s2"), &p),
+            Verdict::Expired {
+                basis: Basis::Erasure,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide_erasure(now, "t", "3", Some("s2"), &p),
+            Verdict::Expired { .. }
         ));
     }
 

@@ -5,15 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
-use lethe_core::expiry::Protections;
 
-use crate::engine::{self, SweepOptions};
+use crate::engine::{self, Job, SweepOptions};
 use crate::files::Roots;
 use crate::settings::{self, Loaded};
 use crate::state::{Filter, State};
 use crate::targets::sqlite::SqliteTable;
 use crate::util::{UsageError, now};
-use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output};
+use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, registry, requests};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -29,13 +28,30 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             if cli.json {
                 output::json(&report)?;
             } else {
-                output::sweep(&report, &loaded.path);
+                output::sweep(&report, &output::Heading::sweep(&report, &loaded.path));
             }
             Ok(if report.has_failures() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Erase(ref args) => {
+            requests::erase(&settings::load(cli.config.as_deref())?, args, cli.json)
+        }
+        Command::Export {
+            ref subject,
+            ref output,
+        } => requests::export(
+            &settings::load(cli.config.as_deref())?,
+            subject,
+            output.as_deref(),
+        ),
+        Command::Hold { ref command } => {
+            requests::hold(&settings::load(cli.config.as_deref())?, command, cli.json)
+        }
+        Command::Exception { ref command } => {
+            requests::exception(&settings::load(cli.config.as_deref())?, command, cli.json)
         }
         Command::Audit { ref command } => {
             let loaded = settings::load(cli.config.as_deref())?;
@@ -70,7 +86,9 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
         chosen = c.targets.iter().collect();
     }
     preflight(loaded, &chosen)?;
+    let now = now();
     let mut state = open_state(loaded)?;
+    let protections = registry::protections(&state, now)?;
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,
@@ -80,15 +98,16 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
         &mut state,
         &chosen,
         &loaded.base,
-        &Protections::default(),
-        now(),
+        &protections,
+        now,
+        &Job::Retention,
         &opts,
     )
 }
 
 /// Reaches every chosen target and checks its table and columns before anything is touched:
 /// a config that does not fit its database is bad usage (exit 2), reported all at once.
-fn preflight(loaded: &Loaded, targets: &[&Target]) -> Result<()> {
+pub fn preflight(loaded: &Loaded, targets: &[&Target]) -> Result<()> {
     let mut problems = Vec::new();
     for t in targets {
         if let TargetKind::Sql(sql) = &t.kind {

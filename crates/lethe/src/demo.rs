@@ -237,7 +237,7 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
          training_records), dataset files under datasets/, and lethe.toml.\n",
         dir.display()
     );
-    crate::output::sweep(&report, &shown);
+    crate::output::sweep(&report, &crate::output::Heading::sweep(&report, &shown));
     println!(
         "\nThe failed items are deliberate: a timestamp nobody can read, a file outside \
          file_roots, a symbolic link out of them and a directory. Lethe reports them and never \

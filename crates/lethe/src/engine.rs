@@ -32,6 +32,22 @@ pub const DEFAULT_BATCH: usize = 5_000;
 /// How many failed items a report lists by name; all of them are in the audit trail.
 const SAMPLE: usize = 12;
 
+/// What a run deletes: what has outlived its window, or everything of one data subject.
+#[derive(Clone, Debug)]
+pub enum Job {
+    Retention,
+    Erasure { subject: String, request_id: String },
+}
+
+impl Job {
+    fn reason(&self) -> &'static str {
+        match self {
+            Job::Retention => "retention",
+            Job::Erasure { .. } => "erasure",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
     pub apply: bool,
@@ -133,6 +149,10 @@ struct Sweeper<'a> {
     apply: bool,
     report: TargetReport,
     failpoint: Option<Failpoint>,
+    /// The subject whose rows an erasure selects; `None` for a retention sweep.
+    subject: Option<&'a str>,
+    /// Whether rows are judged as under an erasure request (set per batch on recovery).
+    erasure: bool,
 }
 
 impl Sweeper<'_> {
@@ -144,8 +164,12 @@ impl Sweeper<'_> {
             target: self.target.name.clone(),
             item_key: key.to_string(),
             category: self.target.category.clone(),
-            reason: "retention".into(),
-            window: self.target.window.retention.to_string(),
+            reason: if self.erasure { "erasure" } else { "retention" }.into(),
+            window: if self.erasure {
+                "erasure".into()
+            } else {
+                self.target.window.retention.to_string()
+            },
             expires_at: None,
             subject_hash,
             detail: String::new(),
@@ -188,15 +212,25 @@ impl Sweeper<'_> {
                 expires_at: Some(row.expires_at.raw()),
                 retention_days: Some(row.retention_days.raw()),
             };
-            let verdict = expiry::decide(
-                self.now,
-                &self.target.window,
-                &self.target.name,
-                &key_s,
-                subject_hash.as_deref(),
-                &facts,
-                self.protections,
-            );
+            let verdict = if self.erasure {
+                expiry::decide_erasure(
+                    self.now,
+                    &self.target.name,
+                    &key_s,
+                    subject_hash.as_deref(),
+                    self.protections,
+                )
+            } else {
+                expiry::decide(
+                    self.now,
+                    &self.target.window,
+                    &self.target.name,
+                    &key_s,
+                    subject_hash.as_deref(),
+                    &facts,
+                    self.protections,
+                )
+            };
             match verdict {
                 Verdict::Keep { .. } => {}
                 Verdict::Invalid { reason } => self.fail(
@@ -213,8 +247,10 @@ impl Sweeper<'_> {
                     self.report.held += 1;
                     body.action = Action::Held;
                     body.window = basis.describe();
-                    body.expires_at = Some(expires_at.to_rfc3339());
-                    body.detail = format!("legal hold {hold_id}");
+                    if !self.erasure {
+                        body.expires_at = Some(expires_at.to_rfc3339());
+                    }
+                    body.detail = format!("withheld by legal hold {hold_id}");
                     entries.push(body);
                 }
                 Verdict::Excepted {
@@ -233,7 +269,9 @@ impl Sweeper<'_> {
                 }
                 Verdict::Expired { expires_at, basis } => {
                     body.window = basis.describe();
-                    body.expires_at = Some(expires_at.to_rfc3339());
+                    if !self.erasure {
+                        body.expires_at = Some(expires_at.to_rfc3339());
+                    }
                     let file = match &row.file {
                         Ok(None) => None,
                         Ok(Some(p)) if p.is_empty() => None,
@@ -377,6 +415,10 @@ impl Sweeper<'_> {
                 continue;
             }
             let keys: Vec<Key> = items.iter().map(|i| i.key.clone()).collect();
+            // Finish the batch under the job that planned it: an erasure stays an erasure.
+            let was_erasure = items.iter().any(|i| i.body.reason == "erasure");
+            let job_erasure = self.erasure;
+            self.erasure = was_erasure;
             self.table.begin()?;
             let rows = match self.table.fetch(&keys) {
                 Ok(r) => r,
@@ -395,7 +437,9 @@ impl Sweeper<'_> {
                 self.report.deleted += 1;
                 entries.push(b);
             }
-            if let Err(e) = self.apply_batch(rows, Some(id), entries) {
+            let done = self.apply_batch(rows, Some(id), entries);
+            self.erasure = job_erasure;
+            if let Err(e) = done {
                 self.table.rollback();
                 return Err(e);
             }
@@ -417,7 +461,11 @@ impl Sweeper<'_> {
             if self.apply {
                 self.table.begin()?;
             }
-            let rows = match self.table.candidates(cursor.as_ref(), self.now, batch) {
+            let rows = match self.subject {
+                Some(subject) => self.table.of_subject(subject, cursor.as_ref(), batch),
+                None => self.table.candidates(cursor.as_ref(), self.now, batch),
+            };
+            let rows = match rows {
                 Ok(r) => r,
                 Err(e) => {
                     if self.apply {
@@ -496,17 +544,21 @@ fn draw_progress(r: &TargetReport, range: Option<(i64, i64)>, at: Option<&Key>, 
     let _ = std::io::stderr().flush();
 }
 
-/// Sweeps the given targets (all `sql` targets if `names` is empty).
+/// Runs a job over the given targets: a retention sweep, or one subject's erasure.
 pub fn sweep(
     state: &mut State,
     targets: &[&Target],
     base: &Path,
     protections: &Protections,
     now: Timestamp,
+    job: &Job,
     opts: &SweepOptions,
 ) -> Result<SweepReport> {
-    let run_id = crate::state::new_id("run")?;
-    state.start_run(&run_id, "sweep", !opts.apply)?;
+    let run_id = match job {
+        Job::Retention => crate::state::new_id("run")?,
+        Job::Erasure { request_id, .. } => request_id.clone(),
+    };
+    state.start_run(&run_id, job.reason(), !opts.apply)?;
     let progress = opts.progress && std::io::stderr().is_terminal();
     let mut reports = Vec::new();
     for target in targets {
@@ -535,17 +587,16 @@ pub fn sweep(
             }
             Lease::Acquired => {}
         }
-        let result = sweep_one(
-            state,
-            target,
-            sql,
+        let ctx = RunCtx {
             base,
             protections,
             now,
-            &run_id,
+            run_id: &run_id,
+            job,
             opts,
             progress,
-        );
+        };
+        let result = sweep_one(state, target, sql, &ctx);
         let _ = state.release_lease(&target.name);
         match result {
             Ok(r) => report = r,
@@ -558,7 +609,7 @@ pub fn sweep(
             target: target.name.clone(),
             item_key: String::new(),
             category: target.category.clone(),
-            reason: "retention".into(),
+            reason: job.reason().into(),
             window: target.window.retention.to_string(),
             expires_at: None,
             subject_hash: None,
@@ -590,36 +641,46 @@ pub fn sweep(
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
+struct RunCtx<'a> {
+    base: &'a Path,
+    protections: &'a Protections,
+    now: Timestamp,
+    run_id: &'a str,
+    job: &'a Job,
+    opts: &'a SweepOptions,
+    progress: bool,
+}
+
 fn sweep_one(
     state: &mut State,
     target: &Target,
     sql: &SqlTarget,
-    base: &Path,
-    protections: &Protections,
-    now: Timestamp,
-    run_id: &str,
-    opts: &SweepOptions,
-    progress: bool,
+    ctx: &RunCtx<'_>,
 ) -> Result<TargetReport> {
-    let table = SqliteTable::open(sql, &target.window, base, opts.apply)
+    let table = SqliteTable::open(sql, &target.window, ctx.base, ctx.opts.apply)
         .with_context(|| format!("target {}", target.name))?;
+    let subject = match ctx.job {
+        Job::Erasure { subject, .. } => Some(subject.as_str()),
+        Job::Retention => None,
+    };
     let mut s = Sweeper {
         state,
         target,
         table,
-        roots: Roots::new(&sql.file_roots, base),
-        protections,
-        now,
-        run_id,
-        apply: opts.apply,
+        roots: Roots::new(&sql.file_roots, ctx.base),
+        protections: ctx.protections,
+        now: ctx.now,
+        run_id: ctx.run_id,
+        apply: ctx.opts.apply,
         report: TargetReport {
             target: target.name.clone(),
             ..Default::default()
         },
         failpoint: Failpoint::from_env(),
+        subject,
+        erasure: subject.is_some(),
     };
-    s.run(opts.batch.max(1), progress)?;
+    s.run(ctx.opts.batch.max(1), ctx.progress)?;
     Ok(s.report)
 }
 

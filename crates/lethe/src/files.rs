@@ -194,6 +194,42 @@ impl Roots {
         }
     }
 
+    /// Size and SHA-256 of a regular file, read without following links; `None` if missing.
+    pub fn digest(&self, f: &OwnedFile) -> Result<Option<(u64, String)>, String> {
+        use sha2::Digest;
+        use std::io::Read;
+        let Some((dir, name)) = self.open_parent(f)? else {
+            return Ok(None);
+        };
+        let shown = self.shown(f);
+        if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
+            return Ok(None);
+        }
+        let fd = rustix::fs::openat(
+            &dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open {}: {e}", shown.display()))?;
+        let mut file = std::fs::File::from(fd);
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read {}: {e}", shown.display()))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some((size, hex)))
+    }
+
     /// Removes the file if it is a regular file; a missing file is not an error.
     pub fn remove(&self, f: &OwnedFile) -> Result<FileState, String> {
         let Some((dir, name)) = self.open_parent(f)? else {

@@ -6,6 +6,8 @@ mod demo;
 mod engine;
 mod files;
 mod output;
+mod registry;
+mod requests;
 mod settings;
 mod state;
 mod targets;
@@ -52,10 +54,115 @@ enum Command {
     Check,
     /// Find expired items and delete them (dry run unless --apply)
     Sweep(SweepArgs),
+    /// Erase one data subject's items across every target that maps a subject (GDPR Art. 17)
+    Erase(EraseArgs),
+    /// Export one data subject's items as one JSON document (GDPR Art. 15)
+    Export {
+        /// The data subject, as the targets' subject column holds it
+        #[arg(long)]
+        subject: String,
+        /// Write to this file instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Legal holds: keep items whatever their window or an erasure request says
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Approved, time-limited extensions for single expired items
+    Exception {
+        #[command(subcommand)]
+        command: ExceptionCommand,
+    },
     /// Query, verify and export the audit trail
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EraseArgs {
+    #[command(subcommand)]
+    command: Option<EraseCommand>,
+    /// The data subject, as the targets' subject column holds it
+    #[arg(long)]
+    subject: Option<String>,
+    /// Delete; without it nothing in any target changes (the request is recorded as previewed)
+    #[arg(long)]
+    apply: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum EraseCommand {
+    /// The receipt of one request: deadline, status, counts and the audit entries it produced
+    Status { id: String },
+    /// Open requests, and those near or past their deadline
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldCommand {
+    /// Place a hold on a subject, on one item (--target and --key), or on a whole target
+    Add {
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, requires = "target")]
+        key: Option<String>,
+        /// The legal case this hold serves
+        #[arg(long = "case")]
+        case_id: String,
+        #[arg(long)]
+        reason: String,
+        /// Who places it [default: the OS user]
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Active and released holds
+    List,
+    /// Release a hold; the reason is recorded
+    Release {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExceptionCommand {
+    /// Keep one item until a date, within [exceptions] max_extension and max_renewals
+    Add {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        key: String,
+        /// A date (kept through the end of that day, UTC) or an RFC 3339 time
+        #[arg(long)]
+        until: String,
+        /// Who answers for this exception
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        reason: String,
+        /// Who grants it [default: the OS user]
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Active, lapsed, superseded and revoked exceptions
+    List,
+    /// End an exception early
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "revoked")]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 

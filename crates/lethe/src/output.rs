@@ -46,13 +46,28 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn sweep(r: &SweepReport, config: &Path) {
+/// How a run's summary is headed and which command applies it.
+pub struct Heading {
+    pub title: String,
+    pub apply: String,
+}
+
+impl Heading {
+    pub fn sweep(r: &SweepReport, config: &Path) -> Heading {
+        Heading {
+            title: format!("Sweep {}", r.run_id),
+            apply: format!("lethe sweep --apply --config {}", config.display()),
+        }
+    }
+}
+
+pub fn sweep(r: &SweepReport, h: &Heading) {
     let mode = if r.dry_run {
         "dry run: nothing was changed"
     } else {
         "applied"
     };
-    println!("Sweep {} ({mode}), judged at {}", r.run_id, r.decided_at);
+    println!("{} ({mode}), judged at {}", h.title, r.decided_at);
     let del = if r.dry_run { "would delete" } else { "deleted" };
     let files = if r.dry_run {
         "files to remove"
@@ -61,7 +76,7 @@ pub fn sweep(r: &SweepReport, config: &Path) {
     };
     let mut rows = vec![vec![
         "target".to_string(),
-        "expired".into(),
+        "due".into(),
         del.into(),
         "held".into(),
         files.into(),
@@ -119,10 +134,7 @@ pub fn sweep(r: &SweepReport, config: &Path) {
     if r.dry_run {
         let due: u64 = r.targets.iter().map(|t| t.found - t.held - t.failed).sum();
         if due > 0 {
-            println!(
-                "\nTo delete them: lethe sweep --apply --config {}",
-                config.display()
-            );
+            println!("\nTo delete them: {}", h.apply);
         } else {
             println!("\nNothing is due.");
         }
@@ -203,4 +215,26 @@ pub fn csv_row(e: &Entry) -> String {
     .map(|f| csv_field(f))
     .collect::<Vec<_>>()
     .join(",")
+}
+
+/// Prints rows as a left-aligned table, first row the header.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        println!("  {}", line.join("  ").trim_end());
+    }
 }

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::util::{UsageError, now};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY,
     decided_at TEXT NOT NULL,
@@ -67,7 +68,53 @@ CREATE TABLE runs (
     finished_at TEXT,
     summary TEXT
 );
-"#];
+"#,
+    r#"
+CREATE TABLE holds (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('subject', 'item', 'target')),
+    target TEXT,
+    item_key TEXT,
+    subject_hash TEXT,
+    case_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    placed_by TEXT NOT NULL,
+    placed_at TEXT NOT NULL,
+    released_at TEXT,
+    released_by TEXT,
+    release_reason TEXT
+);
+CREATE TABLE exceptions (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    item_key TEXT NOT NULL,
+    until TEXT NOT NULL,
+    until_micros INTEGER NOT NULL,
+    item_expires_at TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    granted_by TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    renewal INTEGER NOT NULL,
+    superseded_by TEXT,
+    revoked_at TEXT,
+    revoked_by TEXT,
+    revoke_reason TEXT
+);
+CREATE INDEX exceptions_item ON exceptions(target, item_key);
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject_hash TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    status TEXT NOT NULL,
+    counts TEXT NOT NULL DEFAULT '[]',
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX requests_subject ON requests(subject_hash);
+"#,
+];
 
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
 pub const LEASE_TTL_SECS: i64 = 120;
@@ -134,16 +181,36 @@ fn load_key(state_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
     let mut key_path = state_path.as_os_str().to_owned();
     key_path.push(".key");
     let key_path = PathBuf::from(key_path);
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path);
-    if let Ok(mut f) = created {
-        use std::io::Write;
-        f.write_all(random_hex(32)?.as_bytes())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("Failed to write audit key file {}", key_path.display()))?;
+    if !key_path.exists() {
+        // Written whole to a private temporary file, then linked into place: a second
+        // process starting at the same moment sees either no key file or the whole key.
+        let mut tmp = key_path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("Failed to create audit key file {}", tmp.display()))?;
+            f.write_all(random_hex(32)?.as_bytes())
+                .and_then(|_| f.sync_all())
+                .with_context(|| format!("Failed to write audit key file {}", tmp.display()))?;
+        }
+        let linked = std::fs::hard_link(&tmp, &key_path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("Failed to create audit key file {}", key_path.display())
+                });
+            }
+        }
     }
     let hex = std::fs::read_to_string(&key_path)
         .with_context(|| format!("Failed to read audit key file {}", key_path.display()))?;
@@ -169,8 +236,7 @@ impl State {
         let conn = Connection::open(&path)
             .with_context(|| format!("Failed to open state {}", path.display()))?;
         conn.busy_timeout(StdDuration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(|| format!("Failed to set WAL on state {}", path.display()))?;
+        set_wal(&conn).with_context(|| format!("Failed to set WAL on state {}", path.display()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let key = load_key(&path, key_env)?;
         let mut st = State {
@@ -206,6 +272,21 @@ impl State {
 
     /// Appends entries to the chain and, in the same transaction, forgets a pending batch.
     pub fn append(&mut self, bodies: Vec<Body>, clear_pending: Option<i64>) -> Result<()> {
+        self.append_with(bodies, |tx| {
+            if let Some(id) = clear_pending {
+                tx.execute("DELETE FROM pending WHERE id = ?1", [id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Appends entries and makes the record change they describe, in one transaction: a hold
+    /// is never placed without its entry, nor an entry written for a hold that was not placed.
+    pub fn append_with(
+        &mut self,
+        bodies: Vec<Body>,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<()> {
         let fingerprint = self.key.fingerprint();
         let tx = self
             .conn
@@ -251,9 +332,7 @@ impl State {
                 params![last.seq, last.hash, self.key.seal(last.seq, &last.hash), fingerprint],
             )?;
         }
-        if let Some(id) = clear_pending {
-            tx.execute("DELETE FROM pending WHERE id = ?1", [id])?;
-        }
+        change(&tx)?;
         tx.commit().context("Failed to commit audit entries")?;
         Ok(())
     }
@@ -336,7 +415,8 @@ impl State {
 
     pub fn start_run(&mut self, run_id: &str, kind: &str, dry_run: bool) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id) DO UPDATE SET dry_run = excluded.dry_run, started_at = excluded.started_at, finished_at = NULL",
             params![run_id, kind, dry_run, now().to_rfc3339()],
         )?;
         Ok(())
@@ -433,6 +513,32 @@ impl State {
             head_hash: head_hash.to_string(),
             problem,
         })
+    }
+}
+
+impl State {
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Switches the state to WAL. Two processes opening a new state at once race for this, and
+/// SQLite answers the loser with BUSY without waiting, so retry for a while.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut tries = 0;
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+        match mode {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+            {
+                tries += 1;
+                std::thread::sleep(StdDuration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct SqliteTable {
     select: String,
     candidates_first: String,
     candidates_after: String,
+    subject_first: Option<String>,
+    subject_after: Option<String>,
     pub path: std::path::PathBuf,
     table: String,
     cfg: SqlTarget,
@@ -108,11 +110,27 @@ impl SqliteTable {
         let candidates_first = format!("{select} WHERE ({due}) ORDER BY {key} LIMIT ?2");
         let candidates_after =
             format!("{select} WHERE {key} > ?3 AND ({due}) ORDER BY {key} LIMIT ?2");
+        let (subject_first, subject_after) = match &cfg.subject {
+            Some(subj) => {
+                let subj = q(subj);
+                (
+                    Some(format!(
+                        "{select} WHERE {subj} = ?1 ORDER BY {key} LIMIT ?2"
+                    )),
+                    Some(format!(
+                        "{select} WHERE {subj} = ?1 AND {key} > ?3 ORDER BY {key} LIMIT ?2"
+                    )),
+                )
+            }
+            None => (None, None),
+        };
         Ok(SqliteTable {
             conn,
             select,
             candidates_first,
             candidates_after,
+            subject_first,
+            subject_after,
             path,
             table,
             cfg: cfg.clone(),
@@ -220,6 +238,64 @@ impl SqliteTable {
             }
         };
         rows.with_context(|| format!("Failed to read {}", self.table))
+    }
+
+    /// The next rows of one data subject, in key order, after `after`. The subject is only
+    /// ever a bound parameter.
+    pub fn of_subject(&self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>> {
+        let limit = limit as i64;
+        let (Some(first), Some(next)) = (&self.subject_first, &self.subject_after) else {
+            return Ok(Vec::new());
+        };
+        let rows = match after {
+            None => {
+                let mut st = self.conn.prepare_cached(first)?;
+                st.query_map(rusqlite::params![subject, limit], read_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+            Some(k) => {
+                let mut st = self.conn.prepare_cached(next)?;
+                st.query_map(rusqlite::params![subject, limit, k], read_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+        };
+        rows.with_context(|| format!("Failed to read {}", self.table))
+    }
+
+    /// Every column of one subject's rows, as JSON objects, for an access export.
+    pub fn export_subject(
+        &self,
+        subject_col: &str,
+        subject: &str,
+        mut each: impl FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT * FROM {} WHERE {} = ?1 ORDER BY {}",
+            self.table,
+            quote_ident(subject_col),
+            quote_ident(&self.cfg.key)
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+        let mut rows = st.query([subject])?;
+        while let Some(r) = rows.next()? {
+            let mut obj = serde_json::Map::new();
+            for (i, n) in names.iter().enumerate() {
+                let v = match r.get_ref(i)? {
+                    ValueRef::Null => serde_json::Value::Null,
+                    ValueRef::Integer(n) => n.into(),
+                    ValueRef::Real(f) => f.into(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                    ValueRef::Blob(b) => {
+                        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                        serde_json::json!({ "hex": hex })
+                    }
+                };
+                obj.insert(n.clone(), v);
+            }
+            each(obj)?;
+        }
+        Ok(())
     }
 
     /// The rows with these keys that still exist.

@@ -149,7 +149,8 @@ fn two_sweeps_at_once_never_interleave() {
     let mut deleted = 0;
     let mut skipped = 0;
     for o in &outs {
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
         let t = &j["targets"][0];
         deleted += t["deleted"].as_u64().unwrap();
         if let Some(e) = t["error"].as_str() {

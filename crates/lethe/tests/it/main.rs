@@ -4,6 +4,7 @@
 mod audit;
 mod config;
 mod crash;
+mod requests;
 mod sweep;
 
 use std::path::{Path, PathBuf};
