@@ -85,10 +85,10 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     if chosen.is_empty() {
         chosen = c.targets.iter().collect();
     }
-    preflight(loaded, &chosen)?;
+    preflight(loaded, &chosen, args.apply)?;
     let now = now();
     let mut state = open_state(loaded)?;
-    let protections = registry::protections(&state, now)?;
+    let protections = registry::protections(&mut state, now)?;
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,
@@ -107,11 +107,13 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
 
 /// Reaches every chosen target and checks its table and columns before anything is touched:
 /// a config that does not fit its database is bad usage (exit 2), reported all at once.
-pub fn preflight(loaded: &Loaded, targets: &[&Target]) -> Result<()> {
+/// `write` opens the targets as the run will: an apply may need to roll back a hot journal
+/// an interrupted writer left, which a read-only open cannot.
+pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()> {
     let mut problems = Vec::new();
     for t in targets {
         if let TargetKind::Sql(sql) = &t.kind {
-            let found = SqliteTable::open(sql, &t.window, &loaded.base, false)
+            let found = SqliteTable::open(sql, &t.window, &loaded.base, write)
                 .and_then(|table| table.check_schema());
             let found = match found {
                 Ok(p) => p,
@@ -223,7 +225,7 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 }
 
 fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
-    let state = open_state(loaded)?;
+    let mut state = open_state(loaded)?;
     match cmd {
         AuditCommand::Verify => {
             let r = state.verify()?;

@@ -2,6 +2,7 @@
 //! the outcome to an exit status: 0 done, 1 ran but something failed, 2 bad usage or config.
 
 mod commands;
+mod db;
 mod demo;
 mod engine;
 mod files;

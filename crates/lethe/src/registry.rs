@@ -5,11 +5,11 @@ use anyhow::{Result, anyhow};
 use lethe_core::audit::{Action, Body};
 use lethe_core::expiry::{Exception, Hold, HoldScope, Protections};
 use lethe_core::time::Timestamp;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::state::{State, new_id};
 use crate::util::UsageError;
+use crate::vals;
 
 /// Who is acting: `--by`, else the OS user.
 pub fn actor(by: Option<&str>) -> String {
@@ -88,7 +88,7 @@ pub fn place_hold(state: &mut State, h: NewHold<'_>, now: Timestamp) -> Result<S
     state.append_with(vec![body], |tx| {
         tx.execute(
             "INSERT INTO holds (id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, scope, h.target, h.key, h.subject_hash, h.case_id, h.reason, h.by, placed_at],
+            &vals![&id, scope, h.target, h.key, &h.subject_hash, h.case_id, h.reason, &h.by, &placed_at],
         )?;
         Ok(())
     })?;
@@ -122,7 +122,7 @@ pub fn release_hold(
     state.append_with(vec![body], |tx| {
         let n = tx.execute(
             "UPDATE holds SET released_at = ?1, released_by = ?2, release_reason = ?3 WHERE id = ?4 AND released_at IS NULL",
-            params![at, by, reason, id],
+            &vals![at, by, reason, id],
         )?;
         if n != 1 {
             return Err(anyhow!("hold {id} was released by someone else meanwhile"));
@@ -131,29 +131,28 @@ pub fn release_hold(
     })
 }
 
-pub fn holds(state: &State) -> Result<Vec<HoldRecord>> {
-    let mut st = state.conn().prepare(
+pub fn holds(state: &mut State) -> Result<Vec<HoldRecord>> {
+    let rows = state.db().query(
         "SELECT id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at, released_at, released_by, release_reason FROM holds ORDER BY placed_at, id",
+        &[],
     )?;
-    let rows = st
-        .query_map([], |r| {
-            Ok(HoldRecord {
-                id: r.get(0)?,
-                scope: r.get(1)?,
-                target: r.get(2)?,
-                item_key: r.get(3)?,
-                subject_hash: r.get(4)?,
-                case_id: r.get(5)?,
-                reason: r.get(6)?,
-                placed_by: r.get(7)?,
-                placed_at: r.get(8)?,
-                released_at: r.get(9)?,
-                released_by: r.get(10)?,
-                release_reason: r.get(11)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|r| HoldRecord {
+            id: r.text(0),
+            scope: r.text(1),
+            target: r.opt_text(2),
+            item_key: r.opt_text(3),
+            subject_hash: r.opt_text(4),
+            case_id: r.text(5),
+            reason: r.text(6),
+            placed_by: r.text(7),
+            placed_at: r.text(8),
+            released_at: r.opt_text(9),
+            released_by: r.opt_text(10),
+            release_reason: r.opt_text(11),
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -178,15 +177,17 @@ pub struct ExceptionRecord {
     pub status: String,
 }
 
-pub fn exceptions(state: &State, now: Timestamp) -> Result<Vec<ExceptionRecord>> {
-    let mut st = state.conn().prepare(
+pub fn exceptions(state: &mut State, now: Timestamp) -> Result<Vec<ExceptionRecord>> {
+    let rows = state.db().query(
         "SELECT id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal, superseded_by, revoked_at, revoked_by, revoke_reason FROM exceptions ORDER BY granted_at, id",
+        &[],
     )?;
-    let rows = st
-        .query_map([], |r| {
-            let until_micros: i64 = r.get(4)?;
-            let superseded_by: Option<String> = r.get(11)?;
-            let revoked_at: Option<String> = r.get(12)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let until_micros = r.int(4);
+            let superseded_by = r.opt_text(11);
+            let revoked_at = r.opt_text(12);
             let status = if revoked_at.is_some() {
                 "revoked"
             } else if superseded_by.is_some() {
@@ -196,27 +197,26 @@ pub fn exceptions(state: &State, now: Timestamp) -> Result<Vec<ExceptionRecord>>
             } else {
                 "active"
             };
-            Ok(ExceptionRecord {
-                id: r.get(0)?,
-                target: r.get(1)?,
-                item_key: r.get(2)?,
-                until: r.get(3)?,
+            ExceptionRecord {
+                id: r.text(0),
+                target: r.text(1),
+                item_key: r.text(2),
+                until: r.text(3),
                 until_micros,
-                item_expires_at: r.get(5)?,
-                owner: r.get(6)?,
-                reason: r.get(7)?,
-                granted_by: r.get(8)?,
-                granted_at: r.get(9)?,
-                renewal: r.get(10)?,
+                item_expires_at: r.text(5),
+                owner: r.text(6),
+                reason: r.text(7),
+                granted_by: r.text(8),
+                granted_at: r.text(9),
+                renewal: r.int(10) as u32,
                 superseded_by,
                 revoked_at,
-                revoked_by: r.get(13)?,
-                revoke_reason: r.get(14)?,
+                revoked_by: r.opt_text(13),
+                revoke_reason: r.opt_text(14),
                 status: status.into(),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+            }
+        })
+        .collect())
 }
 
 pub struct NewException<'a> {
@@ -299,8 +299,8 @@ pub fn grant_exception(
     state.append_with(vec![body], |tx| {
         tx.execute(
             "INSERT INTO exceptions (id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                id,
+            &vals![
+                &id,
                 e.target,
                 e.key,
                 e.until.to_rfc3339(),
@@ -308,13 +308,13 @@ pub fn grant_exception(
                 e.item_expires_at.to_rfc3339(),
                 e.owner,
                 e.reason,
-                e.by,
+                &e.by,
                 now.to_rfc3339(),
                 renewal
             ],
         )?;
         if let Some(c) = &current {
-            tx.execute("UPDATE exceptions SET superseded_by = ?1 WHERE id = ?2", params![id, c])?;
+            tx.execute("UPDATE exceptions SET superseded_by = ?1 WHERE id = ?2", &vals![&id, c])?;
         }
         Ok(())
     })?;
@@ -344,14 +344,14 @@ pub fn revoke_exception(
     state.append_with(vec![body], |tx| {
         tx.execute(
             "UPDATE exceptions SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE id = ?4",
-            params![at, by, reason, id],
+            &vals![at, by, reason, id],
         )?;
         Ok(())
     })
 }
 
 /// Active holds and live exceptions, as the decision takes them.
-pub fn protections(state: &State, now: Timestamp) -> Result<Protections> {
+pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
     let holds: Vec<Hold> = holds(state)?
         .into_iter()
         .filter(|h| h.released_at.is_none())
@@ -417,68 +417,62 @@ pub fn new_request(
         state.append_with(vec![body], |tx| {
             tx.execute(
                 "INSERT INTO requests (id, kind, subject_hash, received_at, deadline, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'received', ?4)",
-                params![id, kind, subject_hash, received, deadline],
+                &vals![&id, kind, subject_hash, &received, &deadline],
             )?;
             Ok(())
         })?;
     } else {
-        state.conn().execute(
+        state.db().execute(
             "INSERT INTO requests (id, kind, subject_hash, received_at, deadline, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'received', ?4)",
-            params![id, kind, subject_hash, received, deadline],
+            &vals![&id, kind, subject_hash, &received, &deadline],
         )?;
     }
     request(state, &id)?.ok_or_else(|| anyhow!("request {id} vanished"))
 }
 
-/// The open erasure request of a subject (received or previewed), to be carried on.
-pub fn open_request(state: &State, subject_hash: &str) -> Result<Option<Request>> {
-    let id: Option<String> = state
-        .conn()
-        .query_row(
-            "SELECT id FROM requests WHERE kind = 'erasure' AND subject_hash = ?1 AND status IN ('received', 'previewed', 'failed') ORDER BY received_at DESC LIMIT 1",
-            [subject_hash],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match id {
-        Some(id) => request(state, &id),
-        None => Ok(None),
+const REQUEST_COLS: &str =
+    "id, kind, subject_hash, received_at, deadline, status, counts, updated_at";
+
+fn read_request(r: &crate::db::DbRow) -> Request {
+    Request {
+        id: r.text(0),
+        kind: r.text(1),
+        subject_hash: r.text(2),
+        received_at: r.text(3),
+        deadline: r.text(4),
+        status: r.text(5),
+        counts: serde_json::from_str(&r.text(6)).unwrap_or(serde_json::Value::Null),
+        updated_at: r.text(7),
     }
 }
 
-pub fn request(state: &State, id: &str) -> Result<Option<Request>> {
+/// The open erasure request of a subject (received, previewed or failed), to be carried on.
+pub fn open_request(state: &mut State, subject_hash: &str) -> Result<Option<Request>> {
+    let sql = format!(
+        "SELECT {REQUEST_COLS} FROM requests WHERE kind = 'erasure' AND subject_hash = ?1 AND status IN ('received', 'previewed', 'failed') ORDER BY received_at DESC LIMIT 1"
+    );
     Ok(state
-        .conn()
-        .query_row(
-            "SELECT id, kind, subject_hash, received_at, deadline, status, counts, updated_at FROM requests WHERE id = ?1",
-            [id],
-            read_request,
-        )
-        .optional()?)
+        .db()
+        .query_opt(&sql, &vals![subject_hash])?
+        .map(|r| read_request(&r)))
 }
 
-pub fn requests(state: &State) -> Result<Vec<Request>> {
-    let mut st = state.conn().prepare(
-        "SELECT id, kind, subject_hash, received_at, deadline, status, counts, updated_at FROM requests ORDER BY deadline, id",
-    )?;
-    let rows = st
-        .query_map([], read_request)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+pub fn request(state: &mut State, id: &str) -> Result<Option<Request>> {
+    let sql = format!("SELECT {REQUEST_COLS} FROM requests WHERE id = ?1");
+    Ok(state
+        .db()
+        .query_opt(&sql, &vals![id])?
+        .map(|r| read_request(&r)))
 }
 
-fn read_request(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
-    let counts: String = r.get(6)?;
-    Ok(Request {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        subject_hash: r.get(2)?,
-        received_at: r.get(3)?,
-        deadline: r.get(4)?,
-        status: r.get(5)?,
-        counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
-        updated_at: r.get(7)?,
-    })
+pub fn requests(state: &mut State) -> Result<Vec<Request>> {
+    let sql = format!("SELECT {REQUEST_COLS} FROM requests ORDER BY deadline, id");
+    Ok(state
+        .db()
+        .query(&sql, &[])?
+        .iter()
+        .map(read_request)
+        .collect())
 }
 
 /// Records how a request run ended, with its audit entry.
@@ -497,7 +491,7 @@ pub fn finish_request(
     state.append_with(vec![body], |tx| {
         tx.execute(
             "UPDATE requests SET status = ?1, counts = ?2, updated_at = ?3 WHERE id = ?4",
-            params![status, counts_s, at, req.id],
+            &vals![status, &counts_s, &at, &req.id],
         )?;
         Ok(())
     })
@@ -518,7 +512,7 @@ pub fn record_access(
     state.append_with(vec![body], |tx| {
         tx.execute(
             "UPDATE requests SET status = 'completed', counts = ?1, updated_at = ?2 WHERE id = ?3",
-            params![counts_s, at, req.id],
+            &vals![&counts_s, &at, &req.id],
         )?;
         Ok(())
     })

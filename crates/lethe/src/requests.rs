@@ -120,11 +120,11 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             .ok_or_else(|| usage("say whose data: lethe erase --subject ID [--apply]"))?,
     )?;
     let targets = subject_targets(loaded)?;
-    preflight(loaded, &targets)?;
+    preflight(loaded, &targets, args.apply)?;
     let now = now();
     let mut state = open_state(loaded)?;
     let hash = state.key.subject_hash(subject);
-    let req = match registry::open_request(&state, &hash)? {
+    let req = match registry::open_request(&mut state, &hash)? {
         Some(r) => r,
         None => registry::new_request(
             &mut state,
@@ -134,7 +134,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             now,
         )?,
     };
-    let protections = registry::protections(&state, now)?;
+    let protections = registry::protections(&mut state, now)?;
     let job = Job::Erasure {
         subject: subject.to_string(),
         request_id: req.id.clone(),
@@ -213,8 +213,8 @@ fn deadline_note(deadline: &str, now: Timestamp) -> String {
 }
 
 fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
-    let state = open_state(loaded)?;
-    let req = registry::request(&state, id)?
+    let mut state = open_state(loaded)?;
+    let req = registry::request(&mut state, id)?
         .ok_or_else(|| usage(format!("no request {id} (see `lethe erase list`)")))?;
     let mut entries = Vec::new();
     state.entries(
@@ -265,9 +265,9 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
-    let state = open_state(loaded)?;
+    let mut state = open_state(loaded)?;
     let now = now();
-    let open: Vec<_> = registry::requests(&state)?
+    let open: Vec<_> = registry::requests(&mut state)?
         .into_iter()
         .filter(|r| r.kind == "erasure" && !r.status.starts_with("completed"))
         .collect();
@@ -303,7 +303,7 @@ fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> Result<ExitCode> {
     let subject = subject_arg(subject)?;
     let targets = subject_targets(loaded)?;
-    preflight(loaded, &targets)?;
+    preflight(loaded, &targets, false)?;
     let now = now();
     let mut state = open_state(loaded)?;
     let hash = state.key.subject_hash(subject);
@@ -449,8 +449,8 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
             )?;
         }
         HoldCommand::List => {
-            let state = open_state(loaded)?;
-            let holds = registry::holds(&state)?;
+            let mut state = open_state(loaded)?;
+            let holds = registry::holds(&mut state)?;
             if json {
                 output::json(&holds)?;
             } else if holds.is_empty() {
@@ -578,8 +578,8 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             )?;
         }
         ExceptionCommand::List => {
-            let state = open_state(loaded)?;
-            let list = registry::exceptions(&state, now)?;
+            let mut state = open_state(loaded)?;
+            let list = registry::exceptions(&mut state, now)?;
             if json {
                 output::json(&list)?;
             } else if list.is_empty() {

@@ -1,9 +1,11 @@
-//! Lethe's own records in SQLite: the hash-chained audit trail, the write-ahead list of
-//! deletions in flight, per-target leases and the run log.
+//! Lethe's own records, in SQLite or PostgreSQL: the hash-chained audit trail, the
+//! write-ahead list of deletions in flight, per-target leases, the run log, holds,
+//! exceptions and requests.
 //!
-//! Every write that extends the chain runs in `BEGIN IMMEDIATE`, so two processes append one
-//! after the other and the chain never forks; the state runs in WAL with `synchronous=FULL`,
-//! so a committed entry survives a crash.
+//! Every write that extends the chain runs in an exclusive write transaction (SQLite's
+//! `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so processes append one after the other
+//! and the chain never forks. SQLite runs in WAL with `synchronous=FULL`, so a committed
+//! entry survives a crash.
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,14 +14,17 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use lethe_core::audit::{self, Action, AuditKey, Body, Entry, Verifier};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::db::{Db, DbRow, Val};
 use crate::util::{UsageError, now};
+use crate::vals;
 
+/// Schema steps, in order. `{SEQ}` and `{ID}` differ between the backends; all else is
+/// written once.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE audit (
-    seq INTEGER PRIMARY KEY,
+    seq {SEQ},
     decided_at TEXT NOT NULL,
     run_id TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -38,14 +43,14 @@ CREATE INDEX audit_item ON audit(target, item_key);
 CREATE INDEX audit_subject ON audit(subject_hash) WHERE subject_hash IS NOT NULL;
 CREATE INDEX audit_run ON audit(run_id);
 CREATE TABLE audit_seal (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL,
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
     hash TEXT NOT NULL,
     mac TEXT NOT NULL,
     key_fingerprint TEXT NOT NULL
 );
 CREATE TABLE pending (
-    id INTEGER PRIMARY KEY,
+    id {ID},
     run_id TEXT NOT NULL,
     target TEXT NOT NULL,
     created_at TEXT NOT NULL,
@@ -55,15 +60,15 @@ CREATE INDEX pending_target ON pending(target);
 CREATE TABLE leases (
     target TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
-    pid INTEGER NOT NULL,
+    pid BIGINT NOT NULL,
     host TEXT NOT NULL,
     acquired_at TEXT NOT NULL,
-    heartbeat INTEGER NOT NULL
+    heartbeat BIGINT NOT NULL
 );
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
+    dry_run BIGINT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,
     summary TEXT
@@ -89,13 +94,13 @@ CREATE TABLE exceptions (
     target TEXT NOT NULL,
     item_key TEXT NOT NULL,
     until TEXT NOT NULL,
-    until_micros INTEGER NOT NULL,
+    until_micros BIGINT NOT NULL,
     item_expires_at TEXT NOT NULL,
     owner TEXT NOT NULL,
     reason TEXT NOT NULL,
     granted_by TEXT NOT NULL,
     granted_at TEXT NOT NULL,
-    renewal INTEGER NOT NULL,
+    renewal BIGINT NOT NULL,
     superseded_by TEXT,
     revoked_at TEXT,
     revoked_by TEXT,
@@ -120,8 +125,9 @@ CREATE INDEX requests_subject ON requests(subject_hash);
 pub const LEASE_TTL_SECS: i64 = 120;
 
 pub struct State {
-    conn: Connection,
-    pub path: PathBuf,
+    db: Db,
+    /// Where the state lives, for messages (never with a password).
+    pub location: String,
     pub key: AuditKey,
     holder: String,
 }
@@ -168,7 +174,7 @@ pub fn new_id(prefix: &str) -> Result<String> {
 
 /// Loads the audit key from the environment variable the config names, else from a key file
 /// beside the state (created on first use, mode 0600).
-fn load_key(state_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
+fn load_key(key_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
     if let Some(var) = key_env {
         let val = std::env::var(var).map_err(|_| {
             UsageError(format!(
@@ -178,9 +184,6 @@ fn load_key(state_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
         return AuditKey::new(val.into_bytes())
             .map_err(|e| UsageError(format!("{var}: {e}")).into());
     }
-    let mut key_path = state_path.as_os_str().to_owned();
-    key_path.push(".key");
-    let key_path = PathBuf::from(key_path);
     if !key_path.exists() {
         // Written whole to a private temporary file, then linked into place: a second
         // process starting at the same moment sees either no key file or the whole key.
@@ -200,7 +203,7 @@ fn load_key(state_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
                 .and_then(|_| f.sync_all())
                 .with_context(|| format!("Failed to write audit key file {}", tmp.display()))?;
         }
-        let linked = std::fs::hard_link(&tmp, &key_path);
+        let linked = std::fs::hard_link(&tmp, key_path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {}
@@ -212,36 +215,72 @@ fn load_key(state_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
             }
         }
     }
-    let hex = std::fs::read_to_string(&key_path)
+    let hex = std::fs::read_to_string(key_path)
         .with_context(|| format!("Failed to read audit key file {}", key_path.display()))?;
     AuditKey::new(hex.trim().as_bytes().to_vec())
         .map_err(|e| anyhow!("audit key file {}: {e}", key_path.display()))
 }
 
+const ENTRY_COLS: &str = "seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash";
+
+fn entry_from(r: &DbRow) -> Entry {
+    Entry {
+        seq: r.int(0),
+        body: Body {
+            decided_at: r.text(1),
+            run_id: r.text(2),
+            // An unknown action cannot hash to the stored value; verify reports it.
+            action: Action::parse(&r.text(3)).unwrap_or(Action::Failed),
+            target: r.text(4),
+            item_key: r.text(5),
+            category: r.text(6),
+            reason: r.text(7),
+            window: r.text(8),
+            expires_at: r.opt_text(9),
+            subject_hash: r.opt_text(10),
+            detail: r.text(11),
+        },
+        prev_hash: r.text(12),
+        hash: r.text(13),
+    }
+}
+
 impl State {
-    /// Opens (creating if needed) the state at a `sqlite://` URL; relative paths are read
-    /// from `base`.
+    /// Opens (creating if needed) the state at a `sqlite://` or `postgres://` URL; relative
+    /// paths are read from `base`.
     pub fn open(url: &str, base: &Path, key_env: Option<&str>) -> Result<State> {
-        let path = sqlite_path(url, base).ok_or_else(|| {
-            UsageError(format!(
-                "[state] url {url:?}: only sqlite://PATH state is supported by this build"
-            ))
-        })?;
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
+        let (db, location, key_path) = if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
         {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("Failed to create {}", dir.display()))?;
-        }
-        let conn = Connection::open(&path)
-            .with_context(|| format!("Failed to open state {}", path.display()))?;
-        conn.busy_timeout(StdDuration::from_secs(60))?;
-        set_wal(&conn).with_context(|| format!("Failed to set WAL on state {}", path.display()))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let key = load_key(&path, key_env)?;
+            let db = Db::open_pg(url)?;
+            // Processes sharing a PostgreSQL state on several hosts need one key: key_env.
+            (db, crate::db::redact(url), base.join("lethe-state.key"))
+        } else {
+            let path = sqlite_path(url, base).ok_or_else(|| {
+                UsageError(format!(
+                    "[state] url {url:?}: expected sqlite://PATH or postgres://..."
+                ))
+            })?;
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("Failed to create {}", dir.display()))?;
+            }
+            let db = Db::open_sqlite(&path)?;
+            if let Db::Sqlite(conn) = &db {
+                set_wal(conn)
+                    .with_context(|| format!("Failed to set WAL on state {}", path.display()))?;
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            let mut key = path.as_os_str().to_owned();
+            key.push(".key");
+            (db, path.display().to_string(), PathBuf::from(key))
+        };
+        let key = load_key(&key_path, key_env)?;
         let mut st = State {
-            conn,
-            path,
+            db,
+            location,
             key,
             holder: format!("{}:{}", hostname(), std::process::id()),
         };
@@ -250,31 +289,47 @@ impl State {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            bail!(
-                "state {} was written by a newer Lethe (schema {version}, this one knows {known})",
-                self.path.display()
-            );
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(m)
-                .with_context(|| format!("Failed to apply state migration {}", i + 1))?;
-        }
-        tx.pragma_update(None, "user_version", known)?;
-        tx.commit()?;
-        Ok(())
+        let pg = self.db.is_pg();
+        let location = self.location.clone();
+        self.db.write(|db| {
+            db.batch("CREATE TABLE IF NOT EXISTS lethe_schema (version BIGINT NOT NULL)")?;
+            let version = match db.query_opt("SELECT version FROM lethe_schema", &[])? {
+                Some(r) => r.int(0),
+                None => {
+                    db.execute("INSERT INTO lethe_schema (version) VALUES (0)", &[])?;
+                    0
+                }
+            };
+            let known = MIGRATIONS.len() as i64;
+            if version > known {
+                bail!(
+                    "state {location} was written by a newer Lethe (schema {version}, this one knows {known})"
+                );
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let sql = if pg {
+                    m.replace("{SEQ}", "BIGINT PRIMARY KEY").replace("{ID}", "BIGSERIAL PRIMARY KEY")
+                } else {
+                    m.replace("{SEQ}", "INTEGER PRIMARY KEY").replace("{ID}", "INTEGER PRIMARY KEY")
+                };
+                db.batch(&sql)
+                    .with_context(|| format!("Failed to apply state migration {}", i + 1))?;
+            }
+            db.execute("UPDATE lethe_schema SET version = ?1", &vals![known])?;
+            Ok(())
+        })
+    }
+
+    /// The state's database, for the registers kept beside the trail.
+    pub fn db(&mut self) -> &mut Db {
+        &mut self.db
     }
 
     /// Appends entries to the chain and, in the same transaction, forgets a pending batch.
     pub fn append(&mut self, bodies: Vec<Body>, clear_pending: Option<i64>) -> Result<()> {
-        self.append_with(bodies, |tx| {
+        self.append_with(bodies, |db| {
             if let Some(id) = clear_pending {
-                tx.execute("DELETE FROM pending WHERE id = ?1", [id])?;
+                db.execute("DELETE FROM pending WHERE id = ?1", &vals![id])?;
             }
             Ok(())
         })
@@ -285,78 +340,56 @@ impl State {
     pub fn append_with(
         &mut self,
         bodies: Vec<Body>,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+        change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
-        let fingerprint = self.key.fingerprint();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("Failed to lock the state for an audit append")?;
-        let (head_seq, head_hash): (i64, String) = tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, audit::GENESIS.to_string()));
-        let entries = audit::chain(head_seq, &head_hash, bodies);
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO audit (seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
-            for e in &entries {
-                let b = &e.body;
-                ins.execute(params![
-                    e.seq,
-                    b.decided_at,
-                    b.run_id,
-                    b.action.as_str(),
-                    b.target,
-                    b.item_key,
-                    b.category,
-                    b.reason,
-                    b.window,
-                    b.expires_at,
-                    b.subject_hash,
-                    b.detail,
-                    e.prev_hash,
-                    e.hash
-                ])?;
-            }
-        }
-        if let Some(last) = entries.last() {
-            tx.execute(
-                "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint) VALUES (1, ?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint",
-                params![last.seq, last.hash, self.key.seal(last.seq, &last.hash), fingerprint],
-            )?;
-        }
-        change(&tx)?;
-        tx.commit().context("Failed to commit audit entries")?;
-        Ok(())
+        let key = self.key.clone();
+        self.db
+            .write(|db| {
+                let (head_seq, head_hash) = match db.query_opt(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    &[],
+                )? {
+                    Some(r) => (r.int(0), r.text(1)),
+                    None => (0, audit::GENESIS.to_string()),
+                };
+                let entries = audit::chain(head_seq, &head_hash, bodies);
+                insert_entries(db, &entries)?;
+                if let Some(last) = entries.last() {
+                    db.execute(
+                        "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint) VALUES (1, ?1, ?2, ?3, ?4)
+                         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint",
+                        &vals![last.seq, &last.hash, key.seal(last.seq, &last.hash), key.fingerprint()],
+                    )?;
+                }
+                change(db)
+            })
+            .context("Failed to append to the audit trail")
     }
 
     /// Records, durably, the items about to be deleted: the write-ahead half of an apply.
     pub fn add_pending(&mut self, run_id: &str, target: &str, payload: &str) -> Result<i64> {
-        self.conn
-            .execute(
-                "INSERT INTO pending (run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4)",
-                params![run_id, target, now().to_rfc3339(), payload],
+        let r = self
+            .db
+            .query_opt(
+                "INSERT INTO pending (run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                &vals![run_id, target, now().to_rfc3339(), payload],
             )
             .context("Failed to record pending deletions")?;
-        Ok(self.conn.last_insert_rowid())
+        r.map(|r| r.int(0))
+            .ok_or_else(|| anyhow!("no id for the pending batch"))
     }
 
     /// Batches an interrupted run left behind for a target: (id, run_id, payload).
-    pub fn pending(&self, target: &str) -> Result<Vec<(i64, String, String)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, run_id, payload FROM pending WHERE target = ?1 ORDER BY id")?;
-        let rows = st
-            .query_map([target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+    pub fn pending(&mut self, target: &str) -> Result<Vec<(i64, String, String)>> {
+        Ok(self
+            .db
+            .query(
+                "SELECT id, run_id, payload FROM pending WHERE target = ?1 ORDER BY id",
+                &vals![target],
+            )?
+            .into_iter()
+            .map(|r| (r.int(0), r.text(1), r.text(2)))
+            .collect())
     }
 
     /// Takes the target's lease, or says who holds it. A holder that is dead (same host,
@@ -366,80 +399,76 @@ impl State {
         let host = hostname();
         let pid = std::process::id() as i64;
         let now_s = now().unix_seconds();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cur: Option<(String, i64, String, String, i64)> = tx
-            .query_row(
+        self.db.write(|db| {
+            let cur = db.query_opt(
                 "SELECT holder, pid, host, acquired_at, heartbeat FROM leases WHERE target = ?1",
-                [target],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        if let Some((holder, hpid, hhost, since, beat)) = cur
-            && holder != me
-        {
-            let dead = hhost == host && !process_alive(hpid);
-            let stale = now_s - beat > LEASE_TTL_SECS;
-            if !dead && !stale {
-                return Ok(Lease::Busy {
-                    holder: format!("pid {hpid} on {hhost}"),
-                    since,
-                });
+                &vals![target],
+            )?;
+            if let Some(r) = cur
+                && r.text(0) != me
+            {
+                let (hpid, hhost) = (r.int(1), r.text(2));
+                let dead = hhost == host && !process_alive(hpid);
+                let stale = now_s - r.int(4) > LEASE_TTL_SECS;
+                if !dead && !stale {
+                    return Ok(Lease::Busy {
+                        holder: format!("pid {hpid} on {hhost}"),
+                        since: r.text(3),
+                    });
+                }
             }
-        }
-        tx.execute(
-            "INSERT INTO leases (target, holder, pid, host, acquired_at, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, acquired_at = excluded.acquired_at, heartbeat = excluded.heartbeat",
-            params![target, me, pid, host, now().to_rfc3339(), now_s],
-        )?;
-        tx.commit()?;
-        Ok(Lease::Acquired)
+            db.execute(
+                "INSERT INTO leases (target, holder, pid, host, acquired_at, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, acquired_at = excluded.acquired_at, heartbeat = excluded.heartbeat",
+                &vals![target, &me, pid, &host, now().to_rfc3339(), now_s],
+            )?;
+            Ok(Lease::Acquired)
+        })
     }
 
     pub fn renew_lease(&mut self, target: &str) -> Result<()> {
-        self.conn.execute(
+        let holder = self.holder.clone();
+        self.db.execute(
             "UPDATE leases SET heartbeat = ?1 WHERE target = ?2 AND holder = ?3",
-            params![now().unix_seconds(), target, self.holder],
+            &vals![now().unix_seconds(), target, holder],
         )?;
         Ok(())
     }
 
     pub fn release_lease(&mut self, target: &str) -> Result<()> {
-        self.conn.execute(
+        let holder = self.holder.clone();
+        self.db.execute(
             "DELETE FROM leases WHERE target = ?1 AND holder = ?2",
-            params![target, self.holder],
+            &vals![target, holder],
         )?;
         Ok(())
     }
 
     pub fn start_run(&mut self, run_id: &str, kind: &str, dry_run: bool) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (run_id) DO UPDATE SET dry_run = excluded.dry_run, started_at = excluded.started_at, finished_at = NULL",
-            params![run_id, kind, dry_run, now().to_rfc3339()],
+            &vals![run_id, kind, dry_run, now().to_rfc3339()],
         )?;
         Ok(())
     }
 
     pub fn finish_run(&mut self, run_id: &str, summary: &str) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE run_id = ?3",
-            params![now().to_rfc3339(), summary, run_id],
+            &vals![now().to_rfc3339(), summary, run_id],
         )?;
         Ok(())
     }
 
     /// Streams entries matching `filter`, oldest first.
     pub fn entries(
-        &self,
+        &mut self,
         filter: &Filter,
         mut each: impl FnMut(Entry) -> Result<()>,
     ) -> Result<()> {
-        let mut sql = String::from(
-            "SELECT seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash FROM audit WHERE 1=1",
-        );
-        let mut args: Vec<&str> = Vec::new();
+        let mut sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE 1=1");
+        let mut args: Vec<Val> = Vec::new();
         for (col, val) in [
             ("target", &filter.target),
             ("item_key", &filter.key),
@@ -447,41 +476,16 @@ impl State {
             ("run_id", &filter.run_id),
         ] {
             if let Some(v) = val {
-                args.push(v);
+                args.push(v.into());
                 sql.push_str(&format!(" AND {col} = ?{}", args.len()));
             }
         }
         sql.push_str(" ORDER BY seq");
-        let mut st = self.conn.prepare(&sql)?;
-        let mut rows = st.query(rusqlite::params_from_iter(args))?;
-        while let Some(r) = rows.next()? {
-            let action: String = r.get(3)?;
-            let entry = Entry {
-                seq: r.get(0)?,
-                body: Body {
-                    decided_at: r.get(1)?,
-                    run_id: r.get(2)?,
-                    // An unknown action cannot hash to the stored value; verify reports it.
-                    action: Action::parse(&action).unwrap_or(Action::Failed),
-                    target: r.get(4)?,
-                    item_key: r.get(5)?,
-                    category: r.get(6)?,
-                    reason: r.get(7)?,
-                    window: r.get(8)?,
-                    expires_at: r.get(9)?,
-                    subject_hash: r.get(10)?,
-                    detail: r.get(11)?,
-                },
-                prev_hash: r.get(12)?,
-                hash: r.get(13)?,
-            };
-            each(entry)?;
-        }
-        Ok(())
+        self.db.query_each(&sql, &args, |r| each(entry_from(&r)))
     }
 
     /// Recomputes the whole chain and checks the seal over its head.
-    pub fn verify(&self) -> Result<VerifyReport> {
+    pub fn verify(&mut self) -> Result<VerifyReport> {
         let mut v = Verifier::new(0, audit::GENESIS);
         let mut problem = None;
         self.entries(&Filter::default(), |e| {
@@ -493,14 +497,10 @@ impl State {
             Ok(())
         })?;
         if problem.is_none() {
-            let seal: Option<(i64, String, String)> = self
-                .conn
-                .query_row(
-                    "SELECT seq, hash, mac FROM audit_seal WHERE id = 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+            let seal = self
+                .db
+                .query_opt("SELECT seq, hash, mac FROM audit_seal WHERE id = 1", &[])?
+                .map(|r| (r.int(0), r.text(1), r.text(2)));
             let seal_ref = seal.as_ref().map(|(s, h, m)| (*s, h.as_str(), m.as_str()));
             if let Err(b) = v.check_seal(&self.key, seal_ref) {
                 problem = Some(b.to_string());
@@ -516,15 +516,52 @@ impl State {
     }
 }
 
-impl State {
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+/// Inserts chained entries; on SQLite one prepared statement, on PostgreSQL multi-row
+/// statements (a round trip per row would dominate a large sweep).
+fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
+    const PER_STATEMENT: usize = 500;
+    for chunk in entries.chunks(if db.is_pg() { PER_STATEMENT } else { 1 }) {
+        let mut sql = format!("INSERT INTO audit ({ENTRY_COLS}) VALUES ");
+        let mut args: Vec<Val> = Vec::with_capacity(chunk.len() * 14);
+        for (i, e) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let n = i * 14;
+            sql.push('(');
+            sql.push_str(
+                &(1..=14)
+                    .map(|k| format!("?{}", n + k))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            sql.push(')');
+            let b = &e.body;
+            args.extend(vals![
+                e.seq,
+                &b.decided_at,
+                &b.run_id,
+                b.action.as_str(),
+                &b.target,
+                &b.item_key,
+                &b.category,
+                &b.reason,
+                &b.window,
+                &b.expires_at,
+                &b.subject_hash,
+                &b.detail,
+                &e.prev_hash,
+                &e.hash
+            ]);
+        }
+        db.execute(&sql, &args)?;
     }
+    Ok(())
 }
 
 /// Switches the state to WAL. Two processes opening a new state at once race for this, and
 /// SQLite answers the loser with BUSY without waiting, so retry for a while.
-fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+fn set_wal(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let mut tries = 0;
     loop {
         let mode: rusqlite::Result<String> =

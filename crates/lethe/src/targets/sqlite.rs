@@ -65,6 +65,22 @@ impl SqliteTable {
         let conn = Connection::open_with_flags(&path, flags)
             .with_context(|| format!("Failed to open {}", path.display()))?;
         conn.busy_timeout(StdDuration::from_secs(30))?;
+        if !write {
+            // A read-only open cannot roll back a hot journal left by an interrupted writer;
+            // say so plainly instead of failing later with SQLite's code.
+            let probe = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            });
+            if let Err(rusqlite::Error::SqliteFailure(e, _)) = &probe
+                && e.extended_code == 776
+            {
+                return Err(UsageError(format!(
+                    "database {} has a hot journal from an interrupted writer; a dry run opens it read-only and cannot roll that back (an --apply run, or the application, will)",
+                    path.display()
+                ))
+                .into());
+            }
+        }
 
         let q = |c: &str| quote_ident(c);
         let table = q(&cfg.table);

@@ -1,0 +1,329 @@
+//! One small SQL interface over SQLite and PostgreSQL, for Lethe's own state: statements are
+//! written once with `?1` placeholders, values travel as [`Val`], and a write transaction
+//! is exclusive on both (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory lock).
+
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use rusqlite::types::ValueRef;
+
+/// A value bound to, or read from, a statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Val::Text(s.to_string())
+    }
+}
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Val::Text(s)
+    }
+}
+impl From<&String> for Val {
+    fn from(s: &String) -> Self {
+        Val::Text(s.clone())
+    }
+}
+impl From<i64> for Val {
+    fn from(i: i64) -> Self {
+        Val::Int(i)
+    }
+}
+impl From<u32> for Val {
+    fn from(i: u32) -> Self {
+        Val::Int(i as i64)
+    }
+}
+impl From<bool> for Val {
+    fn from(b: bool) -> Self {
+        Val::Int(b as i64)
+    }
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(o: Option<T>) -> Self {
+        o.map(Into::into).unwrap_or(Val::Null)
+    }
+}
+impl<T: Clone + Into<Val>> From<&Option<T>> for Val {
+    fn from(o: &Option<T>) -> Self {
+        o.clone().map(Into::into).unwrap_or(Val::Null)
+    }
+}
+
+/// `vals![a, b, c]`: a parameter list.
+#[macro_export]
+macro_rules! vals {
+    ($($v:expr),* $(,)?) => { [$($crate::db::Val::from($v)),*] };
+}
+
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Val::Null => Ok(IsNull::Yes),
+            Val::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Val::Real(f) => match *ty {
+                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                _ => f.to_sql(ty, out),
+            },
+            Val::Text(s) => s.as_str().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A row read back: columns by position.
+#[derive(Clone, Debug)]
+pub struct DbRow(pub Vec<Val>);
+
+impl DbRow {
+    pub fn int(&self, i: usize) -> i64 {
+        match self.0.get(i) {
+            Some(Val::Int(n)) => *n,
+            Some(Val::Real(f)) => *f as i64,
+            Some(Val::Text(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.opt_text(i).unwrap_or_default()
+    }
+    pub fn opt_text(&self, i: usize) -> Option<String> {
+        match self.0.get(i) {
+            Some(Val::Text(s)) => Some(s.clone()),
+            Some(Val::Int(n)) => Some(n.to_string()),
+            Some(Val::Real(f)) => Some(f.to_string()),
+            _ => None,
+        }
+    }
+}
+
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Pg(Box<postgres::Client>),
+}
+
+/// `?N` to `$N` for PostgreSQL. Lethe's own statements hold no `?` inside literals.
+fn pg_sql(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
+fn sqlite_params(params: &[Val]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|v| match v {
+            Val::Null => rusqlite::types::Value::Null,
+            Val::Int(i) => rusqlite::types::Value::Integer(*i),
+            Val::Real(f) => rusqlite::types::Value::Real(*f),
+            Val::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        })
+        .collect()
+}
+
+fn from_sqlite(v: ValueRef<'_>) -> Val {
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::Int(i),
+        ValueRef::Real(f) => Val::Real(f),
+        ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(_) => Val::Null,
+    }
+}
+
+fn from_pg(row: &postgres::Row, i: usize) -> Result<Val> {
+    let ty = row.columns()[i].type_().clone();
+    Ok(match ty {
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)?
+            .map(Val::Int)
+            .unwrap_or(Val::Null),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Val::Int(v as i64))
+            .unwrap_or(Val::Null),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Val::Int(v as i64))
+            .unwrap_or(Val::Null),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Val::Int(v as i64))
+            .unwrap_or(Val::Null),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)?
+            .map(Val::Real)
+            .unwrap_or(Val::Null),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|v| Val::Real(v as f64))
+            .unwrap_or(Val::Null),
+        _ => row
+            .try_get::<_, Option<String>>(i)?
+            .map(Val::Text)
+            .unwrap_or(Val::Null),
+    })
+}
+
+impl Db {
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Db> {
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("Failed to open {}", path.display()))?;
+        conn.busy_timeout(StdDuration::from_secs(60))?;
+        Ok(Db::Sqlite(conn))
+    }
+
+    /// Connects to PostgreSQL. The URL's password, if any, never appears in an error.
+    pub fn open_pg(url: &str) -> Result<Db> {
+        let client = postgres::Client::connect(url, postgres::NoTls)
+            .map_err(|e| anyhow::anyhow!("Failed to connect to {}: {e}", redact(url)))?;
+        Ok(Db::Pg(Box::new(client)))
+    }
+
+    pub fn is_pg(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+
+    pub fn batch(&mut self, sql: &str) -> Result<()> {
+        match self {
+            Db::Sqlite(c) => c.execute_batch(sql)?,
+            Db::Pg(c) => c.batch_execute(sql)?,
+        }
+        Ok(())
+    }
+
+    pub fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        Ok(match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                st.execute(rusqlite::params_from_iter(sqlite_params(params)))? as u64
+            }
+            Db::Pg(c) => {
+                let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+                c.execute(pg_sql(sql).as_str(), &p)?
+            }
+        })
+    }
+
+    /// Runs a query and hands each row to `each`, in order.
+    pub fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        mut each: impl FnMut(DbRow) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                let n = st.column_count();
+                let mut rows = st.query(rusqlite::params_from_iter(sqlite_params(params)))?;
+                while let Some(r) = rows.next()? {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        v.push(from_sqlite(r.get_ref(i)?));
+                    }
+                    each(DbRow(v))?;
+                }
+            }
+            Db::Pg(c) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut it = c.query_raw(pg_sql(sql).as_str(), params.iter())?;
+                while let Some(r) = it.next()? {
+                    let mut v = Vec::with_capacity(r.len());
+                    for i in 0..r.len() {
+                        v.push(from_pg(&r, i)?);
+                    }
+                    each(DbRow(v))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<DbRow>> {
+        let mut out = Vec::new();
+        self.query_each(sql, params, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub fn query_opt(&mut self, sql: &str, params: &[Val]) -> Result<Option<DbRow>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Runs `f` in a write transaction that excludes every other writer of this state, on
+    /// this machine or another: commits if `f` succeeds, rolls back otherwise.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        match self {
+            Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
+            Db::Pg(c) => c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7415289561)")?,
+        }
+        match f(self) {
+            Ok(v) => {
+                self.batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A connection URL with its password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("postgres://lethe:s3cret@db:5432/x"),
+            "postgres://lethe:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://lethe@db/x"), "postgres://lethe@db/x");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+}
