@@ -10,7 +10,7 @@ use crate::engine::{self, Job, SweepOptions};
 use crate::files::Roots;
 use crate::settings::{self, Loaded};
 use crate::state::{Filter, State};
-use crate::targets::sqlite::SqliteTable;
+use crate::targets::open_table;
 use crate::util::{UsageError, now};
 use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, registry, requests};
 
@@ -113,8 +113,8 @@ pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()
     let mut problems = Vec::new();
     for t in targets {
         if let TargetKind::Sql(sql) = &t.kind {
-            let found = SqliteTable::open(sql, &t.window, &loaded.base, write)
-                .and_then(|table| table.check_schema());
+            let found = open_table(sql, &t.window, &loaded.base, write)
+                .and_then(|mut table| table.check_schema());
             let found = match found {
                 Ok(p) => p,
                 Err(e) => vec![format!("{e:#}")],
@@ -147,15 +147,17 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
     let mut targets_json = Vec::new();
     for t in &c.targets {
         let mut problems = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
         let mut facts = serde_json::Map::new();
         match &t.kind {
-            TargetKind::Sql(sql) => match SqliteTable::open(sql, &t.window, &loaded.base, false) {
+            TargetKind::Sql(sql) => match open_table(sql, &t.window, &loaded.base, false) {
                 Err(e) => problems.push(format!("{e:#}")),
-                Ok(table) => {
+                Ok(mut table) => {
                     problems.extend(table.check_schema()?);
                     if problems.is_empty() {
+                        warnings.extend(table.index_warnings()?);
                         let rows = table.count()?;
-                        let (due, unreadable) = engine::count_due(&table, t, now)?;
+                        let (due, unreadable) = engine::count_due(table.as_mut(), t, now)?;
                         facts.insert("rows".into(), rows.into());
                         facts.insert("past_expiry".into(), due.into());
                         facts.insert("unreadable".into(), unreadable.into());
@@ -192,6 +194,10 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         for p in &problems {
             line.push_str(&format!("\n    line {}: targets.{}: {p}", t.line, t.name));
         }
+        for w in &warnings {
+            line.push_str(&format!("\n    warning: {w}"));
+        }
+        facts.insert("warnings".into(), warnings.clone().into());
         lines.push(line);
         facts.insert("target".into(), t.name.clone().into());
         facts.insert("ok".into(), problems.is_empty().into());

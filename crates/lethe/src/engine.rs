@@ -25,8 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{FileState, OwnedFile, Roots};
 use crate::state::{Lease, State};
-use crate::targets::sqlite::SqliteTable;
-use crate::targets::{Key, Row};
+use crate::targets::{Key, Row, SqlTable, open_table};
 
 pub const DEFAULT_BATCH: usize = 5_000;
 /// How many failed items a report lists by name; all of them are in the audit trail.
@@ -141,7 +140,7 @@ struct Planned {
 struct Sweeper<'a> {
     state: &'a mut State,
     target: &'a Target,
-    table: SqliteTable,
+    table: Box<dyn SqlTable>,
     roots: Roots,
     protections: &'a Protections,
     now: Timestamp,
@@ -657,7 +656,7 @@ fn sweep_one(
     sql: &SqlTarget,
     ctx: &RunCtx<'_>,
 ) -> Result<TargetReport> {
-    let table = SqliteTable::open(sql, &target.window, ctx.base, ctx.opts.apply)
+    let table = open_table(sql, &target.window, ctx.base, ctx.opts.apply)
         .with_context(|| format!("target {}", target.name))?;
     let subject = match ctx.job {
         Job::Erasure { subject, .. } => Some(subject.as_str()),
@@ -685,7 +684,7 @@ fn sweep_one(
 }
 
 /// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.
-pub fn count_due(table: &SqliteTable, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
+pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
     let none = Protections::default();
     let (mut due, mut bad) = (0u64, 0u64);
     let mut cursor: Option<Key> = None;

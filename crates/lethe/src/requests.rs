@@ -15,8 +15,7 @@ use crate::files::Roots;
 use crate::registry::{self, NewException, NewHold};
 use crate::settings::Loaded;
 use crate::state::{Filter, State};
-use crate::targets::sqlite::SqliteTable;
-use crate::targets::{Key, Row};
+use crate::targets::{Key, Row, open_table};
 use crate::util::{UsageError, now};
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
 
@@ -75,7 +74,7 @@ fn find_item(loaded: &Loaded, t: &Target, key: &str) -> Result<Row> {
             t.kind.type_name()
         )));
     };
-    let table = SqliteTable::open(sql, &t.window, &loaded.base, false)?;
+    let mut table = open_table(sql, &t.window, &loaded.base, false)?;
     let mut keys = vec![Key::Text(key.to_string())];
     if let Ok(i) = key.parse::<i64>() {
         keys.insert(0, Key::Int(i));
@@ -334,12 +333,10 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
         let TargetKind::Sql(sql) = &t.kind else {
             continue;
         };
-        let (Some(subj_col), table) = (
-            &sql.subject,
-            SqliteTable::open(sql, &t.window, &loaded.base, false)?,
-        ) else {
+        let Some(subj_col) = &sql.subject else {
             continue;
         };
+        let mut table = open_table(sql, &t.window, &loaded.base, false)?;
         let roots = Roots::new(&sql.file_roots, &loaded.base);
         if ti > 0 {
             write!(w, ",")?;
@@ -347,7 +344,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
         write!(w, "{{\"target\":{},\"items\":[", s(&t.name))?;
         let mut n = 0u64;
         let mut files = Vec::new();
-        table.export_subject(subj_col, subject, |row| {
+        table.export_subject(subj_col, subject, &mut |row| {
             if n > 0 {
                 write!(w, ",")?;
             }

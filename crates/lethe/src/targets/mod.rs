@@ -1,11 +1,17 @@
 //! Where data lives. Each connector yields rows (or objects) with what they say about their
 //! own lifetime, and deletes by key.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
 
+use std::path::Path;
+
+use anyhow::Result;
+use lethe_core::config::{SqlTarget, Window};
 use lethe_core::expiry::Raw;
+use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// An item's identity in its target.
@@ -65,4 +71,51 @@ pub struct Row {
     pub expires_at: Value,
     pub subject: Result<Option<String>, String>,
     pub file: Result<Option<String>, String>,
+}
+
+/// A table that holds a target's items, on SQLite or PostgreSQL.
+pub trait SqlTable {
+    /// The table and every configured column exist with usable types.
+    fn check_schema(&mut self) -> Result<Vec<String>>;
+    /// Columns that sweeps or erasures filter on but no index covers, with the fix.
+    fn index_warnings(&mut self) -> Result<Vec<String>>;
+    /// The smallest and largest key when keys are integers, to show progress.
+    fn key_range(&mut self) -> Option<(i64, i64)>;
+    fn count(&mut self) -> Result<u64>;
+    /// The next rows that may be due at `now`, in key order, after `after`.
+    fn candidates(&mut self, after: Option<&Key>, now: Timestamp, limit: usize)
+    -> Result<Vec<Row>>;
+    /// The next rows of one subject, in key order, after `after`.
+    fn of_subject(&mut self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>>;
+    /// The rows with these keys that still exist.
+    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>>;
+    /// Starts the write transaction a batch of deletions runs in.
+    fn begin(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    fn rollback(&mut self);
+    /// Deletes rows by key; between `begin` and `commit`.
+    fn delete(&mut self, keys: &[Key]) -> Result<usize>;
+    /// Every column of one subject's rows, as JSON objects.
+    fn export_subject(
+        &mut self,
+        subject_col: &str,
+        subject: &str,
+        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Opens a target's table: read-only unless `write`; never creates anything.
+pub fn open_table(
+    cfg: &SqlTarget,
+    window: &Window,
+    base: &Path,
+    write: bool,
+) -> Result<Box<dyn SqlTable>> {
+    if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgTable::open(cfg, window, write)?))
+    } else {
+        Ok(Box::new(sqlite::SqliteTable::open(
+            cfg, window, base, write,
+        )?))
+    }
 }

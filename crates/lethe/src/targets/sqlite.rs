@@ -15,7 +15,7 @@ use lethe_core::time::{MILLIS_THRESHOLD, Timestamp};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Key, Row, Value};
+use super::{Key, Row, SqlTable, Value};
 use crate::state::sqlite_path;
 use crate::util::UsageError;
 
@@ -152,9 +152,11 @@ impl SqliteTable {
             cfg: cfg.clone(),
         })
     }
+}
 
+impl SqlTable for SqliteTable {
     /// Checks that the table and every configured column exist with usable types.
-    pub fn check_schema(&self) -> Result<Vec<String>> {
+    fn check_schema(&mut self) -> Result<Vec<String>> {
         let mut st = self
             .conn
             .prepare("SELECT name, type FROM pragma_table_xinfo(?1)")?;
@@ -215,7 +217,7 @@ impl SqliteTable {
     }
 
     /// The smallest and largest integer key, to show progress.
-    pub fn key_range(&self) -> Option<(i64, i64)> {
+    fn key_range(&mut self) -> Option<(i64, i64)> {
         let key = quote_ident(&self.cfg.key);
         let sql = format!("SELECT min({key}), max({key}) FROM {}", self.table);
         self.conn
@@ -227,14 +229,14 @@ impl SqliteTable {
     }
 
     /// Total rows and rows the filter lets through, for `lethe check`.
-    pub fn count(&self) -> Result<u64> {
+    fn count(&mut self) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", self.table);
         Ok(self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// The next rows that may be due, in key order, after `after`.
-    pub fn candidates(
-        &self,
+    fn candidates(
+        &mut self,
         after: Option<&Key>,
         now: Timestamp,
         limit: usize,
@@ -258,7 +260,7 @@ impl SqliteTable {
 
     /// The next rows of one data subject, in key order, after `after`. The subject is only
     /// ever a bound parameter.
-    pub fn of_subject(&self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>> {
+    fn of_subject(&mut self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>> {
         let limit = limit as i64;
         let (Some(first), Some(next)) = (&self.subject_first, &self.subject_after) else {
             return Ok(Vec::new());
@@ -279,11 +281,11 @@ impl SqliteTable {
     }
 
     /// Every column of one subject's rows, as JSON objects, for an access export.
-    pub fn export_subject(
-        &self,
+    fn export_subject(
+        &mut self,
         subject_col: &str,
         subject: &str,
-        mut each: impl FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
     ) -> Result<()> {
         let sql = format!(
             "SELECT * FROM {} WHERE {} = ?1 ORDER BY {}",
@@ -315,7 +317,7 @@ impl SqliteTable {
     }
 
     /// The rows with these keys that still exist.
-    pub fn fetch(&self, keys: &[Key]) -> Result<Vec<Row>> {
+    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
         let sql = format!(
             "{} WHERE {} IN (SELECT value FROM json_each(?1))",
             self.select,
@@ -328,24 +330,24 @@ impl SqliteTable {
         Ok(rows)
     }
 
-    pub fn begin(&self) -> Result<()> {
+    fn begin(&mut self) -> Result<()> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .with_context(|| format!("Failed to lock {} for writing", self.path.display()))
     }
 
-    pub fn commit(&self) -> Result<()> {
+    fn commit(&mut self) -> Result<()> {
         self.conn
             .execute_batch("COMMIT")
             .with_context(|| format!("Failed to commit deletions to {}", self.path.display()))
     }
 
-    pub fn rollback(&self) {
+    fn rollback(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
     /// Deletes rows by key; call between `begin` and `commit`.
-    pub fn delete(&self, keys: &[Key]) -> Result<usize> {
+    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
         let sql = format!(
             "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1))",
             self.table,
@@ -353,6 +355,28 @@ impl SqliteTable {
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         Ok(st.execute([keys_json(keys)])?)
+    }
+
+    fn index_warnings(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for col in [Some(&self.cfg.created_at), self.cfg.subject.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let sql = "SELECT count(*) FROM pragma_index_list(?1) l JOIN pragma_index_info(l.name) i ON i.seqno = 0 WHERE i.name = ?2";
+            let n: i64 = self
+                .conn
+                .query_row(sql, rusqlite::params![self.cfg.table, col], |r| r.get(0))?;
+            if n == 0 {
+                out.push(format!(
+                    "column {col:?} has no index; sweeps and erasures scan the whole table. Run: CREATE INDEX {} ON {} ({});",
+                    quote_ident(&format!("ix_{}_{}", self.cfg.table, col)),
+                    self.table,
+                    quote_ident(col)
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 
