@@ -23,8 +23,9 @@ use lethe_core::expiry::{self, Facts, Protections, Verdict};
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::auditor::Auditor;
 use crate::files::{FileState, OwnedFile, Roots};
-use crate::state::{Lease, State};
+use crate::state::{Lease, PendingStore, State};
 use crate::targets::{Key, Row, SqlTable, open_table};
 
 pub const DEFAULT_BATCH: usize = 5_000;
@@ -92,10 +93,21 @@ impl SweepReport {
     }
 }
 
+/// One planned deletion as written ahead: only what the entry needs that cannot be read
+/// again once the row is gone. Short names keep the write-ahead record small.
 #[derive(Serialize, Deserialize)]
 struct PendingItem {
-    key: Key,
-    body: Body,
+    k: Key,
+    /// subject hash
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
+    /// expires_at
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+    /// window
+    w: String,
+    /// reason: retention or erasure
+    r: String,
 }
 
 /// Crash-test hook: `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time
@@ -139,6 +151,8 @@ struct Planned {
 
 struct Sweeper<'a> {
     state: &'a mut State,
+    auditor: Auditor,
+    pending: PendingStore,
     target: &'a Target,
     table: Box<dyn SqlTable>,
     roots: Roots,
@@ -370,15 +384,15 @@ impl Sweeper<'_> {
             let items: Vec<PendingItem> = planned
                 .iter()
                 .map(|p| PendingItem {
-                    key: p.key.clone(),
-                    body: p.body.clone(),
+                    k: p.key.clone(),
+                    s: p.body.subject_hash.clone(),
+                    e: p.body.expires_at.clone(),
+                    w: p.body.window.clone(),
+                    r: p.body.reason.clone(),
                 })
                 .collect();
             let payload = serde_json::to_string(&items)?;
-            pending_id = Some(
-                self.state
-                    .add_pending(self.run_id, &self.target.name, &payload)?,
-            );
+            pending_id = Some(self.pending.add(self.run_id, &self.target.name, &payload)?);
             hit(&mut self.failpoint, "after_pending");
         }
         let done = self.execute(planned);
@@ -393,14 +407,20 @@ impl Sweeper<'_> {
             }
         }
         hit(&mut self.failpoint, "after_delete");
-        self.state.append(entries, pending_id)?;
-        hit(&mut self.failpoint, "after_append");
+        self.auditor.append(entries, pending_id)?;
         Ok(())
     }
 
     /// Finishes batches an interrupted apply left behind.
     fn recover(&mut self) -> Result<()> {
-        for (id, old_run, payload) in self.state.pending(&self.target.name)? {
+        for (id, old_run, payload) in self.pending.list(&self.target.name)? {
+            if self.state.batch_done(id)? {
+                // Its entries were appended; only the pending record was left behind.
+                if self.apply {
+                    self.pending.remove(&[id])?;
+                }
+                continue;
+            }
             let items: Vec<PendingItem> = serde_json::from_str(&payload).with_context(|| {
                 format!(
                     "pending batch {id} of run {old_run} is unreadable; fix or remove it by hand"
@@ -413,9 +433,9 @@ impl Sweeper<'_> {
                 ));
                 continue;
             }
-            let keys: Vec<Key> = items.iter().map(|i| i.key.clone()).collect();
+            let keys: Vec<Key> = items.iter().map(|i| i.k.clone()).collect();
             // Finish the batch under the job that planned it: an erasure stays an erasure.
-            let was_erasure = items.iter().any(|i| i.body.reason == "erasure");
+            let was_erasure = items.iter().any(|i| i.r == "erasure");
             let job_erasure = self.erasure;
             self.erasure = was_erasure;
             self.table.begin()?;
@@ -428,10 +448,12 @@ impl Sweeper<'_> {
             };
             let present: HashSet<Key> = rows.iter().filter_map(|r| r.key.clone().ok()).collect();
             let mut entries = Vec::new();
-            for item in items.into_iter().filter(|i| !present.contains(&i.key)) {
-                let mut b = item.body;
+            for item in items.into_iter().filter(|i| !present.contains(&i.k)) {
+                let mut b = self.body(&item.k.to_string(), Action::Deleted, item.s);
+                b.expires_at = item.e;
+                b.window = item.w;
+                b.reason = item.r;
                 b.detail = format!("deleted by interrupted run {old_run}; recorded on recovery");
-                b.run_id = self.run_id.to_string();
                 self.report.found += 1;
                 self.report.deleted += 1;
                 entries.push(b);
@@ -455,6 +477,7 @@ impl Sweeper<'_> {
         };
         let started = Instant::now();
         let mut last_draw = Instant::now();
+        let mut last_renewal = Instant::now();
         let mut cursor: Option<Key> = None;
         loop {
             if self.apply {
@@ -494,9 +517,12 @@ impl Sweeper<'_> {
                 let mut entries = Vec::new();
                 let planned = self.plan(rows, &mut entries);
                 entries.extend(planned.into_iter().map(|p| p.body));
-                self.state.append(entries, None)?;
+                self.auditor.append(entries, None)?;
             }
-            self.state.renew_lease(&self.target.name)?;
+            if last_renewal.elapsed().as_secs() >= 10 {
+                self.state.renew_lease(&self.target.name)?;
+                last_renewal = Instant::now();
+            }
             if progress && last_draw.elapsed().as_millis() > 150 {
                 last_draw = Instant::now();
                 draw_progress(&self.report, range, next.as_ref(), started);
@@ -627,7 +653,7 @@ pub fn sweep(
                     .unwrap_or_default()
             ),
         };
-        state.append(vec![finished], None)?;
+        state.append(vec![finished], &[])?;
         reports.push(report);
     }
     let report = SweepReport {
@@ -662,8 +688,14 @@ fn sweep_one(
         Job::Erasure { subject, .. } => Some(subject.as_str()),
         Job::Retention => None,
     };
+    let failpoint = Failpoint::from_env();
+    let audit_kill = failpoint.as_ref().is_some_and(|f| f.name == "after_append");
+    let auditor = Auditor::start(state, audit_kill)?;
+    let pending = state.pending_store()?;
     let mut s = Sweeper {
         state,
+        auditor,
+        pending,
         target,
         table,
         roots: Roots::new(&sql.file_roots, ctx.base),
@@ -675,11 +707,15 @@ fn sweep_one(
             target: target.name.clone(),
             ..Default::default()
         },
-        failpoint: Failpoint::from_env(),
+        failpoint,
         subject,
         erasure: subject.is_some(),
     };
-    s.run(ctx.opts.batch.max(1), ctx.progress)?;
+    let ran = s.run(ctx.opts.batch.max(1), ctx.progress);
+    // Whatever was deleted before an error is recorded before the error is reported.
+    let flushed = s.auditor.flush();
+    ran?;
+    flushed?;
     Ok(s.report)
 }
 

@@ -1,6 +1,7 @@
 //! `lethe`: the command line. Parses arguments, loads the config, runs one command, and maps
 //! the outcome to an exit status: 0 done, 1 ran but something failed, 2 bad usage or config.
 
+mod auditor;
 mod commands;
 mod db;
 mod demo;

@@ -119,6 +119,12 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_subject ON requests(subject_hash);
 "#,
+    r#"
+CREATE TABLE batches_done (
+    pending_id BIGINT PRIMARY KEY,
+    finished_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
@@ -130,6 +136,52 @@ pub struct State {
     pub location: String,
     pub key: AuditKey,
     holder: String,
+    /// How it was opened, so a second connection can be opened for the audit writer.
+    url: String,
+    base: PathBuf,
+    key_env: Option<String>,
+}
+
+/// The write-ahead record of deletions in flight. Beside a SQLite state it is a small file
+/// of its own (`<state>.pending`), so that recording the next batch never waits for the
+/// audit writer's transaction; with a PostgreSQL state it is a table in the same database.
+pub struct PendingStore {
+    db: Db,
+}
+
+impl PendingStore {
+    /// Records a batch, durably, under a fresh random id; returns the id.
+    pub fn add(&mut self, run_id: &str, target: &str, payload: &str) -> Result<i64> {
+        let id = (u64::from_str_radix(&random_hex(8)?, 16)? & (i64::MAX as u64)) as i64;
+        self.db
+            .execute(
+                "INSERT INTO pending (id, run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                &vals![id, run_id, target, now().to_rfc3339(), payload],
+            )
+            .context("Failed to record pending deletions")?;
+        Ok(id)
+    }
+
+    /// Batches an interrupted run left behind for a target: (id, run_id, payload).
+    pub fn list(&mut self, target: &str) -> Result<Vec<(i64, String, String)>> {
+        Ok(self
+            .db
+            .query(
+                "SELECT id, run_id, payload FROM pending WHERE target = ?1 ORDER BY created_at, id",
+                &vals![target],
+            )?
+            .into_iter()
+            .map(|r| (r.int(0), r.text(1), r.text(2)))
+            .collect())
+    }
+
+    pub fn remove(&mut self, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            self.db
+                .execute("DELETE FROM pending WHERE id = ?1", &vals![*id])?;
+        }
+        Ok(())
+    }
 }
 
 pub enum Lease {
@@ -272,6 +324,12 @@ impl State {
                 set_wal(conn)
                     .with_context(|| format!("Failed to set WAL on state {}", path.display()))?;
                 conn.pragma_update(None, "synchronous", "FULL")?;
+                // The trail's indexes take keys in no useful order; a larger cache keeps a
+                // sweep of a million items from rereading them from disk.
+                conn.pragma_update(None, "cache_size", -16_384)?;
+                // Checkpoint in larger steps: each checkpoint rewrites the index pages it
+                // touches, and small steps rewrite the same pages many times.
+                conn.pragma_update(None, "wal_autocheckpoint", 8_192)?;
             }
             let mut key = path.as_os_str().to_owned();
             key.push(".key");
@@ -283,6 +341,9 @@ impl State {
             location,
             key,
             holder: format!("{}:{}", hostname(), std::process::id()),
+            url: url.to_string(),
+            base: base.to_path_buf(),
+            key_env: key_env.map(str::to_string),
         };
         st.migrate()?;
         Ok(st)
@@ -325,11 +386,57 @@ impl State {
         &mut self.db
     }
 
-    /// Appends entries to the chain and, in the same transaction, forgets a pending batch.
-    pub fn append(&mut self, bodies: Vec<Body>, clear_pending: Option<i64>) -> Result<()> {
+    /// A second connection to the same state, for the audit writer's thread.
+    pub fn reopen(&self) -> Result<State> {
+        let mut st = State::open(&self.url, &self.base, self.key_env.as_deref())?;
+        st.holder = self.holder.clone();
+        Ok(st)
+    }
+
+    /// Opens the write-ahead record of deletions in flight.
+    pub fn pending_store(&self) -> Result<PendingStore> {
+        let mut db = if self.db.is_pg() {
+            Db::open_pg(&self.url)?
+        } else {
+            let path = sqlite_path(&self.url, &self.base)
+                .ok_or_else(|| anyhow!("state url is not sqlite"))?;
+            let mut p = path.into_os_string();
+            p.push(".pending");
+            let db = Db::open_sqlite(Path::new(&p))?;
+            if let Db::Sqlite(conn) = &db {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            db
+        };
+        if !db.is_pg() {
+            db.batch(
+                "CREATE TABLE IF NOT EXISTS pending (id BIGINT PRIMARY KEY, run_id TEXT NOT NULL, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL)",
+            )?;
+        }
+        Ok(PendingStore { db })
+    }
+
+    /// Whether the audit entries of a pending batch were already committed.
+    pub fn batch_done(&mut self, pending_id: i64) -> Result<bool> {
+        Ok(self
+            .db
+            .query_opt(
+                "SELECT 1 FROM batches_done WHERE pending_id = ?1",
+                &vals![pending_id],
+            )?
+            .is_some())
+    }
+
+    /// Appends entries to the chain and, in the same transaction, marks the pending batches
+    /// they record as done, so a recovery never records them twice.
+    pub fn append(&mut self, bodies: Vec<Body>, batches: &[i64]) -> Result<()> {
+        let at = now().to_rfc3339();
         self.append_with(bodies, |db| {
-            if let Some(id) = clear_pending {
-                db.execute("DELETE FROM pending WHERE id = ?1", &vals![id])?;
+            for id in batches {
+                db.execute(
+                    "INSERT INTO batches_done (pending_id, finished_at) VALUES (?1, ?2) ON CONFLICT (pending_id) DO NOTHING",
+                    &vals![*id, &at],
+                )?;
             }
             Ok(())
         })
@@ -364,32 +471,6 @@ impl State {
                 change(db)
             })
             .context("Failed to append to the audit trail")
-    }
-
-    /// Records, durably, the items about to be deleted: the write-ahead half of an apply.
-    pub fn add_pending(&mut self, run_id: &str, target: &str, payload: &str) -> Result<i64> {
-        let r = self
-            .db
-            .query_opt(
-                "INSERT INTO pending (run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id",
-                &vals![run_id, target, now().to_rfc3339(), payload],
-            )
-            .context("Failed to record pending deletions")?;
-        r.map(|r| r.int(0))
-            .ok_or_else(|| anyhow!("no id for the pending batch"))
-    }
-
-    /// Batches an interrupted run left behind for a target: (id, run_id, payload).
-    pub fn pending(&mut self, target: &str) -> Result<Vec<(i64, String, String)>> {
-        Ok(self
-            .db
-            .query(
-                "SELECT id, run_id, payload FROM pending WHERE target = ?1 ORDER BY id",
-                &vals![target],
-            )?
-            .into_iter()
-            .map(|r| (r.int(0), r.text(1), r.text(2)))
-            .collect())
     }
 
     /// Takes the target's lease, or says who holds it. A holder that is dead (same host,

@@ -7,7 +7,8 @@ fn swept(name: &str) -> (Tmp, std::path::PathBuf) {
     drop(seed_training(&d, 30));
     let cfg = training_config(&d);
     assert_eq!(run(&cfg, &["sweep"]).code, Some(0));
-    assert_eq!(run(&cfg, &["sweep", "--apply"]).code, Some(0));
+    let r = run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     (d, cfg)
 }
 

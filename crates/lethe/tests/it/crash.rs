@@ -49,7 +49,7 @@ fn assert_finished(d: &Tmp, cfg: &Path) {
     let v = run(cfg, &["audit", "verify"]);
     assert_eq!(v.code, Some(0), "{}", v.stdout);
     // Nothing left pending.
-    let st = Connection::open(d.path("state/lethe-state.db")).unwrap();
+    let st = Connection::open(d.path("state/lethe-state.db.pending")).unwrap();
     let pending: i64 = st
         .query_row("SELECT count(*) FROM pending", [], |r| r.get(0))
         .unwrap();
