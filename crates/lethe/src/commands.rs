@@ -1,5 +1,6 @@
 //! One function per command: load what it needs, act, print, and choose the exit status.
 
+use crate::outln;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -17,7 +18,8 @@ use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, registr
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::DefaultConfig => {
-            print!("{DEFAULT_CONFIG}");
+            use std::io::Write as _;
+            let _ = write!(std::io::stdout(), "{DEFAULT_CONFIG}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { ref dir } => crate::demo::run(dir, cli.json),
@@ -211,16 +213,16 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
             "targets": targets_json,
         }))?;
     } else {
-        println!(
+        outln!(
             "config {}: valid ({} categories, {} targets)",
             loaded.path.display(),
             c.categories.len(),
             c.targets.len()
         );
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
-        println!("nothing was changed");
+        outln!("nothing was changed");
     }
     // A config that does not fit its targets is bad config: exit 2, as for sweep.
     Ok(if ok {
@@ -246,14 +248,14 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
                 }))?;
             } else {
                 match &r.problem {
-                    None => println!(
+                    None => outln!(
                         "audit trail intact: {} entries, head #{} {}, sealed with key {}",
                         r.entries,
                         r.head_seq,
                         r.head_hash,
                         state.key.fingerprint()
                     ),
-                    Some(p) => println!("audit trail BROKEN: {p}"),
+                    Some(p) => outln!("audit trail BROKEN: {p}"),
                 }
             }
             Ok(if r.problem.is_none() {

@@ -2,6 +2,7 @@
 //! written the way SQLAlchemy writes them on SQLite), a few traps a real store has, a
 //! lethe.toml, and a dry-run sweep over it all. No network, nothing else to set up.
 
+use crate::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -232,13 +233,13 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let shown: PathBuf = pathdiff(&config);
-    println!(
+    outln!(
         "Built a demo in {}: an SQLite database shaped like an AI app (inference_logs, \
          training_records), dataset files under datasets/, and lethe.toml.\n",
         dir.display()
     );
     crate::output::sweep(&report, &crate::output::Heading::sweep(&report, &shown));
-    println!(
+    outln!(
         "\nThe failed items are deliberate: a timestamp nobody can read, a file outside \
          file_roots, a symbolic link out of them and a directory. Lethe reports them and never \
          deletes them on a guess.\n\

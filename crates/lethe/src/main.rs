@@ -231,9 +231,17 @@ fn main() -> ExitCode {
                 eprintln!("error: {u}");
                 return ExitCode::from(2);
             }
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::BrokenPipe
-            {
+            // A reader that stopped reading (`| head`) is not a failure.
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .map(|io| io.kind())
+                    .or_else(|| {
+                        c.downcast_ref::<serde_json::Error>()
+                            .and_then(|j| j.io_error_kind())
+                    })
+                    == Some(std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");

@@ -1,5 +1,6 @@
 //! What people read: sweep summaries and audit entries as aligned tables, or JSON.
 
+use crate::outln;
 use std::path::Path;
 
 use anyhow::Result;
@@ -9,8 +10,10 @@ use serde::Serialize;
 use crate::engine::SweepReport;
 
 pub fn json<T: Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
     let s = serde_json::to_string_pretty(v)?;
-    println!("{s}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")?;
     Ok(())
 }
 
@@ -67,7 +70,7 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
     } else {
         "applied"
     };
-    println!("{} ({mode}), judged at {}", h.title, r.decided_at);
+    outln!("{} ({mode}), judged at {}", h.title, r.decided_at);
     let del = if r.dry_run { "would delete" } else { "deleted" };
     let files = if r.dry_run {
         "files to remove"
@@ -97,17 +100,17 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
             t.failed.to_string(),
         ]);
     }
-    print!("{}", table(&rows));
+    outln!("{}", table(&rows).trim_end_matches('\n'));
     for t in &r.targets {
         if let Some(e) = &t.error {
-            println!("\n{}: {e}", t.target);
+            outln!("\n{}: {e}", t.target);
         }
         for n in &t.notes {
-            println!("\n{}: {n}", t.target);
+            outln!("\n{}: {n}", t.target);
         }
         if r.dry_run && !t.due_sample.is_empty() {
             let more = (t.found - t.held - t.failed).saturating_sub(t.due_sample.len() as u64);
-            println!(
+            outln!(
                 "\n{} would delete keys: {}{}",
                 t.target,
                 t.due_sample.join(", "),
@@ -119,14 +122,15 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
             );
         }
         if !t.failures.is_empty() {
-            println!("\n{}: {} item(s) not deleted:", t.target, t.failed);
+            outln!("\n{}: {} item(s) not deleted:", t.target, t.failed);
             for (k, why) in &t.failures {
-                println!("  key {k}: {why}");
+                outln!("  key {k}: {why}");
             }
             if t.failed > t.failures.len() as u64 {
-                println!(
+                outln!(
                     "  … see all: lethe audit log --target {} --run {}",
-                    t.target, r.run_id
+                    t.target,
+                    r.run_id
                 );
             }
         }
@@ -134,16 +138,16 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
     if r.dry_run {
         let due: u64 = r.targets.iter().map(|t| t.found - t.held - t.failed).sum();
         if due > 0 {
-            println!("\nTo delete them: {}", h.apply);
+            outln!("\nTo delete them: {}", h.apply);
         } else {
-            println!("\nNothing is due.");
+            outln!("\nNothing is due.");
         }
     }
 }
 
 pub fn entries(entries: &[Entry], total: u64) {
     if entries.is_empty() {
-        println!("no audit entries match");
+        outln!("no audit entries match");
         return;
     }
     let mut rows = vec![vec![
@@ -174,9 +178,9 @@ pub fn entries(entries: &[Entry], total: u64) {
         ]);
     }
     // The table's first column is left-aligned; seq reads fine either way.
-    print!("{}", table(&rows));
+    outln!("{}", table(&rows).trim_end_matches('\n'));
     if total > entries.len() as u64 {
-        println!(
+        outln!(
             "({} older entries not shown; use --limit or audit export)",
             total - entries.len() as u64
         );
@@ -235,6 +239,6 @@ pub fn print_table(rows: &[Vec<String>]) {
             .enumerate()
             .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
             .collect();
-        println!("  {}", line.join("  ").trim_end());
+        outln!("  {}", line.join("  ").trim_end());
     }
 }

@@ -1,6 +1,7 @@
 //! Commands for people rather than schedules: erasure and access requests, legal holds and
 //! the exception register.
 
+use crate::outln;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -101,7 +102,7 @@ fn json_id(id: &str, json: bool, what: &str) -> Result<()> {
     if json {
         output::json(&serde_json::json!({ "id": id }))
     } else {
-        println!("{id}");
+        outln!("{id}");
         eprintln!("{what}");
         Ok(())
     }
@@ -185,7 +186,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
         };
         output::sweep(&report, &heading);
         if held > 0 {
-            println!(
+            outln!(
                 "{held} item(s) withheld under legal hold (GDPR Art. 17(3)(e)); see `lethe hold list`"
             );
         }
@@ -231,10 +232,10 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let open = !req.status.starts_with("completed");
-    println!("{} request {}", req.kind, req.id);
-    println!("  subject (keyed hash)  {}", req.subject_hash);
-    println!("  received              {}", req.received_at);
-    println!(
+    outln!("{} request {}", req.kind, req.id);
+    outln!("  subject (keyed hash)  {}", req.subject_hash);
+    outln!("  received              {}", req.received_at);
+    outln!(
         "  deadline              {}{}",
         req.deadline,
         if open {
@@ -243,11 +244,11 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
             String::new()
         }
     );
-    println!("  status                {}", req.status);
-    println!("  updated               {}", req.updated_at);
+    outln!("  status                {}", req.status);
+    outln!("  updated               {}", req.updated_at);
     if let Some(targets) = req.counts.as_array() {
         for t in targets {
-            println!(
+            outln!(
                 "  {:<20}  found {}  deleted {}  withheld {}  files removed {}  failed {}",
                 t["target"].as_str().unwrap_or("?"),
                 t["found"],
@@ -258,7 +259,7 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
             );
         }
     }
-    println!("\nAudit entries of this request ({}):", entries.len());
+    outln!("\nAudit entries of this request ({}):", entries.len());
     output::entries(&entries, entries.len() as u64);
     Ok(ExitCode::SUCCESS)
 }
@@ -275,7 +276,7 @@ fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if open.is_empty() {
-        println!("no open erasure requests");
+        outln!("no open erasure requests");
         return Ok(ExitCode::SUCCESS);
     }
     let mut rows = vec![vec![
@@ -451,7 +452,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
             if json {
                 output::json(&holds)?;
             } else if holds.is_empty() {
-                println!("no holds");
+                outln!("no holds");
             } else {
                 let mut rows = vec![vec![
                     "hold".to_string(),
@@ -509,7 +510,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
             if json {
                 output::json(&serde_json::json!({ "id": id, "released": true }))?;
             } else {
-                println!("hold {id} released");
+                outln!("hold {id} released");
             }
         }
     }
@@ -580,7 +581,7 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             if json {
                 output::json(&list)?;
             } else if list.is_empty() {
-                println!("no exceptions");
+                outln!("no exceptions");
             } else {
                 let mut rows = vec![vec![
                     "exception".to_string(),
@@ -617,7 +618,7 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             if json {
                 output::json(&serde_json::json!({ "id": id, "revoked": true }))?;
             } else {
-                println!("exception {id} revoked");
+                outln!("exception {id} revoked");
             }
         }
     }

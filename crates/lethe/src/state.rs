@@ -125,6 +125,18 @@ CREATE TABLE batches_done (
     finished_at TEXT NOT NULL
 );
 "#,
+    // A per-entry index on a keyed hash takes its keys in random order and rewrote much of
+    // itself on every append; which runs touched a subject is enough to find its entries.
+    r#"
+CREATE TABLE audit_subjects (
+    subject_hash TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (subject_hash, run_id)
+);
+INSERT INTO audit_subjects (subject_hash, run_id)
+    SELECT DISTINCT subject_hash, run_id FROM audit WHERE subject_hash IS NOT NULL;
+DROP INDEX audit_subject;
+"#,
 ];
 
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
@@ -140,6 +152,8 @@ pub struct State {
     url: String,
     base: PathBuf,
     key_env: Option<String>,
+    /// (subject hash, run) pairs already in `audit_subjects`, so appends skip them.
+    subjects_seen: std::collections::HashSet<(String, String)>,
 }
 
 /// The write-ahead record of deletions in flight. Beside a SQLite state it is a small file
@@ -326,7 +340,7 @@ impl State {
                 conn.pragma_update(None, "synchronous", "FULL")?;
                 // The trail's indexes take keys in no useful order; a larger cache keeps a
                 // sweep of a million items from rereading them from disk.
-                conn.pragma_update(None, "cache_size", -16_384)?;
+                conn.pragma_update(None, "cache_size", -8_192)?;
                 // Checkpoint in larger steps: each checkpoint rewrites the index pages it
                 // touches, and small steps rewrite the same pages many times.
                 conn.pragma_update(None, "wal_autocheckpoint", 8_192)?;
@@ -344,6 +358,7 @@ impl State {
             url: url.to_string(),
             base: base.to_path_buf(),
             key_env: key_env.map(str::to_string),
+            subjects_seen: Default::default(),
         };
         st.migrate()?;
         Ok(st)
@@ -450,8 +465,24 @@ impl State {
         change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
         let key = self.key.clone();
-        self.db
+        let mut new_subjects: Vec<(String, String)> = Vec::new();
+        for b in &bodies {
+            if let Some(h) = &b.subject_hash {
+                let pair = (h.clone(), b.run_id.clone());
+                if !self.subjects_seen.contains(&pair) && !new_subjects.contains(&pair) {
+                    new_subjects.push(pair);
+                }
+            }
+        }
+        let done = self
+            .db
             .write(|db| {
+                for (h, run) in &new_subjects {
+                    db.execute(
+                        "INSERT INTO audit_subjects (subject_hash, run_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                        &vals![h, run],
+                    )?;
+                }
                 let (head_seq, head_hash) = match db.query_opt(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                     &[],
@@ -470,7 +501,11 @@ impl State {
                 }
                 change(db)
             })
-            .context("Failed to append to the audit trail")
+            .context("Failed to append to the audit trail");
+        if done.is_ok() {
+            self.subjects_seen.extend(new_subjects);
+        }
+        done
     }
 
     /// Takes the target's lease, or says who holds it. A holder that is dead (same host,
@@ -550,6 +585,12 @@ impl State {
     ) -> Result<()> {
         let mut sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE 1=1");
         let mut args: Vec<Val> = Vec::new();
+        if let Some(h) = &filter.subject_hash {
+            args.push(h.into());
+            sql.push_str(
+                " AND run_id IN (SELECT run_id FROM audit_subjects WHERE subject_hash = ?1)",
+            );
+        }
         for (col, val) in [
             ("target", &filter.target),
             ("item_key", &filter.key),

@@ -24,3 +24,13 @@ pub fn now() -> Timestamp {
         .unwrap_or(0);
     Timestamp::from_micros(micros)
 }
+
+/// `println!` that does not panic when stdout is closed (`lethe audit log | head`): what
+/// could not be printed is dropped, as a reader that left wanted.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
