@@ -17,7 +17,7 @@ use lethe_core::audit::Body;
 use crate::state::{PendingStore, State};
 
 /// Entries appended per transaction, at most.
-const GROUP: usize = 10_000;
+const GROUP: usize = 5_000;
 /// How long entries may wait before they are appended.
 const MAX_WAIT: Duration = Duration::from_millis(1_500);
 
@@ -36,8 +36,8 @@ impl Auditor {
     pub fn start(state: &State, failpoint_after_append: bool) -> Result<Auditor> {
         let writer = state.reopen()?;
         let pending = state.pending_store()?;
-        // Two batches in flight at most: memory stays bounded whatever the table size.
-        let (tx, rx) = mpsc::sync_channel(2);
+        // One batch waiting at most: memory stays bounded whatever the table size.
+        let (tx, rx) = mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name("lethe-audit".into())
             .spawn(move || run(writer, pending, rx, failpoint_after_append))?;

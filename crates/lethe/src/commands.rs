@@ -94,6 +94,7 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,
+        rows_per_commit: args.rows_per_commit as usize,
         progress: !args.no_progress,
     };
     engine::sweep(

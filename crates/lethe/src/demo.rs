@@ -225,6 +225,7 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
         apply: false,
         targets: Vec::new(),
         batch_size: DEFAULT_BATCH as u32,
+        rows_per_commit: crate::engine::DEFAULT_ROWS_PER_COMMIT as u32,
         no_progress: true,
     };
     let report = crate::commands::sweep(&loaded, &args)?;

@@ -29,6 +29,8 @@ use crate::state::{Lease, PendingStore, State};
 use crate::targets::{Key, Row, SqlTable, open_table};
 
 pub const DEFAULT_BATCH: usize = 5_000;
+/// Rows deleted per target transaction by default (several batches).
+pub const DEFAULT_ROWS_PER_COMMIT: usize = 25_000;
 /// How many failed items a report lists by name; all of them are in the audit trail.
 const SAMPLE: usize = 12;
 
@@ -52,6 +54,9 @@ impl Job {
 pub struct SweepOptions {
     pub apply: bool,
     pub batch: usize,
+    /// Rows deleted per target transaction, at most: larger writes less, smaller holds the
+    /// table's write lock for less time.
+    pub rows_per_commit: usize,
     pub progress: bool,
 }
 
@@ -372,11 +377,14 @@ impl Sweeper<'_> {
     }
 
     /// One batch of an apply: plan, write ahead, delete, commit, audit.
-    fn apply_batch(
+    /// Plans a batch, writes it ahead, and deletes its files and rows inside the open target
+    /// transaction. Its entries wait in `staged` until that transaction commits.
+    fn stage_batch(
         &mut self,
         rows: Vec<Row>,
         pending: Option<i64>,
         mut entries: Vec<Body>,
+        staged: &mut Vec<(Vec<Body>, Option<i64>)>,
     ) -> Result<()> {
         let planned = self.plan(rows, &mut entries);
         let mut pending_id = pending;
@@ -397,18 +405,40 @@ impl Sweeper<'_> {
         }
         let done = self.execute(planned);
         entries.extend(done);
+        staged.push((entries, pending_id));
+        Ok(())
+    }
+
+    /// Commits the target transaction, then hands the staged entries to the audit writer.
+    fn commit_staged(&mut self, staged: &mut Vec<(Vec<Body>, Option<i64>)>) -> Result<()> {
         if let Err(e) = self.table.commit() {
             // Nothing was deleted after all; say so for each item the entries claimed.
-            for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
-                b.action = Action::Failed;
-                b.detail = format!("commit failed, row kept: {e:#}");
-                self.report.deleted -= 1;
-                self.report.failed += 1;
+            for (entries, _) in staged.iter_mut() {
+                for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
+                    b.action = Action::Failed;
+                    b.detail = format!("commit failed, row kept: {e:#}");
+                    self.report.deleted -= 1;
+                    self.report.failed += 1;
+                }
             }
         }
         hit(&mut self.failpoint, "after_delete");
-        self.auditor.append(entries, pending_id)?;
+        for (entries, pending_id) in staged.drain(..) {
+            self.auditor.append(entries, pending_id)?;
+        }
         Ok(())
+    }
+
+    /// One batch in a transaction of its own (recovery).
+    fn apply_batch(
+        &mut self,
+        rows: Vec<Row>,
+        pending: Option<i64>,
+        entries: Vec<Body>,
+    ) -> Result<()> {
+        let mut staged = Vec::new();
+        self.stage_batch(rows, pending, entries, &mut staged)?;
+        self.commit_staged(&mut staged)
     }
 
     /// Finishes batches an interrupted apply left behind.
@@ -468,7 +498,7 @@ impl Sweeper<'_> {
         Ok(())
     }
 
-    fn run(&mut self, batch: usize, progress: bool) -> Result<()> {
+    fn run(&mut self, batch: usize, rows_per_commit: usize, progress: bool) -> Result<()> {
         self.recover()?;
         let range = if progress {
             self.table.key_range()
@@ -479,9 +509,15 @@ impl Sweeper<'_> {
         let mut last_draw = Instant::now();
         let mut last_renewal = Instant::now();
         let mut cursor: Option<Key> = None;
+        // Several batches share one target transaction: each commit rewrites the pages of
+        // the table's indexes it touched, so fewer, larger commits write far less.
+        let mut staged: Vec<(Vec<Body>, Option<i64>)> = Vec::new();
+        let mut staged_rows = 0usize;
+        let mut in_txn = false;
         loop {
-            if self.apply {
+            if self.apply && !in_txn {
                 self.table.begin()?;
+                in_txn = true;
             }
             let rows = match self.subject {
                 Some(subject) => self.table.of_subject(subject, cursor.as_ref(), batch),
@@ -490,26 +526,28 @@ impl Sweeper<'_> {
             let rows = match rows {
                 Ok(r) => r,
                 Err(e) => {
-                    if self.apply {
+                    if in_txn {
                         self.table.rollback();
                     }
                     return Err(e);
                 }
             };
-            let Some(last) = rows.last() else {
-                if self.apply {
-                    self.table.rollback();
-                }
-                break;
-            };
-            let next = match &last.key {
-                Ok(k) => Some(k.clone()),
-                // A NULL or odd key sorts first; skip past it by the batch's last good key.
-                Err(_) => rows.iter().rev().find_map(|r| r.key.clone().ok()),
-            };
+            let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
             let full = rows.len() == batch;
             if self.apply {
-                if let Err(e) = self.apply_batch(rows, None, Vec::new()) {
+                staged_rows += rows.len();
+                let step = self
+                    .stage_batch(rows, None, Vec::new(), &mut staged)
+                    .and_then(|()| {
+                        if staged_rows >= rows_per_commit || !full || next.is_none() {
+                            in_txn = false;
+                            staged_rows = 0;
+                            self.commit_staged(&mut staged)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                if let Err(e) = step {
                     self.table.rollback();
                     return Err(e);
                 }
@@ -531,6 +569,10 @@ impl Sweeper<'_> {
                 Some(k) if full => cursor = Some(k),
                 _ => break,
             }
+        }
+        if in_txn {
+            // Nothing staged is left uncommitted; an open transaction here read no rows.
+            self.table.rollback();
         }
         if progress {
             eprint!("\r\x1b[2K");
@@ -711,7 +753,11 @@ fn sweep_one(
         subject,
         erasure: subject.is_some(),
     };
-    let ran = s.run(ctx.opts.batch.max(1), ctx.progress);
+    let ran = s.run(
+        ctx.opts.batch.max(1),
+        ctx.opts.rows_per_commit,
+        ctx.progress,
+    );
     // Whatever was deleted before an error is recorded before the error is reported.
     let flushed = s.auditor.flush();
     ran?;

@@ -179,6 +179,10 @@ struct SweepArgs {
     /// Items per batch (memory and lock time grow with it)
     #[arg(long, default_value_t = engine::DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: u32,
+    /// Rows deleted per transaction on the target, at most: smaller holds the table's
+    /// write lock for less time, larger writes less
+    #[arg(long, default_value_t = engine::DEFAULT_ROWS_PER_COMMIT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    rows_per_commit: u32,
     /// No progress bar, even on a terminal
     #[arg(long)]
     no_progress: bool,

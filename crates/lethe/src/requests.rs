@@ -142,6 +142,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
     let opts = SweepOptions {
         apply: args.apply,
         batch: engine::DEFAULT_BATCH,
+        rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
         progress: true,
     };
     let report = engine::sweep(

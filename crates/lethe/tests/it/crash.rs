@@ -61,7 +61,15 @@ fn killed_at(point: &str) {
     drop(seed_training(&d, ROWS));
     let cfg = training_config(&d);
     let out = lethe()
-        .args(["sweep", "--apply", "--batch-size", "50", "--config"])
+        .args([
+            "sweep",
+            "--apply",
+            "--batch-size",
+            "50",
+            "--rows-per-commit",
+            "100",
+            "--config",
+        ])
         .arg(&cfg)
         .env("LETHE_FAILPOINT", point)
         .output()
@@ -71,7 +79,18 @@ fn killed_at(point: &str) {
         Some(9),
         "{point}: the failpoint must kill the process"
     );
-    let r = run(&cfg, &["sweep", "--apply", "--batch-size", "50", "--json"]);
+    let r = run(
+        &cfg,
+        &[
+            "sweep",
+            "--apply",
+            "--batch-size",
+            "50",
+            "--rows-per-commit",
+            "100",
+            "--json",
+        ],
+    );
     assert_eq!(r.code, Some(0), "{point}: {}{}", r.stdout, r.stderr);
     assert_finished(&d, &cfg);
 }
@@ -107,7 +126,15 @@ fn killed_at_random_moments() {
     let cfg = training_config(&d);
     for delay_ms in [5u64, 20, 45, 80, 130] {
         let mut child = lethe()
-            .args(["sweep", "--apply", "--batch-size", "7", "--config"])
+            .args([
+                "sweep",
+                "--apply",
+                "--batch-size",
+                "7",
+                "--rows-per-commit",
+                "21",
+                "--config",
+            ])
             .arg(&cfg)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -446,7 +446,15 @@ fn killed_mid_apply_on_postgres_then_finished() {
     );
     for point in ["after_pending:2", "after_delete:3"] {
         let out = lethe()
-            .args(["sweep", "--apply", "--batch-size", "30", "--config"])
+            .args([
+                "sweep",
+                "--apply",
+                "--batch-size",
+                "30",
+                "--rows-per-commit",
+                "60",
+                "--config",
+            ])
             .arg(&cfg)
             .env(
                 "LETHE_TEST_AUDIT_KEY",
