@@ -340,7 +340,7 @@ impl State {
                 conn.pragma_update(None, "synchronous", "FULL")?;
                 // The trail's indexes take keys in no useful order; a larger cache keeps a
                 // sweep of a million items from rereading them from disk.
-                conn.pragma_update(None, "cache_size", -8_192)?;
+                conn.pragma_update(None, "cache_size", -4_096)?;
                 // Checkpoint in larger steps: each checkpoint rewrites the index pages it
                 // touches, and small steps rewrite the same pages many times.
                 conn.pragma_update(None, "wal_autocheckpoint", 8_192)?;
