@@ -43,6 +43,8 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct StateConfig {
     pub url: String,
+    /// Environment variable holding the database password, never the password itself.
+    pub password_env: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +117,8 @@ impl TargetKind {
 #[derive(Clone, Debug)]
 pub struct SqlTarget {
     pub url: String,
+    /// Environment variable holding the database password, never the password itself.
+    pub password_env: Option<String>,
     pub table: String,
     pub key: String,
     pub created_at: String,
@@ -415,11 +419,13 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
     let state = match root.raw("state") {
         Some(v) => Tbl::new("state", v, &mut ctx).and_then(|mut t| {
             let url = t.req_str(&mut ctx, "url");
+            let password_env = t.opt_str(&mut ctx, "password_env");
             t.finish(&mut ctx);
-            url.map(|url| StateConfig { url })
+            url.map(|url| StateConfig { url, password_env })
         }),
         None => Some(StateConfig {
             url: "sqlite://lethe-state.db".into(),
+            password_env: None,
         }),
     };
 
@@ -628,6 +634,7 @@ fn parse_target(
     let kind = match ty.as_deref() {
         Some("sql") => {
             let url = t.req_str(ctx, "url");
+            let password_env = t.opt_str(ctx, "password_env");
             let table = t.req_str(ctx, "table");
             let key = t.req_str(ctx, "key");
             let created_at = t.req_str(ctx, "created_at");
@@ -658,6 +665,7 @@ fn parse_target(
                 (Some(url), Some(table), Some(key), Some(created_at)) => {
                     Some(TargetKind::Sql(SqlTarget {
                         url,
+                        password_env,
                         table,
                         key,
                         created_at,

@@ -64,7 +64,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 pub fn open_state(loaded: &Loaded) -> Result<State> {
     let c = &loaded.config;
-    State::open(&c.state.url, &loaded.base, c.audit.key_env.as_deref())
+    State::open(
+        &c.state.url,
+        c.state.password_env.as_deref(),
+        &loaded.base,
+        c.audit.key_env.as_deref(),
+    )
 }
 
 pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {

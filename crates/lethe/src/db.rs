@@ -196,10 +196,8 @@ impl Db {
     }
 
     /// Connects to PostgreSQL. The URL's password, if any, never appears in an error.
-    pub fn open_pg(url: &str) -> Result<Db> {
-        let client = postgres::Client::connect(url, postgres::NoTls)
-            .map_err(|e| anyhow::anyhow!("Failed to connect to {}: {e}", redact(url)))?;
-        Ok(Db::Pg(Box::new(client)))
+    pub fn open_pg(url: &str, password_env: Option<&str>) -> Result<Db> {
+        Ok(Db::Pg(Box::new(connect_pg(url, password_env)?)))
     }
 
     pub fn is_pg(&self) -> bool {
@@ -293,6 +291,24 @@ impl Db {
             }
         }
     }
+}
+
+/// Connects to PostgreSQL, taking the password from the named environment variable when
+/// there is one. Neither the URL's password nor the variable's value reaches a message.
+pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Client> {
+    let shown = redact(url);
+    let mut config: postgres::Config = url.parse().map_err(|e| {
+        crate::util::UsageError(format!("{shown} is not a valid PostgreSQL URL: {e}"))
+    })?;
+    if let Some(var) = password_env {
+        let pw = std::env::var(var).map_err(|_| {
+            crate::util::UsageError(format!("password_env names {var}, but {var} is not set"))
+        })?;
+        config.password(pw);
+    }
+    config
+        .connect(postgres::NoTls)
+        .map_err(|e| anyhow::anyhow!("Failed to connect to {shown}: {e}"))
 }
 
 /// A connection URL with its password replaced, for messages.

@@ -150,6 +150,7 @@ pub struct State {
     holder: String,
     /// How it was opened, so a second connection can be opened for the audit writer.
     url: String,
+    password_env: Option<String>,
     base: PathBuf,
     key_env: Option<String>,
     /// (subject hash, run) pairs already in `audit_subjects`, so appends skip them.
@@ -314,11 +315,16 @@ fn entry_from(r: &DbRow) -> Entry {
 impl State {
     /// Opens (creating if needed) the state at a `sqlite://` or `postgres://` URL; relative
     /// paths are read from `base`.
-    pub fn open(url: &str, base: &Path, key_env: Option<&str>) -> Result<State> {
+    pub fn open(
+        url: &str,
+        password_env: Option<&str>,
+        base: &Path,
+        key_env: Option<&str>,
+    ) -> Result<State> {
         let (db, location, key_path) = if url.starts_with("postgres://")
             || url.starts_with("postgresql://")
         {
-            let db = Db::open_pg(url)?;
+            let db = Db::open_pg(url, password_env)?;
             // Processes sharing a PostgreSQL state on several hosts need one key: key_env.
             (db, crate::db::redact(url), base.join("lethe-state.key"))
         } else {
@@ -356,6 +362,7 @@ impl State {
             key,
             holder: format!("{}:{}", hostname(), std::process::id()),
             url: url.to_string(),
+            password_env: password_env.map(str::to_string),
             base: base.to_path_buf(),
             key_env: key_env.map(str::to_string),
             subjects_seen: Default::default(),
@@ -403,7 +410,12 @@ impl State {
 
     /// A second connection to the same state, for the audit writer's thread.
     pub fn reopen(&self) -> Result<State> {
-        let mut st = State::open(&self.url, &self.base, self.key_env.as_deref())?;
+        let mut st = State::open(
+            &self.url,
+            self.password_env.as_deref(),
+            &self.base,
+            self.key_env.as_deref(),
+        )?;
         st.holder = self.holder.clone();
         Ok(st)
     }
@@ -411,7 +423,7 @@ impl State {
     /// Opens the write-ahead record of deletions in flight.
     pub fn pending_store(&self) -> Result<PendingStore> {
         let mut db = if self.db.is_pg() {
-            Db::open_pg(&self.url)?
+            Db::open_pg(&self.url, self.password_env.as_deref())?
         } else {
             let path = sqlite_path(&self.url, &self.base)
                 .ok_or_else(|| anyhow!("state url is not sqlite"))?;

@@ -7,10 +7,10 @@
 //! columns are streamed whole and judged in Rust. Values are always bound, as text, and cast
 //! in SQL to the column's own type.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use lethe_core::config::{SqlTarget, Window};
 use lethe_core::time::{MILLIS_THRESHOLD, Timestamp};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::{Key, Row, SqlTable, Value};
 use crate::db::redact;
@@ -109,8 +109,7 @@ pub struct PgTable {
 impl PgTable {
     pub fn open(cfg: &SqlTarget, window: &Window, write: bool) -> Result<Self> {
         let location = redact(&cfg.url);
-        let mut client = Client::connect(&cfg.url, NoTls)
-            .map_err(|e| anyhow!("Failed to connect to {location}: {e}"))?;
+        let mut client = crate::db::connect_pg(&cfg.url, cfg.password_env.as_deref())?;
         if !write {
             client.batch_execute("SET default_transaction_read_only = on")?;
         }

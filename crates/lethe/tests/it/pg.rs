@@ -49,6 +49,11 @@ fn free_port() -> u16 {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// With a password, TCP connections must give it (scram); the socket stays trusted.
+    pub fn start_with(password: Option<&str>) -> PgCluster {
         let dir = Tmp::new("pg");
         let bin = pg_bin();
         let as_postgres = rustix::process::getuid().is_root();
@@ -67,13 +72,19 @@ impl PgCluster {
             as_postgres,
         };
         let data = c.dir.path("data");
+        let host_auth = if password.is_some() {
+            "scram-sha-256"
+        } else {
+            "trust"
+        };
         c.run(
             "initdb",
             &[
                 "-D",
                 data.to_str().unwrap(),
-                "-A",
-                "trust",
+                "--auth-local=trust",
+                "--auth-host",
+                host_auth,
                 "-U",
                 "postgres",
                 "--no-sync",
@@ -100,6 +111,17 @@ impl PgCluster {
                 "start",
             ],
         );
+        if let Some(pw) = password {
+            let socket = format!(
+                "host={} port={} user=postgres dbname=postgres",
+                c.dir.0.display(),
+                c.port
+            );
+            let mut client = Client::connect(&socket, NoTls).unwrap();
+            client
+                .batch_execute(&format!("ALTER USER postgres PASSWORD '{pw}'"))
+                .unwrap();
+        }
         c
     }
 
@@ -479,4 +501,84 @@ fn killed_mid_apply_on_postgres_then_finished() {
         .count();
     assert_eq!(deletions, 250, "one deletion entry per deleted row");
     assert_eq!(lethe_pg(&cfg, &["audit", "verify"]).code, Some(0));
+}
+
+#[test]
+fn passwords_come_from_the_environment_and_never_show() {
+    let secret = "s3cret-Pa55word";
+    let pg = PgCluster::start_with(Some(secret));
+    {
+        let mut c = Client::connect(
+            &pg.url("postgres")
+                .replace("postgres@", &format!("postgres:{secret}@")),
+            NoTls,
+        )
+        .unwrap();
+        c.batch_execute("CREATE DATABASE app").unwrap();
+        let mut app = Client::connect(
+            &pg.url("app")
+                .replace("postgres@", &format!("postgres:{secret}@")),
+            NoTls,
+        )
+        .unwrap();
+        app.batch_execute("CREATE TABLE logs (id bigint PRIMARY KEY, user_id text, created_at timestamptz); INSERT INTO logs VALUES (1, 'u', now() - interval '40 days'), (2, 'u', now())").unwrap();
+    }
+    let state = format!("sqlite://{}/state.db", pg.dir().display());
+    let cfg = config(
+        pg.dir(),
+        &pg.url("app"),
+        &state,
+        "logs",
+        "created_at",
+        "password_env = \"LETHE_TEST_PG_PASSWORD\"\n",
+    );
+    // Unset: a clear error naming the variable, and nothing touched.
+    let r = lethe_pg(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("LETHE_TEST_PG_PASSWORD"), "{}", r.stderr);
+    // Wrong: the error does not echo it.
+    let out = lethe()
+        .args(["sweep", "--apply", "--config"])
+        .arg(&cfg)
+        .env(
+            "LETHE_TEST_AUDIT_KEY",
+            "a shared key for every lethe process",
+        )
+        .env("LETHE_TEST_PG_PASSWORD", "wrong-guess-123")
+        .output()
+        .unwrap();
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!all.contains("wrong-guess-123"), "{all}");
+    // Right: it works, and neither output nor the trail holds the password.
+    let out = lethe()
+        .args(["sweep", "--apply", "--json", "--config"])
+        .arg(&cfg)
+        .env(
+            "LETHE_TEST_AUDIT_KEY",
+            "a shared key for every lethe process",
+        )
+        .env("LETHE_TEST_PG_PASSWORD", secret)
+        .output()
+        .unwrap();
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(secret));
+    let trail = lethe_pg(&cfg, &["audit", "export"]).stdout;
+    assert!(!trail.contains(secret) && trail.contains("\"deleted\""));
+    // A password written in the URL is redacted from messages.
+    let cfg2 = config(
+        pg.dir(),
+        &pg.url("nope")
+            .replace("postgres@", &format!("postgres:{secret}@")),
+        &state,
+        "logs",
+        "created_at",
+        "",
+    );
+    let r = lethe_pg(&cfg2, &["check"]);
+    assert_ne!(r.code, Some(0));
+    assert!(!(r.stdout + &r.stderr).contains(secret));
 }
