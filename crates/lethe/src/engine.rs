@@ -581,7 +581,9 @@ impl Sweeper<'_> {
 
 /// Removes the planned items' files, several at a time: an unlink often waits on the
 /// device (a `discard` mount waits for every one), not on the CPU. One result per item.
-fn remove_files(roots: &Roots, planned: &[Planned]) -> Vec<Option<Result<FileState, String>>> {
+type Removal = Option<Result<FileState, String>>;
+
+fn remove_files(roots: &Roots, planned: &[Planned]) -> Vec<Removal> {
     const WORKERS: usize = 4;
     let with_files = planned.iter().filter(|p| p.file.is_some()).count();
     let one = |p: &Planned| p.file.as_ref().map(|(f, _)| roots.remove(f));
@@ -589,9 +591,9 @@ fn remove_files(roots: &Roots, planned: &[Planned]) -> Vec<Option<Result<FileSta
         return planned.iter().map(one).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<FileState, String>>> = Vec::new();
+    let mut results: Vec<Removal> = Vec::new();
     results.resize_with(planned.len(), || None);
-    let done: Vec<Vec<(usize, Option<Result<FileState, String>>)>> = std::thread::scope(|s| {
+    let done: Vec<Vec<(usize, Removal)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| {
                 s.spawn(|| {
