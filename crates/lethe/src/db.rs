@@ -260,6 +260,53 @@ impl Db {
         Ok(())
     }
 
+    /// Inserts many rows into `table`: one prepared statement on SQLite, `COPY` on
+    /// PostgreSQL (a round trip per row, or a statement with thousands of parameters, would
+    /// dominate a large sweep).
+    pub fn insert_many(&mut self, table: &str, cols: &[&str], rows: &[Vec<Val>]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Db::Sqlite(c) => {
+                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    cols.join(", "),
+                    marks.join(", ")
+                );
+                let mut st = c.prepare_cached(&sql)?;
+                for r in rows {
+                    st.execute(rusqlite::params_from_iter(sqlite_params(r)))?;
+                }
+            }
+            Db::Pg(c) => {
+                use std::io::Write;
+                let sql = format!("COPY {table} ({}) FROM STDIN", cols.join(", "));
+                let mut w = c.copy_in(sql.as_str())?;
+                let mut line = String::new();
+                for r in rows {
+                    line.clear();
+                    for (i, v) in r.iter().enumerate() {
+                        if i > 0 {
+                            line.push('\t');
+                        }
+                        match v {
+                            Val::Null => line.push_str("\\N"),
+                            Val::Int(n) => line.push_str(&n.to_string()),
+                            Val::Real(f) => line.push_str(&f.to_string()),
+                            Val::Text(t) => copy_escape(t, &mut line),
+                        }
+                    }
+                    line.push('\n');
+                    w.write_all(line.as_bytes())?;
+                }
+                w.finish()?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<DbRow>> {
         let mut out = Vec::new();
         self.query_each(sql, params, |r| {
@@ -309,6 +356,19 @@ pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Cli
     config
         .connect(postgres::NoTls)
         .map_err(|e| anyhow::anyhow!("Failed to connect to {shown}: {e}"))
+}
+
+/// Escapes text for COPY's text format.
+fn copy_escape(t: &str, out: &mut String) {
+    for ch in t.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// A connection URL with its password replaced, for messages.

@@ -478,10 +478,11 @@ impl State {
     ) -> Result<()> {
         let key = self.key.clone();
         let mut new_subjects: Vec<(String, String)> = Vec::new();
+        let mut added = std::collections::HashSet::new();
         for b in &bodies {
             if let Some(h) = &b.subject_hash {
                 let pair = (h.clone(), b.run_id.clone());
-                if !self.subjects_seen.contains(&pair) && !new_subjects.contains(&pair) {
+                if !self.subjects_seen.contains(&pair) && added.insert(pair.clone()) {
                     new_subjects.push(pair);
                 }
             }
@@ -489,12 +490,25 @@ impl State {
         let done = self
             .db
             .write(|db| {
-                for (h, run) in &new_subjects {
-                    db.execute(
-                        "INSERT INTO audit_subjects (subject_hash, run_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                        &vals![h, run],
-                    )?;
+                // Pairs another process added meanwhile are skipped; the rest go in bulk.
+                let mut runs: Vec<&String> = new_subjects.iter().map(|(_, r)| r).collect();
+                runs.sort();
+                runs.dedup();
+                let mut known = std::collections::HashSet::new();
+                for run in runs {
+                    for r in db.query(
+                        "SELECT subject_hash FROM audit_subjects WHERE run_id = ?1",
+                        &vals![run],
+                    )? {
+                        known.insert((r.text(0), run.clone()));
+                    }
                 }
+                let fresh: Vec<Vec<Val>> = new_subjects
+                    .iter()
+                    .filter(|p| !known.contains(*p))
+                    .map(|(h, run)| vals![h, run].to_vec())
+                    .collect();
+                db.insert_many("audit_subjects", &["subject_hash", "run_id"], &fresh)?;
                 let (head_seq, head_hash) = match db.query_opt(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                     &[],
@@ -650,28 +664,14 @@ impl State {
     }
 }
 
-/// Inserts chained entries; on SQLite one prepared statement, on PostgreSQL multi-row
-/// statements (a round trip per row would dominate a large sweep).
+/// Inserts chained entries in one bulk insert.
 fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
-    const PER_STATEMENT: usize = 500;
-    for chunk in entries.chunks(if db.is_pg() { PER_STATEMENT } else { 1 }) {
-        let mut sql = format!("INSERT INTO audit ({ENTRY_COLS}) VALUES ");
-        let mut args: Vec<Val> = Vec::with_capacity(chunk.len() * 14);
-        for (i, e) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let n = i * 14;
-            sql.push('(');
-            sql.push_str(
-                &(1..=14)
-                    .map(|k| format!("?{}", n + k))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            sql.push(')');
+    let cols: Vec<&str> = ENTRY_COLS.split(", ").collect();
+    let rows: Vec<Vec<Val>> = entries
+        .iter()
+        .map(|e| {
             let b = &e.body;
-            args.extend(vals![
+            vals![
                 e.seq,
                 &b.decided_at,
                 &b.run_id,
@@ -686,11 +686,11 @@ fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
                 &b.detail,
                 &e.prev_hash,
                 &e.hash
-            ]);
-        }
-        db.execute(&sql, &args)?;
-    }
-    Ok(())
+            ]
+            .to_vec()
+        })
+        .collect();
+    db.insert_many("audit", &cols, &rows)
 }
 
 /// Switches the state to WAL. Two processes opening a new state at once race for this, and
