@@ -5,13 +5,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
+use lethe_core::config::{DEFAULT_CONFIG, Target};
 
 use crate::engine::{self, Job, SweepOptions};
-use crate::files::Roots;
 use crate::settings::{self, Loaded};
 use crate::state::{Filter, State};
-use crate::targets::open_table;
+use crate::targets::{open_source, roots_for};
 use crate::util::{UsageError, now};
 use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, registry, requests};
 
@@ -120,9 +119,8 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
 pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()> {
     let mut problems = Vec::new();
     for t in targets {
-        if let TargetKind::Sql(sql) = &t.kind {
-            let found = open_table(sql, &t.window, &loaded.base, write)
-                .and_then(|mut table| table.check_schema());
+        if let Some(source) = open_source(t, &loaded.base, write) {
+            let found = source.and_then(|mut table| table.check_schema());
             let found = match found {
                 Ok(p) => p,
                 Err(e) => vec![format!("{e:#}")],
@@ -157,8 +155,8 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         let mut problems = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
         let mut facts = serde_json::Map::new();
-        match &t.kind {
-            TargetKind::Sql(sql) => match open_table(sql, &t.window, &loaded.base, false) {
+        match open_source(t, &loaded.base, false) {
+            Some(source) => match source {
                 Err(e) => problems.push(format!("{e:#}")),
                 Ok(mut table) => {
                     problems.extend(table.check_schema()?);
@@ -170,12 +168,12 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
                         facts.insert("past_expiry".into(), due.into());
                         facts.insert("unreadable".into(), unreadable.into());
                     }
-                    problems.extend(Roots::new(&sql.file_roots, &loaded.base).problems());
+                    problems.extend(roots_for(t, &loaded.base).problems());
                 }
             },
-            other => problems.push(format!(
+            None => problems.push(format!(
                 "target type {} is not supported by this build yet",
-                other.type_name()
+                t.kind.type_name()
             )),
         }
         ok &= problems.is_empty();

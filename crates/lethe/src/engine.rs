@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lethe_core::audit::{Action, Body};
-use lethe_core::config::{SqlTarget, Target, TargetKind};
+use lethe_core::config::{Target, TargetKind};
 use lethe_core::expiry::{self, Facts, Protections, Verdict};
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::auditor::Auditor;
 use crate::files::{FileState, OwnedFile, Roots};
 use crate::state::{Lease, PendingStore, State};
-use crate::targets::{Key, Row, SqlTable, open_table};
+use crate::targets::{Key, Row, SqlTable, open_source, roots_for};
 
 pub const DEFAULT_BATCH: usize = 5_000;
 /// Rows deleted per target transaction by default (several batches).
@@ -155,6 +155,8 @@ struct Planned {
 }
 
 struct Sweeper<'a> {
+    /// Remove directories a deletion leaves empty (filesystem targets that ask for it).
+    prune: bool,
     state: &'a mut State,
     auditor: Auditor,
     pending: PendingStore,
@@ -341,6 +343,11 @@ impl Sweeper<'_> {
                 Some(Ok(FileState::Present)) => {
                     files_removed += 1;
                     body.detail = "file removed".into();
+                    if self.prune
+                        && let Some((f, _)) = &p.file
+                    {
+                        self.roots.prune_empty_parents(f);
+                    }
                 }
                 Some(Ok(FileState::Missing)) => body.detail = "file already missing".into(),
                 Some(Err(e)) => {
@@ -674,17 +681,14 @@ pub fn sweep(
             target: target.name.clone(),
             ..Default::default()
         };
-        let sql = match &target.kind {
-            TargetKind::Sql(s) => s,
-            other => {
-                report.error = Some(format!(
-                    "target type {} is not supported by this build yet",
-                    other.type_name()
-                ));
-                reports.push(report);
-                continue;
-            }
-        };
+        if !matches!(target.kind, TargetKind::Sql(_) | TargetKind::Filesystem(_)) {
+            report.error = Some(format!(
+                "target type {} is not supported by this build yet",
+                target.kind.type_name()
+            ));
+            reports.push(report);
+            continue;
+        }
         match state.acquire_lease(&target.name)? {
             Lease::Busy { holder, since } => {
                 report.error = Some(format!(
@@ -704,7 +708,7 @@ pub fn sweep(
             opts,
             progress,
         };
-        let result = sweep_one(state, target, sql, &ctx);
+        let result = sweep_one(state, target, &ctx);
         let _ = state.release_lease(&target.name);
         match result {
             Ok(r) => report = r,
@@ -759,14 +763,11 @@ struct RunCtx<'a> {
     progress: bool,
 }
 
-fn sweep_one(
-    state: &mut State,
-    target: &Target,
-    sql: &SqlTarget,
-    ctx: &RunCtx<'_>,
-) -> Result<TargetReport> {
-    let table = open_table(sql, &target.window, ctx.base, ctx.opts.apply)
+fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
+    let table = open_source(target, ctx.base, ctx.opts.apply)
+        .ok_or_else(|| anyhow::anyhow!("target type {} is not supported", target.kind.type_name()))?
         .with_context(|| format!("target {}", target.name))?;
+    let prune = matches!(&target.kind, TargetKind::Filesystem(f) if f.prune_empty_dirs);
     let subject = match ctx.job {
         Job::Erasure { subject, .. } => Some(subject.as_str()),
         Job::Retention => None,
@@ -781,7 +782,8 @@ fn sweep_one(
         pending,
         target,
         table,
-        roots: Roots::new(&sql.file_roots, ctx.base),
+        roots: roots_for(target, ctx.base),
+        prune,
         protections: ctx.protections,
         now: ctx.now,
         run_id: ctx.run_id,

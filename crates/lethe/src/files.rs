@@ -194,6 +194,27 @@ impl Roots {
         }
     }
 
+    /// Removes the directories above a removed file that it left empty, up to (not
+    /// including) the root, without following links. Best effort: a directory that is not
+    /// empty, or that cannot be removed, ends it.
+    pub fn prune_empty_parents(&self, f: &OwnedFile) {
+        let mut parts = f.parts.clone();
+        parts.pop();
+        while !parts.is_empty() {
+            let probe = OwnedFile {
+                root: f.root,
+                parts: parts.clone(),
+            };
+            let Ok(Some((dir, name))) = self.open_parent(&probe) else {
+                return;
+            };
+            if rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR).is_err() {
+                return;
+            }
+            parts.pop();
+        }
+    }
+
     /// Size and SHA-256 of a regular file, read without following links; `None` if missing.
     pub fn digest(&self, f: &OwnedFile) -> Result<Option<(u64, String)>, String> {
         use sha2::Digest;

@@ -16,7 +16,7 @@ use crate::files::Roots;
 use crate::registry::{self, NewException, NewHold};
 use crate::settings::Loaded;
 use crate::state::{Filter, State};
-use crate::targets::{Key, Row, open_table};
+use crate::targets::{Key, Row, open_source, open_table};
 use crate::util::{UsageError, now};
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
 
@@ -66,16 +66,16 @@ fn target<'a>(loaded: &'a Loaded, name: &str) -> Result<&'a Target> {
     })
 }
 
-/// The row of a target with this key, read-only; an unknown key is bad usage.
+/// The item of a target with this key, read-only; an unknown key is bad usage.
 fn find_item(loaded: &Loaded, t: &Target, key: &str) -> Result<Row> {
-    let TargetKind::Sql(sql) = &t.kind else {
+    let Some(source) = open_source(t, &loaded.base, false) else {
         return Err(usage(format!(
-            "target {} is of type {}; items can be named only in sql targets for now",
+            "target {} is of type {}; items cannot be named in it yet",
             t.name,
             t.kind.type_name()
         )));
     };
-    let mut table = open_table(sql, &t.window, &loaded.base, false)?;
+    let mut table = source?;
     let mut keys = vec![Key::Text(key.to_string())];
     if let Ok(i) = key.parse::<i64>() {
         keys.insert(0, Key::Int(i));

@@ -1,6 +1,7 @@
 //! Where data lives. Each connector yields rows (or objects) with what they say about their
 //! own lifetime, and deletes by key.
 
+pub mod fs;
 pub mod postgres;
 pub mod sqlite;
 
@@ -9,7 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Result;
-use lethe_core::config::{SqlTarget, Window};
+use lethe_core::config::{SqlTarget, Target, TargetKind, Window};
 use lethe_core::expiry::Raw;
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -117,5 +118,28 @@ pub fn open_table(
         Ok(Box::new(sqlite::SqliteTable::open(
             cfg, window, base, write,
         )?))
+    }
+}
+
+/// Opens any supported target as a source of items; `None` for kinds this build cannot sweep.
+pub fn open_source(target: &Target, base: &Path, write: bool) -> Option<Result<Box<dyn SqlTable>>> {
+    match &target.kind {
+        TargetKind::Sql(sql) => Some(open_table(sql, &target.window, base, write)),
+        TargetKind::Filesystem(fs) => {
+            Some(fs::FsTree::open(fs, base).map(|t| Box::new(t) as Box<dyn SqlTable>))
+        }
+        _ => None,
+    }
+}
+
+/// The roots a target's files must lie under: a sql target's `file_roots`, or a
+/// filesystem target's `root`.
+pub fn roots_for(target: &Target, base: &Path) -> crate::files::Roots {
+    match &target.kind {
+        TargetKind::Sql(sql) => crate::files::Roots::new(&sql.file_roots, base),
+        TargetKind::Filesystem(fs) => {
+            crate::files::Roots::new(std::slice::from_ref(&fs.root), base)
+        }
+        _ => crate::files::Roots::default(),
     }
 }

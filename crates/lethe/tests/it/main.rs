@@ -4,6 +4,7 @@
 mod audit;
 mod config;
 mod crash;
+mod fs;
 mod pg;
 mod requests;
 mod sweep;
