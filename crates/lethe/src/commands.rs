@@ -54,6 +54,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exception { ref command } => {
             requests::exception(&settings::load(cli.config.as_deref())?, command, cli.json)
         }
+        Command::Lifecycle {
+            command: crate::LifecycleCommand::Export { ref target, format },
+        } => {
+            let loaded = settings::load(cli.config.as_deref())?;
+            let t = loaded.config.target(target).ok_or_else(|| {
+                UsageError(format!(
+                    "--target {target}: no such target in {}",
+                    loaded.path.display()
+                ))
+            })?;
+            let cloud = match format {
+                crate::CloudFormat::S3 => lethe_core::lifecycle::Cloud::S3,
+                crate::CloudFormat::Azure => lethe_core::lifecycle::Cloud::Azure,
+                crate::CloudFormat::Gcs => lethe_core::lifecycle::Cloud::Gcs,
+            };
+            let policy = lethe_core::lifecycle::render(t, cloud).map_err(UsageError)?;
+            eprintln!("warning: {}", lethe_core::lifecycle::CAVEAT);
+            output::json(&policy)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { ref command } => {
             let loaded = settings::load(cli.config.as_deref())?;
             audit(&loaded, command, cli.json)

@@ -82,6 +82,29 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The cloud's own lifecycle policy for an object-store target's window
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LifecycleCommand {
+    /// Print the target's window as S3, Azure Blob or GCS lifecycle-policy JSON
+    Export {
+        #[arg(long)]
+        target: String,
+        #[arg(long, value_enum)]
+        format: CloudFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CloudFormat {
+    S3,
+    Azure,
+    Gcs,
 }
 
 #[derive(Args, Debug)]

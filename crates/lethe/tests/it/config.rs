@@ -161,3 +161,50 @@ fn demo_builds_and_dry_runs_without_setup() {
     assert_eq!(out.status.code(), Some(2));
     assert!(d.path("mine/precious.txt").exists());
 }
+
+#[test]
+fn lifecycle_export_renders_the_window_and_warns() {
+    let d = Tmp::new("lifecycle");
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        "[categories.finetune_dataset]\nretention = \"90d\"\nmax = \"60d\"\n[[targets]]\nname = \"blobs\"\ntype = \"object_store\"\nurl = \"az://container/finetune/\"\ncategory = \"finetune_dataset\"\n",
+    )
+    .unwrap();
+    let r = run(
+        &cfg,
+        &[
+            "lifecycle",
+            "export",
+            "--target",
+            "blobs",
+            "--format",
+            "azure",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let j = r.json();
+    let rule = &j["rules"][0]["definition"];
+    assert_eq!(
+        rule["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"], 60,
+        "max caps the window"
+    );
+    assert_eq!(rule["filters"]["prefixMatch"][0], "container/finetune/");
+    assert!(r.stderr.contains("legal holds"), "{}", r.stderr);
+    assert_eq!(
+        run(
+            &cfg,
+            &["lifecycle", "export", "--target", "blobs", "--format", "s3"]
+        )
+        .code,
+        Some(2)
+    );
+    assert_eq!(
+        run(
+            &cfg,
+            &["lifecycle", "export", "--target", "nope", "--format", "s3"]
+        )
+        .code,
+        Some(2)
+    );
+}
