@@ -30,7 +30,7 @@ use crate::targets::{Key, Row, SqlTable, open_source, roots_for};
 
 pub const DEFAULT_BATCH: usize = 5_000;
 /// Rows deleted per target transaction by default (several batches).
-pub const DEFAULT_ROWS_PER_COMMIT: usize = 20_000;
+pub const DEFAULT_ROWS_PER_COMMIT: usize = 10_000;
 /// How many failed items a report lists by name; all of them are in the audit trail.
 const SAMPLE: usize = 12;
 
