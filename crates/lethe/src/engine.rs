@@ -381,17 +381,15 @@ impl Sweeper<'_> {
         entries
     }
 
-    /// One batch of an apply: plan, write ahead, delete, commit, audit.
-    /// Plans a batch, writes it ahead, and deletes its files and rows inside the open target
-    /// transaction. Its entries wait in `staged` until that transaction commits.
-    fn stage_batch(
+    /// Writes a transaction's planned deletions ahead in one durable record, removes their
+    /// files and rows, commits the target, and only then hands the entries to the audit
+    /// writer. `pending` is an existing record when finishing an interrupted batch.
+    fn apply_planned(
         &mut self,
-        rows: Vec<Row>,
+        planned: Vec<Planned>,
         pending: Option<i64>,
         mut entries: Vec<Body>,
-        staged: &mut Vec<(Vec<Body>, Option<i64>)>,
     ) -> Result<()> {
-        let planned = self.plan(rows, &mut entries);
         let mut pending_id = pending;
         if !planned.is_empty() && pending_id.is_none() {
             let items: Vec<PendingItem> = planned
@@ -410,28 +408,17 @@ impl Sweeper<'_> {
         }
         let done = self.execute(planned);
         entries.extend(done);
-        staged.push((entries, pending_id));
-        Ok(())
-    }
-
-    /// Commits the target transaction, then hands the staged entries to the audit writer.
-    fn commit_staged(&mut self, staged: &mut Vec<(Vec<Body>, Option<i64>)>) -> Result<()> {
         if let Err(e) = self.table.commit() {
             // Nothing was deleted after all; say so for each item the entries claimed.
-            for (entries, _) in staged.iter_mut() {
-                for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
-                    b.action = Action::Failed;
-                    b.detail = format!("commit failed, row kept: {e:#}");
-                    self.report.deleted -= 1;
-                    self.report.failed += 1;
-                }
+            for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
+                b.action = Action::Failed;
+                b.detail = format!("commit failed, row kept: {e:#}");
+                self.report.deleted -= 1;
+                self.report.failed += 1;
             }
         }
         hit(&mut self.failpoint, "after_delete");
-        for (entries, pending_id) in staged.drain(..) {
-            self.auditor.append(entries, pending_id)?;
-        }
-        Ok(())
+        self.auditor.append(entries, pending_id)
     }
 
     /// One batch in a transaction of its own (recovery).
@@ -439,11 +426,10 @@ impl Sweeper<'_> {
         &mut self,
         rows: Vec<Row>,
         pending: Option<i64>,
-        entries: Vec<Body>,
+        mut entries: Vec<Body>,
     ) -> Result<()> {
-        let mut staged = Vec::new();
-        self.stage_batch(rows, pending, entries, &mut staged)?;
-        self.commit_staged(&mut staged)
+        let planned = self.plan(rows, &mut entries);
+        self.apply_planned(planned, pending, entries)
     }
 
     /// Finishes batches an interrupted apply left behind.
@@ -516,8 +502,9 @@ impl Sweeper<'_> {
         let mut cursor: Option<Key> = None;
         // Several batches share one target transaction: each commit rewrites the pages of
         // the table's indexes it touched, so fewer, larger commits write far less.
-        let mut staged: Vec<(Vec<Body>, Option<i64>)> = Vec::new();
-        let mut staged_rows = 0usize;
+        let mut txn_planned: Vec<Planned> = Vec::new();
+        let mut txn_entries: Vec<Body> = Vec::new();
+        let mut txn_rows = 0usize;
         let mut in_txn = false;
         loop {
             if self.apply && !in_txn {
@@ -540,21 +527,20 @@ impl Sweeper<'_> {
             let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
             let full = rows.len() == batch;
             if self.apply {
-                staged_rows += rows.len();
-                let step = self
-                    .stage_batch(rows, None, Vec::new(), &mut staged)
-                    .and_then(|()| {
-                        if staged_rows >= rows_per_commit || !full || next.is_none() {
-                            in_txn = false;
-                            staged_rows = 0;
-                            self.commit_staged(&mut staged)
-                        } else {
-                            Ok(())
-                        }
-                    });
-                if let Err(e) = step {
-                    self.table.rollback();
-                    return Err(e);
+                // Plan batch after batch; write ahead, delete and commit once per
+                // transaction: every write-ahead record and commit is a sync to disk.
+                txn_rows += rows.len();
+                let planned = self.plan(rows, &mut txn_entries);
+                txn_planned.extend(planned);
+                if txn_rows >= rows_per_commit || !full || next.is_none() {
+                    in_txn = false;
+                    txn_rows = 0;
+                    let planned = std::mem::take(&mut txn_planned);
+                    let entries = std::mem::take(&mut txn_entries);
+                    if let Err(e) = self.apply_planned(planned, None, entries) {
+                        self.table.rollback();
+                        return Err(e);
+                    }
                 }
             } else {
                 let mut entries = Vec::new();

@@ -190,6 +190,12 @@ impl PendingStore {
             .collect())
     }
 
+    /// Whether the records live in the state's own database (PostgreSQL), where appending
+    /// a batch's entries already dropped its record.
+    pub fn in_state(&self) -> bool {
+        self.db.is_pg()
+    }
+
     pub fn remove(&mut self, ids: &[i64]) -> Result<()> {
         for id in ids {
             self.db
@@ -459,11 +465,17 @@ impl State {
     pub fn append(&mut self, bodies: Vec<Body>, batches: &[i64]) -> Result<()> {
         let at = now().to_rfc3339();
         self.append_with(bodies, |db| {
+            // With a PostgreSQL state the pending records live in the same database: drop
+            // them in this transaction too (one commit, not two).
+            let pending_here = db.is_pg();
             for id in batches {
                 db.execute(
                     "INSERT INTO batches_done (pending_id, finished_at) VALUES (?1, ?2) ON CONFLICT (pending_id) DO NOTHING",
                     &vals![*id, &at],
                 )?;
+                if pending_here {
+                    db.execute("DELETE FROM pending WHERE id = ?1", &vals![*id])?;
+                }
             }
             Ok(())
         })

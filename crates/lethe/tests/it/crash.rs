@@ -104,7 +104,7 @@ fn killed_after_writing_ahead() {
 #[test]
 fn killed_while_removing_files() {
     killed_at("mid_files");
-    killed_at("mid_files:4");
+    killed_at("mid_files:2");
 }
 
 #[test]
