@@ -17,7 +17,7 @@ use lethe_core::audit::Body;
 use crate::state::{PendingStore, State};
 
 /// Entries appended per transaction, at most.
-const GROUP: usize = 10_000;
+const GROUP: usize = 5_000;
 /// How long entries may wait before they are appended.
 const MAX_WAIT: Duration = Duration::from_millis(1_500);
 

@@ -263,8 +263,15 @@ impl Db {
     /// Inserts many rows into `table`: one prepared statement on SQLite, `COPY` on
     /// PostgreSQL (a round trip per row, or a statement with thousands of parameters, would
     /// dominate a large sweep).
-    pub fn insert_many(&mut self, table: &str, cols: &[&str], rows: &[Vec<Val>]) -> Result<()> {
-        if rows.is_empty() {
+    /// Rows are taken one at a time from `rows`, so a large insert holds one row in memory.
+    pub fn insert_many(
+        &mut self,
+        table: &str,
+        cols: &[&str],
+        rows: impl IntoIterator<Item = Vec<Val>>,
+    ) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
             return Ok(());
         }
         match self {
@@ -277,7 +284,7 @@ impl Db {
                 );
                 let mut st = c.prepare_cached(&sql)?;
                 for r in rows {
-                    st.execute(rusqlite::params_from_iter(sqlite_params(r)))?;
+                    st.execute(rusqlite::params_from_iter(sqlite_params(&r)))?;
                 }
             }
             Db::Pg(c) => {

@@ -520,7 +520,7 @@ impl State {
                     .filter(|p| !known.contains(*p))
                     .map(|(h, run)| vals![h, run].to_vec())
                     .collect();
-                db.insert_many("audit_subjects", &["subject_hash", "run_id"], &fresh)?;
+                db.insert_many("audit_subjects", &["subject_hash", "run_id"], fresh)?;
                 let (head_seq, head_hash) = match db.query_opt(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                     &[],
@@ -676,33 +676,30 @@ impl State {
     }
 }
 
-/// Inserts chained entries in one bulk insert.
+/// Inserts chained entries in one bulk insert, one row materialized at a time.
 fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
     let cols: Vec<&str> = ENTRY_COLS.split(", ").collect();
-    let rows: Vec<Vec<Val>> = entries
-        .iter()
-        .map(|e| {
-            let b = &e.body;
-            vals![
-                e.seq,
-                &b.decided_at,
-                &b.run_id,
-                b.action.as_str(),
-                &b.target,
-                &b.item_key,
-                &b.category,
-                &b.reason,
-                &b.window,
-                &b.expires_at,
-                &b.subject_hash,
-                &b.detail,
-                &e.prev_hash,
-                &e.hash
-            ]
-            .to_vec()
-        })
-        .collect();
-    db.insert_many("audit", &cols, &rows)
+    let rows = entries.iter().map(|e| {
+        let b = &e.body;
+        vals![
+            e.seq,
+            &b.decided_at,
+            &b.run_id,
+            b.action.as_str(),
+            &b.target,
+            &b.item_key,
+            &b.category,
+            &b.reason,
+            &b.window,
+            &b.expires_at,
+            &b.subject_hash,
+            &b.detail,
+            &e.prev_hash,
+            &e.hash
+        ]
+        .to_vec()
+    });
+    db.insert_many("audit", &cols, rows)
 }
 
 /// Switches the state to WAL. Two processes opening a new state at once race for this, and
