@@ -7,6 +7,8 @@
 //! same transaction that appends its entries. A crash before that leaves the pending
 //! record, and the next apply records the batch (once) on recovery.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,6 +31,9 @@ enum Msg {
 pub struct Auditor {
     tx: Option<SyncSender<Msg>>,
     handle: Option<JoinHandle<()>>,
+    /// Set by the writer when an append failed: the sweep stops deleting at once rather
+    /// than go on removing items whose entries would wait for a rerun.
+    failed: Arc<AtomicBool>,
 }
 
 impl Auditor {
@@ -38,17 +43,26 @@ impl Auditor {
         let pending = state.pending_store()?;
         // One batch waiting at most: memory stays bounded whatever the table size.
         let (tx, rx) = mpsc::sync_channel(1);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
         let handle = std::thread::Builder::new()
             .name("lethe-audit".into())
-            .spawn(move || run(writer, pending, rx, failpoint_after_append))?;
+            .spawn(move || run(writer, pending, rx, failpoint_after_append, flag))?;
         Ok(Auditor {
             tx: Some(tx),
             handle: Some(handle),
+            failed,
         })
     }
 
     /// Hands entries to the writer; `pending` is the batch they record, if any.
     pub fn append(&self, bodies: Vec<Body>, pending: Option<i64>) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            // The cause is reported by `flush`, which the sweep calls on its way out.
+            return Err(anyhow!(
+                "the audit writer failed; stopping before deleting more"
+            ));
+        }
         self.tx
             .as_ref()
             .and_then(|tx| tx.send(Msg::Append(bodies, pending)).ok())
@@ -78,7 +92,13 @@ impl Drop for Auditor {
     }
 }
 
-fn run(mut state: State, mut pending: PendingStore, rx: Receiver<Msg>, failpoint: bool) {
+fn run(
+    mut state: State,
+    mut pending: PendingStore,
+    rx: Receiver<Msg>,
+    failpoint: bool,
+    failed_flag: Arc<AtomicBool>,
+) {
     let mut bodies: Vec<Body> = Vec::new();
     let mut batches: Vec<i64> = Vec::new();
     let mut since: Option<Instant> = None;
@@ -110,6 +130,7 @@ fn run(mut state: State, mut pending: PendingStore, rx: Receiver<Msg>, failpoint
             batches.clear();
             if let Err(e) = done {
                 *failed = Some(format!("{e:#}"));
+                failed_flag.store(true, Ordering::SeqCst);
             }
         };
     loop {
