@@ -148,11 +148,22 @@ fn hit(fp: &mut Option<Failpoint>, point: &str) {
 }
 
 /// A planned deletion: the row, its file if any, and the entry that records it.
+/// A planned deletion, kept small: the entry is built only when handed to the writer, so a
+/// transaction of many batches holds a few hundred bytes per item, not a whole entry.
 struct Planned {
-    key: Key,
+    item: PendingItem,
     file: Option<(OwnedFile, FileState)>,
-    body: Body,
 }
+
+/// What became of a planned item inside the target transaction.
+struct Done {
+    item: PendingItem,
+    /// `Ok(detail)` if deleted (pending the commit), `Err(reason)` if kept.
+    outcome: Result<&'static str, String>,
+}
+
+/// Items written ahead in one pending record, at most.
+const PENDING_CHUNK: usize = 5_000;
 
 struct Sweeper<'a> {
     /// Remove directories a deletion leaves empty (filesystem targets that ask for it).
@@ -312,7 +323,6 @@ impl Sweeper<'_> {
                     };
                     self.report.found += 1;
                     if !self.apply {
-                        body.action = Action::WouldDelete;
                         if matches!(file, Some((_, FileState::Present))) {
                             self.report.files_due += 1;
                         }
@@ -320,45 +330,61 @@ impl Sweeper<'_> {
                             self.report.due_sample.push(key_s.clone());
                         }
                     }
-                    planned.push(Planned { key, file, body });
+                    let item = PendingItem {
+                        k: key,
+                        s: body.subject_hash,
+                        e: body.expires_at,
+                        w: body.window,
+                        r: body.reason,
+                    };
+                    planned.push(Planned { item, file });
                 }
             }
         }
         planned
     }
 
-    /// Removes files then rows for a planned batch, inside the target transaction.
-    /// Returns the entries to append (deleted or failed, one per planned item).
-    fn execute(&mut self, planned: Vec<Planned>) -> Vec<Body> {
-        let mut entries = Vec::with_capacity(planned.len());
-        let mut keys = Vec::with_capacity(planned.len());
-        let mut bodies = Vec::with_capacity(planned.len());
-        let mut files_removed = 0u64;
+    /// The entry for an item, built from its compact record.
+    fn entry(&self, item: PendingItem, action: Action, detail: String) -> Body {
+        let mut b = self.body(&item.k.to_string(), action, item.s);
+        b.expires_at = item.e;
+        b.window = item.w;
+        b.reason = item.r;
+        b.detail = detail;
+        b
+    }
+
+    /// Removes files then rows for planned items, inside the target transaction.
+    fn execute(&mut self, planned: Vec<Planned>) -> Vec<Done> {
         let removals = remove_files(&self.roots, &planned);
         hit(&mut self.failpoint, "mid_files");
+        let mut done = Vec::with_capacity(planned.len());
+        let mut files_removed = 0u64;
         for (p, removal) in planned.into_iter().zip(removals) {
-            let mut body = p.body;
-            match removal {
-                None => {}
+            let outcome = match removal {
+                None => Ok(""),
                 Some(Ok(FileState::Present)) => {
                     files_removed += 1;
-                    body.detail = "file removed".into();
                     if self.prune
                         && let Some((f, _)) = &p.file
                     {
                         self.roots.prune_empty_parents(f);
                     }
+                    Ok("file removed")
                 }
-                Some(Ok(FileState::Missing)) => body.detail = "file already missing".into(),
-                Some(Err(e)) => {
-                    self.report.found -= 1;
-                    self.fail(body, format!("{e}; row kept"), &mut entries);
-                    continue;
-                }
-            }
-            keys.push(p.key);
-            bodies.push(body);
+                Some(Ok(FileState::Missing)) => Ok("file already missing"),
+                Some(Err(e)) => Err(format!("{e}; row kept")),
+            };
+            done.push(Done {
+                item: p.item,
+                outcome,
+            });
         }
+        let keys: Vec<Key> = done
+            .iter()
+            .filter(|d| d.outcome.is_ok())
+            .map(|d| d.item.k.clone())
+            .collect();
         let deleted = if keys.is_empty() {
             Ok(0)
         } else {
@@ -366,59 +392,81 @@ impl Sweeper<'_> {
         };
         match deleted {
             Ok(_) => {
-                self.report.deleted += bodies.len() as u64;
+                self.report.deleted += keys.len() as u64;
                 self.report.files_removed += files_removed;
-                entries.extend(bodies);
             }
             Err(e) => {
-                for b in bodies {
-                    self.report.found -= 1;
-                    let d = format!("row delete failed: {e:#}");
-                    self.fail(b, d, &mut entries);
+                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                    d.outcome = Err(format!("row delete failed: {e:#}"));
                 }
             }
         }
-        entries
+        for d in done.iter().filter(|d| d.outcome.is_err()) {
+            self.report.failed += 1;
+            if self.report.failures.len() < SAMPLE
+                && let Err(why) = &d.outcome
+            {
+                self.report
+                    .failures
+                    .push((d.item.k.to_string(), why.clone()));
+            }
+        }
+        done
     }
 
-    /// Writes a transaction's planned deletions ahead in one durable record, removes their
-    /// files and rows, commits the target, and only then hands the entries to the audit
-    /// writer. `pending` is an existing record when finishing an interrupted batch.
+    /// Writes a transaction's planned deletions ahead (one durable record per chunk, all in
+    /// one write), removes their files and rows, commits the target, and only then hands
+    /// the entries to the audit writer, chunk by chunk, each with its record. `pending` is
+    /// an existing record when finishing an interrupted batch.
     fn apply_planned(
         &mut self,
         planned: Vec<Planned>,
         pending: Option<i64>,
-        mut entries: Vec<Body>,
+        entries: Vec<Body>,
     ) -> Result<()> {
-        let mut pending_id = pending;
-        if !planned.is_empty() && pending_id.is_none() {
-            let items: Vec<PendingItem> = planned
-                .iter()
-                .map(|p| PendingItem {
-                    k: p.key.clone(),
-                    s: p.body.subject_hash.clone(),
-                    e: p.body.expires_at.clone(),
-                    w: p.body.window.clone(),
-                    r: p.body.reason.clone(),
-                })
-                .collect();
-            let payload = serde_json::to_string(&items)?;
-            pending_id = Some(self.pending.add(self.run_id, &self.target.name, &payload)?);
-            hit(&mut self.failpoint, "after_pending");
-        }
-        let done = self.execute(planned);
-        entries.extend(done);
+        let chunk_ids: Vec<Option<i64>> = match pending {
+            Some(id) => vec![Some(id)],
+            None if planned.is_empty() => vec![None],
+            None => {
+                let payloads = planned
+                    .chunks(PENDING_CHUNK)
+                    .map(|c| serde_json::to_string(&c.iter().map(|p| &p.item).collect::<Vec<_>>()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let ids = self
+                    .pending
+                    .add_many(self.run_id, &self.target.name, &payloads)?;
+                hit(&mut self.failpoint, "after_pending");
+                ids.into_iter().map(Some).collect()
+            }
+        };
+        let chunk = if pending.is_some() {
+            planned.len().max(1)
+        } else {
+            PENDING_CHUNK
+        };
+        let mut done = self.execute(planned);
         if let Err(e) = self.table.commit() {
-            // Nothing was deleted after all; say so for each item the entries claimed.
-            for b in entries.iter_mut().filter(|b| b.action == Action::Deleted) {
-                b.action = Action::Failed;
-                b.detail = format!("commit failed, row kept: {e:#}");
+            // Nothing was deleted after all; say so for each item the entries would claim.
+            for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                d.outcome = Err(format!("commit failed, row kept: {e:#}"));
                 self.report.deleted -= 1;
                 self.report.failed += 1;
             }
         }
         hit(&mut self.failpoint, "after_delete");
-        self.auditor.append(entries, pending_id)
+        let mut extra = Some(entries);
+        let mut rest = done.into_iter();
+        for id in chunk_ids {
+            let mut bodies = extra.take().unwrap_or_default();
+            for d in rest.by_ref().take(chunk) {
+                bodies.push(match d.outcome {
+                    Ok(detail) => self.entry(d.item, Action::Deleted, detail.to_string()),
+                    Err(why) => self.entry(d.item, Action::Failed, why),
+                });
+            }
+            self.auditor.append(bodies, id)?;
+        }
+        Ok(())
     }
 
     /// One batch in a transaction of its own (recovery).
@@ -545,7 +593,10 @@ impl Sweeper<'_> {
             } else {
                 let mut entries = Vec::new();
                 let planned = self.plan(rows, &mut entries);
-                entries.extend(planned.into_iter().map(|p| p.body));
+                for p in planned {
+                    let b = self.entry(p.item, Action::WouldDelete, String::new());
+                    entries.push(b);
+                }
                 self.auditor.append(entries, None)?;
             }
             if last_renewal.elapsed().as_secs() >= 10 {

@@ -165,16 +165,38 @@ pub struct PendingStore {
 }
 
 impl PendingStore {
-    /// Records a batch, durably, under a fresh random id; returns the id.
-    pub fn add(&mut self, run_id: &str, target: &str, payload: &str) -> Result<i64> {
-        let id = (u64::from_str_radix(&random_hex(8)?, 16)? & (i64::MAX as u64)) as i64;
-        self.db
-            .execute(
-                "INSERT INTO pending (id, run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                &vals![id, run_id, target, now().to_rfc3339(), payload],
-            )
-            .context("Failed to record pending deletions")?;
-        Ok(id)
+    /// Records several batches, durably, in one transaction; returns their ids in order.
+    pub fn add_many(
+        &mut self,
+        run_id: &str,
+        target: &str,
+        payloads: &[String],
+    ) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(payloads.len());
+        self.db.batch("BEGIN")?;
+        let written = (|| -> Result<()> {
+            for payload in payloads {
+                let id = (u64::from_str_radix(&random_hex(8)?, 16)? & (i64::MAX as u64)) as i64;
+                self.db.execute(
+                    "INSERT INTO pending (id, run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &vals![id, run_id, target, now().to_rfc3339(), payload.as_str()],
+                )?;
+                ids.push(id);
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                self.db
+                    .batch("COMMIT")
+                    .context("Failed to record pending deletions")?;
+                Ok(ids)
+            }
+            Err(e) => {
+                let _ = self.db.batch("ROLLBACK");
+                Err(e.context("Failed to record pending deletions"))
+            }
+        }
     }
 
     /// Batches an interrupted run left behind for a target: (id, run_id, payload).
