@@ -17,10 +17,10 @@ pub fn json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-/// Left-aligns the first column and right-aligns the rest.
-fn table(rows: &[Vec<String>]) -> String {
+/// The width of each column, in characters.
+fn widths(rows: &[Vec<String>]) -> Vec<usize> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
+    (0..cols)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
@@ -28,7 +28,12 @@ fn table(rows: &[Vec<String>]) -> String {
                 .max()
                 .unwrap_or(0)
         })
-        .collect();
+        .collect()
+}
+
+/// Left-aligns the first column and right-aligns the rest.
+fn table(rows: &[Vec<String>]) -> String {
+    let widths = widths(rows);
     let mut out = String::new();
     for r in rows {
         let mut line = String::from("  ");
@@ -223,16 +228,7 @@ pub fn csv_row(e: &Entry) -> String {
 
 /// Prints rows as a left-aligned table, first row the header.
 pub fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths = widths(rows);
     for r in rows {
         let line: Vec<String> = r
             .iter()

@@ -475,7 +475,9 @@ pub fn requests(state: &mut State) -> Result<Vec<Request>> {
         .collect())
 }
 
-/// Records how a request run ended, with its audit entry.
+/// Records how a request run ended (its status and per-target counts), with its audit
+/// entry: `erasure_finished` for an erasure, `access_exported` for an access export (the
+/// export's counts, never its contents).
 pub fn finish_request(
     state: &mut State,
     req: &Request,
@@ -483,36 +485,20 @@ pub fn finish_request(
     counts: &serde_json::Value,
     now: Timestamp,
 ) -> Result<()> {
-    let mut body = event(now, Action::ErasureFinished, &req.id);
+    let (action, reason, what) = if req.kind == "erasure" {
+        (Action::ErasureFinished, "erasure", "request")
+    } else {
+        (Action::AccessExported, "access", "access export")
+    };
+    let mut body = event(now, action, &req.id);
     body.subject_hash = Some(req.subject_hash.clone());
-    body.reason = "erasure".into();
-    body.detail = format!("request {} {status}; {counts}", req.id);
+    body.reason = reason.into();
+    body.detail = format!("{what} {} {status}; {counts}", req.id);
     let (counts_s, at) = (counts.to_string(), now.to_rfc3339());
     state.append_with(vec![body], |tx| {
         tx.execute(
             "UPDATE requests SET status = ?1, counts = ?2, updated_at = ?3 WHERE id = ?4",
             &vals![status, &counts_s, &at, &req.id],
-        )?;
-        Ok(())
-    })
-}
-
-/// Records an Art. 15 export (not its contents) in the trail.
-pub fn record_access(
-    state: &mut State,
-    req: &Request,
-    counts: &serde_json::Value,
-    now: Timestamp,
-) -> Result<()> {
-    let mut body = event(now, Action::AccessExported, &req.id);
-    body.subject_hash = Some(req.subject_hash.clone());
-    body.reason = "access".into();
-    body.detail = format!("access export {}; {counts}", req.id);
-    let (counts_s, at) = (counts.to_string(), now.to_rfc3339());
-    state.append_with(vec![body], |tx| {
-        tx.execute(
-            "UPDATE requests SET status = 'completed', counts = ?1, updated_at = ?2 WHERE id = ?3",
-            &vals![&counts_s, &at, &req.id],
         )?;
         Ok(())
     })

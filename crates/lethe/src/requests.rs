@@ -385,7 +385,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
     w.flush()?;
     drop(w);
     let counts = serde_json::Value::Array(counts);
-    registry::record_access(&mut state, &req, &counts, now)?;
+    registry::finish_request(&mut state, &req, "completed", &counts, now)?;
     if let Some(p) = out {
         eprintln!(
             "access export {} written to {}: {counts}",
