@@ -367,6 +367,13 @@ pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Cli
 
 /// Escapes text for COPY's text format.
 fn copy_escape(t: &str, out: &mut String) {
+    if !t
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.push_str(t);
+        return;
+    }
     for ch in t.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),
