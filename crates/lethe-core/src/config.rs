@@ -161,6 +161,8 @@ pub struct ObjectStoreTarget {
     pub url: String,
     pub options: BTreeMap<String, String>,
     pub subject: Option<String>,
+    /// `[tags] required`, copied here: objects lacking one are counted as untagged.
+    pub required_tags: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +171,24 @@ pub struct VendorTarget {
     pub api_key_env: String,
     pub base_url: Option<String>,
     pub purpose: Option<String>,
+}
+
+/// An option key that names a secret (a key, token, password or signature): such values
+/// must come from the environment, so a config file can be shared and committed.
+fn looks_like_credential(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "access_key",
+        "account_key",
+        "token",
+        "password",
+        "sas",
+        "credential",
+        "service_account",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
 }
 
 impl Config {
@@ -360,6 +380,14 @@ impl<'a, 'i> Tbl<'a, 'i> {
             return out;
         };
         for (name, val) in t.t.iter() {
+            if looks_like_credential(name.get_ref()) {
+                ctx.err(
+                    Some(name.span()),
+                    format!("{path}.{}", name.get_ref()),
+                    "credentials come from the store's environment variables, never from the config file",
+                );
+                continue;
+            }
             match val.get_ref() {
                 DeValue::String(s) => {
                     out.insert(name.get_ref().to_string(), s.to_string());
@@ -549,6 +577,13 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
         return Err(ctx.errors);
     }
+    if let Some(tags) = &tags {
+        for t in &mut targets {
+            if let TargetKind::ObjectStore(o) = &mut t.kind {
+                o.required_tags = tags.required.clone();
+            }
+        }
+    }
     match (state, tags) {
         (Some(state), Some(tags)) => Ok(Config {
             state,
@@ -704,6 +739,7 @@ fn parse_target(
                     url,
                     options,
                     subject,
+                    required_tags: Vec::new(),
                 })
             })
         }
@@ -856,5 +892,15 @@ key_env = "LETHE_AUDIT_KEY"
             errs.iter().any(|e| e.key == "targets.t.file_roots"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn credentials_in_store_options_are_refused() {
+        let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"b\"\ntype = \"object_store\"\nurl = \"s3://bucket/p/\"\ncategory = \"d\"\n[targets.options]\naws_region = \"eu-west-1\"\naws_secret_access_key = \"hunter2\"\n";
+        let errs = parse(src).err().unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "targets.b.options.aws_secret_access_key");
+        assert_eq!(errs[0].line, Some(10));
+        assert!(!errs[0].to_string().contains("hunter2"));
     }
 }

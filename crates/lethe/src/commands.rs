@@ -187,6 +187,9 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
                         facts.insert("rows".into(), rows.into());
                         facts.insert("past_expiry".into(), due.into());
                         facts.insert("unreadable".into(), unreadable.into());
+                        if let Some(u) = table.untagged() {
+                            facts.insert("untagged".into(), u.into());
+                        }
                     }
                     problems.extend(roots_for(t, &loaded.base).problems());
                 }
@@ -215,6 +218,11 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         ) {
             line.push_str(&format!(
                 " — {r} rows, {d} past expiry, {u} with unreadable timestamps"
+            ));
+        }
+        if let Some(u) = facts.get("untagged") {
+            line.push_str(&format!(
+                "; tag coverage: {u} untagged (lacking one of [tags] required)"
             ));
         }
         for p in &problems {

@@ -68,6 +68,9 @@ pub struct TargetReport {
     pub held: u64,
     pub files_removed: u64,
     pub failed: u64,
+    /// Objects lacking a `[tags] required` entry (object store targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untagged: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Files a dry run would remove.
@@ -233,6 +236,11 @@ impl Sweeper<'_> {
                 }
             };
             let key_s = key.to_string();
+            if let Some(why) = row.problem {
+                let b = self.body(&key_s, Action::Failed, None);
+                self.fail(b, format!("{why}; kept, not deleted on a guess"), entries);
+                continue;
+            }
             let subject_hash = match &row.subject {
                 Ok(Some(s)) => Some(self.state.key.subject_hash(s)),
                 _ => None,
@@ -386,14 +394,21 @@ impl Sweeper<'_> {
             .map(|d| d.item.k.clone())
             .collect();
         let deleted = if keys.is_empty() {
-            Ok(0)
+            Ok(Vec::new())
         } else {
-            self.table.delete(&keys)
+            self.table.delete_each(&keys)
         };
         match deleted {
-            Ok(_) => {
-                self.report.deleted += keys.len() as u64;
+            Ok(each) => {
                 self.report.files_removed += files_removed;
+                let mut each = each.into_iter();
+                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                    match each.next() {
+                        Some(Ok(())) => self.report.deleted += 1,
+                        Some(Err(e)) => d.outcome = Err(format!("delete failed: {e}")),
+                        None => d.outcome = Err("delete failed: no answer for this item".into()),
+                    }
+                }
             }
             Err(e) => {
                 for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
@@ -718,7 +733,10 @@ pub fn sweep(
             target: target.name.clone(),
             ..Default::default()
         };
-        if !matches!(target.kind, TargetKind::Sql(_) | TargetKind::Filesystem(_)) {
+        if !matches!(
+            target.kind,
+            TargetKind::Sql(_) | TargetKind::Filesystem(_) | TargetKind::ObjectStore(_)
+        ) {
             report.error = Some(format!(
                 "target type {} is not supported by this build yet",
                 target.kind.type_name()
@@ -838,6 +856,14 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         ctx.opts.rows_per_commit,
         ctx.progress,
     );
+    s.report.untagged = s.table.untagged();
+    if let Some((bulk, single)) = s.table.delete_stats()
+        && bulk + single > 0
+    {
+        s.report.notes.push(format!(
+            "{bulk} bulk delete requests, {single} single deletes"
+        ));
+    }
     // Whatever was deleted before an error is recorded before the error is reported.
     let flushed = s.auditor.flush();
     ran?;

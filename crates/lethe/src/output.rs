@@ -113,6 +113,12 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
         for n in &t.notes {
             outln!("\n{}: {n}", t.target);
         }
+        if let Some(u) = t.untagged.filter(|&u| u > 0) {
+            outln!(
+                "\n{}: {u} objects lack a [tags] required entry (untagged)",
+                t.target
+            );
+        }
         if r.dry_run && !t.due_sample.is_empty() {
             let more = (t.found - t.held - t.failed).saturating_sub(t.due_sample.len() as u64);
             outln!(

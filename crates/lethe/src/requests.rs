@@ -16,7 +16,7 @@ use crate::files::Roots;
 use crate::registry::{self, NewException, NewHold};
 use crate::settings::Loaded;
 use crate::state::{Filter, State};
-use crate::targets::{Key, Row, open_source, open_table};
+use crate::targets::{Key, Row, open_source};
 use crate::util::{UsageError, now};
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
 
@@ -34,13 +34,18 @@ fn subject_arg(s: &str) -> Result<&str> {
     Ok(s)
 }
 
-/// The `sql` targets that map a subject: the ones erasure, export and subject holds reach.
+/// The targets that map a subject (a column, or an object metadata entry): the ones
+/// erasure, export and subject holds reach.
 fn subject_targets(loaded: &Loaded) -> Result<Vec<&Target>> {
     let t: Vec<&Target> = loaded
         .config
         .targets
         .iter()
-        .filter(|t| matches!(&t.kind, TargetKind::Sql(s) if s.subject.is_some()))
+        .filter(|t| match &t.kind {
+            TargetKind::Sql(s) => s.subject.is_some(),
+            TargetKind::ObjectStore(o) => o.subject.is_some(),
+            _ => false,
+        })
         .collect();
     if t.is_empty() {
         return Err(usage(format!(
@@ -332,14 +337,24 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
     )?;
     let mut counts = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
-        let TargetKind::Sql(sql) = &t.kind else {
+        // (subject column, file column and key column when rows own files, roots)
+        let (subj_col, owned, file_roots) = match &t.kind {
+            TargetKind::Sql(sql) => (
+                &sql.subject,
+                sql.file.as_ref().map(|f| (f, &sql.key)),
+                sql.file_roots.as_slice(),
+            ),
+            TargetKind::ObjectStore(o) => (&o.subject, None, &[][..]),
+            _ => continue,
+        };
+        let Some(subj_col) = subj_col else {
             continue;
         };
-        let Some(subj_col) = &sql.subject else {
-            continue;
+        let mut table = match open_source(t, &loaded.base, false) {
+            Some(table) => table?,
+            None => continue,
         };
-        let mut table = open_table(sql, &t.window, &loaded.base, false)?;
-        let roots = Roots::new(&sql.file_roots, &loaded.base);
+        let roots = Roots::new(file_roots, &loaded.base);
         if ti > 0 {
             write!(w, ",")?;
         }
@@ -351,14 +366,11 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
                 write!(w, ",")?;
             }
             n += 1;
-            if let Some(fcol) = &sql.file
+            if let Some((fcol, kcol)) = owned
                 && let Some(serde_json::Value::String(p)) = row.get(fcol)
                 && !p.is_empty()
             {
-                let key = row
-                    .get(&sql.key)
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null);
+                let key = row.get(kcol).cloned().unwrap_or(serde_json::Value::Null);
                 files.push((key, p.clone()));
             }
             serde_json::to_writer(&mut w, &row)?;

@@ -58,6 +58,7 @@ impl FsTree {
             expires_at: Value::Null,
             subject: Ok(None),
             file: Ok(Some(self.root.join(rel).to_string_lossy().into_owned())),
+            problem: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! own lifetime, and deletes by key.
 
 pub mod fs;
+pub mod objects;
 pub mod postgres;
 pub mod sqlite;
 
@@ -10,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Result;
-use lethe_core::config::{SqlTarget, Target, TargetKind, Window};
+use lethe_core::config::{FsTarget, ObjectStoreTarget, SqlTarget, Target, TargetKind, Window};
 use lethe_core::expiry::Raw;
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,8 @@ pub struct Row {
     pub expires_at: Value,
     pub subject: Result<Option<String>, String>,
     pub file: Result<Option<String>, String>,
+    /// Why the item's facts could not be read (it is reported, never deleted on a guess).
+    pub problem: Option<String>,
 }
 
 /// A table that holds a target's items, on SQLite or PostgreSQL.
@@ -96,6 +99,20 @@ pub trait SqlTable {
     fn rollback(&mut self);
     /// Deletes rows by key; between `begin` and `commit`.
     fn delete(&mut self, keys: &[Key]) -> Result<usize>;
+    /// Deletes by key with one outcome per key. A table deletes all or none; a store
+    /// without transactions says which objects it could not delete.
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+        self.delete(keys)?;
+        Ok(vec![Ok(()); keys.len()])
+    }
+    /// Items seen that lack a required tag, for stores that carry tags.
+    fn untagged(&self) -> Option<u64> {
+        None
+    }
+    /// Bulk and single delete requests made, for stores that have a bulk API.
+    fn delete_stats(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// Every column of one subject's rows, as JSON objects.
     fn export_subject(
         &mut self,
@@ -128,8 +145,26 @@ pub fn open_source(target: &Target, base: &Path, write: bool) -> Option<Result<B
         TargetKind::Filesystem(fs) => {
             Some(fs::FsTree::open(fs, base).map(|t| Box::new(t) as Box<dyn SqlTable>))
         }
+        TargetKind::ObjectStore(o) => Some(match local_root(o) {
+            Some(fs) => fs::FsTree::open(&fs, base).map(|t| Box::new(t) as Box<dyn SqlTable>),
+            None => objects::ObjectTarget::open(o, &o.required_tags)
+                .map(|t| Box::new(t) as Box<dyn SqlTable>),
+        }),
         _ => None,
     }
+}
+
+/// A `file://` object store is a directory tree: it is walked like a `filesystem` target
+/// (never following a link out of it), every file an item.
+fn local_root(o: &ObjectStoreTarget) -> Option<FsTarget> {
+    let path = o.url.strip_prefix("file://")?;
+    Some(FsTarget {
+        root: path.to_string(),
+        suffixes: Vec::new(),
+        include: Vec::new(),
+        exclude: Vec::new(),
+        prune_empty_dirs: false,
+    })
 }
 
 /// The roots a target's files must lie under: a sql target's `file_roots`, or a
@@ -140,6 +175,10 @@ pub fn roots_for(target: &Target, base: &Path) -> crate::files::Roots {
         TargetKind::Filesystem(fs) => {
             crate::files::Roots::new(std::slice::from_ref(&fs.root), base)
         }
+        TargetKind::ObjectStore(o) => match local_root(o) {
+            Some(fs) => crate::files::Roots::new(std::slice::from_ref(&fs.root), base),
+            None => crate::files::Roots::default(),
+        },
         _ => crate::files::Roots::default(),
     }
 }

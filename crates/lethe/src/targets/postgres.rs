@@ -254,6 +254,7 @@ fn read_row(r: &postgres::Row) -> Row {
         expires_at: text_val(r.get(3)),
         subject: Ok(r.get(4)),
         file: Ok(r.get(5)),
+        problem: None,
     }
 }
 

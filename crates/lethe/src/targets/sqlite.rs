@@ -429,5 +429,6 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         expires_at: value(r.get_ref(3)?),
         subject: text(r.get_ref(4)?),
         file: text(r.get_ref(5)?),
+        problem: None,
     })
 }

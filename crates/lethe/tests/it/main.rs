@@ -5,6 +5,7 @@ mod audit;
 mod config;
 mod crash;
 mod fs;
+mod objects;
 mod pg;
 mod requests;
 mod sweep;
@@ -57,12 +58,17 @@ impl Run {
 }
 
 pub fn run(config: &Path, args: &[&str]) -> Run {
-    let out: Output = lethe()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
+    run_env(config, &[], args)
+}
+
+/// `run` with extra environment variables (credentials, a shared audit key).
+pub fn run_env(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut c = lethe();
+    c.args(args).arg("--config").arg(config);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out: Output = c.output().unwrap();
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -218,21 +218,14 @@ key_env = "LETHE_TEST_AUDIT_KEY"
 }
 
 fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
-    let out = lethe()
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .env(
+    run_env(
+        cfg,
+        &[(
             "LETHE_TEST_AUDIT_KEY",
             "a shared key for every lethe process",
-        )
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        )],
+        args,
+    )
 }
 
 fn pg_ids(c: &mut Client, table: &str) -> Vec<String> {

@@ -1,0 +1,529 @@
+//! `object_store` targets: the objects under a prefix in an S3, Azure Blob or GCS bucket, each
+//! an item whose window runs from its `expires_at` metadata entry, else its last-modified time.
+//!
+//! The listing is streamed (one page at a time, never a list of every object); each listed
+//! object's metadata is read with a HEAD request, several in flight. Deletes go through the
+//! store's bulk API (S3 DeleteObjects, Azure Blob Batch) one request per chunk, with a result
+//! per object; a chunk whose request fails as a whole, and any object the bulk answer says
+//! failed, is tried once more on its own. Answers 5xx and 429 are retried with backoff by the
+//! store client. `file://` URLs are not served here: they go to the no-follow directory walk
+//! (see `open_source`), because a listing that follows links could lead out of the prefix.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures::stream::{self, BoxStream, StreamExt};
+use lethe_core::config::ObjectStoreTarget;
+use lethe_core::time::Timestamp;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::path::Path;
+use object_store::{
+    Attribute, BackoffConfig, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
+};
+
+use super::{Key, Row, SqlTable, Value};
+use crate::util::UsageError;
+
+/// HEAD requests in flight while reading metadata.
+const HEADS_IN_FLIGHT: usize = 16;
+/// Single deletes in flight when falling back from a bulk request.
+const SINGLES_IN_FLIGHT: usize = 8;
+/// The metadata entry that carries an object's own expiry.
+pub const EXPIRES_AT: &str = "expires_at";
+
+type Listing = BoxStream<'static, object_store::Result<ObjectMeta>>;
+
+/// The store's kind decides how many keys one bulk delete request carries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    S3,
+    Azure,
+    Gcs,
+}
+
+impl Kind {
+    /// Keys per bulk request: S3 DeleteObjects takes 1,000, an Azure blob batch 256; GCS
+    /// deletes one object per request (the store client keeps several in flight).
+    fn chunk(self) -> usize {
+        match self {
+            Kind::S3 => 1_000,
+            Kind::Azure => 256,
+            Kind::Gcs => 100,
+        }
+    }
+}
+
+/// Counts of delete requests, reported after a sweep so the bulk path can be seen at work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeleteStats {
+    pub bulk_requests: u64,
+    pub single_requests: u64,
+}
+
+pub struct ObjectTarget {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+    kind: Kind,
+    prefix: Path,
+    url: String,
+    subject_key: Option<String>,
+    required: Vec<String>,
+    listing: Option<Listing>,
+    /// The listing has ended.
+    listed_all: bool,
+    /// Rows read but not yet handed out.
+    buffer: std::collections::VecDeque<Row>,
+    /// Objects seen that lack a required tag.
+    pub untagged: u64,
+    pub stats: DeleteStats,
+}
+
+/// Splits `scheme://bucket/prefix` into its scheme, bucket and prefix path.
+fn split_url(url: &str) -> Result<(&str, &str, Path)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| UsageError(format!("url {url:?} has no scheme (s3://, az://, gs://)")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(UsageError(format!("url {url:?} names no bucket or container")).into());
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = Path::parse(prefix)
+        .map_err(|e| UsageError(format!("url {url:?}: prefix {prefix:?} is not usable: {e}")))?;
+    Ok((scheme, bucket, prefix))
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
+/// Builds the store: credentials and settings from the store's usual environment variables,
+/// then the target's `options` (each a configuration key of that store, checked by name).
+fn build(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, Kind, Path)> {
+    let (scheme, bucket, prefix) = split_url(url)?;
+    let bad_key = |k: &str, store: &str| {
+        UsageError(format!(
+            "options.{k}: not a configuration key of the {store} store"
+        ))
+    };
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in options {
+                let key: AmazonS3ConfigKey = k.parse().map_err(|_| bad_key(k, "S3"))?;
+                b = b.with_config(key, v);
+            }
+            let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
+            return Ok((Arc::new(s), Kind::S3, prefix));
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            for (k, v) in options {
+                let key: AzureConfigKey = k.parse().map_err(|_| bad_key(k, "Azure"))?;
+                b = b.with_config(key, v);
+            }
+            let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
+            return Ok((Arc::new(s), Kind::Azure, prefix));
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (k, v) in options {
+                let key: GoogleConfigKey = k.parse().map_err(|_| bad_key(k, "GCS"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?)
+        }
+        other => {
+            return Err(UsageError(format!(
+                "url {url:?}: scheme {other}:// is not supported (s3://, az://, gs://, file://)"
+            ))
+            .into());
+        }
+    };
+    Ok((store, Kind::Gcs, prefix))
+}
+
+/// An object's user metadata, keys lowercased (S3 and Azure compare them case-insensitively).
+fn metadata(attrs: &object_store::Attributes) -> BTreeMap<String, String> {
+    attrs
+        .iter()
+        .filter_map(|(k, v)| match k {
+            Attribute::Metadata(name) => Some((name.to_ascii_lowercase(), v.as_ref().to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a HEAD tells about one object: its metadata, or why it could not be read. `None`
+/// when the object is gone.
+type Head = Option<(ObjectMeta, Result<BTreeMap<String, String>, String>)>;
+
+async fn head(store: Arc<dyn ObjectStore>, meta: ObjectMeta) -> Head {
+    let opts = GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    match store.get_opts(&meta.location, opts).await {
+        Ok(r) => Some((r.meta, Ok(metadata(&r.attributes)))),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => Some((meta, Err(format!("metadata unreadable: {e}")))),
+    }
+}
+
+impl ObjectTarget {
+    pub fn open(cfg: &ObjectStoreTarget, required_tags: &[String]) -> Result<Self> {
+        let (store, kind, prefix) = build(&cfg.url, &cfg.options)
+            .with_context(|| format!("Failed to set up {}", cfg.url))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("Failed to start the object store client")?;
+        Ok(ObjectTarget {
+            rt,
+            store,
+            kind,
+            prefix,
+            url: cfg.url.clone(),
+            subject_key: cfg.subject.as_ref().map(|s| s.to_ascii_lowercase()),
+            required: required_tags
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            listing: None,
+            listed_all: false,
+            buffer: Default::default(),
+            untagged: 0,
+            stats: DeleteStats::default(),
+        })
+    }
+
+    fn prefix(&self) -> Option<&Path> {
+        (!self.prefix.as_ref().is_empty()).then_some(&self.prefix)
+    }
+
+    fn row(&self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
+        let modified = Timestamp::from_micros(meta.last_modified.timestamp_micros());
+        let mut row = Row {
+            key: Ok(Key::Text(meta.location.to_string())),
+            created_at: Value::Text(modified.to_rfc3339()),
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: None,
+        };
+        match md {
+            Ok(md) => {
+                if let Some(e) = md.get(EXPIRES_AT) {
+                    row.expires_at = Value::Text(e.clone());
+                }
+                if let Some(k) = &self.subject_key {
+                    row.subject = Ok(md.get(k).cloned());
+                }
+            }
+            Err(why) => row.problem = Some(why.clone()),
+        }
+        row
+    }
+
+    /// The next `limit` objects of the listing with their metadata; fewer at its end.
+    fn next_heads(&mut self, limit: usize) -> Result<Vec<Head>> {
+        if self.listing.is_none() {
+            self.listing = Some(self.store.list(self.prefix()));
+        }
+        let store = Arc::clone(&self.store);
+        let url = self.url.clone();
+        let Some(listing) = self.listing.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let listed_all = &mut self.listed_all;
+        self.rt.block_on(async {
+            let mut metas = Vec::with_capacity(limit);
+            while metas.len() < limit {
+                match listing.next().await {
+                    Some(Ok(m)) => metas.push(m),
+                    Some(Err(e)) => return Err(anyhow!("Failed to list {url}: {e}")),
+                    None => {
+                        *listed_all = true;
+                        break;
+                    }
+                }
+            }
+            Ok(stream::iter(metas)
+                .map(|m| head(Arc::clone(&store), m))
+                .buffered(HEADS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await)
+        })
+    }
+
+    /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
+    fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
+        while self.buffer.len() < limit && !self.listed_all {
+            for (meta, md) in self.next_heads(limit)?.into_iter().flatten() {
+                let wanted = match (subject, &md, &self.subject_key) {
+                    (None, _, _) => true,
+                    (Some(s), Ok(m), Some(k)) => m.get(k).map(String::as_str) == Some(s),
+                    _ => false,
+                };
+                if subject.is_none() {
+                    self.tally(&md);
+                }
+                if wanted {
+                    let row = self.row(&meta, md.as_ref());
+                    self.buffer.push_back(row);
+                }
+            }
+        }
+        let n = limit.min(self.buffer.len());
+        Ok(self.buffer.drain(..n).collect())
+    }
+
+    fn restart(&mut self) {
+        self.listing = None;
+        self.listed_all = false;
+        self.buffer.clear();
+    }
+
+    fn tally(&mut self, md: &Result<BTreeMap<String, String>, String>) {
+        if let Ok(md) = md
+            && self.required.iter().any(|t| !md.contains_key(t))
+        {
+            self.untagged += 1;
+        }
+    }
+
+    /// Deletes one chunk with one bulk request; `None` when the request failed as a whole.
+    async fn bulk(store: &Arc<dyn ObjectStore>, paths: &[Path]) -> Option<Vec<Result<(), String>>> {
+        let owned: Vec<Path> = paths.to_vec();
+        let input = stream::iter(owned.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = store.delete_stream(input).collect().await;
+        if results.len() != paths.len() {
+            return None;
+        }
+        Some(
+            results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect(),
+        )
+    }
+
+    async fn single(store: Arc<dyn ObjectStore>, path: Path) -> Result<(), String> {
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl SqlTable for ObjectTarget {
+    fn check_schema(&mut self) -> Result<Vec<String>> {
+        let store = Arc::clone(&self.store);
+        let prefix = self.prefix().cloned();
+        let first = self
+            .rt
+            .block_on(async move { store.list(prefix.as_ref()).next().await });
+        Ok(match first {
+            Some(Err(e)) => vec![format!("cannot list {}: {e}", self.url)],
+            _ => Vec::new(),
+        })
+    }
+
+    fn index_warnings(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn key_range(&mut self) -> Option<(i64, i64)> {
+        None
+    }
+
+    fn count(&mut self) -> Result<u64> {
+        let store = Arc::clone(&self.store);
+        let prefix = self.prefix().cloned();
+        let url = self.url.clone();
+        self.rt.block_on(async move {
+            let mut list = store.list(prefix.as_ref());
+            let mut n = 0u64;
+            while let Some(m) = list.next().await {
+                m.map_err(|e| anyhow!("Failed to list {url}: {e}"))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The next objects of the listing (it keeps its own place; `after` is not needed). Every
+    /// object is a candidate: its expiry is known only once its metadata is read.
+    fn candidates(
+        &mut self,
+        _after: Option<&Key>,
+        _now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        self.fill(limit, None)
+    }
+
+    /// The next objects whose `subject` metadata entry names this subject.
+    fn of_subject(
+        &mut self,
+        subject: &str,
+        _after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        if self.subject_key.is_none() {
+            return Ok(Vec::new());
+        }
+        self.fill(limit, Some(subject))
+    }
+
+    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
+        let store = Arc::clone(&self.store);
+        let heads: Vec<Head> = self.rt.block_on(
+            stream::iter(keys.iter().map(|k| Path::from(k.to_string())))
+                .map(|location| {
+                    let meta = ObjectMeta {
+                        location,
+                        last_modified: Default::default(),
+                        size: 0,
+                        e_tag: None,
+                        version: None,
+                    };
+                    head(Arc::clone(&store), meta)
+                })
+                .buffered(HEADS_IN_FLIGHT)
+                .collect(),
+        );
+        Ok(heads
+            .into_iter()
+            .flatten()
+            .map(|(meta, md)| self.row(&meta, md.as_ref()))
+            .collect())
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn rollback(&mut self) {}
+
+    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
+        let failed = self
+            .delete_each(keys)?
+            .iter()
+            .filter(|r| r.is_err())
+            .count();
+        if failed > 0 {
+            return Err(anyhow!(
+                "{failed} of {} objects could not be deleted",
+                keys.len()
+            ));
+        }
+        Ok(keys.len())
+    }
+
+    /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
+    /// could not delete is tried once more on its own.
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+        let paths: Vec<Path> = keys.iter().map(|k| Path::from(k.to_string())).collect();
+        let store = Arc::clone(&self.store);
+        let chunk = self.kind.chunk();
+        let bulk_api = self.kind != Kind::Gcs;
+        let mut stats = self.stats;
+        let out = self.rt.block_on(async {
+            let mut out = Vec::with_capacity(paths.len());
+            for part in paths.chunks(chunk) {
+                let first = if bulk_api {
+                    stats.bulk_requests += 1;
+                    Self::bulk(&store, part).await
+                } else {
+                    None
+                };
+                let first = first.unwrap_or_else(|| vec![Err(String::new()); part.len()]);
+                let retry: Vec<(usize, Path)> = first
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(i, _)| (i, part[i].clone()))
+                    .collect();
+                stats.single_requests += retry.len() as u64;
+                let again: Vec<(usize, Result<(), String>)> = stream::iter(retry)
+                    .map(|(i, p)| {
+                        let store = Arc::clone(&store);
+                        async move { (i, Self::single(store, p).await) }
+                    })
+                    .buffered(SINGLES_IN_FLIGHT)
+                    .collect()
+                    .await;
+                let mut results = first;
+                for (i, r) in again {
+                    results[i] = r;
+                }
+                out.extend(results);
+            }
+            out
+        });
+        self.stats = stats;
+        Ok(out)
+    }
+
+    fn export_subject(
+        &mut self,
+        _subject_col: &str,
+        subject: &str,
+        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+    ) -> Result<()> {
+        self.restart();
+        loop {
+            let rows = self.of_subject(subject, None, 1_000)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                let mut obj = serde_json::Map::new();
+                if let Ok(k) = &r.key {
+                    obj.insert("key".into(), k.to_string().into());
+                }
+                if let Value::Text(t) = &r.created_at {
+                    obj.insert("last_modified".into(), t.clone().into());
+                }
+                if let Value::Text(t) = &r.expires_at {
+                    obj.insert(EXPIRES_AT.into(), t.clone().into());
+                }
+                each(obj)?;
+            }
+        }
+        self.restart();
+        Ok(())
+    }
+
+    fn untagged(&self) -> Option<u64> {
+        (!self.required.is_empty()).then_some(self.untagged)
+    }
+
+    fn delete_stats(&self) -> Option<(u64, u64)> {
+        Some((self.stats.bulk_requests, self.stats.single_requests))
+    }
+}

@@ -1,0 +1,526 @@
+//! `object_store` targets against real servers started here: an S3 server (moto) and the
+//! Azure Blob emulator (Azurite), on free loopback ports. Objects are written with metadata
+//! through the same client library Lethe uses; what remains is read back from the server.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::path::Path as ObjPath;
+use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+
+use super::{Tmp, run_env};
+
+const AZ_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's published development key (not a secret).
+const AZ_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tool(env: &str, rel: &str, how: &str) -> PathBuf {
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(rel));
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/test, which installs it ({how}), or set {env}",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn wait_ready(mut self, name: &str) -> Server {
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{name} exited before listening: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto(dir: &Path) -> Server {
+    let bin = tool(
+        "LETHE_TEST_MOTO_SERVER",
+        ".cache/venv/bin/moto_server",
+        "pip install 'moto[server]'",
+    );
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_ENABLE_RECORDING", "True")
+        .env("MOTO_RECORDER_FILEPATH", dir.join("moto_recording"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child, port }.wait_ready("moto_server")
+}
+
+fn azurite(dir: &Path) -> Server {
+    let bin = tool(
+        "LETHE_TEST_AZURITE",
+        ".cache/npm/node_modules/.bin/azurite-blob",
+        "npm install azurite",
+    );
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(dir.join("azurite"))
+        .arg("--debug")
+        .arg(dir.join("azurite-debug.log"))
+        .args(["--skipApiVersionCheck", "--loose"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child, port }.wait_ready("azurite-blob")
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Creates an Azurite container with a Shared Key request (object_store cannot create one).
+fn az_create_container(port: u16, name: &str) {
+    let date = httpdate_now();
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZ_ACCOUNT}/{AZ_ACCOUNT}/{name}\nrestype:container"
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&B64.decode(AZ_KEY).unwrap()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = B64.encode(mac.finalize().into_bytes());
+    let (status, body) = http(
+        port,
+        "PUT",
+        &format!("/{AZ_ACCOUNT}/{name}?restype=container"),
+        &[
+            ("x-ms-date".into(), date),
+            ("x-ms-version".into(), version.into()),
+            (
+                "Authorization".into(),
+                format!("SharedKey {AZ_ACCOUNT}:{sig}"),
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(status, 201, "create container: {body}");
+}
+
+fn httpdate_now() -> String {
+    let t = lethe_core::time::Timestamp::from_unix_seconds(super::now_secs()).unwrap();
+    // RFC 1123: "Mon, 23 Nov 2026 16:09:54 GMT"
+    let iso = t.to_rfc3339();
+    let (date, time) = iso.split_once('T').unwrap();
+    let mut p = date.split('-').map(|x| x.parse::<i64>().unwrap());
+    let (y, m, d) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+    // Zeller-free weekday: days since 1970-01-01 (a Thursday).
+    let days = super::now_secs().div_euclid(86_400);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!("{wd}, {d:02} {mon} {y} {} GMT", &time[..8])
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What to put: key and metadata entries.
+type Seed = Vec<(String, Vec<(&'static str, String)>)>;
+
+fn put_all(store: Arc<dyn ObjectStore>, seed: &Seed) {
+    rt().block_on(async {
+        futures::stream::iter(seed.iter().cloned())
+            .map(|(key, md)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let mut attrs = Attributes::new();
+                    for (k, v) in md {
+                        attrs.insert(Attribute::Metadata(k.into()), v.into());
+                    }
+                    let opts = PutOptions {
+                        attributes: attrs,
+                        ..Default::default()
+                    };
+                    store
+                        .put_opts(
+                            &ObjPath::from(key.as_str()),
+                            PutPayload::from_static(b"{}"),
+                            opts,
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+    });
+}
+
+fn list_all(store: Arc<dyn ObjectStore>) -> BTreeSet<String> {
+    rt().block_on(async {
+        store
+            .list(None)
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await
+    })
+}
+
+const EXPIRED: usize = 1_200;
+
+fn tags(expires: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("expires_at", expires.to_string()),
+        ("data_type", "finetune".into()),
+        ("owner", "ml-platform".into()),
+        ("sensitivity", "internal".into()),
+    ]
+}
+
+/// The same objects on either store: expired by metadata (many, so several bulk requests),
+/// valid, young and untagged, an unreadable expiry, a subject's young object, and expired
+/// objects outside the prefix (one in a sibling whose name merely starts the same).
+fn seed() -> Seed {
+    let mut s: Seed = Vec::new();
+    for i in 0..EXPIRED {
+        s.push((
+            format!("finetune/old/obj-{i:04}.jsonl"),
+            tags("2020-01-01T00:00:00Z"),
+        ));
+    }
+    for i in 0..5 {
+        s.push((
+            format!("finetune/valid/obj-{i}.jsonl"),
+            tags("2099-01-01T00:00:00Z"),
+        ));
+    }
+    for i in 0..3 {
+        s.push((format!("finetune/young/untagged-{i}.jsonl"), vec![]));
+    }
+    s.push(("finetune/bad/when.jsonl".into(), tags("next tuesday")));
+    let mut subj = tags("2099-01-01T00:00:00Z");
+    subj.push(("user_id", "user-7".into()));
+    s.push(("finetune/users/u7.jsonl".into(), subj));
+    s.push(("other/old.jsonl".into(), tags("2020-01-01T00:00:00Z")));
+    s.push(("finetune2/old.jsonl".into(), tags("2020-01-01T00:00:00Z")));
+    s
+}
+
+fn config(dir: &Tmp, url: &str, options: &[(&str, String)]) -> PathBuf {
+    let mut text = format!(
+        r#"[state]
+url = "sqlite://state.db"
+
+[categories.finetune_dataset]
+retention = "30d"
+
+[[targets]]
+name = "blobs"
+type = "object_store"
+url = "{url}"
+category = "finetune_dataset"
+subject = "user_id"
+[targets.options]
+"#
+    );
+    for (k, v) in options {
+        text.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    text.push_str(
+        "\n[tags]\nrequired = [\"expires_at\", \"data_type\", \"owner\", \"sensitivity\"]\n",
+    );
+    let p = dir.path("lethe.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs the shared story against one store; `count_deletes` says how many bulk and single
+/// delete requests the server saw since the last call.
+fn story(
+    store: Arc<dyn ObjectStore>,
+    dir: &Tmp,
+    cfg: &Path,
+    env: &[(&str, &str)],
+    count_deletes: &dyn Fn() -> (usize, usize),
+    bulk_size: usize,
+) {
+    let seed = seed();
+    put_all(Arc::clone(&store), &seed);
+    let before = list_all(Arc::clone(&store));
+    assert_eq!(before.len(), seed.len());
+    let _ = count_deletes();
+
+    // `check` reaches the store and reports tag coverage.
+    let check = run_env(cfg, env, &["check", "--json"]);
+    assert_eq!(check.code, Some(0), "{}{}", check.stdout, check.stderr);
+    let c = &check.json()["targets"][0];
+    assert_eq!(c["untagged"], 3, "{}", check.stdout);
+    assert_eq!(c["past_expiry"], EXPIRED, "{}", check.stdout);
+
+    // A dry run deletes nothing and reports what it would.
+    let dry = run_env(cfg, env, &["sweep", "--json"]);
+    let j = dry.json();
+    let t = &j["targets"][0];
+    // found: the expired objects and the one whose expiry cannot be read.
+    assert_eq!(t["found"], EXPIRED + 1, "{}", dry.stdout);
+    assert_eq!(t["deleted"], 0);
+    assert_eq!(t["failed"], 1, "the unreadable expires_at: {}", dry.stdout);
+    // untagged: the three young objects without metadata.
+    assert_eq!(t["untagged"], 3, "{}", dry.stdout);
+    assert_eq!(
+        list_all(Arc::clone(&store)),
+        before,
+        "a dry run changed the store"
+    );
+    assert_eq!(count_deletes(), (0, 0));
+
+    // The apply deletes exactly the expired objects under the prefix, in bulk.
+    let applied = run_env(cfg, env, &["sweep", "--apply", "--json"]);
+    assert_eq!(applied.code, Some(1), "one item failed: {}", applied.stderr);
+    let j = applied.json();
+    let t = &j["targets"][0];
+    assert_eq!(t["deleted"], EXPIRED, "{}", applied.stdout);
+    assert_eq!(t["failed"], 1);
+    let left = list_all(Arc::clone(&store));
+    let expected: BTreeSet<String> = before
+        .iter()
+        .filter(|k| !k.starts_with("finetune/old/"))
+        .cloned()
+        .collect();
+    assert_eq!(left, expected);
+    let (bulk, single) = count_deletes();
+    assert_eq!(bulk, EXPIRED.div_ceil(bulk_size), "bulk delete requests");
+    assert_eq!(single, 0, "no object needed a single delete");
+
+    // The trail has an entry per deleted object and verifies.
+    let log = run_env(
+        cfg,
+        env,
+        &[
+            "audit",
+            "log",
+            "--target",
+            "blobs",
+            "--key",
+            "finetune/old/obj-0007.jsonl",
+            "--json",
+        ],
+    );
+    assert!(log.stdout.contains("\"deleted\""), "{}", log.stdout);
+    let verify = run_env(cfg, env, &["audit", "verify"]);
+    assert_eq!(verify.code, Some(0), "{}", verify.stdout);
+
+    // An erasure reaches the subject's young object through its metadata, and nothing else.
+    let erase = run_env(
+        cfg,
+        env,
+        &["erase", "--subject", "user-7", "--apply", "--json"],
+    );
+    assert_eq!(erase.code, Some(0), "{}{}", erase.stdout, erase.stderr);
+    assert_eq!(erase.json()["targets"][0]["deleted"], 1, "{}", erase.stdout);
+    let after = list_all(Arc::clone(&store));
+    let mut expected = expected;
+    expected.remove("finetune/users/u7.jsonl");
+    assert_eq!(after, expected);
+    let _ = dir;
+}
+
+#[test]
+fn s3_bulk_deletes_expired_objects_under_the_prefix() {
+    let dir = Tmp::new("s3");
+    let server = moto(&dir.0);
+    let port = server.port;
+    let (status, body) = http(port, "PUT", "/lethe-test", &[], b"");
+    assert_eq!(status, 200, "create bucket: {body}");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name("lethe-test")
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap(),
+    );
+    let cfg = config(
+        &dir,
+        "s3://lethe-test/finetune/",
+        &[
+            ("aws_endpoint", endpoint.clone()),
+            ("aws_allow_http", "true".into()),
+            ("aws_region", "us-east-1".into()),
+        ],
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    // Requests are counted from moto's recording of every request it served.
+    let count = || {
+        let (_, rec) = http(
+            port,
+            "GET",
+            "/moto-api/recorder/download-recording",
+            &[],
+            b"",
+        );
+        let mut bulk = 0;
+        let mut single = 0;
+        for line in rec.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let url = v["url"].as_str().unwrap_or("");
+            match v["method"].as_str() {
+                Some("POST") if url.contains("?delete") => bulk += 1,
+                Some("DELETE") => single += 1,
+                _ => {}
+            }
+        }
+        http(port, "POST", "/moto-api/recorder/reset-recording", &[], b"");
+        http(port, "POST", "/moto-api/recorder/start-recording", &[], b"");
+        (bulk, single)
+    };
+    story(store, &dir, &cfg, &env, &count, 1_000);
+}
+
+#[test]
+fn azure_blob_batch_deletes_expired_blobs_under_the_prefix() {
+    let dir = Tmp::new("azure");
+    let server = azurite(&dir.0);
+    let port = server.port;
+    az_create_container(port, "lethe-test");
+    let endpoint = format!("http://127.0.0.1:{port}/{AZ_ACCOUNT}");
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        MicrosoftAzureBuilder::new()
+            .with_account(AZ_ACCOUNT)
+            .with_access_key(AZ_KEY)
+            .with_container_name("lethe-test")
+            .with_endpoint(endpoint.clone())
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    );
+    let cfg = config(
+        &dir,
+        "az://lethe-test/finetune/",
+        &[
+            ("azure_storage_account_name", AZ_ACCOUNT.into()),
+            ("azure_storage_endpoint", endpoint.clone()),
+            ("azure_allow_http", "true".into()),
+        ],
+    );
+    let env = [("AZURE_STORAGE_ACCOUNT_KEY", AZ_KEY)];
+    // Requests are counted from Azurite's debug log, which names every request it served.
+    let log = dir.path("azurite-debug.log");
+    let seen = std::cell::Cell::new(0usize);
+    let count = || {
+        // Azurite writes its log behind its answers: wait until it stops growing.
+        let mut size = u64::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(400));
+            let now = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            if now == size {
+                break;
+            }
+            size = now;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let fresh = &lines[seen.get().min(lines.len())..];
+        seen.set(lines.len());
+        // A batch's own sub-requests are logged with the full host; requests sent on their
+        // own are logged with the host alone.
+        let bulk = fresh
+            .iter()
+            .filter(|l| l.contains("RequestMethod=POST") && l.contains("comp=batch"))
+            .count();
+        let single = fresh
+            .iter()
+            .filter(|l| l.contains("RequestMethod=DELETE RequestURL=http://127.0.0.1/"))
+            .count();
+        (bulk, single)
+    };
+    story(store, &dir, &cfg, &env, &count, 256);
+}
