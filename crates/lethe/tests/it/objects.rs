@@ -524,3 +524,169 @@ fn azure_blob_batch_deletes_expired_blobs_under_the_prefix() {
     };
     story(store, &dir, &cfg, &env, &count, 256);
 }
+
+/// A proxy in front of a server that answers the first requests matching each rule with
+/// an error status instead of forwarding them, and logs what it did.
+struct Flaky {
+    port: u16,
+    /// (method, url, status answered by the proxy or 0 when forwarded)
+    log: Arc<std::sync::Mutex<Vec<(String, String, u16)>>>,
+}
+
+/// A rule: method, a string the request URL contains, the status to answer, how many times.
+type Rule = (&'static str, &'static str, u16, usize);
+
+fn flaky_proxy(upstream: u16, rules: Vec<Rule>) -> Flaky {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rules = Arc::new(std::sync::Mutex::new(rules));
+    let log2 = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            let log = Arc::clone(&log2);
+            let rules = Arc::clone(&rules);
+            std::thread::spawn(move || proxy_one(conn, upstream, &rules, &log));
+        }
+    });
+    Flaky { port, log }
+}
+
+/// Serves one request on this connection, then closes it (the client reconnects).
+fn proxy_one(
+    mut conn: TcpStream,
+    upstream: u16,
+    rules: &std::sync::Mutex<Vec<Rule>>,
+    log: &std::sync::Mutex<Vec<(String, String, u16)>>,
+) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut parts = head.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let url = parts.next().unwrap_or("").to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if conn.read_exact(&mut body).is_err() {
+        return;
+    }
+    let refuse = {
+        let mut rules = rules.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|(m, u, _, left)| *m == method && url.contains(u) && *left > 0)
+            .map(|r| {
+                r.3 -= 1;
+                r.2
+            })
+    };
+    if let Some(status) = refuse {
+        log.lock().unwrap().push((method, url, status));
+        let body = "<Error><Code>SlowDown</Code><Message>try again</Message></Error>";
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status} Refused\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    log.lock().unwrap().push((method, url, 0));
+    let head: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let _ = up.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+    let _ = up.write_all(&body);
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    let _ = conn.write_all(&answer);
+}
+
+#[test]
+fn s3_server_errors_and_throttling_are_retried() {
+    let dir = Tmp::new("s3-flaky");
+    let server = moto(&dir.0);
+    let (status, body) = http(server.port, "PUT", "/lethe-test", &[], b"");
+    assert_eq!(status, 200, "create bucket: {body}");
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name("lethe-test")
+            .with_endpoint(format!("http://127.0.0.1:{}", server.port))
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap(),
+    );
+    let mut seed: Seed = (0..1_500)
+        .map(|i| {
+            (
+                format!("finetune/old/{i:04}.bin"),
+                tags("2020-01-01T00:00:00Z"),
+            )
+        })
+        .collect();
+    seed.push(("finetune/valid.bin".into(), tags("2099-01-01T00:00:00Z")));
+    put_all(Arc::clone(&store), &seed);
+    // The first bulk delete gets a 503, the next one a 429, and two HEADs a 429 each.
+    let proxy = flaky_proxy(
+        server.port,
+        vec![
+            ("POST", "?delete", 503, 1),
+            ("POST", "?delete", 429, 1),
+            ("HEAD", "/finetune/old/", 429, 2),
+        ],
+    );
+    let cfg = config(
+        &dir,
+        "s3://lethe-test/finetune/",
+        &[
+            ("aws_endpoint", format!("http://127.0.0.1:{}", proxy.port)),
+            ("aws_allow_http", "true".into()),
+            ("aws_region", "us-east-1".into()),
+        ],
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let r = run_env(&cfg, &env, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["targets"][0]["deleted"], 1_500, "{}", r.stdout);
+    assert_eq!(j["targets"][0]["failed"], 0, "{}", r.stdout);
+    let left = list_all(store);
+    assert_eq!(left, BTreeSet::from(["finetune/valid.bin".to_string()]));
+    let log = proxy.log.lock().unwrap().clone();
+    let refused = |m: &str, s: u16| log.iter().filter(|(lm, _, ls)| lm == m && *ls == s).count();
+    assert_eq!(refused("POST", 503), 1);
+    assert_eq!(refused("POST", 429), 1);
+    assert_eq!(refused("HEAD", 429), 2);
+    // Both chunks went through in bulk after their retries; nothing fell back to singles.
+    let forwarded_bulk = log
+        .iter()
+        .filter(|(m, u, s)| m == "POST" && u.contains("?delete") && *s == 0)
+        .count();
+    assert_eq!(forwarded_bulk, 2, "{log:?}");
+    assert!(!log.iter().any(|(m, _, _)| m == "DELETE"), "{log:?}");
+}
