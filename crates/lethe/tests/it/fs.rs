@@ -137,3 +137,118 @@ fn holds_keep_files_and_a_killed_sweep_finishes() {
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Every path under `dir` (links not followed) with its kind, size and modification time.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (String, u64, i128)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let kind = if m.is_symlink() {
+                format!("link->{}", std::fs::read_link(e.path()).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(e.path());
+                "dir".into()
+            } else {
+                "file".into()
+            };
+            let mtime = m
+                .modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i128;
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            out.insert(rel, (kind, if m.is_dir() { 0 } else { m.len() }, mtime));
+        }
+    }
+    out
+}
+
+/// Issue 5's acceptance: a checkpoint tree with aged and young weights, aged configs and
+/// READMEs, and links to a file and to a directory outside the root.
+#[test]
+fn checkpoint_tree_loses_exactly_its_aged_allowlisted_files() {
+    let d = Tmp::new("ckpt");
+    let root = d.path("ckpt");
+    let aged_weights = [
+        "run-a/model.pt",
+        "run-a/model.safetensors",
+        "run-a/export/model.onnx",
+    ];
+    for f in aged_weights {
+        aged(&root.join(f), 90);
+    }
+    for f in [
+        "run-b/model.pt",
+        "run-b/model.safetensors",
+        "run-b/model.onnx",
+    ] {
+        aged(&root.join(f), 3);
+    }
+    for f in [
+        "run-a/config.json",
+        "run-a/README.md",
+        "config.yaml",
+        "run-a/tokenizer.txt",
+    ] {
+        aged(&root.join(f), 90);
+    }
+    aged(&d.path("outside/weights.safetensors"), 90);
+    aged(&d.path("outside/sub/old.pt"), 90);
+    std::os::unix::fs::symlink(
+        d.path("outside/weights.safetensors"),
+        root.join("run-a/linked.safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(d.path("outside"), root.join("run-a/linked-dir")).unwrap();
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        r#"[state]
+url = "sqlite://state/lethe.db"
+[categories.model_artifact]
+retention = "60d"
+[[targets]]
+name = "checkpoints"
+type = "filesystem"
+root = "ckpt"
+category = "model_artifact"
+suffixes = [".pt", ".pth", ".onnx", ".safetensors", ".bin", ".pkl"]
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.path("state")).unwrap();
+    let before_root = snapshot(&root);
+    let before_out = snapshot(&d.path("outside"));
+
+    let r = run(&cfg, &["sweep", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["found"], 3, "{}", r.stdout);
+    assert_eq!(snapshot(&root), before_root, "a dry run changed the tree");
+    assert_eq!(snapshot(&d.path("outside")), before_out);
+
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["deleted"], 3, "{}", r.stdout);
+    // Removing a file changes its directory's mtime; files and links must be untouched.
+    let no_dir_times = |mut m: std::collections::BTreeMap<String, (String, u64, i128)>| {
+        for v in m.values_mut().filter(|v| v.0 == "dir") {
+            v.2 = 0;
+        }
+        m
+    };
+    let mut expected = no_dir_times(before_root.clone());
+    for f in aged_weights {
+        expected.remove(f);
+    }
+    assert_eq!(no_dir_times(snapshot(&root)), expected);
+    assert_eq!(
+        snapshot(&d.path("outside")),
+        before_out,
+        "something outside was touched"
+    );
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+}

@@ -355,22 +355,69 @@ fn story(
     );
     assert_eq!(count_deletes(), (0, 0));
 
+    // A legal hold on one expired object, named by its key (checked to exist).
+    let held = "finetune/old/obj-0005.jsonl";
+    let hold = run_env(
+        cfg,
+        env,
+        &[
+            "hold",
+            "add",
+            "--target",
+            "blobs",
+            "--key",
+            held,
+            "--case",
+            "C-9",
+            "--reason",
+            "litigation",
+        ],
+    );
+    assert_eq!(hold.code, Some(0), "{}{}", hold.stdout, hold.stderr);
+    let missing = run_env(
+        cfg,
+        env,
+        &[
+            "hold",
+            "add",
+            "--target",
+            "blobs",
+            "--key",
+            "finetune/nope",
+            "--case",
+            "C-9",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(
+        missing.code,
+        Some(2),
+        "an unknown key is refused: {}",
+        missing.stderr
+    );
+
     // The apply deletes exactly the expired objects under the prefix, in bulk.
     let applied = run_env(cfg, env, &["sweep", "--apply", "--json"]);
     assert_eq!(applied.code, Some(1), "one item failed: {}", applied.stderr);
     let j = applied.json();
     let t = &j["targets"][0];
-    assert_eq!(t["deleted"], EXPIRED, "{}", applied.stdout);
+    assert_eq!(t["deleted"], EXPIRED - 1, "{}", applied.stdout);
+    assert_eq!(t["held"], 1, "{}", applied.stdout);
     assert_eq!(t["failed"], 1);
     let left = list_all(Arc::clone(&store));
     let expected: BTreeSet<String> = before
         .iter()
-        .filter(|k| !k.starts_with("finetune/old/"))
+        .filter(|k| !k.starts_with("finetune/old/") || k.as_str() == held)
         .cloned()
         .collect();
     assert_eq!(left, expected);
     let (bulk, single) = count_deletes();
-    assert_eq!(bulk, EXPIRED.div_ceil(bulk_size), "bulk delete requests");
+    assert_eq!(
+        bulk,
+        (EXPIRED - 1).div_ceil(bulk_size),
+        "bulk delete requests"
+    );
     assert_eq!(single, 0, "no object needed a single delete");
 
     // The trail has an entry per deleted object and verifies.
