@@ -397,8 +397,28 @@ impl SqlTable for ObjectTarget {
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
         let store = Arc::clone(&self.store);
+        // A key is the listed path verbatim; one that does not parse was never listed here.
+        let mut bad = Vec::new();
+        let paths: Vec<Path> = keys
+            .iter()
+            .filter_map(|k| match Path::parse(k.to_string()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    bad.push(Row {
+                        key: Ok(k.clone()),
+                        created_at: Value::Null,
+                        retention_days: Value::Null,
+                        expires_at: Value::Null,
+                        subject: Ok(None),
+                        file: Ok(None),
+                        problem: Some(format!("not an object path: {e}")),
+                    });
+                    None
+                }
+            })
+            .collect();
         let heads: Vec<Head> = self.rt.block_on(
-            stream::iter(keys.iter().map(|k| Path::from(k.to_string())))
+            stream::iter(paths)
                 .map(|location| {
                     let meta = ObjectMeta {
                         location,
@@ -412,11 +432,13 @@ impl SqlTable for ObjectTarget {
                 .buffered(HEADS_IN_FLIGHT)
                 .collect(),
         );
-        Ok(heads
+        let mut rows: Vec<Row> = heads
             .into_iter()
             .flatten()
             .map(|(meta, md)| self.row(&meta, md.as_ref()))
-            .collect())
+            .collect();
+        rows.extend(bad);
+        Ok(rows)
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -447,7 +469,14 @@ impl SqlTable for ObjectTarget {
     /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
     /// could not delete is tried once more on its own.
     fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
-        let paths: Vec<Path> = keys.iter().map(|k| Path::from(k.to_string())).collect();
+        let parsed: Vec<Result<Path, String>> = keys
+            .iter()
+            .map(|k| Path::parse(k.to_string()).map_err(|e| format!("not an object path: {e}")))
+            .collect();
+        let paths: Vec<Path> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
         let store = Arc::clone(&self.store);
         let chunk = self.kind.chunk();
         let bulk_api = self.kind != Kind::Gcs;
@@ -486,7 +515,17 @@ impl SqlTable for ObjectTarget {
             out
         });
         self.stats = stats;
-        Ok(out)
+        // One outcome per key, in order: the unparsable ones never reached the store.
+        let mut done = out.into_iter();
+        Ok(parsed
+            .into_iter()
+            .map(|p| match p {
+                Ok(_) => done
+                    .next()
+                    .unwrap_or_else(|| Err("no answer for this object".into())),
+                Err(e) => Err(e),
+            })
+            .collect())
     }
 
     fn export_subject(

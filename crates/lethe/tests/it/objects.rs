@@ -264,10 +264,13 @@ fn tags(expires: &str) -> Vec<(&'static str, String)> {
 fn seed() -> Seed {
     let mut s: Seed = Vec::new();
     for i in 0..EXPIRED {
-        s.push((
-            format!("finetune/old/obj-{i:04}.jsonl"),
-            tags("2020-01-01T00:00:00Z"),
-        ));
+        // One name with characters a path must carry through listing, HEAD and delete.
+        let name = if i == 1 {
+            "finetune/old/obj 0001 #ü=.jsonl".to_string()
+        } else {
+            format!("finetune/old/obj-{i:04}.jsonl")
+        };
+        s.push((name, tags("2020-01-01T00:00:00Z")));
     }
     for i in 0..5 {
         s.push((
