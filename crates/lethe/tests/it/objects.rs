@@ -456,18 +456,15 @@ fn story(
     let _ = dir;
 }
 
-#[test]
-fn s3_bulk_deletes_expired_objects_under_the_prefix() {
-    let dir = Tmp::new("s3");
+/// moto with a bucket `lethe-test`, and a client for it.
+fn moto_bucket(dir: &Tmp) -> (Server, Arc<dyn ObjectStore>) {
     let server = moto(&dir.0);
-    let port = server.port;
-    let (status, body) = http(port, "PUT", "/lethe-test", &[], b"");
+    let (status, body) = http(server.port, "PUT", "/lethe-test", &[], b"");
     assert_eq!(status, 200, "create bucket: {body}");
-    let endpoint = format!("http://127.0.0.1:{port}");
     let store: Arc<dyn ObjectStore> = Arc::new(
         AmazonS3Builder::new()
             .with_bucket_name("lethe-test")
-            .with_endpoint(&endpoint)
+            .with_endpoint(format!("http://127.0.0.1:{}", server.port))
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id("test")
@@ -475,19 +472,34 @@ fn s3_bulk_deletes_expired_objects_under_the_prefix() {
             .build()
             .unwrap(),
     );
-    let cfg = config(
-        &dir,
+    (server, store)
+}
+
+/// A config for the `lethe-test/finetune/` prefix behind this S3 endpoint.
+fn s3_config(dir: &Tmp, port: u16) -> PathBuf {
+    config(
+        dir,
         "s3://lethe-test/finetune/",
         &[
-            ("aws_endpoint", endpoint.clone()),
+            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
             ("aws_allow_http", "true".into()),
             ("aws_region", "us-east-1".into()),
         ],
-    );
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
+    )
+}
+
+const S3_CREDS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+];
+
+#[test]
+fn s3_bulk_deletes_expired_objects_under_the_prefix() {
+    let dir = Tmp::new("s3");
+    let (server, store) = moto_bucket(&dir);
+    let port = server.port;
+    let cfg = s3_config(&dir, port);
+    let env = S3_CREDS;
     // Requests are counted from moto's recording of every request it served.
     let count = || {
         let (_, rec) = http(
@@ -674,20 +686,7 @@ fn proxy_one(
 #[test]
 fn s3_server_errors_and_throttling_are_retried() {
     let dir = Tmp::new("s3-flaky");
-    let server = moto(&dir.0);
-    let (status, body) = http(server.port, "PUT", "/lethe-test", &[], b"");
-    assert_eq!(status, 200, "create bucket: {body}");
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name("lethe-test")
-            .with_endpoint(format!("http://127.0.0.1:{}", server.port))
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .build()
-            .unwrap(),
-    );
+    let (server, store) = moto_bucket(&dir);
     let mut seed: Seed = (0..1_500)
         .map(|i| {
             (
@@ -707,19 +706,8 @@ fn s3_server_errors_and_throttling_are_retried() {
             ("HEAD", "/finetune/old/", 429, 2),
         ],
     );
-    let cfg = config(
-        &dir,
-        "s3://lethe-test/finetune/",
-        &[
-            ("aws_endpoint", format!("http://127.0.0.1:{}", proxy.port)),
-            ("aws_allow_http", "true".into()),
-            ("aws_region", "us-east-1".into()),
-        ],
-    );
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
+    let cfg = s3_config(&dir, proxy.port);
+    let env = S3_CREDS;
     let r = run_env(&cfg, &env, &["sweep", "--apply", "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let j = r.json();
@@ -748,21 +736,7 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
     use std::os::unix::process::ExitStatusExt;
 
     let dir = Tmp::new("s3-crash");
-    let server = moto(&dir.0);
-    let (status, body) = http(server.port, "PUT", "/lethe-test", &[], b"");
-    assert_eq!(status, 200, "create bucket: {body}");
-    let endpoint = format!("http://127.0.0.1:{}", server.port);
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name("lethe-test")
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .build()
-            .unwrap(),
-    );
+    let (server, store) = moto_bucket(&dir);
     let mut seed: Seed = (0..40)
         .map(|i| {
             (
@@ -773,19 +747,8 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
         .collect();
     seed.push(("finetune/valid.bin".into(), tags("2099-01-01T00:00:00Z")));
     put_all(Arc::clone(&store), &seed);
-    let cfg = config(
-        &dir,
-        "s3://lethe-test/finetune/",
-        &[
-            ("aws_endpoint", endpoint),
-            ("aws_allow_http", "true".into()),
-            ("aws_region", "us-east-1".into()),
-        ],
-    );
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
+    let cfg = s3_config(&dir, server.port);
+    let creds = S3_CREDS;
     let out = super::lethe()
         .args(["sweep", "--apply", "--config"])
         .arg(&cfg)
