@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{DEFAULT_CONFIG, Target};
+use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
 
 use crate::engine::{self, Job, SweepOptions};
 use crate::settings::{self, Loaded};
@@ -216,8 +216,13 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
             facts.get("past_expiry"),
             facts.get("unreadable"),
         ) {
+            let items = match t.kind {
+                TargetKind::Filesystem(_) => "files",
+                TargetKind::ObjectStore(_) => "objects",
+                _ => "rows",
+            };
             line.push_str(&format!(
-                " — {r} rows, {d} past expiry, {u} with unreadable timestamps"
+                " — {r} {items}, {d} past expiry, {u} with unreadable timestamps"
             ));
         }
         if let Some(u) = facts.get("untagged") {

@@ -343,7 +343,15 @@ impl SqlTable for ObjectTarget {
             .rt
             .block_on(async move { store.list(prefix.as_ref()).next().await });
         Ok(match first {
-            Some(Err(e)) => vec![format!("cannot list {}: {e}", self.url)],
+            Some(Err(e)) => {
+                let mut why = format!("cannot list {}: {e}", self.url);
+                // Without credentials in the environment the client falls back to the
+                // instance metadata service; say what is missing instead.
+                if why.contains("169.254.169.254") {
+                    why.push_str(" (no credentials found: set the store's environment variables, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+                }
+                vec![why]
+            }
             _ => Vec::new(),
         })
     }
