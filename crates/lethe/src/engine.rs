@@ -851,12 +851,16 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         subject,
         erasure: subject.is_some(),
     };
-    let ran = s.run(
-        ctx.opts.batch.max(1),
-        ctx.opts.rows_per_commit,
-        ctx.progress,
-    );
+    let batch = ctx.opts.batch.max(1);
+    let rows_per_commit = if s.table.commit_every_batch() {
+        batch
+    } else {
+        ctx.opts.rows_per_commit
+    };
+    let ran = s.run(batch, rows_per_commit, ctx.progress);
     s.report.untagged = s.table.untagged();
+    let notes = s.table.notes();
+    s.report.notes.extend(notes);
     if let Some((bulk, single)) = s.table.delete_stats()
         && bulk + single > 0
     {
@@ -881,6 +885,10 @@ pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> R
         let full = rows.len() == DEFAULT_BATCH;
         let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
         for row in &rows {
+            if row.problem.is_some() {
+                bad += 1;
+                continue;
+            }
             let facts = Facts {
                 created_at: row.created_at.raw(),
                 expires_at: Some(row.expires_at.raw()),

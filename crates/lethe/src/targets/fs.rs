@@ -186,6 +186,10 @@ impl SqlTable for FsTree {
         Ok(out)
     }
 
+    fn commit_every_batch(&self) -> bool {
+        true
+    }
+
     fn begin(&mut self) -> Result<()> {
         Ok(())
     }

@@ -113,6 +113,15 @@ pub trait SqlTable {
     fn delete_stats(&self) -> Option<(u64, u64)> {
         None
     }
+    /// Delete each batch as soon as it is judged: a store without transactions cannot stop
+    /// an item from changing between its judgement and its deletion, so keep that short.
+    fn commit_every_batch(&self) -> bool {
+        false
+    }
+    /// What the user should know about this source after a sweep.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Every column of one subject's rows, as JSON objects.
     fn export_subject(
         &mut self,

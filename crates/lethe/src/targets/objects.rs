@@ -79,6 +79,8 @@ pub struct ObjectTarget {
     buffer: std::collections::VecDeque<Row>,
     /// Objects seen that lack a required tag.
     pub untagged: u64,
+    /// Objects seen with a version id (a versioned bucket or container).
+    versioned: u64,
     pub stats: DeleteStats,
 }
 
@@ -208,6 +210,7 @@ impl ObjectTarget {
             listed_all: false,
             buffer: Default::default(),
             untagged: 0,
+            versioned: 0,
             stats: DeleteStats::default(),
         })
     }
@@ -252,11 +255,21 @@ impl ObjectTarget {
             return Ok(Vec::new());
         };
         let listed_all = &mut self.listed_all;
+        let prefix = self.prefix.clone();
         self.rt.block_on(async {
             let mut metas = Vec::with_capacity(limit);
             while metas.len() < limit {
                 match listing.next().await {
-                    Some(Ok(m)) => metas.push(m),
+                    // A listing may return the prefix's own "folder" marker (`prefix/`
+                    // reads back as the path `prefix`, which names another object): only
+                    // paths strictly under the prefix are items.
+                    Some(Ok(m))
+                        if prefix.as_ref().is_empty()
+                            || (m.location.prefix_matches(&prefix) && m.location != prefix) =>
+                    {
+                        metas.push(m)
+                    }
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(anyhow!("Failed to list {url}: {e}")),
                     None => {
                         *listed_all = true;
@@ -276,9 +289,14 @@ impl ObjectTarget {
     fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
         while self.buffer.len() < limit && !self.listed_all {
             for (meta, md) in self.next_heads(limit)?.into_iter().flatten() {
+                if meta.version.is_some() {
+                    self.versioned += 1;
+                }
                 let wanted = match (subject, &md, &self.subject_key) {
                     (None, _, _) => true,
                     (Some(s), Ok(m), Some(k)) => m.get(k).map(String::as_str) == Some(s),
+                    // Whose it is cannot be known: report it (failed) rather than skip it.
+                    (Some(_), Err(_), _) => true,
                     _ => false,
                 };
                 if subject.is_none() {
@@ -494,7 +512,13 @@ impl SqlTable for ObjectTarget {
             for part in paths.chunks(chunk) {
                 let first = if bulk_api {
                     stats.bulk_requests += 1;
-                    Self::bulk(&store, part).await
+                    // In a task of its own: the store client's parsing of a malformed bulk
+                    // answer can panic; that chunk then falls back to single deletes.
+                    let (store, part) = (Arc::clone(&store), part.to_vec());
+                    tokio::spawn(async move { Self::bulk(&store, &part).await })
+                        .await
+                        .ok()
+                        .flatten()
                 } else {
                     None
                 };
@@ -572,5 +596,19 @@ impl SqlTable for ObjectTarget {
 
     fn delete_stats(&self) -> Option<(u64, u64)> {
         Some((self.stats.bulk_requests, self.stats.single_requests))
+    }
+
+    fn commit_every_batch(&self) -> bool {
+        true
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.versioned == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} objects carry version ids (a versioned bucket): deleting one adds a delete marker and its earlier versions remain until a lifecycle rule for noncurrent versions expires them",
+            self.versioned
+        )]
     }
 }

@@ -787,3 +787,41 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
     assert_eq!(distinct.len(), 40);
     assert_eq!(run_env(&cfg, &creds, &["audit", "verify"]).code, Some(0));
 }
+
+/// A bucket console's "folder" marker `finetune/` lists back as the path `finetune`, which
+/// names another object, outside the prefix: it must never be judged or deleted.
+#[test]
+fn s3_folder_marker_never_leads_to_the_object_beside_the_prefix() {
+    let dir = Tmp::new("s3-marker");
+    let (server, store) = moto_bucket(&dir);
+    let (status, body) = http(server.port, "PUT", "/lethe-test/finetune/", &[], b"");
+    assert_eq!(status, 200, "put folder marker: {body}");
+    let seed: Seed = vec![
+        ("finetune".into(), tags("2020-01-01T00:00:00Z")),
+        ("finetune/old.bin".into(), tags("2020-01-01T00:00:00Z")),
+    ];
+    put_all(Arc::clone(&store), &seed);
+    let cfg = s3_config(&dir, server.port);
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert_eq!(
+        (t["found"].as_u64(), t["deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        r.stdout
+    );
+    rt().block_on(async {
+        use object_store::ObjectStoreExt;
+        assert!(
+            store.head(&ObjPath::from("finetune")).await.is_ok(),
+            "the object beside the prefix was deleted"
+        );
+        assert!(
+            store
+                .head(&ObjPath::from("finetune/old.bin"))
+                .await
+                .is_err()
+        );
+    });
+}
