@@ -59,9 +59,9 @@ impl Kind {
 
 /// Counts of delete requests, reported after a sweep so the bulk path can be seen at work.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DeleteStats {
-    pub bulk_requests: u64,
-    pub single_requests: u64,
+struct DeleteStats {
+    bulk_requests: u64,
+    single_requests: u64,
 }
 
 pub struct ObjectTarget {
@@ -78,10 +78,10 @@ pub struct ObjectTarget {
     /// Rows read but not yet handed out.
     buffer: std::collections::VecDeque<Row>,
     /// Objects seen that lack a required tag.
-    pub untagged: u64,
+    untagged: u64,
     /// Objects seen with a version id (a versioned bucket or container).
     versioned: u64,
-    pub stats: DeleteStats,
+    stats: DeleteStats,
 }
 
 /// Splits `scheme://bucket/prefix` into its scheme, bucket and prefix path.

@@ -683,11 +683,9 @@ fn proxy_one(
     let _ = conn.write_all(&answer);
 }
 
-#[test]
-fn s3_server_errors_and_throttling_are_retried() {
-    let dir = Tmp::new("s3-flaky");
-    let (server, store) = moto_bucket(&dir);
-    let mut seed: Seed = (0..1_500)
+/// `n` objects under `finetune/old/` past their `expires_at`, and `finetune/valid.bin`.
+fn expired_and_one_valid(n: usize) -> Seed {
+    let mut seed: Seed = (0..n)
         .map(|i| {
             (
                 format!("finetune/old/{i:04}.bin"),
@@ -696,7 +694,14 @@ fn s3_server_errors_and_throttling_are_retried() {
         })
         .collect();
     seed.push(("finetune/valid.bin".into(), tags("2099-01-01T00:00:00Z")));
-    put_all(Arc::clone(&store), &seed);
+    seed
+}
+
+#[test]
+fn s3_server_errors_and_throttling_are_retried() {
+    let dir = Tmp::new("s3-flaky");
+    let (server, store) = moto_bucket(&dir);
+    put_all(Arc::clone(&store), &expired_and_one_valid(1_500));
     // The first bulk delete gets a 503, the next one a 429, and two HEADs a 429 each.
     let proxy = flaky_proxy(
         server.port,
@@ -737,16 +742,7 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
 
     let dir = Tmp::new("s3-crash");
     let (server, store) = moto_bucket(&dir);
-    let mut seed: Seed = (0..40)
-        .map(|i| {
-            (
-                format!("finetune/old/{i:02}.bin"),
-                tags("2020-01-01T00:00:00Z"),
-            )
-        })
-        .collect();
-    seed.push(("finetune/valid.bin".into(), tags("2099-01-01T00:00:00Z")));
-    put_all(Arc::clone(&store), &seed);
+    put_all(Arc::clone(&store), &expired_and_one_valid(40));
     let cfg = s3_config(&dir, server.port);
     let creds = S3_CREDS;
     let out = super::lethe()
