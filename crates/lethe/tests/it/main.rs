@@ -38,6 +38,15 @@ impl Drop for Tmp {
     }
 }
 
+/// A loopback port free at the moment of asking, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn lethe() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
     c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");

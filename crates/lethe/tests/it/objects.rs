@@ -19,7 +19,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjPath;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
 
-use super::{Tmp, run_env};
+use super::{Tmp, free_port, run_env};
 
 const AZ_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's published development key (not a secret).
@@ -40,14 +40,6 @@ fn tool(env: &str, rel: &str, how: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process killed when dropped.

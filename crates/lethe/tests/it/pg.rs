@@ -39,14 +39,6 @@ fn pg_bin() -> PathBuf {
         .expect("PostgreSQL server binaries not found: run scripts/test, which installs postgresql")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl PgCluster {
     pub fn start() -> PgCluster {
         Self::start_with(None)
