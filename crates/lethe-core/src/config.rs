@@ -8,7 +8,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::time::Duration;
+use crate::time::{Duration, TimeFormat};
 
 /// The commented example printed by `lethe default-config` and shown in the README.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
@@ -120,8 +120,17 @@ pub struct SqlTarget {
     /// Environment variable holding the database password, never the password itself.
     pub password_env: Option<String>,
     pub table: String,
-    pub key: String,
+    /// The columns that name one row: one (`key = "id"`) or several (`key = ["tenant", "id"]`).
+    /// They must be covered by a unique index; the connector refuses them otherwise.
+    pub key: Vec<String>,
     pub created_at: String,
+    /// How created_at is stored, when numbers or text in it are not self-describing.
+    pub created_at_format: Option<TimeFormat>,
+    /// How expires_at is stored (same forms as created_at_format).
+    pub expires_at_format: Option<TimeFormat>,
+    /// How long a sweep waits for a lock held by someone else before it reports the table
+    /// busy, or a row failed, and goes on (`lock_timeout`, default 5s).
+    pub lock_timeout: Duration,
     pub retention_days: Option<String>,
     pub expires_at: Option<String>,
     pub subject: Option<String>,
@@ -132,7 +141,9 @@ pub struct SqlTarget {
 impl SqlTarget {
     /// Every column the target reads, with the config key that names it.
     pub fn columns(&self) -> Vec<(&'static str, &str)> {
-        let mut v = vec![("key", self.key.as_str()), ("created_at", &self.created_at)];
+        let mut v: Vec<(&'static str, &str)> =
+            self.key.iter().map(|k| ("key", k.as_str())).collect();
+        v.push(("created_at", &self.created_at));
         for (k, c) in [
             ("retention_days", &self.retention_days),
             ("expires_at", &self.expires_at),
@@ -336,6 +347,63 @@ impl<'a, 'i> Tbl<'a, 'i> {
                     self.key(k),
                     format!("expected true or false, found {}", other.type_str()),
                 );
+                None
+            }
+        }
+    }
+
+    /// `key`: one column name, or a list of them for a composite key.
+    fn key_columns(&mut self, ctx: &mut Ctx) -> Option<Vec<String>> {
+        let Some(v) = self.t.get("key") else {
+            ctx.err(Some(self.span.clone()), self.key("key"), "is required");
+            self.seen.insert("key".into());
+            return None;
+        };
+        let cols = match v.get_ref() {
+            DeValue::String(_) => vec![self.opt_str(ctx, "key")?],
+            DeValue::Array(_) => {
+                let cols = self.strings(ctx, "key");
+                if cols.is_empty() {
+                    ctx.err(
+                        Some(v.span()),
+                        self.key("key"),
+                        "must name at least one column",
+                    );
+                    return None;
+                }
+                cols
+            }
+            other => {
+                self.seen.insert("key".into());
+                ctx.err(
+                    Some(v.span()),
+                    self.key("key"),
+                    format!(
+                        "expected a column name or a list of them, found {}",
+                        other.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut seen = HashSet::new();
+        if let Some(dup) = cols.iter().find(|c| !seen.insert(c.as_str())) {
+            ctx.err(
+                Some(v.span()),
+                self.key("key"),
+                format!("names column {dup:?} twice"),
+            );
+            return None;
+        }
+        Some(cols)
+    }
+
+    fn time_format(&mut self, ctx: &mut Ctx, k: &str) -> Option<TimeFormat> {
+        let (s, span) = self.string(ctx, k)?;
+        match TimeFormat::parse(&s) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                ctx.err(Some(span), self.key(k), e);
                 None
             }
         }
@@ -671,8 +739,15 @@ fn parse_target(
             let url = t.req_str(ctx, "url");
             let password_env = t.opt_str(ctx, "password_env");
             let table = t.req_str(ctx, "table");
-            let key = t.req_str(ctx, "key");
+            let key = t.key_columns(ctx);
             let created_at = t.req_str(ctx, "created_at");
+            let created_at_format = t.time_format(ctx, "created_at_format");
+            let expires_at_format = t.time_format(ctx, "expires_at_format");
+            let lock_timeout = if t.t.get("lock_timeout").is_some() {
+                t.duration(ctx, "lock_timeout")
+            } else {
+                Some(Duration::from_secs(5))
+            };
             let retention_days = t.opt_str(ctx, "retention_days");
             let expires_at = t.opt_str(ctx, "expires_at");
             let subject = t.opt_str(ctx, "subject");
@@ -696,14 +771,17 @@ fn parse_target(
                     "expected sqlite://PATH or postgres://...",
                 );
             }
-            match (url, table, key, created_at) {
-                (Some(url), Some(table), Some(key), Some(created_at)) => {
+            match (url, table, key, created_at, lock_timeout) {
+                (Some(url), Some(table), Some(key), Some(created_at), Some(lock_timeout)) => {
                     Some(TargetKind::Sql(SqlTarget {
                         url,
                         password_env,
                         table,
                         key,
                         created_at,
+                        created_at_format,
+                        expires_at_format,
+                        lock_timeout,
                         retention_days,
                         expires_at,
                         subject,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::Window;
-use crate::time::{Duration, Timestamp};
+use crate::time::{Duration, TimeFormat, Timestamp};
 
 /// A value as read from a store, before Lethe has interpreted it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +24,10 @@ pub struct Facts<'a> {
     pub expires_at: Option<Raw<'a>>,
     /// `None` when the target has no per-item retention column.
     pub retention_days: Option<Raw<'a>>,
+    /// How created_at is stored, when the config says (`created_at_format`).
+    pub created_at_format: Option<&'a TimeFormat>,
+    /// How expires_at is stored, when the config says (`expires_at_format`).
+    pub expires_at_format: Option<&'a TimeFormat>,
 }
 
 /// Why an item expires when it does.
@@ -163,14 +167,28 @@ impl Protections {
     }
 }
 
-/// Reads a stored instant: SQL timestamps arrive as text, unix times as numbers.
-pub fn read_instant(v: Raw<'_>) -> Result<Option<Timestamp>, String> {
-    match v {
-        Raw::Null => Ok(None),
-        Raw::Int(i) => Timestamp::from_unix_number(i as f64).map(Some),
-        Raw::Real(f) => Timestamp::from_unix_number(f).map(Some),
-        Raw::Text(s) => Timestamp::parse(s).map(Some),
-        Raw::Blob => Err("is binary, not a timestamp".into()),
+/// Reads a stored instant: SQL timestamps arrive as text, unix times as numbers. Without a
+/// declared format a number is read only when it is a plausible unix time; never guessed.
+pub fn read_instant(v: Raw<'_>, format: Option<&TimeFormat>) -> Result<Option<Timestamp>, String> {
+    match (v, format) {
+        (Raw::Null, _) => Ok(None),
+        (Raw::Blob, _) => Err("is binary, not a timestamp".into()),
+        (Raw::Int(i), None) => Timestamp::from_plausible_unix(i as f64).map(Some),
+        (Raw::Real(f), None) => Timestamp::from_plausible_unix(f).map(Some),
+        (Raw::Text(s), None) => Timestamp::parse(s).map(Some),
+        (Raw::Int(i), Some(f @ TimeFormat::Strftime(_))) => {
+            Timestamp::parse_as(&i.to_string(), f).map(Some)
+        }
+        (Raw::Int(i), Some(f @ (TimeFormat::UnixSeconds | TimeFormat::UnixMillis))) => {
+            Timestamp::from_unix_unit(i as f64, *f == TimeFormat::UnixMillis).map(Some)
+        }
+        (Raw::Real(x), Some(f @ (TimeFormat::UnixSeconds | TimeFormat::UnixMillis))) => {
+            Timestamp::from_unix_unit(x, *f == TimeFormat::UnixMillis).map(Some)
+        }
+        (Raw::Int(_) | Raw::Real(_), Some(f)) => {
+            Err(format!("is a number, but the column's {f} says otherwise"))
+        }
+        (Raw::Text(s), Some(f)) => Timestamp::parse_as(s, f).map(Some),
     }
 }
 
@@ -195,9 +213,21 @@ pub fn read_days(v: Raw<'_>) -> Result<Option<i64>, String> {
 
 /// When an item expires, and why; or why it cannot be judged.
 pub fn expiry(window: &Window, facts: &Facts<'_>) -> Result<(Timestamp, Basis), String> {
-    let created = read_instant(facts.created_at).map_err(|e| format!("created_at {e}"))?;
+    // An implausible number says how to declare what the column really holds.
+    let hint = |col: &str, e: String, declared: Option<&TimeFormat>| {
+        if declared.is_none() && e.contains("plausible") {
+            format!(
+                "{col} {e}; if the column holds another unit, or dates written as digits, set {col}_format"
+            )
+        } else {
+            format!("{col} {e}")
+        }
+    };
+    let created = read_instant(facts.created_at, facts.created_at_format)
+        .map_err(|e| hint("created_at", e, facts.created_at_format))?;
     let explicit = match facts.expires_at {
-        Some(v) => read_instant(v).map_err(|e| format!("expires_at {e}"))?,
+        Some(v) => read_instant(v, facts.expires_at_format)
+            .map_err(|e| hint("expires_at", e, facts.expires_at_format))?,
         None => None,
     };
     let too_far = || "expiry is out of range".to_string();
@@ -336,6 +366,8 @@ mod tests {
             created_at: created,
             expires_at: exp,
             retention_days: days,
+            created_at_format: None,
+            expires_at_format: None,
         }
     }
 

@@ -9,6 +9,85 @@ const SECS_PER_DAY: i64 = 86_400;
 /// 1e11 seconds is the year 5138; 1e11 milliseconds is 1973.
 pub const MILLIS_THRESHOLD: f64 = 100_000_000_000.0;
 
+/// Unix times (seconds) that are plausible for stored data when no unit is declared:
+/// 1995-01-01 to 2200-01-01. The same range in milliseconds is read as milliseconds.
+pub const PLAUSIBLE_SECS: (f64, f64) = (788_918_400.0, 7_258_118_400.0);
+
+/// How a column stores its instants, when the config says (`created_at_format`,
+/// `expires_at_format`). Without one, text is read as ISO-8601 and numbers only when
+/// plausible ([`Timestamp::from_plausible_unix`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// `unix` or `unix_s`: seconds since 1970.
+    UnixSeconds,
+    /// `unix_ms`: milliseconds since 1970.
+    UnixMillis,
+    /// `iso8601`: text only; a number is refused.
+    Iso8601,
+    /// A strftime-style pattern such as `%Y%m%d` (no offset in it means UTC).
+    Strftime(String),
+}
+
+impl TimeFormat {
+    /// Reads a config value; the error says what is accepted.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "unix" | "unix_s" => Ok(TimeFormat::UnixSeconds),
+            "unix_ms" => Ok(TimeFormat::UnixMillis),
+            "iso8601" | "rfc3339" => Ok(TimeFormat::Iso8601),
+            f if f.contains('%') => {
+                // Validate the pattern once, on a value it must at least be able to format.
+                let probe = jiff::civil::date(2024, 5, 1).at(12, 0, 0, 0);
+                jiff::fmt::strtime::format(f, probe)
+                    .map_err(|e| format!("{f:?} is not a valid strftime pattern: {e}"))?;
+                Ok(TimeFormat::Strftime(f.to_string()))
+            }
+            other => Err(format!(
+                "{other:?} is not a time format (expected unix, unix_ms, iso8601, or a strftime pattern such as \"%Y%m%d\")"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TimeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimeFormat::UnixSeconds => f.write_str("format unix"),
+            TimeFormat::UnixMillis => f.write_str("format unix_ms"),
+            TimeFormat::Iso8601 => f.write_str("format iso8601"),
+            TimeFormat::Strftime(p) => write!(f, "format {p:?}"),
+        }
+    }
+}
+
+/// Reads `input` with a strftime pattern: a parsed offset is honoured, none means UTC, a
+/// date alone means midnight UTC.
+fn strftime(pattern: &str, input: &str) -> Result<Timestamp, String> {
+    let bad = |e: &dyn fmt::Display| {
+        format!(
+            "cannot read {:?} with format {pattern:?}: {e}",
+            truncate(input, 64)
+        )
+    };
+    let tm = jiff::fmt::strtime::parse(pattern, input).map_err(|e| bad(&e))?;
+    let ts = match tm.to_timestamp() {
+        Ok(ts) => ts,
+        Err(_) => {
+            let dt = match tm.to_datetime() {
+                Ok(dt) => dt,
+                Err(_) => tm
+                    .to_date()
+                    .map_err(|e| bad(&e))?
+                    .to_datetime(jiff::civil::Time::midnight()),
+            };
+            jiff::tz::Offset::UTC
+                .to_timestamp(dt)
+                .map_err(|e| bad(&e))?
+        }
+    };
+    Ok(Timestamp(ts.as_microsecond()))
+}
+
 /// An instant in UTC, with microsecond precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
@@ -61,9 +140,62 @@ impl Timestamp {
         Ok(Timestamp(micros.round() as i64))
     }
 
+    /// Reads a number whose unit nobody declared: unix seconds or milliseconds, but only
+    /// where the instant it names is plausible for stored data (1995 to 2200). Anything else
+    /// (`20991231` written as a date, `0` meaning "never", a typo) is refused, never guessed
+    /// into 1970.
+    pub fn from_plausible_unix(v: f64) -> Result<Self, String> {
+        if (PLAUSIBLE_SECS.0..PLAUSIBLE_SECS.1).contains(&v) {
+            return Self::from_unix_number(v);
+        }
+        if (PLAUSIBLE_SECS.0 * 1000.0..PLAUSIBLE_SECS.1 * 1000.0).contains(&v) {
+            return Self::from_unix_number(v);
+        }
+        Err(format!(
+            "{v} is a number but not a plausible unix time (seconds or milliseconds between 1995 and 2200)"
+        ))
+    }
+
+    /// A number in a declared unit, within the printable range.
+    pub fn from_unix_unit(v: f64, millis: bool) -> Result<Self, String> {
+        let micros = if millis { v * 1_000.0 } else { v * 1_000_000.0 };
+        if !micros.is_finite()
+            || !(-377_705_116_800_000_000.0..=253_402_300_799_000_000.0).contains(&micros)
+        {
+            return Err(format!("{v} is out of range for a unix time"));
+        }
+        Ok(Timestamp(micros.round() as i64))
+    }
+
+    /// Reads a stored text in a declared format (see [`TimeFormat`]).
+    pub fn parse_as(s: &str, fmt: &TimeFormat) -> Result<Self, String> {
+        let t = s.trim();
+        match fmt {
+            TimeFormat::UnixSeconds | TimeFormat::UnixMillis => {
+                let v: f64 = t
+                    .parse()
+                    .ok()
+                    .filter(|_| looks_numeric(t))
+                    .ok_or_else(|| format!("{:?} is not a number ({fmt})", truncate(t, 64)))?;
+                Self::from_unix_unit(v, *fmt == TimeFormat::UnixMillis)
+            }
+            TimeFormat::Iso8601 => {
+                if looks_numeric(t) {
+                    return Err(format!(
+                        "{:?} is a number, not ISO-8601 text ({fmt})",
+                        truncate(t, 64)
+                    ));
+                }
+                Self::parse(t)
+            }
+            TimeFormat::Strftime(f) => strftime(f, t),
+        }
+    }
+
     /// Parses the timestamp forms found in application tables: ISO-8601 / RFC 3339 with `T` or
     /// a space, optional seconds and fractions, `Z`, `+hh:mm`, `+hhmm` or `+hh` offsets (none
-    /// means UTC), a bare date (midnight UTC), or a unix number in seconds or milliseconds.
+    /// means UTC), a bare date (midnight UTC), or a plausible unix number in seconds or
+    /// milliseconds ([`Timestamp::from_plausible_unix`]).
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.is_empty() {
@@ -73,7 +205,7 @@ impl Timestamp {
             let v: f64 = t
                 .parse()
                 .map_err(|_| format!("cannot read {t:?} as a unix time"))?;
-            return Self::from_unix_number(v);
+            return Self::from_plausible_unix(v);
         }
         parse_iso(t).ok_or_else(|| {
             format!(

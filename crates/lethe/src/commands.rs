@@ -2,6 +2,7 @@
 
 use crate::outln;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -12,7 +13,7 @@ use crate::settings::{self, Loaded};
 use crate::state::{Filter, State};
 use crate::targets::{open_source, roots_for};
 use crate::util::{UsageError, now};
-use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, registry, requests};
+use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, requests};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -114,7 +115,6 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     preflight(loaded, &chosen, args.apply)?;
     let now = now();
     let mut state = open_state(loaded)?;
-    let protections = registry::protections(&mut state, now)?;
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,
@@ -125,7 +125,6 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
         &mut state,
         &chosen,
         &loaded.base,
-        &protections,
         now,
         &Job::Retention,
         &opts,
@@ -137,7 +136,17 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
 /// `write` opens the targets as the run will: an apply may need to roll back a hot journal
 /// an interrupted writer left, which a read-only open cannot.
 pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = shared_places(loaded)
+        .into_iter()
+        .map(|(t, p)| {
+            format!(
+                "{}:line {}: targets.{}: {p}",
+                loaded.path.display(),
+                t.line,
+                t.name
+            )
+        })
+        .collect();
     for t in targets {
         if let Some(source) = open_source(t, &loaded.base, write) {
             let found = source.and_then(|mut table| table.check_schema());
@@ -165,31 +174,129 @@ pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()
     .into())
 }
 
+/// What a target reaches, for finding two targets that reach the same place.
+enum Place {
+    /// A table, as its database names it whatever the URL's spelling.
+    Table(String),
+    /// A directory tree, resolved.
+    Tree(PathBuf),
+    /// A bucket or container and a prefix in it, by segments.
+    Prefix(String, Vec<String>),
+}
+
+fn place_of(loaded: &Loaded, t: &Target) -> Option<Place> {
+    match &t.kind {
+        TargetKind::Sql(_) => {
+            let mut table = open_source(t, &loaded.base, false)?.ok()?;
+            table.identity().ok().flatten().map(Place::Table)
+        }
+        TargetKind::Filesystem(f) => std::fs::canonicalize(loaded.base.join(&f.root))
+            .ok()
+            .map(Place::Tree),
+        TargetKind::ObjectStore(o) => match o.url.strip_prefix("file://") {
+            Some(p) => std::fs::canonicalize(loaded.base.join(p))
+                .ok()
+                .map(Place::Tree),
+            None => {
+                let (scheme, rest) = o.url.split_once("://")?;
+                let mut segs = rest.split('/').filter(|s| !s.is_empty());
+                let bucket = segs.next()?.to_string();
+                let store: Vec<String> = o
+                    .options
+                    .iter()
+                    .filter(|(k, _)| k.contains("endpoint") || k.contains("account"))
+                    .map(|(k, v)| format!("{k}={}", v.trim_end_matches('/')))
+                    .collect();
+                Some(Place::Prefix(
+                    format!("{scheme}://{bucket} {}", store.join(" ")),
+                    segs.map(str::to_string).collect(),
+                ))
+            }
+        },
+        _ => None,
+    }
+}
+
+/// Pairs of targets that reach the same table, or overlapping trees or prefixes: a hold or
+/// exception placed through one would not protect the items the other deletes, so such a
+/// config is refused. Each problem is given with the later target of the pair.
+pub fn shared_places(loaded: &Loaded) -> Vec<(&Target, String)> {
+    let places: Vec<(&Target, Place)> = loaded
+        .config
+        .targets
+        .iter()
+        .filter_map(|t| place_of(loaded, t).map(|p| (t, p)))
+        .collect();
+    let mut out = Vec::new();
+    for (i, (b, pb)) in places.iter().enumerate() {
+        for (a, pa) in &places[..i] {
+            let what = match (pa, pb) {
+                (Place::Table(x), Place::Table(y)) if x == y => Some("the same table".to_string()),
+                (Place::Tree(x), Place::Tree(y)) if x.starts_with(y) || y.starts_with(x) => {
+                    Some(format!(
+                        "overlapping directories ({} and {})",
+                        x.display(),
+                        y.display()
+                    ))
+                }
+                (Place::Prefix(sx, x), Place::Prefix(sy, y))
+                    if sx == sy && (x.starts_with(y) || y.starts_with(x)) =>
+                {
+                    Some("overlapping prefixes of one bucket".to_string())
+                }
+                _ => None,
+            };
+            if let Some(what) = what {
+                out.push((
+                    *b,
+                    format!(
+                        "reaches {what} as target {}: holds and exceptions placed through one would not protect the items the other deletes; point one target at it, or remove the other",
+                        a.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
     let c = &loaded.config;
     let now = now();
     let mut ok = true;
     let mut lines = Vec::new();
     let mut targets_json = Vec::new();
+    let shared = shared_places(loaded);
     for t in &c.targets {
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = shared
+            .iter()
+            .filter(|(x, _)| std::ptr::eq(*x, t))
+            .map(|(_, p)| p.clone())
+            .collect();
         let mut warnings: Vec<String> = Vec::new();
         let mut facts = serde_json::Map::new();
         match open_source(t, &loaded.base, false) {
             Some(source) => match source {
                 Err(e) => problems.push(format!("{e:#}")),
                 Ok(mut table) => {
-                    problems.extend(table.check_schema()?);
-                    if problems.is_empty() {
-                        warnings.extend(table.index_warnings()?);
-                        let rows = table.count()?;
-                        let (due, unreadable) = engine::count_due(table.as_mut(), t, now)?;
-                        facts.insert("rows".into(), rows.into());
-                        facts.insert("past_expiry".into(), due.into());
-                        facts.insert("unreadable".into(), unreadable.into());
-                        if let Some(u) = table.untagged() {
-                            facts.insert("untagged".into(), u.into());
+                    // One target that cannot be read is reported; the others are checked.
+                    let mut reach = || -> Result<()> {
+                        problems.extend(table.check_schema()?);
+                        if problems.is_empty() {
+                            warnings.extend(table.index_warnings()?);
+                            let rows = table.count()?;
+                            let (due, unreadable) = engine::count_due(table.as_mut(), t, now)?;
+                            facts.insert("rows".into(), rows.into());
+                            facts.insert("past_expiry".into(), due.into());
+                            facts.insert("unreadable".into(), unreadable.into());
+                            if let Some(u) = table.untagged() {
+                                facts.insert("untagged".into(), u.into());
+                            }
                         }
+                        Ok(())
+                    };
+                    if let Err(e) = reach() {
+                        problems.push(format!("{e:#}"));
                     }
                     problems.extend(roots_for(t, &loaded.base).problems());
                 }

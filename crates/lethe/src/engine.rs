@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use lethe_core::audit::{Action, Body};
 use lethe_core::config::{Target, TargetKind};
 use lethe_core::expiry::{self, Facts, Protections, Verdict};
-use lethe_core::time::Timestamp;
+use lethe_core::time::{TimeFormat, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::auditor::Auditor;
@@ -165,6 +165,9 @@ struct Done {
     outcome: Result<&'static str, String>,
 }
 
+/// The longest a target transaction stays open before it is committed.
+const TXN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Items written ahead in one pending record, at most.
 const PENDING_CHUNK: usize = 5_000;
 
@@ -177,7 +180,9 @@ struct Sweeper<'a> {
     target: &'a Target,
     table: Box<dyn SqlTable>,
     roots: Roots,
-    protections: &'a Protections,
+    /// Active holds and exceptions, read again before every batch is judged: a hold whose
+    /// command has returned protects every batch planned after it.
+    protections: Protections,
     now: Timestamp,
     run_id: &'a str,
     apply: bool,
@@ -187,6 +192,9 @@ struct Sweeper<'a> {
     subject: Option<&'a str>,
     /// Whether rows are judged as under an erasure request (set per batch on recovery).
     erasure: bool,
+    /// How the target stores created_at and expires_at, when its config says.
+    created_at_format: Option<TimeFormat>,
+    expires_at_format: Option<TimeFormat>,
 }
 
 impl Sweeper<'_> {
@@ -223,8 +231,15 @@ impl Sweeper<'_> {
         out.push(body);
     }
 
+    /// Reads the holds and exceptions in force now.
+    fn refresh_protections(&mut self) -> Result<()> {
+        self.protections = crate::registry::protections(self.state, self.now)?;
+        Ok(())
+    }
+
     /// Judges a batch of rows; returns the deletions to make and the other entries to write.
-    fn plan(&mut self, rows: Vec<Row>, entries: &mut Vec<Body>) -> Vec<Planned> {
+    fn plan(&mut self, rows: Vec<Row>, entries: &mut Vec<Body>) -> Result<Vec<Planned>> {
+        self.refresh_protections()?;
         let mut planned = Vec::new();
         for row in rows {
             let key = match row.key {
@@ -250,6 +265,8 @@ impl Sweeper<'_> {
                 created_at: row.created_at.raw(),
                 expires_at: Some(row.expires_at.raw()),
                 retention_days: Some(row.retention_days.raw()),
+                created_at_format: self.created_at_format.as_ref(),
+                expires_at_format: self.expires_at_format.as_ref(),
             };
             let verdict = if self.erasure {
                 expiry::decide_erasure(
@@ -257,7 +274,7 @@ impl Sweeper<'_> {
                     &self.target.name,
                     &key_s,
                     subject_hash.as_deref(),
-                    self.protections,
+                    &self.protections,
                 )
             } else {
                 expiry::decide(
@@ -267,7 +284,7 @@ impl Sweeper<'_> {
                     &key_s,
                     subject_hash.as_deref(),
                     &facts,
-                    self.protections,
+                    &self.protections,
                 )
             };
             match verdict {
@@ -349,7 +366,7 @@ impl Sweeper<'_> {
                 }
             }
         }
-        planned
+        Ok(planned)
     }
 
     /// The entry for an item, built from its compact record.
@@ -491,7 +508,7 @@ impl Sweeper<'_> {
         pending: Option<i64>,
         mut entries: Vec<Body>,
     ) -> Result<()> {
-        let planned = self.plan(rows, &mut entries);
+        let planned = self.plan(rows, &mut entries)?;
         self.apply_planned(planned, pending, entries)
     }
 
@@ -562,21 +579,25 @@ impl Sweeper<'_> {
         let started = Instant::now();
         let mut last_draw = Instant::now();
         let mut last_renewal = Instant::now();
-        let mut cursor: Option<Key> = None;
         // Several batches share one target transaction: each commit rewrites the pages of
-        // the table's indexes it touched, so fewer, larger commits write far less.
+        // the table's indexes it touched, so fewer, larger commits write far less. But a
+        // transaction also holds the application off the rows (or, on SQLite, the whole
+        // database) it wrote: it is committed after `rows_per_commit` rows or TXN_MAX,
+        // whichever comes first.
         let mut txn_planned: Vec<Planned> = Vec::new();
         let mut txn_entries: Vec<Body> = Vec::new();
         let mut txn_rows = 0usize;
         let mut in_txn = false;
+        let mut txn_started = Instant::now();
         loop {
             if self.apply && !in_txn {
                 self.table.begin()?;
                 in_txn = true;
+                txn_started = Instant::now();
             }
             let rows = match self.subject {
-                Some(subject) => self.table.of_subject(subject, cursor.as_ref(), batch),
-                None => self.table.candidates(cursor.as_ref(), self.now, batch),
+                Some(subject) => self.table.of_subject(subject, batch),
+                None => self.table.candidates(self.now, batch),
             };
             let rows = match rows {
                 Ok(r) => r,
@@ -587,15 +608,23 @@ impl Sweeper<'_> {
                     return Err(e);
                 }
             };
-            let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
-            let full = rows.len() == batch;
+            // The connector keeps its place: a batch whose keys are all unreadable does not
+            // end the scan; only a short batch does.
+            let full = rows.len() >= batch;
+            let last = rows.iter().rev().find_map(|r| r.key.clone().ok());
             if self.apply {
                 // Plan batch after batch; write ahead, delete and commit once per
                 // transaction: every write-ahead record and commit is a sync to disk.
                 txn_rows += rows.len();
-                let planned = self.plan(rows, &mut txn_entries);
+                let planned = match self.plan(rows, &mut txn_entries) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.table.rollback();
+                        return Err(e);
+                    }
+                };
                 txn_planned.extend(planned);
-                if txn_rows >= rows_per_commit || !full || next.is_none() {
+                if txn_rows >= rows_per_commit || !full || txn_started.elapsed() >= TXN_MAX {
                     in_txn = false;
                     txn_rows = 0;
                     let planned = std::mem::take(&mut txn_planned);
@@ -607,7 +636,7 @@ impl Sweeper<'_> {
                 }
             } else {
                 let mut entries = Vec::new();
-                let planned = self.plan(rows, &mut entries);
+                let planned = self.plan(rows, &mut entries)?;
                 for p in planned {
                     let b = self.entry(p.item, Action::WouldDelete, String::new());
                     entries.push(b);
@@ -620,19 +649,38 @@ impl Sweeper<'_> {
             }
             if progress && last_draw.elapsed().as_millis() > 150 {
                 last_draw = Instant::now();
-                draw_progress(&self.report, range, next.as_ref(), started);
+                draw_progress(&self.report, range, last.as_ref(), started);
             }
-            match next {
-                Some(k) if full => cursor = Some(k),
-                _ => break,
+            if !full {
+                break;
             }
         }
         if in_txn {
             // Nothing staged is left uncommitted; an open transaction here read no rows.
             self.table.rollback();
         }
+        self.report_null_keys()?;
         if progress {
             eprint!("\r\x1b[2K");
+        }
+        Ok(())
+    }
+
+    /// Rows with a NULL key cannot be named, so they are neither paged through nor deleted;
+    /// they are counted and reported, never passed over in silence.
+    fn report_null_keys(&mut self) -> Result<()> {
+        let n = self.table.null_keys(self.now, self.subject)?;
+        if n > 0 {
+            let b = self.body("(NULL key)", Action::Failed, None);
+            let mut entries = Vec::new();
+            self.fail(
+                b,
+                format!("{n} rows that may be due have a NULL key: they cannot be named, so none was deleted"),
+                &mut entries,
+            );
+            self.report.failed += n - 1;
+            self.report.found += n - 1;
+            self.auditor.append(entries, None)?;
         }
         Ok(())
     }
@@ -716,7 +764,6 @@ pub fn sweep(
     state: &mut State,
     targets: &[&Target],
     base: &Path,
-    protections: &Protections,
     now: Timestamp,
     job: &Job,
     opts: &SweepOptions,
@@ -756,7 +803,6 @@ pub fn sweep(
         }
         let ctx = RunCtx {
             base,
-            protections,
             now,
             run_id: &run_id,
             job,
@@ -810,7 +856,6 @@ pub fn sweep(
 
 struct RunCtx<'a> {
     base: &'a Path,
-    protections: &'a Protections,
     now: Timestamp,
     run_id: &'a str,
     job: &'a Job,
@@ -839,7 +884,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         table,
         roots: roots_for(target, ctx.base),
         prune,
-        protections: ctx.protections,
+        protections: Protections::default(),
         now: ctx.now,
         run_id: ctx.run_id,
         apply: ctx.opts.apply,
@@ -850,6 +895,8 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         failpoint,
         subject,
         erasure: subject.is_some(),
+        created_at_format: formats(target).0,
+        expires_at_format: formats(target).1,
     };
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if s.table.commit_every_batch() {
@@ -875,15 +922,22 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     Ok(s.report)
 }
 
+/// How a target stores its instants, when its config says.
+pub fn formats(target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
+    match &target.kind {
+        TargetKind::Sql(sql) => (sql.created_at_format.clone(), sql.expires_at_format.clone()),
+        _ => (None, None),
+    }
+}
+
 /// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.
 pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
     let none = Protections::default();
+    let (created_at_format, expires_at_format) = formats(target);
     let (mut due, mut bad) = (0u64, 0u64);
-    let mut cursor: Option<Key> = None;
     loop {
-        let rows = table.candidates(cursor.as_ref(), now, DEFAULT_BATCH)?;
-        let full = rows.len() == DEFAULT_BATCH;
-        let next = rows.iter().rev().find_map(|r| r.key.clone().ok());
+        let rows = table.candidates(now, DEFAULT_BATCH)?;
+        let full = rows.len() >= DEFAULT_BATCH;
         for row in &rows {
             if row.problem.is_some() {
                 bad += 1;
@@ -893,6 +947,8 @@ pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> R
                 created_at: row.created_at.raw(),
                 expires_at: Some(row.expires_at.raw()),
                 retention_days: Some(row.retention_days.raw()),
+                created_at_format: created_at_format.as_ref(),
+                expires_at_format: expires_at_format.as_ref(),
             };
             match expiry::decide(now, &target.window, &target.name, "", None, &facts, &none) {
                 Verdict::Invalid { .. } => bad += 1,
@@ -900,10 +956,10 @@ pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> R
                 _ => due += 1,
             }
         }
-        match next {
-            Some(k) if full => cursor = Some(k),
-            _ => break,
+        if !full {
+            break;
         }
     }
+    bad += table.null_keys(now, None)?;
     Ok((due, bad))
 }

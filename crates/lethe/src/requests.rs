@@ -81,14 +81,12 @@ fn find_item(loaded: &Loaded, t: &Target, key: &str) -> Result<Row> {
         )));
     };
     let mut table = source?;
-    let mut keys = vec![Key::Text(key.to_string())];
-    if let Ok(i) = key.parse::<i64>() {
-        keys.insert(0, Key::Int(i));
-    }
+    let keys = Key::readings(key);
+    let shown: Vec<String> = keys.iter().map(Key::to_string).collect();
     table
         .fetch(&keys)?
         .into_iter()
-        .find(|r| matches!(&r.key, Ok(k) if k.to_string() == key))
+        .find(|r| matches!(&r.key, Ok(k) if shown.contains(&k.to_string())))
         .ok_or_else(|| usage(format!("target {} has no item with key {key:?}", t.name)))
 }
 
@@ -139,7 +137,6 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             now,
         )?,
     };
-    let protections = registry::protections(&mut state, now)?;
     let job = Job::Erasure {
         subject: subject.to_string(),
         request_id: req.id.clone(),
@@ -150,15 +147,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
         rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
         progress: true,
     };
-    let report = engine::sweep(
-        &mut state,
-        &targets,
-        &loaded.base,
-        &protections,
-        now,
-        &job,
-        &opts,
-    )?;
+    let report = engine::sweep(&mut state, &targets, &loaded.base, now, &job, &opts)?;
     let held: u64 = report.targets.iter().map(|t| t.held).sum();
     let status = if !args.apply {
         "previewed"
@@ -370,7 +359,14 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
                 && let Some(serde_json::Value::String(p)) = row.get(fcol)
                 && !p.is_empty()
             {
-                let key = row.get(kcol).cloned().unwrap_or(serde_json::Value::Null);
+                let parts: Vec<serde_json::Value> = kcol
+                    .iter()
+                    .map(|k| row.get(k).cloned().unwrap_or(serde_json::Value::Null))
+                    .collect();
+                let key = match <[serde_json::Value; 1]>::try_from(parts) {
+                    Ok([one]) => one,
+                    Err(parts) => serde_json::Value::Array(parts),
+                };
                 files.push((key, p.clone()));
             }
             serde_json::to_writer(&mut w, &row)?;
@@ -427,10 +423,14 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     "a hold is on --subject, or on --target (with or without --key), not both",
                 ));
             }
+            // The hold names the item as the target names it (a composite key in one
+            // spelling), so that the sweep's lookup finds it.
+            let mut item_key = key.clone();
             if let Some(name) = tname {
                 let t = target(loaded, name)?;
                 if let Some(k) = key {
-                    find_item(loaded, t, k)?;
+                    let row = find_item(loaded, t, k)?;
+                    item_key = row.key.ok().map(|k| k.to_string()).or(item_key);
                 }
             }
             let subject = subject.as_deref().map(subject_arg).transpose()?;
@@ -445,7 +445,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                 &mut state,
                 NewHold {
                     target: tname.as_deref(),
-                    key: key.as_deref(),
+                    key: item_key.as_deref(),
                     subject_hash,
                     case_id,
                     reason,
@@ -550,10 +550,18 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             }
             let t = target(loaded, tname)?;
             let row = find_item(loaded, t, key)?;
+            let item_key = match &row.key {
+                Ok(k) => k.to_string(),
+                Err(_) => key.to_string(),
+            };
+            let key = item_key.as_str();
+            let (created_at_format, expires_at_format) = engine::formats(t);
             let facts = Facts {
                 created_at: row.created_at.raw(),
                 expires_at: Some(row.expires_at.raw()),
                 retention_days: Some(row.retention_days.raw()),
+                created_at_format: created_at_format.as_ref(),
+                expires_at_format: expires_at_format.as_ref(),
             };
             let (item_expires_at, _) = expiry::expiry(&t.window, &facts).map_err(|e| {
                 usage(format!(

@@ -112,7 +112,7 @@ impl SqlTable for FsTree {
         let mut walk = FsTree::open(&self.cfg, Path::new("/"))?;
         walk.root = self.root.clone();
         loop {
-            let rows = walk.candidates(None, Timestamp::from_micros(0), 10_000)?;
+            let rows = walk.candidates(Timestamp::from_micros(0), 10_000)?;
             if rows.is_empty() {
                 return Ok(n);
             }
@@ -120,13 +120,8 @@ impl SqlTable for FsTree {
         }
     }
 
-    /// The next files of the walk (the walk keeps its own place; `after` is not needed).
-    fn candidates(
-        &mut self,
-        _after: Option<&Key>,
-        _now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+    /// The next files of the walk (the walk keeps its own place).
+    fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         if !self.started {
             self.started = true;
             let list = std::fs::read_dir(&self.root)
@@ -164,12 +159,7 @@ impl SqlTable for FsTree {
         Ok(out)
     }
 
-    fn of_subject(
-        &mut self,
-        _subject: &str,
-        _after: Option<&Key>,
-        _limit: usize,
-    ) -> Result<Vec<Row>> {
+    fn of_subject(&mut self, _subject: &str, _limit: usize) -> Result<Vec<Row>> {
         Ok(Vec::new())
     }
 
@@ -200,9 +190,10 @@ impl SqlTable for FsTree {
 
     fn rollback(&mut self) {}
 
-    /// The files themselves were removed as the items' owned files.
-    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
-        Ok(keys.len())
+    /// The files themselves were removed as the items' owned files: the engine hands over
+    /// only items whose file removal succeeded.
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+        Ok(vec![Ok(()); keys.len()])
     }
 
     fn export_subject(

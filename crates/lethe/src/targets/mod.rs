@@ -10,34 +10,82 @@ use std::fmt;
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lethe_core::config::{FsTarget, ObjectStoreTarget, SqlTarget, Target, TargetKind, Window};
 use lethe_core::expiry::Raw;
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// An item's identity in its target.
+/// An item's identity in its target: one column's value, or several (a composite key).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Key {
     Int(i64),
     Text(String),
+    Composite(Vec<Key>),
 }
 
+impl Key {
+    /// A composite key's parts; a plain key is its own one part.
+    pub fn parts(&self) -> &[Key] {
+        match self {
+            Key::Composite(parts) => parts,
+            one => std::slice::from_ref(one),
+        }
+    }
+
+    /// Builds a key from its parts: one part is a plain key.
+    pub fn from_parts(mut parts: Vec<Key>) -> Key {
+        if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Key::Composite(parts)
+        }
+    }
+
+    /// Reads a key as a person writes it (`--key`): a composite key as a JSON array, such
+    /// as `["acme", 1]`; anything else is one value. Returns every reading worth trying:
+    /// an integer-looking value may be stored as an integer or as text.
+    pub fn readings(text: &str) -> Vec<Key> {
+        if text.starts_with('[')
+            && let Ok(serde_json::Value::Array(items)) = serde_json::from_str(text)
+        {
+            let parts: Option<Vec<Key>> = items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Some(Key::Text(s)),
+                    serde_json::Value::Number(n) => n.as_i64().map(Key::Int),
+                    _ => None,
+                })
+                .collect();
+            if let Some(parts) = parts
+                && parts.len() > 1
+            {
+                return vec![Key::Composite(parts)];
+            }
+        }
+        let mut keys = vec![Key::Text(text.to_string())];
+        if let Ok(i) = text.parse::<i64>() {
+            keys.insert(0, Key::Int(i));
+        }
+        keys
+    }
+}
+
+/// A plain key is its value; a composite key is a JSON array of its values as text, so
+/// that it reads the same whichever database holds it: `["acme","1"]`.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Int(i) => write!(f, "{i}"),
             Key::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-impl rusqlite::ToSql for Key {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        match self {
-            Key::Int(i) => i.to_sql(),
-            Key::Text(s) => s.to_sql(),
+            Key::Composite(parts) => {
+                let texts: Vec<serde_json::Value> = parts
+                    .iter()
+                    .map(|p| serde_json::Value::String(p.to_string()))
+                    .collect();
+                f.write_str(&serde_json::Value::Array(texts).to_string())
+            }
         }
     }
 }
@@ -77,6 +125,102 @@ pub struct Row {
     pub problem: Option<String>,
 }
 
+/// What `delete_each` says of a row the database did not confirm removing.
+pub const NOT_CONFIRMED: &str = "not deleted: the database did not confirm removing the row (a trigger, rule or row-level security policy kept it, or it changed after it was judged); kept, judged again next run";
+
+/// Bounded waits: an application's lock makes Lethe give up on a row or a table after
+/// `lock_timeout`, never wait forever.
+pub fn busy_message(what: &str, timeout: lethe_core::time::Duration) -> String {
+    format!(
+        "{what} is locked by another connection or transaction for longer than lock_timeout ({timeout}); kept, the next run tries again"
+    )
+}
+
+/// The SQL side of a confirmed delete, for [`delete_confirmed`].
+pub trait Deleter {
+    fn savepoint(&mut self) -> Result<()>;
+    fn release(&mut self) -> Result<()>;
+    fn rollback_to(&mut self) -> Result<()>;
+    /// Deletes these rows (only those still as they were judged) and returns the keys of
+    /// the rows the database says it removed.
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>>;
+    /// Whether an error is a lock wait that ran out.
+    fn is_lock_timeout(&self, e: &anyhow::Error) -> bool;
+    /// Of these rows, those it could lock now without waiting, locked for this
+    /// transaction; `None` where the database has no row locks.
+    fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>>;
+    fn lock_timeout(&self) -> lethe_core::time::Duration;
+}
+
+/// Deletes rows with one outcome per key: a row counts as deleted only when the database
+/// names it among the rows it removed. A statement the database refuses (a trigger that
+/// raises, a restricting foreign key) is undone to a savepoint and the group split in two,
+/// down to the refusing rows, so one row never keeps the rest of its group. Rows locked by
+/// someone else for longer than the lock timeout are reported busy, not waited for.
+/// `Err` only when the transaction itself is lost.
+pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+    let mut out: Vec<Option<Result<(), String>>> = vec![None; keys.len()];
+    let all: Vec<usize> = (0..keys.len()).collect();
+    delete_group(d, keys, all, &mut out)?;
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(NOT_CONFIRMED.to_string())))
+        .collect())
+}
+
+fn delete_group(
+    d: &mut dyn Deleter,
+    keys: &[Key],
+    idx: Vec<usize>,
+    out: &mut [Option<Result<(), String>>],
+) -> Result<()> {
+    if idx.is_empty() {
+        return Ok(());
+    }
+    let group: Vec<Key> = idx.iter().map(|&i| keys[i].clone()).collect();
+    d.savepoint()?;
+    match d.delete_returning(&group) {
+        Ok(gone) => {
+            d.release()?;
+            let gone: std::collections::HashSet<Key> = gone.into_iter().collect();
+            for i in idx {
+                out[i] = Some(if gone.contains(&keys[i]) {
+                    Ok(())
+                } else {
+                    Err(NOT_CONFIRMED.to_string())
+                });
+            }
+            Ok(())
+        }
+        Err(e) => {
+            d.rollback_to()
+                .with_context(|| format!("the database ended the transaction: {e:#}"))?;
+            d.release()?;
+            if d.is_lock_timeout(&e)
+                && let Some(free) = d.lockable(&group)?
+            {
+                let free: std::collections::HashSet<Key> = free.into_iter().collect();
+                let (ok, busy): (Vec<usize>, Vec<usize>) =
+                    idx.into_iter().partition(|&i| free.contains(&keys[i]));
+                for i in busy {
+                    out[i] = Some(Err(busy_message("the row", d.lock_timeout())));
+                }
+                return delete_group(d, keys, ok, out);
+            }
+            if idx.len() == 1 {
+                out[idx[0]] = Some(Err(format!(
+                    "the database refused to delete the row: {e:#}; kept"
+                )));
+                return Ok(());
+            }
+            let mut left = idx;
+            let right = left.split_off(left.len() / 2);
+            delete_group(d, keys, left, out)?;
+            delete_group(d, keys, right, out)
+        }
+    }
+}
+
 /// A table that holds a target's items, on SQLite or PostgreSQL.
 pub trait SqlTable {
     /// The table and every configured column exist with usable types.
@@ -86,25 +230,34 @@ pub trait SqlTable {
     /// The smallest and largest key when keys are integers, to show progress.
     fn key_range(&mut self) -> Option<(i64, i64)>;
     fn count(&mut self) -> Result<u64>;
-    /// The next rows that may be due at `now`, in key order, after `after`.
-    fn candidates(&mut self, after: Option<&Key>, now: Timestamp, limit: usize)
-    -> Result<Vec<Row>>;
-    /// The next rows of one subject, in key order, after `after`.
-    fn of_subject(&mut self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>>;
+    /// The next rows that may be due at `now`. The connector keeps its own place: each call
+    /// goes on where the last one stopped (whatever the rows' keys), until it returns fewer
+    /// than `limit`. Rows whose key cannot be named come back with a `problem`.
+    fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>>;
+    /// The next rows whose subject is exactly `subject` (same text, whatever the column's
+    /// type or collation), continuing like `candidates`.
+    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>>;
+    /// Rows that may be due (or of the subject) whose key is NULL: they cannot be named or
+    /// deleted, only counted and reported.
+    fn null_keys(&mut self, _now: Timestamp, _subject: Option<&str>) -> Result<u64> {
+        Ok(0)
+    }
+    /// What the target reaches, spelled one way whatever the config's spelling (the same
+    /// database file or server and the same table): two targets with one identity would
+    /// bypass each other's holds. `None` for connectors that compare configs instead.
+    fn identity(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// The rows with these keys that still exist.
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>>;
     /// Starts the write transaction a batch of deletions runs in.
     fn begin(&mut self) -> Result<()>;
     fn commit(&mut self) -> Result<()>;
     fn rollback(&mut self);
-    /// Deletes rows by key; between `begin` and `commit`.
-    fn delete(&mut self, keys: &[Key]) -> Result<usize>;
-    /// Deletes by key with one outcome per key. A table deletes all or none; a store
-    /// without transactions says which objects it could not delete.
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
-        self.delete(keys)?;
-        Ok(vec![Ok(()); keys.len()])
-    }
+    /// Deletes by key with one outcome per key, `Ok` only for an item the store confirms
+    /// it removed; between `begin` and `commit`. A table deletes a row only while it is as
+    /// this transaction read it. `Err` when nothing can be said of any key.
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>>;
     /// Items seen that lack a required tag, for stores that carry tags.
     fn untagged(&self) -> Option<u64> {
         None

@@ -397,24 +397,14 @@ impl SqlTable for ObjectTarget {
         })
     }
 
-    /// The next objects of the listing (it keeps its own place; `after` is not needed). Every
+    /// The next objects of the listing (it keeps its own place). Every
     /// object is a candidate: its expiry is known only once its metadata is read.
-    fn candidates(
-        &mut self,
-        _after: Option<&Key>,
-        _now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+    fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         self.fill(limit, None)
     }
 
     /// The next objects whose `subject` metadata entry names this subject.
-    fn of_subject(
-        &mut self,
-        subject: &str,
-        _after: Option<&Key>,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>> {
         if self.subject_key.is_none() {
             return Ok(Vec::new());
         }
@@ -476,21 +466,6 @@ impl SqlTable for ObjectTarget {
     }
 
     fn rollback(&mut self) {}
-
-    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
-        let failed = self
-            .delete_each(keys)?
-            .iter()
-            .filter(|r| r.is_err())
-            .count();
-        if failed > 0 {
-            return Err(anyhow!(
-                "{failed} of {} objects could not be deleted",
-                keys.len()
-            ));
-        }
-        Ok(keys.len())
-    }
 
     /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
     /// could not delete is tried once more on its own.
@@ -568,7 +543,7 @@ impl SqlTable for ObjectTarget {
     ) -> Result<()> {
         self.restart();
         loop {
-            let rows = self.of_subject(subject, None, 1_000)?;
+            let rows = self.of_subject(subject, 1_000)?;
             if rows.is_empty() {
                 break;
             }

@@ -1,21 +1,36 @@
 //! `sql` targets on PostgreSQL: `timestamp`, `timestamptz`, `date`, integer-epoch and text
-//! `created_at` columns; `schema.table` names; keys of any orderable type.
+//! `created_at` columns; `schema.table` names; keys of any orderable type, one column or
+//! several.
 //!
 //! Every value is read as text and judged by the same pure decision as on SQLite. The SQL
 //! filter narrows only where PostgreSQL can read the column without risk of an error (typed
-//! timestamps and numbers); a text timestamp cannot be cast safely in a query, so text
-//! columns are streamed whole and judged in Rust. Values are always bound, as text, and cast
-//! in SQL to the column's own type.
+//! timestamps and numbers, every computation bounded so that no row's value can make the
+//! query raise); anything else is let through and judged in Rust. Values are always bound,
+//! as text, and cast in SQL to the column's own type.
+//!
+//! PostgreSQL reads and deletes in separate statements under READ COMMITTED, so an
+//! application may change a row in between. Each row is read with a fingerprint of every
+//! value it was judged on, and deleted only if that fingerprint still holds
+//! (`DELETE … USING … WHERE md5(row) = judged RETURNING key`): a row made fresh, given to
+//! another subject, or pointed at another file in between is kept, and so is a row a
+//! trigger, rule or policy keeps; only rows named in `RETURNING` count as deleted.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use lethe_core::config::{SqlTarget, Window};
-use lethe_core::time::{MILLIS_THRESHOLD, Timestamp};
+use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use postgres::Client;
+use postgres::error::SqlState;
 
-use super::{Key, Row, SqlTable, Value};
+use super::{Deleter, Key, Row, SqlTable, Value, busy_message, delete_confirmed};
 use crate::db::redact;
 
 const MARGIN_SECS: i64 = 86_400;
+/// Windows and per-row retentions the filter computes with (a thousand years); anything
+/// longer is let through and judged in Rust, so no value can make the filter overflow.
+const MAX_FILTER_SECS: u64 = 1_000 * 365 * 86_400;
+const ALIAS: &str = "lethe_t";
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -81,16 +96,36 @@ fn as_text(col: &str, k: Kind) -> String {
     }
 }
 
-/// The column as a `timestamptz`, where PostgreSQL can compute that without failing.
-fn instant(col: &str, k: Kind) -> Option<String> {
-    match k {
-        Kind::Timestamptz => Some(col.to_string()),
-        Kind::Timestamp => Some(format!("({col} AT TIME ZONE 'UTC')")),
-        Kind::Date => Some(format!("({col}::timestamp AT TIME ZONE 'UTC')")),
-        Kind::Number => Some(format!(
-            "to_timestamp(CASE WHEN abs({col}::float8) >= {MILLIS_THRESHOLD:.1} THEN {col}::float8 / 1000.0 ELSE {col}::float8 END)"
+/// The column as a `timestamptz`, or NULL where it cannot be computed without risk of an
+/// error (the row is then let through and judged in Rust); `None` for columns the filter
+/// cannot read at all.
+fn instant(col: &str, k: Kind, format: Option<&TimeFormat>) -> Option<String> {
+    let (lo, hi) = PLAUSIBLE_SECS;
+    match (k, format) {
+        (Kind::Timestamptz, _) => Some(col.to_string()),
+        (Kind::Timestamp, _) => Some(format!("({col} AT TIME ZONE 'UTC')")),
+        (Kind::Date, _) => Some(format!("({col}::timestamp AT TIME ZONE 'UTC')")),
+        // Compared before any cast: a numeric too large for float8 never reaches one.
+        (Kind::Number, None) => Some(format!(
+            "(CASE WHEN {col} >= {lo:.1} AND {col} < {hi:.1} THEN to_timestamp({col}::float8) \
+             WHEN {col} >= {lo:.1} * 1000 AND {col} < {hi:.1} * 1000 THEN to_timestamp({col}::float8 / 1000.0) END)"
+        )),
+        (Kind::Number, Some(TimeFormat::UnixSeconds)) => Some(format!(
+            "(CASE WHEN {col} > -2.5e11 AND {col} < 2.5e11 THEN to_timestamp({col}::float8) END)"
+        )),
+        (Kind::Number, Some(TimeFormat::UnixMillis)) => Some(format!(
+            "(CASE WHEN {col} > -2.5e14 AND {col} < 2.5e14 THEN to_timestamp({col}::float8 / 1000.0) END)"
         )),
         _ => None,
+    }
+}
+
+/// `instant <= threshold - secs`, or TRUE (let through) for a window too long to compute.
+fn older_than(instant: &str, threshold: &str, secs: u64) -> String {
+    if secs > MAX_FILTER_SECS {
+        "TRUE".into()
+    } else {
+        format!("{instant} <= {threshold} - make_interval(secs => {secs})")
     }
 }
 
@@ -101,15 +136,29 @@ pub struct PgTable {
     table: String,
     schema: Option<String>,
     bare_table: String,
-    key_type: String,
+    /// The key columns, quoted, with their types.
+    keys: Vec<(String, String)>,
     select: String,
     due: String,
+    write: bool,
+    /// The fingerprint of every row read in the open transaction, by key: a row is deleted
+    /// only while it still has it.
+    judged: HashMap<Key, String>,
+    /// Where the current scan stopped: the last row's key, as text.
+    cursor: Option<Vec<String>>,
+    /// `md5(ROW(…)::text)` over every value judged, columns qualified by the table alias.
+    fingerprint: String,
 }
 
 impl PgTable {
     pub fn open(cfg: &SqlTarget, window: &Window, write: bool) -> Result<Self> {
         let location = redact(&cfg.url);
         let mut client = crate::db::connect_pg(&cfg.url, cfg.password_env.as_deref())?;
+        // Bounded: an application's lock makes a row or the target busy, never a hang.
+        client.batch_execute(&format!(
+            "SET lock_timeout = '{}s'",
+            cfg.lock_timeout.as_secs().max(1)
+        ))?;
         if !write {
             client.batch_execute("SET default_transaction_read_only = on")?;
         }
@@ -121,77 +170,91 @@ impl PgTable {
             table,
             schema,
             bare_table,
-            key_type: "text".into(),
+            keys: Vec::new(),
             select: String::new(),
             due: "TRUE".into(),
+            write,
+            judged: HashMap::new(),
+            cursor: None,
+            fingerprint: String::new(),
         };
         let cols = t.columns()?;
         let ty = |c: &str| cols.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone());
-        if let Some(k) = ty(&cfg.key) {
-            t.key_type = k;
-        }
+        t.keys = cfg
+            .key
+            .iter()
+            .map(|k| (quote_ident(k), ty(k).unwrap_or_else(|| "text".into())))
+            .collect();
         let q = quote_ident;
+        let qa = |c: &str| format!("{ALIAS}.{}", q(c));
         let kind_of = |c: &Option<String>| c.as_ref().and_then(|c| ty(c)).map(|t| kind(&t));
         let created_kind = ty(&cfg.created_at).map(|t| kind(&t)).unwrap_or(Kind::Other);
-        let mut select = vec![
-            format!("{}::text", q(&cfg.key)),
-            as_text(&q(&cfg.created_at), created_kind),
-        ];
+        let mut exprs: Vec<String> = cfg.key.iter().map(|k| format!("{}::text", qa(k))).collect();
+        exprs.push(as_text(&qa(&cfg.created_at), created_kind));
         for c in [&cfg.retention_days, &cfg.expires_at] {
-            select.push(match (c, kind_of(c)) {
-                (Some(c), Some(k)) => as_text(&q(c), k),
+            exprs.push(match (c, kind_of(c)) {
+                (Some(c), Some(k)) => as_text(&qa(c), k),
                 _ => "NULL::text".into(),
             });
         }
         for c in [&cfg.subject, &cfg.file] {
-            select.push(match c {
-                Some(c) => format!("{}::text", q(c)),
+            exprs.push(match c {
+                Some(c) => format!("{}::text", qa(c)),
                 None => "NULL::text".into(),
             });
         }
+        t.fingerprint = format!("md5(ROW({})::text)", exprs.join(", "));
+        let mut select: Vec<String> = exprs;
+        select.push(if write {
+            t.fingerprint.clone()
+        } else {
+            "NULL::text".into()
+        });
         // Aliased, so that ORDER BY and WHERE always mean the table's own columns.
         let select: Vec<String> = select
             .into_iter()
             .enumerate()
             .map(|(i, e)| format!("{e} AS lethe_c{i}"))
             .collect();
-        t.select = format!("SELECT {} FROM {}", select.join(", "), t.table);
+        t.select = format!("SELECT {} FROM {} AS {ALIAS}", select.join(", "), t.table);
 
         // The filter: rows that may be due. Anything PostgreSQL cannot read safely is let
         // through for the pure decision to judge.
         let threshold = "($1::text::timestamptz)";
-        let days = window.retention.as_secs() as f64 / 86_400.0;
-        let due = match instant(&q(&cfg.created_at), created_kind) {
+        let window_secs = window.retention.as_secs().max(0) as u64;
+        let due = match instant(
+            &q(&cfg.created_at),
+            created_kind,
+            cfg.created_at_format.as_ref(),
+        ) {
             None => "TRUE".to_string(),
             Some(cr) => {
                 let mut any = vec![format!("{cr} IS NULL")];
                 if let Some(max) = window.max {
-                    any.push(format!(
-                        "{cr} + make_interval(secs => {}) <= {threshold}",
-                        max.as_secs()
-                    ));
+                    any.push(older_than(&cr, threshold, max.as_secs().max(0) as u64));
                 }
-                let row_days = match (&cfg.retention_days, kind_of(&cfg.retention_days)) {
-                    (None, _) => Some(format!("{days}")),
+                let by_window = older_than(&cr, threshold, window_secs);
+                let window_due = match (&cfg.retention_days, kind_of(&cfg.retention_days)) {
+                    (None, _) => by_window,
                     (Some(rd), Some(Kind::Number)) => {
-                        Some(format!("COALESCE({}::float8, {days})", q(rd)))
+                        let rd = q(rd);
+                        let max_days = MAX_FILTER_SECS / 86_400;
+                        format!(
+                            "(CASE WHEN {rd} IS NULL THEN {by_window} \
+                             WHEN {rd} >= 0 AND {rd} <= {max_days} THEN {cr} <= {threshold} - make_interval(secs => {rd}::float8 * 86400) \
+                             ELSE TRUE END)"
+                        )
                     }
-                    _ => None,
-                };
-                let window_due = match row_days {
-                    Some(d) => {
-                        format!("{cr} + make_interval(secs => ({d}) * 86400) <= {threshold}")
-                    }
-                    None => "TRUE".into(),
+                    _ => "TRUE".into(),
                 };
                 match (&cfg.expires_at, kind_of(&cfg.expires_at)) {
                     (None, _) => any.push(window_due),
                     (Some(ex), k) => {
                         let exq = q(ex);
-                        match k.and_then(|k| instant(&exq, k)) {
-                            Some(exi) => {
-                                any.push(format!("({exq} IS NOT NULL AND {exi} <= {threshold})"))
-                            }
+                        match k.and_then(|k| instant(&exq, k, cfg.expires_at_format.as_ref())) {
+                            Some(exi) => any.push(format!(
+                                "({exq} IS NOT NULL AND ({exi} IS NULL OR {exi} <= {threshold}))"
+                            )),
                             None => any.push(format!("{exq} IS NOT NULL")),
                         }
                         any.push(format!("({exq} IS NULL AND {window_due})"));
@@ -220,24 +283,172 @@ impl PgTable {
                  ORDER BY a.attnum",
                 &[&self.bare_table, &self.schema],
             )
+            .map_err(|e| self.busy_or(e))
             .with_context(|| format!("Failed to read the columns of {} in {}", self.cfg.table, self.location))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    fn key_cast(&self) -> String {
-        format!("::text::{}", self.key_type)
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(k, _)| format!("{ALIAS}.{k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    fn rows(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        let rows = self
-            .client
-            .query(sql, params)
-            .with_context(|| format!("Failed to read {} in {}", self.cfg.table, self.location))?;
-        Ok(rows.iter().map(read_row).collect())
+    fn key_not_null(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(k, _)| format!("{ALIAS}.{k} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn busy_or(&self, e: postgres::Error) -> anyhow::Error {
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            anyhow::anyhow!(busy_message(
+                &format!("table {} in {}", self.cfg.table, self.location),
+                self.cfg.lock_timeout
+            ))
+        } else {
+            e.into()
+        }
+    }
+
+    /// The next rows matching `filter` (`$1` bound to `first`) after the cursor.
+    fn page(&mut self, filter: &str, first: &str, limit: usize) -> Result<Vec<Row>> {
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&first, &limit];
+        let cursor = self.cursor.clone();
+        let after = match &cursor {
+            Some(texts) => {
+                let marks: Vec<String> = self
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 3))
+                    .collect();
+                params.extend(
+                    texts
+                        .iter()
+                        .map(|t| t as &(dyn postgres::types::ToSql + Sync)),
+                );
+                format!(" AND ({}) > ({})", self.key_list(), marks.join(", "))
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "{} WHERE {} AND ({filter}){after} ORDER BY {} LIMIT $2",
+            self.select,
+            self.key_not_null(),
+            self.key_list()
+        );
+        let rows = match self.client.query(sql.as_str(), &params) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self.busy_or(e)).with_context(|| {
+                    format!("Failed to read {} in {}", self.cfg.table, self.location)
+                });
+            }
+        };
+        let n = self.keys.len();
+        if let Some(last) = rows.last() {
+            self.cursor = Some(
+                (0..n)
+                    .map(|i| last.get::<_, Option<String>>(i).unwrap_or_default())
+                    .collect(),
+            );
+        }
+        Ok(rows.iter().map(|r| self.read_row(r)).collect())
+    }
+
+    fn read_row(&mut self, r: &postgres::Row) -> Row {
+        let n = self.keys.len();
+        let parts: Option<Vec<Key>> = (0..n)
+            .map(|i| r.get::<_, Option<String>>(i).map(Key::Text))
+            .collect();
+        let key = parts
+            .map(Key::from_parts)
+            .ok_or_else(|| "key is NULL".to_string());
+        if self.write
+            && let (Ok(k), Some(fp)) = (&key, r.get::<_, Option<String>>(n + 5))
+        {
+            self.judged.insert(k.clone(), fp);
+        }
+        Row {
+            key,
+            created_at: text_val(r.get(n)),
+            retention_days: text_val(r.get(n + 1)),
+            expires_at: text_val(r.get(n + 2)),
+            subject: Ok(r.get(n + 3)),
+            file: Ok(r.get(n + 4)),
+            problem: None,
+        }
+    }
+
+    fn subject_filter(&self) -> Option<String> {
+        self.cfg.subject.as_ref().map(|s| {
+            let s = format!("{ALIAS}.{}", quote_ident(s));
+            format!("{s}::text = $1 AND {s}::text COLLATE \"C\" = $1")
+        })
+    }
+
+    /// Keys as one text array per key column.
+    fn key_arrays(&self, keys: &[Key]) -> Vec<Vec<String>> {
+        let mut cols = vec![Vec::with_capacity(keys.len()); self.keys.len()];
+        for k in keys {
+            for (i, part) in k.parts().iter().enumerate() {
+                if let Some(col) = cols.get_mut(i) {
+                    col.push(part.to_string());
+                }
+            }
+        }
+        cols
+    }
+
+    /// `unnest($1::text[], …) AS lethe_v(lethe_k0, …)` and `lethe_t.k0 = lethe_v.lethe_k0::T0
+    /// AND …`; with the judged fingerprints as one more column when `with_fp`.
+    fn join_keys(&self, with_fp: bool) -> (String, String) {
+        let n = self.keys.len();
+        let mut names: Vec<String> = (0..n).map(|i| format!("lethe_k{i}")).collect();
+        let mut args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 1)).collect();
+        let on: Vec<String> = self
+            .keys
+            .iter()
+            .zip(&names)
+            .map(|((k, ty), name)| format!("{ALIAS}.{k} = lethe_v.{name}::{ty}"))
+            .collect();
+        if with_fp {
+            names.push("lethe_fp".into());
+            args.push(format!("${}::text[]", n + 1));
+        }
+        (
+            format!(
+                "unnest({}) AS lethe_v({})",
+                args.join(", "),
+                names.join(", ")
+            ),
+            on.join(" AND "),
+        )
+    }
+
+    fn key_texts(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(k, _)| format!("{ALIAS}.{k}::text"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn keys_of(rows: &[postgres::Row], n: usize) -> Vec<Key> {
+        rows.iter()
+            .filter_map(|r| {
+                let parts: Option<Vec<Key>> = (0..n)
+                    .map(|i| r.get::<_, Option<String>>(i).map(Key::Text))
+                    .collect();
+                parts.map(Key::from_parts)
+            })
+            .collect()
     }
 }
 
@@ -245,29 +456,67 @@ fn text_val(v: Option<String>) -> Value {
     v.map(Value::Text).unwrap_or(Value::Null)
 }
 
-fn read_row(r: &postgres::Row) -> Row {
-    let key: Option<String> = r.get(0);
-    Row {
-        key: key.map(Key::Text).ok_or_else(|| "key is NULL".to_string()),
-        created_at: text_val(r.get(1)),
-        retention_days: text_val(r.get(2)),
-        expires_at: text_val(r.get(3)),
-        subject: Ok(r.get(4)),
-        file: Ok(r.get(5)),
-        problem: None,
+impl Deleter for PgTable {
+    fn savepoint(&mut self) -> Result<()> {
+        Ok(self.client.batch_execute("SAVEPOINT lethe_group")?)
     }
-}
 
-/// A PostgreSQL array literal of texts, for `= ANY($1::text::T[])`.
-fn array_literal(keys: &[Key]) -> String {
-    let items: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            let s = k.to_string();
-            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-        })
-        .collect();
-    format!("{{{}}}", items.join(","))
+    fn release(&mut self) -> Result<()> {
+        Ok(self.client.batch_execute("RELEASE SAVEPOINT lethe_group")?)
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        Ok(self
+            .client
+            .batch_execute("ROLLBACK TO SAVEPOINT lethe_group")?)
+    }
+
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>> {
+        let arrays = self.key_arrays(keys);
+        let versions: Vec<Option<String>> =
+            keys.iter().map(|k| self.judged.get(k).cloned()).collect();
+        let (unnest, on) = self.join_keys(true);
+        let n = self.keys.len();
+        let sql = format!(
+            "DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}",
+            self.table,
+            self.fingerprint,
+            self.key_texts()
+        );
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        params.push(&versions);
+        let rows = self.client.query(sql.as_str(), &params)?;
+        Ok(Self::keys_of(&rows, n))
+    }
+
+    fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {
+        e.downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE)
+    }
+
+    fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>> {
+        let arrays = self.key_arrays(keys);
+        let (unnest, on) = self.join_keys(false);
+        let sql = format!(
+            "SELECT {} FROM {} AS {ALIAS}, {unnest} WHERE {on} FOR UPDATE OF {ALIAS} SKIP LOCKED",
+            self.key_texts(),
+            self.table
+        );
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.client.query(sql.as_str(), &params)?;
+        Ok(Some(Self::keys_of(&rows, self.keys.len())))
+    }
+
+    fn lock_timeout(&self) -> lethe_core::time::Duration {
+        self.cfg.lock_timeout
+    }
 }
 
 impl SqlTable for PgTable {
@@ -303,6 +552,33 @@ impl SqlTable for PgTable {
                 ));
             }
         }
+        if !problems.is_empty() {
+            return Ok(problems);
+        }
+        // The key must name one row: some valid, non-partial unique index on plain
+        // columns, all of them among the key's.
+        let rows = self.client.query(
+            "SELECT CASE WHEN i.indisprimary THEN 'the primary key' ELSE 'unique index ' || quote_ident(c.relname::text) END,
+                    array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY u(k, n)
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k ORDER BY u.n)
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid
+               AND i.indpred IS NULL AND i.indexprs IS NULL
+             ORDER BY i.indisprimary DESC, c.relname",
+            &[&self.table],
+        )?;
+        let unique: Vec<(String, Vec<String>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let ok = unique
+            .iter()
+            .any(|(_, cols)| !cols.is_empty() && cols.iter().all(|c| self.cfg.key.contains(c)));
+        if !ok {
+            problems.push(super::sqlite::not_unique_message(
+                &self.cfg,
+                &self.table,
+                &unique,
+            ));
+        }
         Ok(problems)
     }
 
@@ -328,14 +604,29 @@ impl SqlTable for PgTable {
                 ));
             }
         }
+        let cascades = self.client.query(
+            "SELECT conrelid::regclass::text, CASE confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END
+             FROM pg_constraint WHERE contype = 'f' AND confrelid = $1::text::regclass AND confdeltype IN ('c', 'n', 'd')",
+            &[&self.table],
+        )?;
+        for r in cascades {
+            let (other, act): (String, String) = (r.get(0), r.get(1));
+            out.push(format!(
+                "table {other} references {} with ON DELETE {act}: deleting a row here also changes its rows in {other}, which no policy judged and no hold on this target protects",
+                self.cfg.table
+            ));
+        }
         Ok(out)
     }
 
     fn key_range(&mut self) -> Option<(i64, i64)> {
+        if self.keys.len() != 1 {
+            return None;
+        }
         let sql = format!(
-            "SELECT min({k})::text, max({k})::text FROM {}",
+            "SELECT min({k})::text, max({k})::text FROM {} AS {ALIAS}",
             self.table,
-            k = quote_ident(&self.cfg.key)
+            k = self.key_list()
         );
         let r = self.client.query_one(sql.as_str(), &[]).ok()?;
         let (a, b): (Option<String>, Option<String>) = (r.get(0), r.get(1));
@@ -347,94 +638,113 @@ impl SqlTable for PgTable {
         Ok(self.client.query_one(sql.as_str(), &[])?.get::<_, i64>(0) as u64)
     }
 
-    fn candidates(
-        &mut self,
-        after: Option<&Key>,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+    fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         let threshold =
             Timestamp::from_micros(now.as_micros() + MARGIN_SECS * 1_000_000).to_rfc3339();
-        let key = quote_ident(&self.cfg.key);
-        let limit = limit as i64;
-        match after {
-            None => {
-                let sql = format!(
-                    "{} WHERE ({}) ORDER BY {key} LIMIT $2",
-                    self.select, self.due
-                );
-                self.rows(&sql, &[&threshold, &limit])
-            }
-            Some(k) => {
-                let sql = format!(
-                    "{} WHERE {key} > $3{} AND ({}) ORDER BY {key} LIMIT $2",
-                    self.select,
-                    self.key_cast(),
-                    self.due
-                );
-                self.rows(&sql, &[&threshold, &limit, &k.to_string()])
-            }
-        }
+        let due = self.due.clone();
+        self.page(&due, &threshold, limit)
     }
 
-    fn of_subject(&mut self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>> {
-        let Some(subj) = &self.cfg.subject else {
+    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>> {
+        let Some(filter) = self.subject_filter() else {
             return Ok(Vec::new());
         };
-        let (key, subj) = (quote_ident(&self.cfg.key), quote_ident(subj));
-        let limit = limit as i64;
-        match after {
-            None => {
-                let sql = format!(
-                    "{} WHERE {subj}::text = $1 ORDER BY {key} LIMIT $2",
-                    self.select
-                );
-                self.rows(&sql, &[&subject, &limit])
+        let rows = self.page(&filter, subject, limit)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
+            .collect())
+    }
+
+    fn null_keys(&mut self, now: Timestamp, subject: Option<&str>) -> Result<u64> {
+        let any_null = self
+            .keys
+            .iter()
+            .map(|(k, _)| format!("{ALIAS}.{k} IS NULL"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let (filter, first) = match subject {
+            Some(s) => match self.subject_filter() {
+                Some(f) => (f, s.to_string()),
+                None => return Ok(0),
+            },
+            None => (
+                self.due.clone(),
+                Timestamp::from_micros(now.as_micros() + MARGIN_SECS * 1_000_000).to_rfc3339(),
+            ),
+        };
+        let sql = format!(
+            "SELECT count(*) FROM {} AS {ALIAS} WHERE ({any_null}) AND ({filter})",
+            self.table
+        );
+        Ok(self
+            .client
+            .query_one(sql.as_str(), &[&first])?
+            .get::<_, i64>(0) as u64)
+    }
+
+    /// The cluster (its system identifier where the role may read it, else the server's
+    /// own address and port), the database and the table's oid: the same whatever the URL
+    /// or the table's spelling.
+    fn identity(&mut self) -> Result<Option<String>> {
+        let server = match self.client.query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        ) {
+            Ok(r) => r.get::<_, String>(0),
+            Err(_) => {
+                let r = self.client.query_one(
+                    "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port(), 0)::text",
+                    &[],
+                )?;
+                r.get(0)
             }
-            Some(k) => {
-                let sql = format!(
-                    "{} WHERE {subj}::text = $1 AND {key} > $3{} ORDER BY {key} LIMIT $2",
-                    self.select,
-                    self.key_cast()
-                );
-                self.rows(&sql, &[&subject, &limit, &k.to_string()])
-            }
-        }
+        };
+        let r = self.client.query_one(
+            "SELECT current_database()::text, $1::text::regclass::oid::int8",
+            &[&self.table],
+        )?;
+        let (db, oid): (String, i64) = (r.get(0), r.get(1));
+        Ok(Some(format!(
+            "postgres {server} database {db} table oid {oid}"
+        )))
     }
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
-        let sql = format!(
-            "{} WHERE {} = ANY($1::text::{}[])",
-            self.select,
-            quote_ident(&self.cfg.key),
-            self.key_type
-        );
-        self.rows(&sql, &[&array_literal(keys)])
+        let arrays = self.key_arrays(keys);
+        let (unnest, on) = self.join_keys(false);
+        let sql = format!("{}, {unnest} WHERE {on}", self.select);
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = match self.client.query(sql.as_str(), &params) {
+            Ok(r) => r,
+            Err(e) => return Err(self.busy_or(e)),
+        };
+        Ok(rows.iter().map(|r| self.read_row(r)).collect())
     }
 
     fn begin(&mut self) -> Result<()> {
+        self.judged.clear();
         self.client.batch_execute("BEGIN")?;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.judged.clear();
         self.client
             .batch_execute("COMMIT")
             .with_context(|| format!("Failed to commit deletions to {}", self.location))
     }
 
     fn rollback(&mut self) {
+        self.judged.clear();
         let _ = self.client.batch_execute("ROLLBACK");
     }
 
-    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
-        let sql = format!(
-            "DELETE FROM {} WHERE {} = ANY($1::text::{}[])",
-            self.table,
-            quote_ident(&self.cfg.key),
-            self.key_type
-        );
-        Ok(self.client.execute(sql.as_str(), &[&array_literal(keys)])? as usize)
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+        delete_confirmed(self, keys)
     }
 
     fn export_subject(
@@ -443,11 +753,15 @@ impl SqlTable for PgTable {
         subject: &str,
         each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
     ) -> Result<()> {
+        let s = quote_ident(subject_col);
         let sql = format!(
-            "SELECT to_jsonb(t)::text FROM {} t WHERE {}::text = $1 ORDER BY {}",
+            "SELECT to_jsonb(t)::text FROM {} t WHERE t.{s}::text = $1 AND t.{s}::text COLLATE \"C\" = $1 ORDER BY {}",
             self.table,
-            quote_ident(subject_col),
-            quote_ident(&self.cfg.key)
+            self.keys
+                .iter()
+                .map(|(k, _)| format!("t.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for r in self.client.query(sql.as_str(), &[&subject])? {
             let text: String = r.get(0);

@@ -1,49 +1,116 @@
 //! `sql` targets on SQLite: candidate rows streamed in key order with the expiry filter in
-//! SQL, and deletes by key inside one `BEGIN IMMEDIATE` transaction per batch.
+//! SQL, and deletes by key inside one `BEGIN IMMEDIATE` transaction per group of batches.
 //!
 //! The SQL filter only narrows: it returns every row that may be due (with a day of margin,
-//! and every row whose timestamp SQLite cannot read), and the pure decision in
-//! `lethe_core::expiry` judges each one exactly. Identifiers are always quoted; values are
-//! always bound.
+//! and every row whose timestamp SQLite cannot read, or whose number is not a plausible
+//! unix time), and the pure decision in `lethe_core::expiry` judges each one exactly.
+//! Identifiers are always quoted; values are always bound.
+//!
+//! Rows are read inside the write transaction that deletes them (`BEGIN IMMEDIATE` holds
+//! the database's write lock from the read to the commit), so no writer can change a row
+//! between its judgement and its deletion. Every delete returns the keys it removed
+//! (`DELETE … RETURNING`); a row not returned was kept by the database and is reported.
 
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result};
 use lethe_core::config::{SqlTarget, Window};
-use lethe_core::time::{MILLIS_THRESHOLD, Timestamp};
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::{Key, Row, SqlTable, Value};
+use super::{Deleter, Key, Row, SqlTable, Value, busy_message, delete_confirmed};
 use crate::state::sqlite_path;
 use crate::util::UsageError;
 
 /// Rows the SQL filter lets through this far before their window ends are still judged in Rust.
 const MARGIN_DAYS: f64 = 1.0;
+/// Per-item retentions the filter computes with; anything else is let through and judged.
+const MAX_FILTER_DAYS: f64 = 3_650_000.0;
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// SQL that turns a stored timestamp into a Julian day, or NULL when SQLite cannot read it.
-fn julian(col: &str) -> String {
-    let unix = format!(
-        "((CASE WHEN abs({col}) >= {MILLIS_THRESHOLD:.1} THEN {col} / 86400000.0 ELSE {col} / 86400.0 END) + 2440587.5)"
-    );
+/// SQL that turns a stored timestamp into a Julian day, or NULL when it cannot be read
+/// safely: the row is then let through and judged (and reported) in Rust.
+fn julian(col: &str, format: Option<&TimeFormat>) -> String {
+    let (lo, hi) = PLAUSIBLE_SECS;
+    let secs = format!("({col} / 86400.0 + 2440587.5)");
+    let millis = format!("({col} / 86400000.0 + 2440587.5)");
+    let numeric = match format {
+        None => format!(
+            "(CASE WHEN {col} >= {lo:.1} AND {col} < {hi:.1} THEN {secs} \
+             WHEN {col} >= {lo:.1} * 1000 AND {col} < {hi:.1} * 1000 THEN {millis} END)"
+        ),
+        Some(TimeFormat::UnixSeconds) => {
+            format!("(CASE WHEN abs({col}) < 2.5e11 THEN {secs} END)")
+        }
+        Some(TimeFormat::UnixMillis) => {
+            format!("(CASE WHEN abs({col}) < 2.5e14 THEN {millis} END)")
+        }
+        Some(_) => "NULL".into(),
+    };
+    let text = match format {
+        None | Some(TimeFormat::Iso8601) => format!(
+            "(CASE WHEN {col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' THEN julianday({col}) END)"
+        ),
+        Some(_) => "NULL".into(),
+    };
     format!(
-        "(CASE typeof({col}) WHEN 'integer' THEN {unix} WHEN 'real' THEN {unix} \
-         WHEN 'text' THEN (CASE WHEN {col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' THEN julianday({col}) END) END)"
+        "(CASE typeof({col}) WHEN 'integer' THEN {numeric} WHEN 'real' THEN {numeric} WHEN 'text' THEN {text} END)"
     )
+}
+
+/// A stored value, kept exactly as SQLite gave it, to carry the place of a scan.
+#[derive(Clone, Debug)]
+enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl Cell {
+    fn of(v: ValueRef<'_>) -> Cell {
+        match v {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Int(i),
+            ValueRef::Real(f) => Cell::Real(f),
+            ValueRef::Text(t) => Cell::Text(t.to_vec()),
+            ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+        }
+    }
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Int(i) => ValueRef::Integer(*i),
+            Cell::Real(f) => ValueRef::Real(*f),
+            Cell::Text(t) => ValueRef::Text(t),
+            Cell::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
 pub struct SqliteTable {
     conn: Connection,
     select: String,
-    candidates_first: String,
-    candidates_after: String,
-    subject_first: Option<String>,
-    subject_after: Option<String>,
+    /// The due filter; `?1` is the threshold as a Julian day.
+    due: String,
+    /// `k1, k2`: the key columns, quoted, in order.
+    key_list: String,
+    /// `k1 IS NOT NULL AND k2 IS NOT NULL`.
+    key_not_null: String,
+    /// `CAST(subj AS TEXT) COLLATE BINARY = ?1 AND subj = ?1`: exact text, index-friendly.
+    subject_match: Option<String>,
+    nkeys: usize,
+    /// Where the current scan stopped: the last row's key as stored.
+    cursor: Option<Vec<Cell>>,
     pub path: std::path::PathBuf,
     table: String,
     cfg: SqlTarget,
@@ -64,7 +131,13 @@ impl SqliteTable {
         };
         let conn = Connection::open_with_flags(&path, flags)
             .with_context(|| format!("Failed to open {}", path.display()))?;
-        conn.busy_timeout(StdDuration::from_secs(30))?;
+        // Bounded: an application's lock makes the target busy, never a sweep that hangs.
+        conn.busy_timeout(StdDuration::from_secs(
+            cfg.lock_timeout.as_secs().max(1) as u64
+        ))?;
+        // The table's own integrity rules apply to Lethe as to the application: a row that a
+        // restricting foreign key protects is refused (and reported), not orphaned.
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
         if !write {
             // A read-only open cannot roll back a hot journal left by an interrupted writer;
             // say so plainly instead of failing later with SQLite's code.
@@ -84,25 +157,36 @@ impl SqliteTable {
 
         let q = |c: &str| quote_ident(c);
         let table = q(&cfg.table);
-        let key = q(&cfg.key);
-        let mut cols = vec![key.clone(), q(&cfg.created_at)];
-        for c in [
-            &cfg.retention_days,
-            &cfg.expires_at,
-            &cfg.subject,
-            &cfg.file,
-        ] {
+        let keys: Vec<String> = cfg.key.iter().map(|k| q(k)).collect();
+        let key_list = keys.join(", ");
+        let key_not_null = keys
+            .iter()
+            .map(|k| format!("{k} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut cols = keys.clone();
+        cols.push(q(&cfg.created_at));
+        for c in [&cfg.retention_days, &cfg.expires_at] {
             cols.push(c.as_deref().map(q).unwrap_or_else(|| "NULL".into()));
         }
+        // The subject as exact text, whatever the column's type: the hash and the match
+        // read the same value.
+        cols.push(
+            cfg.subject
+                .as_deref()
+                .map(|s| format!("CAST({} AS TEXT)", q(s)))
+                .unwrap_or_else(|| "NULL".into()),
+        );
+        cols.push(cfg.file.as_deref().map(q).unwrap_or_else(|| "NULL".into()));
         let select = format!("SELECT {} FROM {table}", cols.join(", "));
 
-        let cr = julian(&q(&cfg.created_at));
+        let cr = julian(&q(&cfg.created_at), cfg.created_at_format.as_ref());
         let days = window.retention.as_days_f64();
         let row_days = match &cfg.retention_days {
             Some(rd) => {
                 let rd = q(rd);
                 format!(
-                    "(CASE WHEN {rd} IS NULL THEN {days} WHEN typeof({rd}) IN ('integer', 'real') THEN {rd} ELSE -1e9 END)"
+                    "(CASE WHEN {rd} IS NULL THEN {days} WHEN typeof({rd}) IN ('integer', 'real') AND {rd} >= 0 AND {rd} <= {MAX_FILTER_DAYS:.1} THEN {rd} ELSE -1e9 END)"
                 )
             }
             None => format!("{days}"),
@@ -116,46 +200,255 @@ impl SqliteTable {
                 let exq = q(ex);
                 due.push(format!(
                     "({exq} IS NOT NULL AND ({ex_j} IS NULL OR {ex_j} <= ?1))",
-                    ex_j = julian(&exq)
+                    ex_j = julian(&exq, cfg.expires_at_format.as_ref())
                 ));
                 due.push(format!("({exq} IS NULL AND {cr} + {row_days} <= ?1)"));
             }
             None => due.push(format!("{cr} + {row_days} <= ?1")),
         }
-        let due = due.join(" OR ");
-        let candidates_first = format!("{select} WHERE ({due}) ORDER BY {key} LIMIT ?2");
-        let candidates_after =
-            format!("{select} WHERE {key} > ?3 AND ({due}) ORDER BY {key} LIMIT ?2");
-        let (subject_first, subject_after) = match &cfg.subject {
-            Some(subj) => {
-                let subj = q(subj);
-                (
-                    Some(format!(
-                        "{select} WHERE {subj} = ?1 ORDER BY {key} LIMIT ?2"
-                    )),
-                    Some(format!(
-                        "{select} WHERE {subj} = ?1 AND {key} > ?3 ORDER BY {key} LIMIT ?2"
-                    )),
-                )
-            }
-            None => (None, None),
-        };
+        let subject_match = cfg.subject.as_deref().map(|s| {
+            let s = q(s);
+            format!("{s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1")
+        });
         Ok(SqliteTable {
             conn,
             select,
-            candidates_first,
-            candidates_after,
-            subject_first,
-            subject_after,
+            due: due.join(" OR "),
+            key_list,
+            key_not_null,
+            subject_match,
+            nkeys: keys.len(),
+            cursor: None,
             path,
             table,
             cfg: cfg.clone(),
         })
     }
+
+    /// The next rows matching `filter` (whose first parameter is `first`) after the cursor.
+    fn page(&mut self, filter: &str, first: &dyn ToSql, limit: usize) -> Result<Vec<Row>> {
+        let limit = limit as i64;
+        let mut params: Vec<&dyn ToSql> = vec![first, &limit];
+        let after = match &self.cursor {
+            Some(cells) => {
+                let marks: Vec<String> = (0..cells.len()).map(|i| format!("?{}", i + 3)).collect();
+                params.extend(cells.iter().map(|c| c as &dyn ToSql));
+                format!(" AND ({}) > ({})", self.key_list, marks.join(", "))
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "{} WHERE {} AND ({filter}){after} ORDER BY {} LIMIT ?2",
+            self.select, self.key_not_null, self.key_list
+        );
+        let nkeys = self.nkeys;
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let read: Vec<(Row, Vec<Cell>)> = st
+            .query_map(params.as_slice(), |r| read_row(r, nkeys))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| busy_or(e, &self.path, self.cfg.lock_timeout))
+            .with_context(|| format!("Failed to read {}", self.table))?;
+        if let Some((_, cells)) = read.last() {
+            self.cursor = Some(cells.clone());
+        }
+        Ok(read.into_iter().map(|(row, _)| row).collect())
+    }
+
+    /// The key columns covered by a unique index or primary key, or the problem with them.
+    fn unique_key_problem(&mut self) -> Result<Option<String>> {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let covered = |cols: &[String], key: &[String]| {
+            !cols.is_empty() && cols.iter().all(|c| key.iter().any(|k| same(c, k)))
+        };
+        // An INTEGER PRIMARY KEY is the rowid itself: unique.
+        let pk: Vec<(String, String)> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+            st.query_map([&self.cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        if let [(name, ty)] = pk.as_slice()
+            && ty.eq_ignore_ascii_case("INTEGER")
+            && covered(std::slice::from_ref(name), &self.cfg.key)
+        {
+            return Ok(None);
+        }
+        let mut unique: Vec<(String, Vec<String>)> = Vec::new();
+        if let [(name, ty)] = pk.as_slice()
+            && ty.eq_ignore_ascii_case("INTEGER")
+        {
+            unique.push(("the INTEGER PRIMARY KEY".into(), vec![name.clone()]));
+        }
+        let indexes: Vec<(String, String)> = {
+            let mut st = self.conn.prepare(
+                "SELECT name, origin FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND partial = 0",
+            )?;
+            st.query_map([&self.cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (index, origin) in indexes {
+            let cols: Vec<Option<String>> = {
+                let mut st = self
+                    .conn
+                    .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
+                st.query_map([&index], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            // An index on an expression names no column for it: it cannot make a key unique.
+            let Some(cols) = cols.into_iter().collect::<Option<Vec<String>>>() else {
+                continue;
+            };
+            if covered(&cols, &self.cfg.key) {
+                return Ok(None);
+            }
+            let name = if origin == "pk" {
+                "the PRIMARY KEY".to_string()
+            } else {
+                format!("unique index {index:?}")
+            };
+            unique.push((name, cols));
+        }
+        Ok(Some(not_unique_message(&self.cfg, &self.table, &unique)))
+    }
+
+    /// Foreign keys elsewhere that delete or change rows in other tables when a row of
+    /// this one is deleted: nothing judged those rows and no hold here protects them.
+    fn cascade_warnings(&mut self) -> Result<Vec<String>> {
+        let tables: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        for t in tables {
+            let mut st = self.conn.prepare(
+                "SELECT DISTINCT on_delete FROM pragma_foreign_key_list(?1) WHERE \"table\" = ?2 COLLATE NOCASE",
+            )?;
+            let acts: Vec<String> = st
+                .query_map(rusqlite::params![t, self.cfg.table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for act in acts {
+                if matches!(act.as_str(), "CASCADE" | "SET NULL" | "SET DEFAULT") {
+                    out.push(format!(
+                        "table {t:?} references {:?} with ON DELETE {act}: deleting a row here also changes its rows in {t:?}, which no policy judged and no hold on this target protects",
+                        self.cfg.table
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The refusal for a key that does not name one row, with what would do.
+pub fn not_unique_message(
+    cfg: &SqlTarget,
+    table: &str,
+    unique: &[(String, Vec<String>)],
+) -> String {
+    let key = if cfg.key.len() == 1 {
+        format!("key = {:?}", cfg.key[0])
+    } else {
+        format!("key = {:?}", cfg.key)
+    };
+    let fix = match unique.first() {
+        Some((name, cols)) => {
+            let cols = if cols.len() == 1 {
+                format!("{:?}", cols[0])
+            } else {
+                format!("{cols:?}")
+            };
+            format!("{name} would do: key = {cols}")
+        }
+        None => format!(
+            "the table has no primary key or unique index; create one (CREATE UNIQUE INDEX ON {table} ({})) or name columns that have one",
+            cfg.key
+                .iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "{key}: no primary key or unique index of {table} covers only these columns, so two rows could share a key and a deletion meant for one would take both; {fix}"
+    )
+}
+
+/// A lock wait that ran out reads as the target being busy.
+fn busy_or(e: rusqlite::Error, path: &Path, timeout: lethe_core::time::Duration) -> anyhow::Error {
+    if is_busy(&e) {
+        anyhow::anyhow!(busy_message(
+            &format!("database {}", path.display()),
+            timeout
+        ))
+    } else {
+        e.into()
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+impl Deleter for SqliteTable {
+    fn savepoint(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("SAVEPOINT lethe_group")?)
+    }
+
+    fn release(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("RELEASE lethe_group")?)
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("ROLLBACK TO lethe_group")?)
+    }
+
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>> {
+        let sql = if self.nkeys == 1 {
+            format!(
+                "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1)) RETURNING {}",
+                self.table, self.key_list, self.key_list
+            )
+        } else {
+            let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
+            format!(
+                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM json_each(?1)) RETURNING {}",
+                self.table,
+                self.key_list,
+                parts.join(", "),
+                self.key_list
+            )
+        };
+        let nkeys = self.nkeys;
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let gone = st
+            .query_map([keys_json(keys)], |r| {
+                read_key(r, nkeys).map(|(k, _)| k.ok())
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(gone.into_iter().flatten().collect())
+    }
+
+    fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {
+        e.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+    }
+
+    fn lockable(&mut self, _keys: &[Key]) -> Result<Option<Vec<Key>>> {
+        Ok(None)
+    }
+
+    fn lock_timeout(&self) -> lethe_core::time::Duration {
+        self.cfg.lock_timeout
+    }
 }
 
 impl SqlTable for SqliteTable {
-    /// Checks that the table and every configured column exist with usable types.
+    /// Checks that the table and every configured column exist with usable types, and
+    /// that the key names one row.
     fn check_schema(&mut self) -> Result<Vec<String>> {
         let mut st = self
             .conn
@@ -163,6 +456,7 @@ impl SqlTable for SqliteTable {
         let cols: Vec<(String, String)> = st
             .query_map([&self.cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
+        drop(st);
         if cols.is_empty() {
             return Ok(vec![format!(
                 "table {:?} does not exist in {}",
@@ -213,12 +507,20 @@ impl SqlTable for SqliteTable {
                 ));
             }
         }
+        if problems.is_empty()
+            && let Some(p) = self.unique_key_problem()?
+        {
+            problems.push(p);
+        }
         Ok(problems)
     }
 
     /// The smallest and largest integer key, to show progress.
     fn key_range(&mut self) -> Option<(i64, i64)> {
-        let key = quote_ident(&self.cfg.key);
+        if self.nkeys != 1 {
+            return None;
+        }
+        let key = &self.key_list;
         let sql = format!("SELECT min({key}), max({key}) FROM {}", self.table);
         self.conn
             .query_row(&sql, [], |r| {
@@ -228,56 +530,65 @@ impl SqlTable for SqliteTable {
             .and_then(|(a, b)| Some((a?, b?)))
     }
 
-    /// Total rows and rows the filter lets through, for `lethe check`.
     fn count(&mut self) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", self.table);
         Ok(self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    /// The next rows that may be due, in key order, after `after`.
-    fn candidates(
-        &mut self,
-        after: Option<&Key>,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+    fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         let threshold = now.julian_day() + MARGIN_DAYS;
-        let limit = limit as i64;
-        let rows = match after {
-            None => {
-                let mut st = self.conn.prepare_cached(&self.candidates_first)?;
-                st.query_map(rusqlite::params![threshold, limit], read_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }
-            Some(k) => {
-                let mut st = self.conn.prepare_cached(&self.candidates_after)?;
-                st.query_map(rusqlite::params![threshold, limit, k], read_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }
-        };
-        rows.with_context(|| format!("Failed to read {}", self.table))
+        let due = self.due.clone();
+        self.page(&due, &threshold, limit)
     }
 
-    /// The next rows of one data subject, in key order, after `after`. The subject is only
-    /// ever a bound parameter.
-    fn of_subject(&mut self, subject: &str, after: Option<&Key>, limit: usize) -> Result<Vec<Row>> {
-        let limit = limit as i64;
-        let (Some(first), Some(next)) = (&self.subject_first, &self.subject_after) else {
+    /// The next rows of one data subject. The subject is only ever a bound parameter, and
+    /// matched as exact text: not through the column's numeric affinity or collation.
+    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>> {
+        let Some(filter) = self.subject_match.clone() else {
             return Ok(Vec::new());
         };
-        let rows = match after {
-            None => {
-                let mut st = self.conn.prepare_cached(first)?;
-                st.query_map(rusqlite::params![subject, limit], read_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }
-            Some(k) => {
-                let mut st = self.conn.prepare_cached(next)?;
-                st.query_map(rusqlite::params![subject, limit, k], read_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            }
+        let rows = self.page(&filter, &subject, limit)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
+            .collect())
+    }
+
+    fn null_keys(&mut self, now: Timestamp, subject: Option<&str>) -> Result<u64> {
+        let any_null = self
+            .cfg
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let (filter, first): (String, Box<dyn ToSql>) = match subject {
+            Some(s) => match &self.subject_match {
+                Some(m) => (m.clone(), Box::new(s.to_string())),
+                None => return Ok(0),
+            },
+            None => (self.due.clone(), Box::new(now.julian_day() + MARGIN_DAYS)),
         };
-        rows.with_context(|| format!("Failed to read {}", self.table))
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE ({any_null}) AND ({filter})",
+            self.table
+        );
+        let n: i64 = self.conn.query_row(&sql, [first.as_ref()], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// The database file (by device and inode, whatever path spells it) and the table
+    /// (SQLite's names ignore ASCII case).
+    fn identity(&mut self) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.path)
+            .with_context(|| format!("Failed to read {}", self.path.display()))?;
+        Ok(Some(format!(
+            "sqlite file {}:{} table {}",
+            meta.dev(),
+            meta.ino(),
+            self.cfg.table.to_ascii_lowercase()
+        )))
     }
 
     /// Every column of one subject's rows, as JSON objects, for an access export.
@@ -287,11 +598,10 @@ impl SqlTable for SqliteTable {
         subject: &str,
         each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
     ) -> Result<()> {
+        let s = quote_ident(subject_col);
         let sql = format!(
-            "SELECT * FROM {} WHERE {} = ?1 ORDER BY {}",
-            self.table,
-            quote_ident(subject_col),
-            quote_ident(&self.cfg.key)
+            "SELECT * FROM {} WHERE {s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1 ORDER BY {}",
+            self.table, self.key_list
         );
         let mut st = self.conn.prepare(&sql)?;
         let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
@@ -318,22 +628,37 @@ impl SqlTable for SqliteTable {
 
     /// The rows with these keys that still exist.
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
-        let sql = format!(
-            "{} WHERE {} IN (SELECT value FROM json_each(?1))",
-            self.select,
-            quote_ident(&self.cfg.key)
-        );
+        let sql = if self.nkeys == 1 {
+            format!(
+                "{} WHERE {} IN (SELECT value FROM json_each(?1))",
+                self.select, self.key_list
+            )
+        } else {
+            let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
+            format!(
+                "{} WHERE ({}) IN (SELECT {} FROM json_each(?1))",
+                self.select,
+                self.key_list,
+                parts.join(", ")
+            )
+        };
+        let nkeys = self.nkeys;
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st
-            .query_map([keys_json(keys)], read_row)?
+            .query_map([keys_json(keys)], |r| {
+                read_row(r, nkeys).map(|(row, _)| row)
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     fn begin(&mut self) -> Result<()> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .with_context(|| format!("Failed to lock {} for writing", self.path.display()))
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+            busy_or(e, &self.path, self.cfg.lock_timeout).context(format!(
+                "Failed to lock {} for writing",
+                self.path.display()
+            ))
+        })
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -346,15 +671,8 @@ impl SqlTable for SqliteTable {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
-    /// Deletes rows by key; call between `begin` and `commit`.
-    fn delete(&mut self, keys: &[Key]) -> Result<usize> {
-        let sql = format!(
-            "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1))",
-            self.table,
-            quote_ident(&self.cfg.key)
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
-        Ok(st.execute([keys_json(keys)])?)
+    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+        delete_confirmed(self, keys)
     }
 
     fn index_warnings(&mut self) -> Result<Vec<String>> {
@@ -376,19 +694,21 @@ impl SqlTable for SqliteTable {
                 ));
             }
         }
+        out.extend(self.cascade_warnings()?);
         Ok(out)
     }
 }
 
+/// Keys as a JSON array for `json_each`: a composite key is an array of its parts.
 fn keys_json(keys: &[Key]) -> String {
-    let v: Vec<serde_json::Value> = keys
-        .iter()
-        .map(|k| match k {
+    fn one(k: &Key) -> serde_json::Value {
+        match k {
             Key::Int(i) => serde_json::Value::from(*i),
             Key::Text(s) => serde_json::Value::from(s.as_str()),
-        })
-        .collect();
-    serde_json::Value::Array(v).to_string()
+            Key::Composite(parts) => serde_json::Value::Array(parts.iter().map(one).collect()),
+        }
+    }
+    serde_json::Value::Array(keys.iter().map(one).collect()).to_string()
 }
 
 fn value(v: ValueRef<'_>) -> Value {
@@ -413,22 +733,74 @@ fn text(v: ValueRef<'_>) -> Result<Option<String>, String> {
     }
 }
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    let key = match r.get_ref(0)? {
-        ValueRef::Integer(i) => Ok(Key::Int(i)),
-        ValueRef::Text(t) => std::str::from_utf8(t)
-            .map(|s| Key::Text(s.to_string()))
-            .map_err(|_| "key is not valid UTF-8".to_string()),
-        ValueRef::Null => Err("key is NULL".into()),
-        _ => Err("key is neither an integer nor text".into()),
-    };
-    Ok(Row {
-        key,
-        created_at: value(r.get_ref(1)?),
-        retention_days: value(r.get_ref(2)?),
-        expires_at: value(r.get_ref(3)?),
-        subject: text(r.get_ref(4)?),
-        file: text(r.get_ref(5)?),
-        problem: None,
+/// The key of a row, or (as its readable stand-in) why it cannot be named exactly; and the
+/// key's cells as stored, to go on from.
+#[allow(clippy::type_complexity)]
+fn read_key(
+    r: &rusqlite::Row<'_>,
+    nkeys: usize,
+) -> rusqlite::Result<(Result<Key, (String, String)>, Vec<Cell>)> {
+    let mut parts = Vec::with_capacity(nkeys);
+    let mut cells = Vec::with_capacity(nkeys);
+    let mut problem = None;
+    for i in 0..nkeys {
+        let v = r.get_ref(i)?;
+        cells.push(Cell::of(v));
+        let part = match v {
+            ValueRef::Integer(n) => Key::Int(n),
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(s) => Key::Text(s.to_string()),
+                Err(_) => {
+                    problem.get_or_insert("is not valid UTF-8");
+                    Key::Text(String::from_utf8_lossy(t).into_owned())
+                }
+            },
+            ValueRef::Null => {
+                problem.get_or_insert("is NULL");
+                Key::Text("NULL".into())
+            }
+            ValueRef::Real(f) => {
+                problem.get_or_insert("is a real number");
+                Key::Text(f.to_string())
+            }
+            ValueRef::Blob(b) => {
+                problem.get_or_insert("is binary");
+                Key::Text(format!(
+                    "x'{}'",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                ))
+            }
+        };
+        parts.push(part);
+    }
+    let key = Key::from_parts(parts);
+    Ok(match problem {
+        None => (Ok(key), cells),
+        Some(why) => (Err((key.to_string(), why.to_string())), cells),
     })
+}
+
+fn read_row(r: &rusqlite::Row<'_>, nkeys: usize) -> rusqlite::Result<(Row, Vec<Cell>)> {
+    let (key, cells) = read_key(r, nkeys)?;
+    let (key, problem) = match key {
+        Ok(k) => (Ok(k), None),
+        // Reported under its readable stand-in, never deleted: it cannot be named exactly.
+        Err((shown, why)) => (
+            Ok(Key::Text(shown)),
+            Some(format!("its key {why}, so it cannot be named exactly")),
+        ),
+    };
+    let n = nkeys;
+    Ok((
+        Row {
+            key,
+            created_at: value(r.get_ref(n)?),
+            retention_days: value(r.get_ref(n + 1)?),
+            expires_at: value(r.get_ref(n + 2)?),
+            subject: text(r.get_ref(n + 3)?),
+            file: text(r.get_ref(n + 4)?),
+            problem,
+        },
+        cells,
+    ))
 }

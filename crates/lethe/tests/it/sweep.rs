@@ -394,6 +394,8 @@ fn sql_prefilter_never_hides_a_due_row() {
             created_at: to_raw(&c),
             expires_at: Some(to_raw(&e)),
             retention_days: Some(to_raw(&k)),
+            created_at_format: None,
+            expires_at_format: None,
         };
         let p = Protections::default();
         let v = expiry::decide(judged_at, &window, "t", "", None, &facts, &p);
