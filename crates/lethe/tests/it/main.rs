@@ -7,7 +7,9 @@ mod crash;
 mod fs;
 mod objects;
 mod pg;
+mod pg_safety;
 mod requests;
+mod safety;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -47,8 +49,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary under test: this build's, or `LETHE_TEST_BIN` (to show that a regression test
+/// fails on an older build).
 pub fn lethe() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    let bin = std::env::var_os("LETHE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lethe").into());
+    let mut c = Command::new(bin);
     c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
     c
 }
