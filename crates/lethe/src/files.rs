@@ -4,6 +4,9 @@
 //! root one directory at a time with `openat(O_NOFOLLOW)`, so a symbolic link anywhere below
 //! the root, or swapped in while we walk, stops the walk instead of leading out of the root.
 //! Only a regular file is ever unlinked, and `unlinkat` never follows the final name.
+//! A file is "already gone" only when its own directory exists and lacks it: a missing
+//! directory on the way (a volume not mounted) is an error, never taken as the file being
+//! gone.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -106,8 +109,9 @@ impl Roots {
     }
 
     /// Walks to the file's directory without following any link; returns its fd and the
-    /// final name, or `Ok(None)` if a directory on the way does not exist.
-    fn open_parent(&self, f: &OwnedFile) -> Result<Option<(rustix::fd::OwnedFd, String)>, String> {
+    /// final name. A directory on the way that does not exist is an error: the file may be on
+    /// a volume that is not mounted, so it cannot be said to be gone.
+    fn open_parent(&self, f: &OwnedFile) -> Result<(rustix::fd::OwnedFd, String), String> {
         let root = &self.roots[f.root];
         let Some(canonical) = &root.canonical else {
             return Err(format!(
@@ -123,10 +127,17 @@ impl Roots {
             Some(x) => x,
             None => return Err("empty path".into()),
         };
+        let missing = |walked: &Path| {
+            format!(
+                "directory {} does not exist (a volume not mounted?): the file cannot be \
+                 confirmed gone",
+                walked.display()
+            )
+        };
         for part in dirs {
             walked.push(part);
             match rustix::fs::statat(&dir, part.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::NOENT) => return Err(missing(&walked)),
                 Err(e) => return Err(format!("cannot inspect {}: {e}", walked.display())),
                 Ok(st) => match FileType::from_raw_mode(st.st_mode) {
                     FileType::Directory => {}
@@ -141,7 +152,7 @@ impl Roots {
             }
             dir = match rustix::fs::openat(&dir, part.as_os_str(), dir_flags, Mode::empty()) {
                 Ok(d) => d,
-                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::NOENT) => return Err(missing(&walked)),
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
                     return Err(format!(
                         "{} changed into a link or file while being checked",
@@ -155,7 +166,7 @@ impl Roots {
             .to_str()
             .ok_or_else(|| format!("{} is not valid UTF-8", walked.join(last).display()))?
             .to_string();
-        Ok(Some((dir, name)))
+        Ok((dir, name))
     }
 
     fn stat_final(
@@ -186,12 +197,11 @@ impl Roots {
         p
     }
 
-    /// Whether the file is there and may be removed; changes nothing.
+    /// Whether the file is there and may be removed; changes nothing. `Missing` only when
+    /// its directory exists and lacks it.
     pub fn inspect(&self, f: &OwnedFile) -> Result<FileState, String> {
-        match self.open_parent(f)? {
-            None => Ok(FileState::Missing),
-            Some((dir, name)) => Self::stat_final(&dir, &name, &self.shown(f)),
-        }
+        let (dir, name) = self.open_parent(f)?;
+        Self::stat_final(&dir, &name, &self.shown(f))
     }
 
     /// Removes the directories above a removed file that it left empty, up to (not
@@ -205,7 +215,7 @@ impl Roots {
                 root: f.root,
                 parts: parts.clone(),
             };
-            let Ok(Some((dir, name))) = self.open_parent(&probe) else {
+            let Ok((dir, name)) = self.open_parent(&probe) else {
                 return;
             };
             if rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR).is_err() {
@@ -215,13 +225,12 @@ impl Roots {
         }
     }
 
-    /// Size and SHA-256 of a regular file, read without following links; `None` if missing.
+    /// Size and SHA-256 of a regular file, read without following links; `None` if missing
+    /// from a directory that exists.
     pub fn digest(&self, f: &OwnedFile) -> Result<Option<(u64, String)>, String> {
         use sha2::Digest;
         use std::io::Read;
-        let Some((dir, name)) = self.open_parent(f)? else {
-            return Ok(None);
-        };
+        let (dir, name) = self.open_parent(f)?;
         let shown = self.shown(f);
         if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
             return Ok(None);
@@ -251,11 +260,10 @@ impl Roots {
         Ok(Some((size, hex)))
     }
 
-    /// Removes the file if it is a regular file; a missing file is not an error.
+    /// Removes the file if it is a regular file. A file missing from a directory that exists
+    /// is not an error (`Missing`); a missing directory on the way is.
     pub fn remove(&self, f: &OwnedFile) -> Result<FileState, String> {
-        let Some((dir, name)) = self.open_parent(f)? else {
-            return Ok(FileState::Missing);
-        };
+        let (dir, name) = self.open_parent(f)?;
         let shown = self.shown(f);
         if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
             return Ok(FileState::Missing);
@@ -340,6 +348,13 @@ mod tests {
         assert!(roots.place("relative/path").is_err());
         assert!(roots.place(&root.to_string_lossy()).is_err());
         let missing_dir = roots.place(&p("nope/x")).map(|f| roots.inspect(&f));
-        assert!(matches!(missing_dir, Ok(Ok(FileState::Missing))));
+        assert!(
+            matches!(missing_dir, Ok(Err(ref e)) if e.contains("does not exist")),
+            "{missing_dir:?}"
+        );
+        let missing_dir = roots.place(&p("nope/x")).map(|f| roots.remove(&f));
+        assert!(matches!(missing_dir, Ok(Err(_))), "{missing_dir:?}");
+        let missing_file = roots.place(&p("sub/nope")).map(|f| roots.inspect(&f));
+        assert!(matches!(missing_file, Ok(Ok(FileState::Missing))));
     }
 }

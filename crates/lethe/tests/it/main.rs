@@ -8,6 +8,7 @@ mod fs;
 mod objects;
 mod pg;
 mod requests;
+mod roots;
 mod sweep;
 
 use std::path::{Path, PathBuf};
