@@ -1,11 +1,12 @@
 //! `filesystem` targets: a directory tree of model artifacts, checkpoints and exports, each
 //! file an item whose window runs from its modification time.
 //!
-//! The walk is streamed (a stack of open directory listings, never a list of every file),
-//! never descends into a symbolic link, and lists regular files only. Each file is an item
-//! that owns itself: the engine removes it with the same no-follow walk from the root as a
-//! row's file, so a directory swapped for a link while we walk stops the removal instead of
-//! leading out of the root.
+//! The root is resolved once when the target is opened (links and `..` in it followed then)
+//! and a root that resolves to `/` is refused. The walk is streamed (a stack of open
+//! directory listings, never a list of every file), never descends into a symbolic link,
+//! and lists regular files only. Each file is an item that owns itself: the engine removes
+//! it with the same no-follow walk from the root as a row's file, so a directory swapped for
+//! a link while we walk stops the removal instead of leading out of the root.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use lethe_core::time::Timestamp;
 use super::{Key, Row, SqlTable, Value};
 
 pub struct FsTree {
+    /// The root as resolved when opened; rows name files under it.
     root: PathBuf,
     cfg: FsTarget,
     /// Open listings, deepest last, each with its path relative to the root.
@@ -24,8 +26,11 @@ pub struct FsTree {
 }
 
 impl FsTree {
+    /// Resolves the root (relative to `base`); refuses a root that is not a directory or
+    /// resolves to `/`.
     pub fn open(cfg: &FsTarget, base: &Path) -> Result<Self> {
-        let root = base.join(&cfg.root);
+        let root =
+            crate::files::resolve_root("root", &cfg.root, base).map_err(anyhow::Error::msg)?;
         Ok(FsTree {
             root,
             cfg: cfg.clone(),
@@ -109,8 +114,12 @@ impl SqlTable for FsTree {
 
     fn count(&mut self) -> Result<u64> {
         let mut n = 0u64;
-        let mut walk = FsTree::open(&self.cfg, Path::new("/"))?;
-        walk.root = self.root.clone();
+        let mut walk = FsTree {
+            root: self.root.clone(),
+            cfg: self.cfg.clone(),
+            stack: Vec::new(),
+            started: false,
+        };
         loop {
             let rows = walk.candidates(None, Timestamp::from_micros(0), 10_000)?;
             if rows.is_empty() {

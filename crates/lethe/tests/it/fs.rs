@@ -252,3 +252,89 @@ suffixes = [".pt", ".pth", ".onnx", ".safetensors", ".bin", ".pkl"]
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// The sweep_finished details of the trail.
+fn finished(cfg: &Path) -> Vec<String> {
+    export(cfg)
+        .into_iter()
+        .filter(|e| e["action"] == "sweep_finished")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn fs_config(cfg: &Path, root: &str, extra: &str) {
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        cfg,
+        format!(
+            r#"[state]
+url = "sqlite://state.db"
+[categories.model_artifact]
+retention = "60d"
+[[targets]]
+name = "checkpoints"
+type = "filesystem"
+root = {root:?}
+category = "model_artifact"
+suffixes = [".pt"]
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Finding 11: a `root` above the config's directory, or through a link, is resolved once:
+/// `check` and `sweep --apply` agree (both work), and the trail records the resolved root.
+#[test]
+fn a_root_above_the_config_or_through_a_link_works_in_check_and_sweep() {
+    let d = Tmp::new("fs-up");
+    std::os::unix::fs::symlink(d.path("models"), d.path("models-link")).unwrap();
+    for (i, root) in ["../models", "../models-link"].into_iter().enumerate() {
+        aged(&d.path("models/run1/a.pt"), 100);
+        aged(&d.path("models/run1/b.pt"), 10);
+        let cfg = d.path(&format!("conf{i}/lethe.toml"));
+        fs_config(&cfg, root, "");
+        let r = run(&cfg, &["check"]);
+        assert_eq!(r.code, Some(0), "{root}: {}{}", r.stdout, r.stderr);
+        let r = run(&cfg, &["sweep", "--apply", "--json"]);
+        assert_eq!(r.code, Some(0), "{root}: {}{}", r.stdout, r.stderr);
+        let t = &r.json()["targets"][0];
+        assert_eq!(
+            (t["deleted"].as_u64(), t["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{root}: {t}"
+        );
+        assert!(!d.path("models/run1/a.pt").exists(), "{root}");
+        assert!(d.path("models/run1/b.pt").exists(), "{root}");
+        let resolved = serde_json::to_string(&d.path("models").display().to_string()).unwrap();
+        assert!(
+            finished(&cfg).iter().any(|s| s.contains(&resolved)),
+            "{root}: the resolved root is in the trail: {:?}",
+            finished(&cfg)
+        );
+    }
+}
+
+/// Finding 11: a `root` that resolves to `/` is refused before anything is walked.
+/// (Dry runs only: on a build without the refusal this would walk the whole machine.)
+#[test]
+fn a_filesystem_root_that_resolves_to_slash_is_refused() {
+    let d = Tmp::new("fs-slash");
+    std::os::unix::fs::symlink("/", d.path("everything")).unwrap();
+    for root in ["/", "everything", "../../../../../../../../../../../../.."] {
+        let cfg = d.path("lethe.toml");
+        fs_config(&cfg, root, "include = [\"no-such-dir-lethe-test/**\"]");
+        for args in [&["check"][..], &["sweep"][..]] {
+            let r = run(&cfg, args);
+            assert_eq!(r.code, Some(2), "{root} {args:?}: {}{}", r.stdout, r.stderr);
+            let said = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                said.contains("targets.checkpoints")
+                    && said.contains("root")
+                    && said.contains("resolves to /"),
+                "{root} {args:?}: {said}"
+            );
+        }
+    }
+}

@@ -72,3 +72,77 @@ fn a_row_whose_files_directory_is_missing_is_kept_and_failed() {
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Finding 11: a root that is a symbolic link is resolved once; rows are matched against the
+/// resolved path only (a path written through the link is outside), and the trail records
+/// the resolved root.
+#[test]
+fn a_linked_root_matches_only_its_resolved_path_and_is_recorded() {
+    let d = Tmp::new("linked-root");
+    let conn = seed_training(&d, 4);
+    std::fs::rename(d.path("files"), d.path("real")).unwrap();
+    std::os::unix::fs::symlink(d.path("real"), d.path("files")).unwrap();
+    let cfg = training_config(&d);
+    // Row 2 names its file through the link, row 4 by its resolved path.
+    set_file(&conn, 2, &d.path("files/ds-2.jsonl"));
+    set_file(&conn, 4, &d.path("real/ds-4.jsonl"));
+
+    let r = run(&cfg, &["check"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&conn, "training_records"), vec![1, 2, 3]);
+    assert!(
+        d.path("real/ds-2.jsonl").exists(),
+        "matched through the link"
+    );
+    assert!(!d.path("real/ds-4.jsonl").exists());
+    let f = failed(&cfg);
+    assert!(
+        f.iter().any(|(k, why)| k == "2"
+            && why.contains("outside file_roots")
+            && why.contains(&d.path("real").display().to_string())),
+        "{f:?}"
+    );
+    let finished: Vec<String> = export(&cfg)
+        .into_iter()
+        .filter(|e| e["action"] == "sweep_finished")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let resolved = serde_json::to_string(&d.path("real").display().to_string()).unwrap();
+    assert!(
+        finished.iter().any(|s| s.contains(&resolved)),
+        "the resolved root {resolved} is in the trail: {finished:?}"
+    );
+}
+
+/// Finding 11: a root that is, or resolves to, `/` puts every file on the machine in reach:
+/// `check` and `sweep` refuse it, naming the key and the target, and nothing is touched.
+#[test]
+fn a_root_that_resolves_to_slash_is_refused_by_check_and_sweep() {
+    let d = Tmp::new("slash-root");
+    let conn = seed_training(&d, 4);
+    std::os::unix::fs::symlink("/", d.path("everything")).unwrap();
+    let up = "../".repeat(d.0.components().count() + 2);
+    for root in ["/".to_string(), "everything".to_string(), up] {
+        let cfg = training_config(&d);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "file_roots = [\"files\"]",
+            &format!("file_roots = [{root:?}]"),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        for args in [&["check"][..], &["sweep", "--apply"][..]] {
+            let r = run(&cfg, args);
+            assert_eq!(r.code, Some(2), "{root} {args:?}: {}{}", r.stdout, r.stderr);
+            let said = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                said.contains("targets.training_records")
+                    && said.contains("file_roots")
+                    && said.contains("resolves to /"),
+                "{root} {args:?}: {said}"
+            );
+        }
+        assert_eq!(ids(&conn, "training_records"), vec![1, 2, 3, 4]);
+        assert!(d.path("files/ds-2.jsonl").exists());
+    }
+}
