@@ -7,6 +7,10 @@
 //! and lists regular files only. Each file is an item that owns itself: the engine removes
 //! it with the same no-follow walk from the root as a row's file, so a directory swapped for
 //! a link while we walk stops the removal instead of leading out of the root.
+//!
+//! Nothing is skipped silently: a directory that cannot be listed, and a wanted file whose
+//! path is not UTF-8 (so cannot be named exactly in the trail), are each an item with a
+//! problem, reported failed under its lossy path and never deleted; the walk goes on.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,17 @@ impl FsTree {
         })
     }
 
+    /// A fresh walk over the same tree.
+    fn restart(&self) -> FsTree {
+        FsTree {
+            root: self.root.clone(),
+            cfg: self.cfg.clone(),
+            stack: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Whether a file, by its path relative to the root, is one of the target's.
     fn wanted(&self, rel: &str) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let suffix_ok = self.cfg.suffixes.is_empty()
@@ -64,6 +79,20 @@ impl FsTree {
             subject: Ok(None),
             file: Ok(Some(self.root.join(rel).to_string_lossy().into_owned())),
             problem: None,
+        }
+    }
+
+    /// An item that cannot be judged or deleted, named by its (lossy) relative path: the
+    /// engine reports it failed and never deletes it.
+    fn failed(rel: &Path, problem: String) -> Row {
+        Row {
+            key: Ok(Key::Text(rel.to_string_lossy().into_owned())),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: Some(problem),
         }
     }
 }
@@ -114,12 +143,7 @@ impl SqlTable for FsTree {
 
     fn count(&mut self) -> Result<u64> {
         let mut n = 0u64;
-        let mut walk = FsTree {
-            root: self.root.clone(),
-            cfg: self.cfg.clone(),
-            stack: Vec::new(),
-            started: false,
-        };
+        let mut walk = self.restart();
         loop {
             let rows = walk.candidates(None, Timestamp::from_micros(0), 10_000)?;
             if rows.is_empty() {
@@ -130,6 +154,8 @@ impl SqlTable for FsTree {
     }
 
     /// The next files of the walk (the walk keeps its own place; `after` is not needed).
+    /// Only the root itself failing to list stops the target; anything below it that cannot
+    /// be read is an item with a problem, and the walk goes on.
     fn candidates(
         &mut self,
         _after: Option<&Key>,
@@ -148,26 +174,80 @@ impl SqlTable for FsTree {
                 break;
             };
             let dir = dir.clone();
-            let Some(entry) = list.next() else {
-                self.stack.pop();
+            let entry = match list.next() {
+                None => {
+                    self.stack.pop();
+                    continue;
+                }
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    // A listing that fails part-way is given up: what it did not list is
+                    // reported under the directory's name.
+                    self.stack.pop();
+                    out.push(Self::failed(
+                        &dir,
+                        format!(
+                            "cannot list directory {} to the end: {e}; files in it may not have been judged",
+                            self.root.join(&dir).display()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let rel_path = dir.join(entry.file_name());
+            let shown = self.root.join(&rel_path);
+            // file_type() does not follow links: a link to a directory is not descended.
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) => {
+                    out.push(Self::failed(
+                        &rel_path,
+                        format!("cannot read the type of {}: {e}", shown.display()),
+                    ));
+                    continue;
+                }
+            };
+            if ft.is_dir() {
+                match std::fs::read_dir(&shown) {
+                    Ok(list) => self.stack.push((rel_path, list)),
+                    Err(e) => out.push(Self::failed(
+                        &rel_path,
+                        format!(
+                            "cannot list directory {}: {e}; files in it were not judged",
+                            shown.display()
+                        ),
+                    )),
+                }
+                continue;
+            }
+            if !ft.is_file() {
+                continue; // links, sockets, devices: never items
+            }
+            let Some(rel) = rel_path.to_str() else {
+                // Not UTF-8: the trail, the keys and the removal all name files by UTF-8
+                // paths, so this one cannot be named exactly; it is reported, never deleted
+                // on a guess.
+                if self.wanted(&rel_path.to_string_lossy()) {
+                    out.push(Self::failed(
+                        &rel_path,
+                        format!(
+                            "{} has a name that is not valid UTF-8 and cannot be named exactly; rename it to let it be swept",
+                            shown.display()
+                        ),
+                    ));
+                }
                 continue;
             };
-            let entry = entry
-                .with_context(|| format!("Failed to list {}", self.root.join(&dir).display()))?;
-            let rel_path = dir.join(entry.file_name());
-            let Some(rel) = rel_path.to_str().map(str::to_string) else {
-                continue; // not UTF-8: cannot be named in the trail; left alone
-            };
-            // file_type() does not follow links: a link to a directory is not descended.
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                let list = std::fs::read_dir(self.root.join(&rel_path)).with_context(|| {
-                    format!("Failed to list {}", self.root.join(&rel_path).display())
-                })?;
-                self.stack.push((rel_path, list));
-            } else if ft.is_file() && self.wanted(&rel) {
-                let meta = entry.metadata()?;
-                out.push(self.row(&rel, &meta));
+            if !self.wanted(rel) {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) => out.push(self.row(rel, &meta)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // gone meanwhile
+                Err(e) => out.push(Self::failed(
+                    &rel_path,
+                    format!("cannot read {}: {e}", shown.display()),
+                )),
             }
         }
         Ok(out)

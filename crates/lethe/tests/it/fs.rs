@@ -338,3 +338,91 @@ fn a_filesystem_root_that_resolves_to_slash_is_refused() {
         }
     }
 }
+
+/// Runs lethe as root without the capabilities that let root read any directory, so a
+/// directory with mode 000 is unreadable to it as it would be to any other user.
+fn run_without_dac_override(cfg: &Path, args: &[&str]) -> Run {
+    let mut c = if rustix::process::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.arg("--bounding-set=-dac_override,-dac_read_search")
+            .arg(env!("CARGO_BIN_EXE_lethe"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    };
+    c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
+    c.args(args).arg("--config").arg(cfg);
+    let out = c.output().expect("setpriv (util-linux) runs lethe");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Finding 12: a directory that cannot be listed and names that are not UTF-8 are each a
+/// failed item named by its (lossy) path; the rest of the tree is still swept, and nothing
+/// that cannot be named exactly is deleted.
+#[test]
+fn unlistable_dirs_and_non_utf8_names_are_failed_by_name_and_the_rest_goes_on() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let d = Tmp::new("fs-unreadable");
+    let root = d.path("models");
+    aged(&root.join("ok/c.pt"), 100);
+    aged(&root.join("ok/young.pt"), 1);
+    aged(&root.join("locked/a.pt"), 100);
+    let bad_file = root.join(OsStr::from_bytes(b"bad\xff.pt"));
+    let bad_dir = root.join(OsStr::from_bytes(b"dir\xfe"));
+    aged(&bad_file, 100);
+    aged(&bad_dir.join("x.pt"), 100);
+    aged(&root.join(OsStr::from_bytes(b"other\xff.txt")), 100);
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let cfg = d.path("lethe.toml");
+    fs_config(&cfg, "models", "");
+
+    let r = run_without_dac_override(&cfg, &["sweep", "--apply", "--json"]);
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert!(
+        t["error"].is_null(),
+        "one directory stopped the target: {t}"
+    );
+    assert_eq!(
+        (t["deleted"].as_u64(), t["failed"].as_u64()),
+        (Some(1), Some(3)),
+        "{t}"
+    );
+    assert!(!root.join("ok/c.pt").exists());
+    for kept in [
+        root.join("ok/young.pt"),
+        root.join("locked/a.pt"),
+        bad_file,
+        bad_dir.join("x.pt"),
+    ] {
+        assert!(kept.exists(), "{} was deleted", kept.display());
+    }
+    let failed: Vec<(String, String)> = export(&cfg)
+        .into_iter()
+        .filter(|e| e["action"] == "failed")
+        .map(|e| {
+            (
+                e["item_key"].as_str().unwrap_or_default().to_string(),
+                e["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let why = |k: &str| {
+        failed
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default()
+    };
+    assert!(why("locked").contains("cannot list"), "{failed:?}");
+    assert!(why("bad\u{fffd}.pt").contains("UTF-8"), "{failed:?}");
+    assert!(why("dir\u{fffd}/x.pt").contains("UTF-8"), "{failed:?}");
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+}
