@@ -15,7 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lethe_core::config::FsTarget;
+use globset::{GlobSet, GlobSetBuilder};
+use lethe_core::config::{FsTarget, path_glob};
 use lethe_core::time::Timestamp;
 
 use super::{Key, Row, SqlTable, Value};
@@ -24,20 +25,34 @@ pub struct FsTree {
     /// The root as resolved when opened; rows name files under it.
     root: PathBuf,
     cfg: FsTarget,
+    include: GlobSet,
+    exclude: GlobSet,
     /// Open listings, deepest last, each with its path relative to the root.
     stack: Vec<(PathBuf, std::fs::ReadDir)>,
     started: bool,
 }
 
+/// Compiles a target's patterns; an invalid one is named by its key.
+fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        b.add(path_glob(p).map_err(|e| anyhow::anyhow!("{key}[{i}]: {e}"))?);
+    }
+    b.build()
+        .map_err(|e| anyhow::anyhow!("{key}: patterns cannot be compiled: {e}"))
+}
+
 impl FsTree {
-    /// Resolves the root (relative to `base`); refuses a root that is not a directory or
-    /// resolves to `/`.
+    /// Resolves the root (relative to `base`) and compiles the patterns; refuses a root that
+    /// is not a directory or resolves to `/`, and a pattern that is not a glob.
     pub fn open(cfg: &FsTarget, base: &Path) -> Result<Self> {
         let root =
             crate::files::resolve_root("root", &cfg.root, base).map_err(anyhow::Error::msg)?;
         Ok(FsTree {
             root,
             cfg: cfg.clone(),
+            include: glob_set("include", &cfg.include)?,
+            exclude: glob_set("exclude", &cfg.exclude)?,
             stack: Vec::new(),
             started: false,
         })
@@ -48,6 +63,8 @@ impl FsTree {
         FsTree {
             root: self.root.clone(),
             cfg: self.cfg.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
             stack: Vec::new(),
             started: false,
         }
@@ -58,10 +75,8 @@ impl FsTree {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let suffix_ok = self.cfg.suffixes.is_empty()
             || self.cfg.suffixes.iter().any(|s| name.ends_with(s.as_str()));
-        let include_ok =
-            self.cfg.include.is_empty() || self.cfg.include.iter().any(|g| glob(g, rel));
-        let excluded = self.cfg.exclude.iter().any(|g| glob(g, rel));
-        suffix_ok && include_ok && !excluded
+        let include_ok = self.cfg.include.is_empty() || self.include.is_match(rel);
+        suffix_ok && include_ok && !self.exclude.is_match(rel)
     }
 
     fn row(&self, rel: &str, meta: &std::fs::Metadata) -> Row {
@@ -95,30 +110,6 @@ impl FsTree {
             problem: Some(problem),
         }
     }
-}
-
-/// A small glob: `*` matches within one path segment, `**` across segments, `?` one
-/// character. Patterns are matched against the path relative to the root.
-pub fn glob(pattern: &str, path: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                let rest = if p.get(2) == Some(&b'/') {
-                    &p[3..]
-                } else {
-                    &p[2..]
-                };
-                (0..=s.len()).any(|i| go(rest, &s[i..]))
-            }
-            Some(b'*') => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| go(&p[1..], &s[i..])),
-            Some(b'?') => !s.is_empty() && s[0] != b'/' && go(&p[1..], &s[1..]),
-            Some(c) => s.first() == Some(c) && go(&p[1..], &s[1..]),
-        }
-    }
-    go(pattern.as_bytes(), path.as_bytes())
 }
 
 impl SqlTable for FsTree {
@@ -306,7 +297,22 @@ impl SqlTable for FsTree {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::*;
+
+    fn tree(include: &[&str], exclude: &[&str]) -> Result<FsTree> {
+        let cfg = FsTarget {
+            root: ".".into(),
+            suffixes: Vec::new(),
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            prune_empty_dirs: false,
+        };
+        FsTree::open(&cfg, &std::env::temp_dir())
+    }
+
+    fn glob(pattern: &str, path: &str) -> bool {
+        tree(&[pattern], &[]).is_ok_and(|t| t.wanted(path))
+    }
 
     #[test]
     fn globs() {
@@ -315,8 +321,29 @@ mod tests {
         assert!(glob("**/*.pt", "run1/a.pt"));
         assert!(glob("**/*.pt", "a.pt"));
         assert!(glob("run?/best.pt", "run1/best.pt"));
+        assert!(!glob("run?best.pt", "run/best.pt"));
         assert!(glob("runs/**", "runs/x/y/z.bin"));
         assert!(!glob("runs/**", "other/x.bin"));
         assert!(glob("**/keep/**", "a/keep/b.pt"));
+        // Anchored at the root: a leading `/` is the root.
+        assert!(glob("/runs/**", "runs/x.bin"));
+        assert!(glob("/*.pt", "a.pt"));
+        assert!(!glob("/runs/**", "a/runs/x.bin"));
+        assert!(glob("run[12]/*.pt", "run2/a.pt"));
+        assert!(tree(&[], &["keep/**"]).is_ok_and(|t| t.wanted("a.pt") && !t.wanted("keep/a.pt")));
+    }
+
+    #[test]
+    fn bad_patterns_are_named_by_key() {
+        let e = tree(&["*.pt", "run[1"], &[]).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with("include[1]: ")),
+            "{e:?}"
+        );
+        let e = tree(&[], &["{a"]).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with("exclude[0]: ")),
+            "{e:?}"
+        );
     }
 }

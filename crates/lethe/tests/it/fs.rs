@@ -426,3 +426,41 @@ fn unlistable_dirs_and_non_utf8_names_are_failed_by_name_and_the_rest_goes_on() 
     assert!(why("dir\u{fffd}/x.pt").contains("UTF-8"), "{failed:?}");
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Finding 12: an `include`/`exclude` pattern starting with `/` is anchored at the root
+/// (it used to match nothing), and a pattern that is not a glob is refused, naming its key.
+#[test]
+fn patterns_are_anchored_at_the_root_and_bad_ones_are_refused() {
+    let d = Tmp::new("fs-globs");
+    let root = d.path("models");
+    aged(&root.join("run1/a.pt"), 100);
+    aged(&root.join("run1/keep/b.pt"), 100);
+    aged(&root.join("run2/c.pt"), 100);
+    aged(&root.join("x/run1/d.pt"), 100);
+    let cfg = d.path("lethe.toml");
+    fs_config(
+        &cfg,
+        "models",
+        "include = [\"/run1/**\"]\nexclude = [\"/run1/keep/*\"]",
+    );
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["deleted"], 1, "{}", r.stdout);
+    assert!(!root.join("run1/a.pt").exists());
+    for kept in ["run1/keep/b.pt", "run2/c.pt", "x/run1/d.pt"] {
+        assert!(root.join(kept).exists(), "{kept}");
+    }
+
+    fs_config(&cfg, "models", "include = [\"*.pt\", \"run[1.pt\"]");
+    for args in [&["check"][..], &["sweep", "--apply"][..]] {
+        let r = run(&cfg, args);
+        assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("targets.checkpoints.include[1]"),
+            "{args:?}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    assert!(root.join("run2/c.pt").exists());
+}
