@@ -162,9 +162,21 @@ impl SqlTarget {
 pub struct FsTarget {
     pub root: String,
     pub suffixes: Vec<String>,
+    /// Globs over a file's path relative to the root (see [`path_glob`]).
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub prune_empty_dirs: bool,
+}
+
+/// An `include`/`exclude` pattern of a `filesystem` target, matched against a file's path
+/// relative to the root: `*` and `?` stay within one path segment, `**` crosses segments,
+/// `[...]` is a character class. Patterns are anchored at the root: a leading `/` means the
+/// root, so `/runs/**` and `runs/**` are the same pattern.
+pub fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
+    globset::GlobBuilder::new(pattern.trim_start_matches('/'))
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a valid pattern: {}", e.kind()))
 }
 
 #[derive(Clone, Debug)]
@@ -410,6 +422,16 @@ impl<'a, 'i> Tbl<'a, 'i> {
     }
 
     fn strings(&mut self, ctx: &mut Ctx, k: &str) -> Vec<String> {
+        self.strings_checked(ctx, k, |_| Ok(()))
+    }
+
+    /// A list of strings, each also checked by `check` (its error names the item's key).
+    fn strings_checked(
+        &mut self,
+        ctx: &mut Ctx,
+        k: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<String> {
         let Some(v) = self.raw(k) else {
             return Vec::new();
         };
@@ -427,7 +449,10 @@ impl<'a, 'i> Tbl<'a, 'i> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(s) if !s.trim().is_empty() => out.push(s.to_string()),
+                DeValue::String(s) if !s.trim().is_empty() => match check(s) {
+                    Ok(()) => out.push(s.to_string()),
+                    Err(e) => ctx.err(Some(item.span()), format!("{}[{i}]", self.key(k)), e),
+                },
                 _ => ctx.err(
                     Some(item.span()),
                     format!("{}[{i}]", self.key(k)),
@@ -795,8 +820,9 @@ fn parse_target(
         Some("filesystem") => {
             let root = t.req_str(ctx, "root");
             let suffixes = t.strings(ctx, "suffixes");
-            let include = t.strings(ctx, "include");
-            let exclude = t.strings(ctx, "exclude");
+            let is_glob = |p: &str| path_glob(p).map(|_| ());
+            let include = t.strings_checked(ctx, "include", is_glob);
+            let exclude = t.strings_checked(ctx, "exclude", is_glob);
             let prune_empty_dirs = t.boolean(ctx, "prune_empty_dirs").unwrap_or(false);
             root.map(|root| {
                 TargetKind::Filesystem(FsTarget {
@@ -970,6 +996,19 @@ key_env = "LETHE_AUDIT_KEY"
             errs.iter().any(|e| e.key == "targets.t.file_roots"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_by_key() {
+        let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"m\"\ntype = \"filesystem\"\nroot = \"x\"\ncategory = \"d\"\ninclude = [\"/ok/**\", \"run[1\"]\nexclude = [\"a{b\"]\n";
+        let errs = parse(src).err().unwrap_or_default();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["targets.m.include[1]", "targets.m.exclude[0]"],
+            "{errs:?}"
+        );
+        assert_eq!(errs[0].line, Some(8));
     }
 
     #[test]

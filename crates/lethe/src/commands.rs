@@ -150,10 +150,16 @@ pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()
     for t in targets {
         if let Some(source) = open_source(t, &loaded.base, write) {
             let found = source.and_then(|mut table| table.check_schema());
-            let found = match found {
+            let mut found = match found {
                 Ok(p) => p,
                 Err(e) => vec![format!("{e:#}")],
             };
+            // A root that `check` refuses is refused here too: a run never starts on one.
+            for p in roots_for(t, &loaded.base).problems() {
+                if !found.contains(&p) {
+                    found.push(p);
+                }
+            }
             for p in found {
                 problems.push(format!(
                     "{}:line {}: targets.{}: {p}",
@@ -298,7 +304,11 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
                     if let Err(e) = reach() {
                         problems.push(format!("{e:#}"));
                     }
-                    problems.extend(roots_for(t, &loaded.base).problems());
+                    for p in roots_for(t, &loaded.base).problems() {
+                        if !problems.contains(&p) {
+                            problems.push(p);
+                        }
+                    }
                 }
             },
             None => problems.push(format!(

@@ -82,6 +82,9 @@ pub struct TargetReport {
     pub due_sample: Vec<String>,
     #[serde(skip)]
     pub notes: Vec<String>,
+    /// The target's roots as resolved for this run, recorded in its `sweep_finished` entry.
+    #[serde(skip)]
+    pub roots: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -827,13 +830,18 @@ pub fn sweep(
             expires_at: None,
             subject_hash: None,
             detail: format!(
-                "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}",
+                "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}{}",
                 !opts.apply,
                 report.found,
                 report.deleted,
                 report.held,
                 report.files_removed,
                 report.failed,
+                if report.roots.is_empty() {
+                    String::new()
+                } else {
+                    format!(" roots={}", serde_json::to_string(&report.roots)?)
+                },
                 report
                     .error
                     .as_ref()
@@ -876,13 +884,15 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     let audit_kill = failpoint.as_ref().is_some_and(|f| f.name == "after_append");
     let auditor = Auditor::start(state, audit_kill)?;
     let pending = state.pending_store()?;
+    let roots = roots_for(target, ctx.base);
+    let resolved = roots.resolved();
     let mut s = Sweeper {
         state,
         auditor,
         pending,
         target,
         table,
-        roots: roots_for(target, ctx.base),
+        roots,
         prune,
         protections: Protections::default(),
         now: ctx.now,
@@ -890,6 +900,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         apply: ctx.opts.apply,
         report: TargetReport {
             target: target.name.clone(),
+            roots: resolved,
             ..Default::default()
         },
         failpoint,

@@ -1,9 +1,15 @@
 //! Files that rows own, removed only inside their target's roots.
 //!
-//! A path is checked lexically (absolute, no `..`, under a root) and then walked from the
-//! root one directory at a time with `openat(O_NOFOLLOW)`, so a symbolic link anywhere below
-//! the root, or swapped in while we walk, stops the walk instead of leading out of the root.
-//! Only a regular file is ever unlinked, and `unlinkat` never follows the final name.
+//! Each root is resolved once, when the roots are made (once per target and run): links and
+//! `..` in the root itself are followed then, and never again. A root that resolves to `/`,
+//! or does not resolve to a directory, is refused. A row's path is checked lexically
+//! (absolute, no `..`) and must lie under a root's *resolved* path: a path written through a
+//! link to the root is outside. It is then walked from the resolved root one directory at a
+//! time with `openat(O_NOFOLLOW)`, so a symbolic link anywhere below the root, or swapped in
+//! while we walk, stops the walk instead of leading out of the root. Only a regular file is
+//! ever unlinked, and `unlinkat` never follows the final name. A file is "already gone" only
+//! when its own directory exists and lacks it: a missing directory on the way (a volume not
+//! mounted) is an error, never taken as the file being gone.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,17 +18,19 @@ use rustix::io::Errno;
 
 #[derive(Clone, Debug)]
 struct Root {
-    /// As configured (made absolute): the prefix rows are matched against.
-    configured: PathBuf,
-    /// Resolved once at start-up; the walk starts here. `None` if the root does not exist.
-    canonical: Option<PathBuf>,
+    /// As written in the config, for messages.
+    written: String,
+    /// Resolved once when the roots are made: the prefix rows are matched against and where
+    /// every walk starts; `Err` says why the root cannot be used.
+    resolved: Result<PathBuf, String>,
 }
 
+/// A target's roots, with the config key that names them (`file_roots` or `root`).
 #[derive(Clone, Debug, Default)]
 pub struct Roots {
+    key: &'static str,
     roots: Vec<Root>,
 }
-
 /// A file a row names, placed under one root.
 #[derive(Clone, Debug)]
 pub struct OwnedFile {
@@ -49,84 +57,123 @@ fn normalise(p: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Resolves a root as written in the config (relative to `base`, the config's directory):
+/// follows links and `..` once, and refuses what is not a directory or resolves to `/`.
+/// `key` names the setting in messages.
+pub fn resolve_root(key: &str, written: &str, base: &Path) -> Result<PathBuf, String> {
+    let joined = base.join(written);
+    let resolved = std::fs::canonicalize(&joined)
+        .map_err(|e| format!("{key}: {written:?} ({}): {e}", joined.display()))?;
+    if resolved.parent().is_none() {
+        return Err(format!(
+            "{key}: {written:?} resolves to /: a root of / would put every file on the machine \
+             in reach; name the directory that holds the files"
+        ));
+    }
+    if !resolved.is_dir() {
+        return Err(format!(
+            "{key}: {written:?} resolves to {}, which is not a directory",
+            resolved.display()
+        ));
+    }
+    Ok(resolved)
+}
+
 impl Roots {
-    /// Roots as configured; relative ones are read from `base`.
-    pub fn new(roots: &[String], base: &Path) -> Self {
+    /// Roots as configured under `key`, each resolved now (relative ones from `base`).
+    pub fn new(key: &'static str, roots: &[String], base: &Path) -> Self {
         let roots = roots
             .iter()
-            .map(|r| {
-                let p = base.join(r);
-                let configured = normalise(&p).unwrap_or(p);
-                let canonical = std::fs::canonicalize(&configured).ok();
-                Root {
-                    configured,
-                    canonical,
-                }
+            .map(|r| Root {
+                written: r.clone(),
+                resolved: resolve_root(key, r, base),
             })
             .collect();
-        Roots { roots }
+        Roots { key, roots }
     }
 
-    /// Roots that do not exist or are not directories, for `lethe check`.
+    /// Roots that cannot be used, each naming its key: for `lethe check` and before a run.
     pub fn problems(&self) -> Vec<String> {
         self.roots
             .iter()
-            .filter(|r| r.canonical.as_ref().is_none_or(|c| !c.is_dir()))
-            .map(|r| {
-                format!(
-                    "file root {} does not exist or is not a directory",
-                    r.configured.display()
-                )
+            .filter_map(|r| r.resolved.as_ref().err().cloned())
+            .collect()
+    }
+
+    /// The roots as resolved for this run (an unusable one as written, marked so), for the
+    /// audit trail.
+    pub fn resolved(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|r| match &r.resolved {
+                Ok(p) => p.display().to_string(),
+                Err(_) => format!("{} (unusable)", r.written),
             })
             .collect()
     }
 
-    /// Places a path under a root, or says why it may not be touched.
+    /// Places a path under a root's resolved path, or says why it may not be touched.
     pub fn place(&self, raw: &str) -> Result<OwnedFile, String> {
         let p = Path::new(raw);
         if !p.is_absolute() {
             return Err(format!(
-                "file {raw:?} is a relative path; only absolute paths under file_roots are deleted"
+                "file {raw:?} is a relative path; only absolute paths under {} are deleted",
+                self.key
             ));
         }
         let norm = normalise(p).map_err(|e| format!("file {raw:?} {e}"))?;
         for (i, root) in self.roots.iter().enumerate() {
-            let candidates = std::iter::once(&root.configured).chain(root.canonical.as_ref());
-            for prefix in candidates {
-                if let Ok(rest) = norm.strip_prefix(prefix) {
-                    let parts: Vec<_> = rest.iter().map(|s| s.to_os_string()).collect();
-                    if parts.is_empty() {
-                        return Err(format!("file {raw:?} is the root itself"));
-                    }
-                    return Ok(OwnedFile { root: i, parts });
+            let Ok(prefix) = &root.resolved else {
+                continue;
+            };
+            if let Ok(rest) = norm.strip_prefix(prefix) {
+                let parts: Vec<_> = rest.iter().map(|s| s.to_os_string()).collect();
+                if parts.is_empty() {
+                    return Err(format!("file {raw:?} is the root itself"));
                 }
+                return Ok(OwnedFile { root: i, parts });
             }
         }
-        Err(format!("file {raw:?} is outside file_roots"))
+        let mut why = format!(
+            "file {raw:?} is outside {} (resolved: {}; paths are matched against resolved roots \
+             only, never through a link)",
+            self.key,
+            self.resolved().join(", ")
+        );
+        for e in self.problems() {
+            why.push_str(&format!("; {e}"));
+        }
+        Err(why)
     }
 
     /// Walks to the file's directory without following any link; returns its fd and the
-    /// final name, or `Ok(None)` if a directory on the way does not exist.
-    fn open_parent(&self, f: &OwnedFile) -> Result<Option<(rustix::fd::OwnedFd, String)>, String> {
-        let root = &self.roots[f.root];
-        let Some(canonical) = &root.canonical else {
-            return Err(format!(
-                "file root {} does not exist",
-                root.configured.display()
-            ));
-        };
+    /// final name. A directory on the way that does not exist is an error: the file may be on
+    /// a volume that is not mounted, so it cannot be said to be gone.
+    fn open_parent(&self, f: &OwnedFile) -> Result<(rustix::fd::OwnedFd, String), String> {
+        let root = self
+            .roots
+            .get(f.root)
+            .ok_or_else(|| "file placed under no root".to_string())?;
+        let resolved = root.resolved.as_ref().map_err(String::clone)?;
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut dir = rustix::fs::open(canonical, dir_flags, Mode::empty())
-            .map_err(|e| format!("cannot open file root {}: {e}", canonical.display()))?;
-        let mut walked = root.configured.clone();
+        let mut dir = rustix::fs::open(resolved, dir_flags, Mode::empty())
+            .map_err(|e| format!("cannot open {} {}: {e}", self.key, resolved.display()))?;
+        let mut walked = resolved.clone();
         let (last, dirs) = match f.parts.split_last() {
             Some(x) => x,
             None => return Err("empty path".into()),
         };
+        let missing = |walked: &Path| {
+            format!(
+                "directory {} does not exist (a volume not mounted?): the file cannot be \
+                 confirmed gone",
+                walked.display()
+            )
+        };
         for part in dirs {
             walked.push(part);
             match rustix::fs::statat(&dir, part.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::NOENT) => return Err(missing(&walked)),
                 Err(e) => return Err(format!("cannot inspect {}: {e}", walked.display())),
                 Ok(st) => match FileType::from_raw_mode(st.st_mode) {
                     FileType::Directory => {}
@@ -141,7 +188,7 @@ impl Roots {
             }
             dir = match rustix::fs::openat(&dir, part.as_os_str(), dir_flags, Mode::empty()) {
                 Ok(d) => d,
-                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::NOENT) => return Err(missing(&walked)),
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
                     return Err(format!(
                         "{} changed into a link or file while being checked",
@@ -155,7 +202,7 @@ impl Roots {
             .to_str()
             .ok_or_else(|| format!("{} is not valid UTF-8", walked.join(last).display()))?
             .to_string();
-        Ok(Some((dir, name)))
+        Ok((dir, name))
     }
 
     fn stat_final(
@@ -180,18 +227,21 @@ impl Roots {
         }
     }
 
+    /// The file's path under its resolved root, for messages.
     fn shown(&self, f: &OwnedFile) -> PathBuf {
-        let mut p = self.roots[f.root].configured.clone();
+        let mut p = match self.roots.get(f.root).map(|r| &r.resolved) {
+            Some(Ok(r)) => r.clone(),
+            _ => PathBuf::new(),
+        };
         p.extend(&f.parts);
         p
     }
 
-    /// Whether the file is there and may be removed; changes nothing.
+    /// Whether the file is there and may be removed; changes nothing. `Missing` only when
+    /// its directory exists and lacks it.
     pub fn inspect(&self, f: &OwnedFile) -> Result<FileState, String> {
-        match self.open_parent(f)? {
-            None => Ok(FileState::Missing),
-            Some((dir, name)) => Self::stat_final(&dir, &name, &self.shown(f)),
-        }
+        let (dir, name) = self.open_parent(f)?;
+        Self::stat_final(&dir, &name, &self.shown(f))
     }
 
     /// Removes the directories above a removed file that it left empty, up to (not
@@ -205,7 +255,7 @@ impl Roots {
                 root: f.root,
                 parts: parts.clone(),
             };
-            let Ok(Some((dir, name))) = self.open_parent(&probe) else {
+            let Ok((dir, name)) = self.open_parent(&probe) else {
                 return;
             };
             if rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR).is_err() {
@@ -215,13 +265,12 @@ impl Roots {
         }
     }
 
-    /// Size and SHA-256 of a regular file, read without following links; `None` if missing.
+    /// Size and SHA-256 of a regular file, read without following links; `None` if missing
+    /// from a directory that exists.
     pub fn digest(&self, f: &OwnedFile) -> Result<Option<(u64, String)>, String> {
         use sha2::Digest;
         use std::io::Read;
-        let Some((dir, name)) = self.open_parent(f)? else {
-            return Ok(None);
-        };
+        let (dir, name) = self.open_parent(f)?;
         let shown = self.shown(f);
         if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
             return Ok(None);
@@ -251,11 +300,10 @@ impl Roots {
         Ok(Some((size, hex)))
     }
 
-    /// Removes the file if it is a regular file; a missing file is not an error.
+    /// Removes the file if it is a regular file. A file missing from a directory that exists
+    /// is not an error (`Missing`); a missing directory on the way is.
     pub fn remove(&self, f: &OwnedFile) -> Result<FileState, String> {
-        let Some((dir, name)) = self.open_parent(f)? else {
-            return Ok(FileState::Missing);
-        };
+        let (dir, name) = self.open_parent(f)?;
         let shown = self.shown(f);
         if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
             return Ok(FileState::Missing);
@@ -298,7 +346,11 @@ mod tests {
         std::fs::write(outside.join("secret"), "s").unwrap_or_default();
         symlink(&outside, root.join("escape")).unwrap_or_default();
         symlink(outside.join("secret"), root.join("link-to-secret")).unwrap_or_default();
-        let roots = Roots::new(&[root.to_string_lossy().into_owned()], Path::new("/"));
+        let roots = Roots::new(
+            "file_roots",
+            &[root.to_string_lossy().into_owned()],
+            Path::new("/"),
+        );
         let p = |s: &str| root.join(s).to_string_lossy().into_owned();
 
         let f = roots.place(&p("sub/a.jsonl")).map_err(|e| e.to_string());
@@ -340,6 +392,49 @@ mod tests {
         assert!(roots.place("relative/path").is_err());
         assert!(roots.place(&root.to_string_lossy()).is_err());
         let missing_dir = roots.place(&p("nope/x")).map(|f| roots.inspect(&f));
-        assert!(matches!(missing_dir, Ok(Ok(FileState::Missing))));
+        assert!(
+            matches!(missing_dir, Ok(Err(ref e)) if e.contains("does not exist")),
+            "{missing_dir:?}"
+        );
+        let missing_dir = roots.place(&p("nope/x")).map(|f| roots.remove(&f));
+        assert!(matches!(missing_dir, Ok(Err(_))), "{missing_dir:?}");
+        let missing_file = roots.place(&p("sub/nope")).map(|f| roots.inspect(&f));
+        assert!(matches!(missing_file, Ok(Ok(FileState::Missing))));
+    }
+
+    #[test]
+    fn roots_are_resolved_once_and_slash_is_refused() {
+        let t = tmp("resolve");
+        let real = t.0.join("real");
+        std::fs::create_dir_all(real.join("sub")).unwrap_or_default();
+        std::fs::write(real.join("sub/a"), "a").unwrap_or_default();
+        symlink(&real, t.0.join("link")).unwrap_or_default();
+        symlink("/", t.0.join("slash")).unwrap_or_default();
+        let roots = Roots::new("file_roots", &["link".into()], &t.0);
+        assert!(roots.problems().is_empty(), "{:?}", roots.problems());
+        assert_eq!(roots.resolved(), vec![real.display().to_string()]);
+        let through_link = roots.place(&t.0.join("link/sub/a").to_string_lossy());
+        assert!(
+            matches!(through_link, Err(ref e) if e.contains("outside file_roots")),
+            "{through_link:?}"
+        );
+        let f = roots.place(&real.join("sub/a").to_string_lossy());
+        assert!(matches!(
+            f.map(|f| roots.inspect(&f)),
+            Ok(Ok(FileState::Present))
+        ));
+        for bad in ["/", "slash", "../../../../../../../../../../../../.."] {
+            let roots = Roots::new("root", &[bad.into()], &t.0);
+            let problems = roots.problems();
+            assert!(
+                problems.len() == 1
+                    && problems[0].starts_with("root: ")
+                    && problems[0].contains("resolves to /"),
+                "{bad}: {problems:?}"
+            );
+            assert!(roots.place("/etc/passwd").is_err());
+        }
+        let missing = Roots::new("file_roots", &["nope".into()], &t.0);
+        assert_eq!(missing.problems().len(), 1);
     }
 }

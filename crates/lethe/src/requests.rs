@@ -343,7 +343,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
             Some(table) => table?,
             None => continue,
         };
-        let roots = Roots::new(file_roots, &loaded.base);
+        let roots = Roots::new("file_roots", file_roots, &loaded.base);
         if ti > 0 {
             write!(w, ",")?;
         }

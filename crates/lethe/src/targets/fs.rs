@@ -1,47 +1,82 @@
 //! `filesystem` targets: a directory tree of model artifacts, checkpoints and exports, each
 //! file an item whose window runs from its modification time.
 //!
-//! The walk is streamed (a stack of open directory listings, never a list of every file),
-//! never descends into a symbolic link, and lists regular files only. Each file is an item
-//! that owns itself: the engine removes it with the same no-follow walk from the root as a
-//! row's file, so a directory swapped for a link while we walk stops the removal instead of
-//! leading out of the root.
+//! The root is resolved once when the target is opened (links and `..` in it followed then)
+//! and a root that resolves to `/` is refused. The walk is streamed (a stack of open
+//! directory listings, never a list of every file), never descends into a symbolic link,
+//! and lists regular files only. Each file is an item that owns itself: the engine removes
+//! it with the same no-follow walk from the root as a row's file, so a directory swapped for
+//! a link while we walk stops the removal instead of leading out of the root.
+//!
+//! Nothing is skipped silently: a directory that cannot be listed, and a wanted file whose
+//! path is not UTF-8 (so cannot be named exactly in the trail), are each an item with a
+//! problem, reported failed under its lossy path and never deleted; the walk goes on.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lethe_core::config::FsTarget;
+use globset::{GlobSet, GlobSetBuilder};
+use lethe_core::config::{FsTarget, path_glob};
 use lethe_core::time::Timestamp;
 
 use super::{Key, Row, SqlTable, Value};
 
 pub struct FsTree {
+    /// The root as resolved when opened; rows name files under it.
     root: PathBuf,
     cfg: FsTarget,
+    include: GlobSet,
+    exclude: GlobSet,
     /// Open listings, deepest last, each with its path relative to the root.
     stack: Vec<(PathBuf, std::fs::ReadDir)>,
     started: bool,
 }
 
+/// Compiles a target's patterns; an invalid one is named by its key.
+fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        b.add(path_glob(p).map_err(|e| anyhow::anyhow!("{key}[{i}]: {e}"))?);
+    }
+    b.build()
+        .map_err(|e| anyhow::anyhow!("{key}: patterns cannot be compiled: {e}"))
+}
+
 impl FsTree {
+    /// Resolves the root (relative to `base`) and compiles the patterns; refuses a root that
+    /// is not a directory or resolves to `/`, and a pattern that is not a glob.
     pub fn open(cfg: &FsTarget, base: &Path) -> Result<Self> {
-        let root = base.join(&cfg.root);
+        let root =
+            crate::files::resolve_root("root", &cfg.root, base).map_err(anyhow::Error::msg)?;
         Ok(FsTree {
             root,
             cfg: cfg.clone(),
+            include: glob_set("include", &cfg.include)?,
+            exclude: glob_set("exclude", &cfg.exclude)?,
             stack: Vec::new(),
             started: false,
         })
     }
 
+    /// A fresh walk over the same tree.
+    fn restart(&self) -> FsTree {
+        FsTree {
+            root: self.root.clone(),
+            cfg: self.cfg.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            stack: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Whether a file, by its path relative to the root, is one of the target's.
     fn wanted(&self, rel: &str) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let suffix_ok = self.cfg.suffixes.is_empty()
             || self.cfg.suffixes.iter().any(|s| name.ends_with(s.as_str()));
-        let include_ok =
-            self.cfg.include.is_empty() || self.cfg.include.iter().any(|g| glob(g, rel));
-        let excluded = self.cfg.exclude.iter().any(|g| glob(g, rel));
-        suffix_ok && include_ok && !excluded
+        let include_ok = self.cfg.include.is_empty() || self.include.is_match(rel);
+        suffix_ok && include_ok && !self.exclude.is_match(rel)
     }
 
     fn row(&self, rel: &str, meta: &std::fs::Metadata) -> Row {
@@ -61,30 +96,20 @@ impl FsTree {
             problem: None,
         }
     }
-}
 
-/// A small glob: `*` matches within one path segment, `**` across segments, `?` one
-/// character. Patterns are matched against the path relative to the root.
-pub fn glob(pattern: &str, path: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                let rest = if p.get(2) == Some(&b'/') {
-                    &p[3..]
-                } else {
-                    &p[2..]
-                };
-                (0..=s.len()).any(|i| go(rest, &s[i..]))
-            }
-            Some(b'*') => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| go(&p[1..], &s[i..])),
-            Some(b'?') => !s.is_empty() && s[0] != b'/' && go(&p[1..], &s[1..]),
-            Some(c) => s.first() == Some(c) && go(&p[1..], &s[1..]),
+    /// An item that cannot be judged or deleted, named by its (lossy) relative path: the
+    /// engine reports it failed and never deletes it.
+    fn failed(rel: &Path, problem: String) -> Row {
+        Row {
+            key: Ok(Key::Text(rel.to_string_lossy().into_owned())),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: Some(problem),
         }
     }
-    go(pattern.as_bytes(), path.as_bytes())
 }
 
 impl SqlTable for FsTree {
@@ -109,8 +134,7 @@ impl SqlTable for FsTree {
 
     fn count(&mut self) -> Result<u64> {
         let mut n = 0u64;
-        let mut walk = FsTree::open(&self.cfg, Path::new("/"))?;
-        walk.root = self.root.clone();
+        let mut walk = self.restart();
         loop {
             let rows = walk.candidates(Timestamp::from_micros(0), 10_000)?;
             if rows.is_empty() {
@@ -120,7 +144,9 @@ impl SqlTable for FsTree {
         }
     }
 
-    /// The next files of the walk (the walk keeps its own place).
+    /// The next files of the walk (the walk keeps its own place). Only the root itself
+    /// failing to list stops the target; anything below it that cannot be read is an item
+    /// with a problem, and the walk goes on.
     fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         if !self.started {
             self.started = true;
@@ -134,26 +160,80 @@ impl SqlTable for FsTree {
                 break;
             };
             let dir = dir.clone();
-            let Some(entry) = list.next() else {
-                self.stack.pop();
+            let entry = match list.next() {
+                None => {
+                    self.stack.pop();
+                    continue;
+                }
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    // A listing that fails part-way is given up: what it did not list is
+                    // reported under the directory's name.
+                    self.stack.pop();
+                    out.push(Self::failed(
+                        &dir,
+                        format!(
+                            "cannot list directory {} to the end: {e}; files in it may not have been judged",
+                            self.root.join(&dir).display()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let rel_path = dir.join(entry.file_name());
+            let shown = self.root.join(&rel_path);
+            // file_type() does not follow links: a link to a directory is not descended.
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) => {
+                    out.push(Self::failed(
+                        &rel_path,
+                        format!("cannot read the type of {}: {e}", shown.display()),
+                    ));
+                    continue;
+                }
+            };
+            if ft.is_dir() {
+                match std::fs::read_dir(&shown) {
+                    Ok(list) => self.stack.push((rel_path, list)),
+                    Err(e) => out.push(Self::failed(
+                        &rel_path,
+                        format!(
+                            "cannot list directory {}: {e}; files in it were not judged",
+                            shown.display()
+                        ),
+                    )),
+                }
+                continue;
+            }
+            if !ft.is_file() {
+                continue; // links, sockets, devices: never items
+            }
+            let Some(rel) = rel_path.to_str() else {
+                // Not UTF-8: the trail, the keys and the removal all name files by UTF-8
+                // paths, so this one cannot be named exactly; it is reported, never deleted
+                // on a guess.
+                if self.wanted(&rel_path.to_string_lossy()) {
+                    out.push(Self::failed(
+                        &rel_path,
+                        format!(
+                            "{} has a name that is not valid UTF-8 and cannot be named exactly; rename it to let it be swept",
+                            shown.display()
+                        ),
+                    ));
+                }
                 continue;
             };
-            let entry = entry
-                .with_context(|| format!("Failed to list {}", self.root.join(&dir).display()))?;
-            let rel_path = dir.join(entry.file_name());
-            let Some(rel) = rel_path.to_str().map(str::to_string) else {
-                continue; // not UTF-8: cannot be named in the trail; left alone
-            };
-            // file_type() does not follow links: a link to a directory is not descended.
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                let list = std::fs::read_dir(self.root.join(&rel_path)).with_context(|| {
-                    format!("Failed to list {}", self.root.join(&rel_path).display())
-                })?;
-                self.stack.push((rel_path, list));
-            } else if ft.is_file() && self.wanted(&rel) {
-                let meta = entry.metadata()?;
-                out.push(self.row(&rel, &meta));
+            if !self.wanted(rel) {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) => out.push(self.row(rel, &meta)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // gone meanwhile
+                Err(e) => out.push(Self::failed(
+                    &rel_path,
+                    format!("cannot read {}: {e}", shown.display()),
+                )),
             }
         }
         Ok(out)
@@ -208,7 +288,22 @@ impl SqlTable for FsTree {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::*;
+
+    fn tree(include: &[&str], exclude: &[&str]) -> Result<FsTree> {
+        let cfg = FsTarget {
+            root: ".".into(),
+            suffixes: Vec::new(),
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            prune_empty_dirs: false,
+        };
+        FsTree::open(&cfg, &std::env::temp_dir())
+    }
+
+    fn glob(pattern: &str, path: &str) -> bool {
+        tree(&[pattern], &[]).is_ok_and(|t| t.wanted(path))
+    }
 
     #[test]
     fn globs() {
@@ -217,8 +312,29 @@ mod tests {
         assert!(glob("**/*.pt", "run1/a.pt"));
         assert!(glob("**/*.pt", "a.pt"));
         assert!(glob("run?/best.pt", "run1/best.pt"));
+        assert!(!glob("run?best.pt", "run/best.pt"));
         assert!(glob("runs/**", "runs/x/y/z.bin"));
         assert!(!glob("runs/**", "other/x.bin"));
         assert!(glob("**/keep/**", "a/keep/b.pt"));
+        // Anchored at the root: a leading `/` is the root.
+        assert!(glob("/runs/**", "runs/x.bin"));
+        assert!(glob("/*.pt", "a.pt"));
+        assert!(!glob("/runs/**", "a/runs/x.bin"));
+        assert!(glob("run[12]/*.pt", "run2/a.pt"));
+        assert!(tree(&[], &["keep/**"]).is_ok_and(|t| t.wanted("a.pt") && !t.wanted("keep/a.pt")));
+    }
+
+    #[test]
+    fn bad_patterns_are_named_by_key() {
+        let e = tree(&["*.pt", "run[1"], &[]).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with("include[1]: ")),
+            "{e:?}"
+        );
+        let e = tree(&[], &["{a"]).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with("exclude[0]: ")),
+            "{e:?}"
+        );
     }
 }

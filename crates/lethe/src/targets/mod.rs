@@ -333,12 +333,12 @@ fn local_root(o: &ObjectStoreTarget) -> Option<FsTarget> {
 /// filesystem target's `root`.
 pub fn roots_for(target: &Target, base: &Path) -> crate::files::Roots {
     match &target.kind {
-        TargetKind::Sql(sql) => crate::files::Roots::new(&sql.file_roots, base),
+        TargetKind::Sql(sql) => crate::files::Roots::new("file_roots", &sql.file_roots, base),
         TargetKind::Filesystem(fs) => {
-            crate::files::Roots::new(std::slice::from_ref(&fs.root), base)
+            crate::files::Roots::new("root", std::slice::from_ref(&fs.root), base)
         }
         TargetKind::ObjectStore(o) => match local_root(o) {
-            Some(fs) => crate::files::Roots::new(std::slice::from_ref(&fs.root), base),
+            Some(fs) => crate::files::Roots::new("url", std::slice::from_ref(&fs.root), base),
             None => crate::files::Roots::default(),
         },
         _ => crate::files::Roots::default(),

@@ -252,3 +252,215 @@ suffixes = [".pt", ".pth", ".onnx", ".safetensors", ".bin", ".pkl"]
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// The sweep_finished details of the trail.
+fn finished(cfg: &Path) -> Vec<String> {
+    export(cfg)
+        .into_iter()
+        .filter(|e| e["action"] == "sweep_finished")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn fs_config(cfg: &Path, root: &str, extra: &str) {
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        cfg,
+        format!(
+            r#"[state]
+url = "sqlite://state.db"
+[categories.model_artifact]
+retention = "60d"
+[[targets]]
+name = "checkpoints"
+type = "filesystem"
+root = {root:?}
+category = "model_artifact"
+suffixes = [".pt"]
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Finding 11: a `root` above the config's directory, or through a link, is resolved once:
+/// `check` and `sweep --apply` agree (both work), and the trail records the resolved root.
+#[test]
+fn a_root_above_the_config_or_through_a_link_works_in_check_and_sweep() {
+    let d = Tmp::new("fs-up");
+    std::os::unix::fs::symlink(d.path("models"), d.path("models-link")).unwrap();
+    for (i, root) in ["../models", "../models-link"].into_iter().enumerate() {
+        aged(&d.path("models/run1/a.pt"), 100);
+        aged(&d.path("models/run1/b.pt"), 10);
+        let cfg = d.path(&format!("conf{i}/lethe.toml"));
+        fs_config(&cfg, root, "");
+        let r = run(&cfg, &["check"]);
+        assert_eq!(r.code, Some(0), "{root}: {}{}", r.stdout, r.stderr);
+        let r = run(&cfg, &["sweep", "--apply", "--json"]);
+        assert_eq!(r.code, Some(0), "{root}: {}{}", r.stdout, r.stderr);
+        let t = &r.json()["targets"][0];
+        assert_eq!(
+            (t["deleted"].as_u64(), t["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{root}: {t}"
+        );
+        assert!(!d.path("models/run1/a.pt").exists(), "{root}");
+        assert!(d.path("models/run1/b.pt").exists(), "{root}");
+        let resolved = serde_json::to_string(&d.path("models").display().to_string()).unwrap();
+        assert!(
+            finished(&cfg).iter().any(|s| s.contains(&resolved)),
+            "{root}: the resolved root is in the trail: {:?}",
+            finished(&cfg)
+        );
+    }
+}
+
+/// Finding 11: a `root` that resolves to `/` is refused before anything is walked.
+/// (Dry runs only: on a build without the refusal this would walk the whole machine.)
+#[test]
+fn a_filesystem_root_that_resolves_to_slash_is_refused() {
+    let d = Tmp::new("fs-slash");
+    std::os::unix::fs::symlink("/", d.path("everything")).unwrap();
+    for root in ["/", "everything", "../../../../../../../../../../../../.."] {
+        let cfg = d.path("lethe.toml");
+        fs_config(&cfg, root, "include = [\"no-such-dir-lethe-test/**\"]");
+        for args in [&["check"][..], &["sweep"][..]] {
+            let r = run(&cfg, args);
+            assert_eq!(r.code, Some(2), "{root} {args:?}: {}{}", r.stdout, r.stderr);
+            let said = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                said.contains("targets.checkpoints")
+                    && said.contains("root")
+                    && said.contains("resolves to /"),
+                "{root} {args:?}: {said}"
+            );
+        }
+    }
+}
+
+/// Runs lethe as root without the capabilities that let root read any directory, so a
+/// directory with mode 000 is unreadable to it as it would be to any other user.
+fn run_without_dac_override(cfg: &Path, args: &[&str]) -> Run {
+    let mut c = if rustix::process::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.arg("--bounding-set=-dac_override,-dac_read_search")
+            .arg(env!("CARGO_BIN_EXE_lethe"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    };
+    c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
+    c.args(args).arg("--config").arg(cfg);
+    let out = c.output().expect("setpriv (util-linux) runs lethe");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Finding 12: a directory that cannot be listed and names that are not UTF-8 are each a
+/// failed item named by its (lossy) path; the rest of the tree is still swept, and nothing
+/// that cannot be named exactly is deleted.
+#[test]
+fn unlistable_dirs_and_non_utf8_names_are_failed_by_name_and_the_rest_goes_on() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let d = Tmp::new("fs-unreadable");
+    let root = d.path("models");
+    aged(&root.join("ok/c.pt"), 100);
+    aged(&root.join("ok/young.pt"), 1);
+    aged(&root.join("locked/a.pt"), 100);
+    let bad_file = root.join(OsStr::from_bytes(b"bad\xff.pt"));
+    let bad_dir = root.join(OsStr::from_bytes(b"dir\xfe"));
+    aged(&bad_file, 100);
+    aged(&bad_dir.join("x.pt"), 100);
+    aged(&root.join(OsStr::from_bytes(b"other\xff.txt")), 100);
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let cfg = d.path("lethe.toml");
+    fs_config(&cfg, "models", "");
+
+    let r = run_without_dac_override(&cfg, &["sweep", "--apply", "--json"]);
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert!(
+        t["error"].is_null(),
+        "one directory stopped the target: {t}"
+    );
+    assert_eq!(
+        (t["deleted"].as_u64(), t["failed"].as_u64()),
+        (Some(1), Some(3)),
+        "{t}"
+    );
+    assert!(!root.join("ok/c.pt").exists());
+    for kept in [
+        root.join("ok/young.pt"),
+        root.join("locked/a.pt"),
+        bad_file,
+        bad_dir.join("x.pt"),
+    ] {
+        assert!(kept.exists(), "{} was deleted", kept.display());
+    }
+    let failed: Vec<(String, String)> = export(&cfg)
+        .into_iter()
+        .filter(|e| e["action"] == "failed")
+        .map(|e| {
+            (
+                e["item_key"].as_str().unwrap_or_default().to_string(),
+                e["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let why = |k: &str| {
+        failed
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default()
+    };
+    assert!(why("locked").contains("cannot list"), "{failed:?}");
+    assert!(why("bad\u{fffd}.pt").contains("UTF-8"), "{failed:?}");
+    assert!(why("dir\u{fffd}/x.pt").contains("UTF-8"), "{failed:?}");
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+}
+
+/// Finding 12: an `include`/`exclude` pattern starting with `/` is anchored at the root
+/// (it used to match nothing), and a pattern that is not a glob is refused, naming its key.
+#[test]
+fn patterns_are_anchored_at_the_root_and_bad_ones_are_refused() {
+    let d = Tmp::new("fs-globs");
+    let root = d.path("models");
+    aged(&root.join("run1/a.pt"), 100);
+    aged(&root.join("run1/keep/b.pt"), 100);
+    aged(&root.join("run2/c.pt"), 100);
+    aged(&root.join("x/run1/d.pt"), 100);
+    let cfg = d.path("lethe.toml");
+    fs_config(
+        &cfg,
+        "models",
+        "include = [\"/run1/**\"]\nexclude = [\"/run1/keep/*\"]",
+    );
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["deleted"], 1, "{}", r.stdout);
+    assert!(!root.join("run1/a.pt").exists());
+    for kept in ["run1/keep/b.pt", "run2/c.pt", "x/run1/d.pt"] {
+        assert!(root.join(kept).exists(), "{kept}");
+    }
+
+    fs_config(&cfg, "models", "include = [\"*.pt\", \"run[1.pt\"]");
+    for args in [&["check"][..], &["sweep", "--apply"][..]] {
+        let r = run(&cfg, args);
+        assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("targets.checkpoints.include[1]"),
+            "{args:?}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    assert!(root.join("run2/c.pt").exists());
+}

@@ -9,6 +9,7 @@ mod objects;
 mod pg;
 mod pg_safety;
 mod requests;
+mod roots;
 mod safety;
 mod sweep;
 
