@@ -327,6 +327,20 @@ impl Db {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// Takes the state's write lock (as `write` does) until `end_exclusive`, to read under it.
+    pub fn begin_exclusive(&mut self) -> Result<()> {
+        match self {
+            Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
+            Db::Pg(c) => c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7415289561)")?,
+        }
+        Ok(())
+    }
+
+    /// Ends what `begin_exclusive` began; it wrote nothing, so there is nothing to keep.
+    pub fn end_exclusive(&mut self) {
+        let _ = self.batch("ROLLBACK");
+    }
+
     /// Runs `f` in a write transaction that excludes every other writer of this state, on
     /// this machine or another: commits if `f` succeeds, rolls back otherwise.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {

@@ -166,6 +166,9 @@ struct Done {
     item: PendingItem,
     /// `Ok(detail)` if deleted (pending the commit), `Err(reason)` if kept.
     outcome: Result<&'static str, String>,
+    /// A hold or exception that came in after the item was judged, found by the last look
+    /// before deleting: the item is kept and recorded under it.
+    protected: Option<(Action, String)>,
 }
 
 /// The longest a target transaction stays open before it is committed.
@@ -406,6 +409,7 @@ impl Sweeper<'_> {
             done.push(Done {
                 item: p.item,
                 outcome,
+                protected: None,
             });
         }
         let keys: Vec<Key> = done
@@ -479,7 +483,58 @@ impl Sweeper<'_> {
         } else {
             PENDING_CHUNK
         };
-        let mut done = self.execute(planned);
+        // The state's write lock, which every hold, release and exception takes to be
+        // recorded, is held from this last look at the protections until the target commits:
+        // a hold whose command has returned is seen here, and one still being placed waits
+        // until these deletions are committed.
+        self.state.db().begin_exclusive()?;
+        let done = self.recheck_and_execute(planned);
+        self.state.db().end_exclusive();
+        let done = done?;
+        hit(&mut self.failpoint, "after_delete");
+        let mut extra = Some(entries);
+        let mut rest = done.into_iter();
+        for id in chunk_ids {
+            let mut bodies = extra.take().unwrap_or_default();
+            for d in rest.by_ref().take(chunk) {
+                bodies.push(match (d.protected, d.outcome) {
+                    (Some((action, detail)), _) => self.entry(d.item, action, detail),
+                    (None, Ok(detail)) => self.entry(d.item, Action::Deleted, detail.to_string()),
+                    (None, Err(why)) => self.entry(d.item, Action::Failed, why),
+                });
+            }
+            self.auditor.append(bodies, id)?;
+        }
+        Ok(())
+    }
+
+    /// Looks at the holds and exceptions once more, keeps what they now protect, deletes
+    /// the rest and commits the target. Called with the state's write lock held.
+    fn recheck_and_execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
+        self.refresh_protections()?;
+        let mut slots: Vec<Option<Done>> = Vec::with_capacity(planned.len());
+        let mut to_run = Vec::with_capacity(planned.len());
+        for p in planned {
+            match self.protection_now(&p.item) {
+                Some(protection) => {
+                    self.report.held += 1;
+                    slots.push(Some(Done {
+                        item: p.item,
+                        outcome: Err(String::new()),
+                        protected: Some(protection),
+                    }));
+                }
+                None => {
+                    slots.push(None);
+                    to_run.push(p);
+                }
+            }
+        }
+        let mut ran = self.execute(to_run).into_iter();
+        let mut done: Vec<Done> = slots
+            .into_iter()
+            .filter_map(|s| s.or_else(|| ran.next()))
+            .collect();
         if let Err(e) = self.table.commit() {
             // Nothing was deleted after all; say so for each item the entries would claim.
             for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
@@ -488,20 +543,31 @@ impl Sweeper<'_> {
                 self.report.failed += 1;
             }
         }
-        hit(&mut self.failpoint, "after_delete");
-        let mut extra = Some(entries);
-        let mut rest = done.into_iter();
-        for id in chunk_ids {
-            let mut bodies = extra.take().unwrap_or_default();
-            for d in rest.by_ref().take(chunk) {
-                bodies.push(match d.outcome {
-                    Ok(detail) => self.entry(d.item, Action::Deleted, detail.to_string()),
-                    Err(why) => self.entry(d.item, Action::Failed, why),
-                });
-            }
-            self.auditor.append(bodies, id)?;
+        Ok(done)
+    }
+
+    /// The hold, or live exception, that protects a planned item now.
+    fn protection_now(&self, item: &PendingItem) -> Option<(Action, String)> {
+        let key = item.k.to_string();
+        if let Some(id) = self
+            .protections
+            .hold_for(&self.target.name, &key, item.s.as_deref())
+        {
+            return Some((
+                Action::Held,
+                format!("withheld by legal hold {id}, placed while this item was being deleted"),
+            ));
         }
-        Ok(())
+        if item.r == "erasure" {
+            return None;
+        }
+        match self.protections.exception_for(&self.target.name, &key) {
+            Some((id, until)) if until > self.now => Some((
+                Action::Excepted,
+                format!("exception {id} until {until}, granted while this item was being deleted"),
+            )),
+            _ => None,
+        }
     }
 
     /// One batch in a transaction of its own (recovery).

@@ -62,7 +62,15 @@ pub struct NewHold<'a> {
     pub by: String,
 }
 
-pub fn place_hold(state: &mut State, h: NewHold<'_>, now: Timestamp) -> Result<String> {
+/// Places a hold. `confirm` runs inside the state's write transaction, the one a sweep holds
+/// from its last look at the holds until its deletions commit: an item confirmed there is
+/// either still there once the hold is recorded, or was deleted before and the hold refused.
+pub fn place_hold(
+    state: &mut State,
+    h: NewHold<'_>,
+    now: Timestamp,
+    confirm: impl FnOnce() -> Result<()>,
+) -> Result<String> {
     let id = new_id("hold")?;
     let scope = match (&h.subject_hash, h.target, h.key) {
         (Some(_), None, None) => "subject",
@@ -86,6 +94,7 @@ pub fn place_hold(state: &mut State, h: NewHold<'_>, now: Timestamp) -> Result<S
     );
     let placed_at = now.to_rfc3339();
     state.append_with(vec![body], |tx| {
+        confirm()?;
         tx.execute(
             "INSERT INTO holds (id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             &vals![&id, scope, h.target, h.key, &h.subject_hash, h.case_id, h.reason, &h.by, &placed_at],

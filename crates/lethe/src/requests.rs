@@ -452,6 +452,12 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     by: registry::actor(by.as_deref()),
                 },
                 now,
+                || match (tname, key) {
+                    (Some(name), Some(k)) => {
+                        find_item(loaded, target(loaded, name)?, k).map(|_| ())
+                    }
+                    _ => Ok(()),
+                },
             )?;
             json_id(
                 &id,
