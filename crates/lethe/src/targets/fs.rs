@@ -59,6 +59,7 @@ impl FsTree {
             subject: Ok(None),
             file: Ok(Some(self.root.join(rel).to_string_lossy().into_owned())),
             problem: None,
+            detail: None,
         }
     }
 }

@@ -75,6 +75,9 @@ pub struct Row {
     pub file: Result<Option<String>, String>,
     /// Why the item's facts could not be read (it is reported, never deleted on a guess).
     pub problem: Option<String>,
+    /// What was judged, when the item can change between its judgement and its deletion
+    /// (an object's ETag and last-modified): carried into the entry that records it.
+    pub detail: Option<String>,
 }
 
 /// A table that holds a target's items, on SQLite or PostgreSQL.

@@ -229,6 +229,7 @@ impl ObjectTarget {
             subject: Ok(None),
             file: Ok(None),
             problem: None,
+            detail: None,
         };
         match md {
             Ok(md) => {
@@ -438,6 +439,7 @@ impl SqlTable for ObjectTarget {
                         subject: Ok(None),
                         file: Ok(None),
                         problem: Some(format!("not an object path: {e}")),
+                        detail: None,
                     });
                     None
                 }

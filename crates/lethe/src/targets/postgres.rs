@@ -255,6 +255,7 @@ fn read_row(r: &postgres::Row) -> Row {
         subject: Ok(r.get(4)),
         file: Ok(r.get(5)),
         problem: None,
+        detail: None,
     }
 }
 

@@ -430,5 +430,6 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         subject: text(r.get_ref(4)?),
         file: text(r.get_ref(5)?),
         problem: None,
+        detail: None,
     })
 }
