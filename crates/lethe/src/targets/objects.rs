@@ -8,6 +8,12 @@
 //! failed, is tried once more on its own. Answers 5xx and 429 are retried with backoff by the
 //! store client. `file://` URLs are not served here: they go to the no-follow directory walk
 //! (see `open_source`), because a listing that follows links could lead out of the prefix.
+//!
+//! On S3 the listing is our own ListObjectsV2 (see `s3`): the client's refuses keys S3
+//! allows, and one such key would stop the whole target. A key the client cannot name is
+//! a failed item reported by its own name; the rest is swept.
+
+mod s3;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +23,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::stream::{self, BoxStream, StreamExt};
 use lethe_core::config::ObjectStoreTarget;
 use lethe_core::time::Timestamp;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
@@ -35,7 +41,18 @@ const SINGLES_IN_FLIGHT: usize = 8;
 /// The metadata entry that carries an object's own expiry.
 pub const EXPIRES_AT: &str = "expires_at";
 
-type Listing = BoxStream<'static, object_store::Result<ObjectMeta>>;
+/// What a listing names under the prefix.
+enum Listed {
+    /// An object the store client can name: read and deleted through it.
+    Object(ObjectMeta),
+    /// A key it cannot name, and why: reported by its own name, never read or deleted.
+    Unusable { key: String, why: String },
+}
+
+type Listing = BoxStream<'static, Result<Listed, String>>;
+
+/// A key the store client cannot name, and why.
+type Unnamed = (String, String);
 
 /// The store's kind decides how many keys one bulk delete request carries.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,6 +90,8 @@ pub struct ObjectTarget {
     subject_key: Option<String>,
     required: Vec<String>,
     listing: Option<Listing>,
+    /// S3 requests the store client does not make (the listing).
+    raw: Option<Arc<s3::Raw>>,
     /// The listing has ended.
     listed_all: bool,
     /// Rows read but not yet handed out.
@@ -111,12 +130,13 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// A store, its kind, the prefix, and on S3 the client for the requests the store's own
+/// client does not make.
+type Built = (Arc<dyn ObjectStore>, Kind, Path, Option<Arc<s3::Raw>>);
+
 /// Builds the store: credentials and settings from the store's usual environment variables,
 /// then the target's `options` (each a configuration key of that store, checked by name).
-fn build(
-    url: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<(Arc<dyn ObjectStore>, Kind, Path)> {
+fn build(url: &str, options: &BTreeMap<String, String>) -> Result<Built> {
     let (scheme, bucket, prefix) = split_url(url)?;
     let bad_key = |k: &str, store: &str| {
         UsageError(format!(
@@ -130,8 +150,19 @@ fn build(
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| bad_key(k, "S3"))?;
                 b = b.with_config(key, v);
             }
-            let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
-            return Ok((Arc::new(s), Kind::S3, prefix));
+            let client_setting = |name: &str| {
+                let key = AmazonS3ConfigKey::Client(name.parse().ok()?);
+                b.get_config_value(&key)
+            };
+            let s = Arc::new(
+                b.clone()
+                    .with_retry(retry())
+                    .build()
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
+            let raw = s3::Raw::new(Arc::clone(&s), client_setting)?;
+            let store: Arc<dyn ObjectStore> = s as Arc<AmazonS3>;
+            return Ok((store, Kind::S3, prefix, Some(Arc::new(raw))));
         }
         "az" | "azure" | "abfs" | "abfss" => {
             let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
@@ -140,7 +171,7 @@ fn build(
                 b = b.with_config(key, v);
             }
             let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
-            return Ok((Arc::new(s), Kind::Azure, prefix));
+            return Ok((Arc::new(s), Kind::Azure, prefix, None));
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
@@ -157,7 +188,42 @@ fn build(
             .into());
         }
     };
-    Ok((store, Kind::Gcs, prefix))
+    Ok((store, Kind::Gcs, prefix, None))
+}
+
+/// Whether `location` names an item under `prefix`. A listing may return the prefix's own
+/// "folder" marker (`prefix/` reads back as the path `prefix`, which names another object):
+/// only paths strictly under the prefix are items.
+fn under(prefix: &Path, location: &Path) -> bool {
+    prefix.as_ref().is_empty() || (location.prefix_matches(prefix) && location != prefix)
+}
+
+/// A key from our own S3 listing: an object the client names exactly as stored, a key it
+/// cannot name, or `None` for an empty "folder" marker (`dir/`, no data, not an item).
+fn classify(entry: s3::Entry, prefix: &Path) -> Option<Listed> {
+    if entry.key.ends_with('/') && entry.size == 0 {
+        return None;
+    }
+    let why = match Path::parse(&entry.key) {
+        Ok(p) if p.as_ref() == entry.key => {
+            return under(prefix, &p).then(|| {
+                Listed::Object(ObjectMeta {
+                    location: p,
+                    last_modified: Default::default(),
+                    size: entry.size,
+                    e_tag: None,
+                    version: None,
+                })
+            });
+        }
+        // A leading or trailing `/` is dropped by the client: it would name another object.
+        Ok(p) => format!("the store client would take this key for {:?}", p.as_ref()),
+        Err(e) => format!("the store client cannot name this key ({e})"),
+    };
+    Some(Listed::Unusable {
+        key: entry.key,
+        why: format!("{why}: it cannot be read or deleted here; delete it by hand if it is due"),
+    })
 }
 
 /// An object's user metadata, keys lowercased (S3 and Azure compare them case-insensitively).
@@ -189,7 +255,7 @@ async fn head(store: Arc<dyn ObjectStore>, meta: ObjectMeta) -> Head {
 
 impl ObjectTarget {
     pub fn open(cfg: &ObjectStoreTarget, required_tags: &[String]) -> Result<Self> {
-        let (store, kind, prefix) = build(&cfg.url, &cfg.options)
+        let (store, kind, prefix, raw) = build(&cfg.url, &cfg.options)
             .with_context(|| format!("Failed to set up {}", cfg.url))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -207,6 +273,7 @@ impl ObjectTarget {
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             listing: None,
+            raw,
             listed_all: false,
             buffer: Default::default(),
             untagged: 0,
@@ -217,6 +284,38 @@ impl ObjectTarget {
 
     fn prefix(&self) -> Option<&Path> {
         (!self.prefix.as_ref().is_empty()).then_some(&self.prefix)
+    }
+
+    /// The listing of the prefix: our own on S3, the store client's elsewhere.
+    fn listing(&self) -> Listing {
+        if let Some(raw) = &self.raw {
+            let prefix = self.prefix.clone();
+            let raw_prefix = match prefix.as_ref() {
+                "" => String::new(),
+                p => format!("{p}/"),
+            };
+            return Arc::clone(raw)
+                .list(raw_prefix)
+                .filter_map(move |e| {
+                    let listed = match e {
+                        Ok(e) => classify(e, &prefix).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    };
+                    futures::future::ready(listed)
+                })
+                .boxed();
+        }
+        let prefix = self.prefix.clone();
+        self.store
+            .list(self.prefix())
+            .filter_map(move |m| {
+                futures::future::ready(match m {
+                    Ok(m) if under(&prefix, &m.location) => Some(Ok(Listed::Object(m))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e.to_string())),
+                })
+            })
+            .boxed()
     }
 
     fn row(&self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
@@ -245,32 +344,39 @@ impl ObjectTarget {
         row
     }
 
-    /// The next `limit` objects of the listing with their metadata; fewer at its end.
-    fn next_heads(&mut self, limit: usize) -> Result<Vec<Head>> {
+    /// The row of a key the store client cannot name: a failed item, by its own name.
+    fn unusable(key: String, why: String) -> Row {
+        Row {
+            key: Ok(Key::Text(key)),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: Some(why),
+            detail: None,
+        }
+    }
+
+    /// The next `limit` objects of the listing with their metadata, and the keys the store
+    /// client cannot name; fewer at the listing's end.
+    fn next_heads(&mut self, limit: usize) -> Result<(Vec<Head>, Vec<Unnamed>)> {
         if self.listing.is_none() {
-            self.listing = Some(self.store.list(self.prefix()));
+            self.listing = Some(self.listing());
         }
         let store = Arc::clone(&self.store);
         let url = self.url.clone();
         let Some(listing) = self.listing.as_mut() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let listed_all = &mut self.listed_all;
-        let prefix = self.prefix.clone();
         self.rt.block_on(async {
             let mut metas = Vec::with_capacity(limit);
-            while metas.len() < limit {
+            let mut unusable = Vec::new();
+            while metas.len() + unusable.len() < limit {
                 match listing.next().await {
-                    // A listing may return the prefix's own "folder" marker (`prefix/`
-                    // reads back as the path `prefix`, which names another object): only
-                    // paths strictly under the prefix are items.
-                    Some(Ok(m))
-                        if prefix.as_ref().is_empty()
-                            || (m.location.prefix_matches(&prefix) && m.location != prefix) =>
-                    {
-                        metas.push(m)
-                    }
-                    Some(Ok(_)) => {}
+                    Some(Ok(Listed::Object(m))) => metas.push(m),
+                    Some(Ok(Listed::Unusable { key, why })) => unusable.push((key, why)),
                     Some(Err(e)) => return Err(anyhow!("Failed to list {url}: {e}")),
                     None => {
                         *listed_all = true;
@@ -278,18 +384,24 @@ impl ObjectTarget {
                     }
                 }
             }
-            Ok(stream::iter(metas)
+            let heads = stream::iter(metas)
                 .map(|m| head(Arc::clone(&store), m))
                 .buffered(HEADS_IN_FLIGHT)
                 .collect::<Vec<_>>()
-                .await)
+                .await;
+            Ok((heads, unusable))
         })
     }
 
     /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
     fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
         while self.buffer.len() < limit && !self.listed_all {
-            for (meta, md) in self.next_heads(limit)?.into_iter().flatten() {
+            let (heads, unusable) = self.next_heads(limit)?;
+            // Whose such a key is cannot be known either: an erasure reports it too.
+            for (key, why) in unusable {
+                self.buffer.push_back(Self::unusable(key, why));
+            }
+            for (meta, md) in heads.into_iter().flatten() {
                 if meta.version.is_some() {
                     self.versioned += 1;
                 }
@@ -356,11 +468,8 @@ impl ObjectTarget {
 
 impl SqlTable for ObjectTarget {
     fn check_schema(&mut self) -> Result<Vec<String>> {
-        let store = Arc::clone(&self.store);
-        let prefix = self.prefix().cloned();
-        let first = self
-            .rt
-            .block_on(async move { store.list(prefix.as_ref()).next().await });
+        let mut listing = self.listing();
+        let first = self.rt.block_on(async move { listing.next().await });
         Ok(match first {
             Some(Err(e)) => {
                 let mut why = format!("cannot list {}: {e}", self.url);
@@ -384,11 +493,9 @@ impl SqlTable for ObjectTarget {
     }
 
     fn count(&mut self) -> Result<u64> {
-        let store = Arc::clone(&self.store);
-        let prefix = self.prefix().cloned();
         let url = self.url.clone();
+        let mut list = self.listing();
         self.rt.block_on(async move {
-            let mut list = store.list(prefix.as_ref());
             let mut n = 0u64;
             while let Some(m) = list.next().await {
                 m.map_err(|e| anyhow!("Failed to list {url}: {e}"))?;
@@ -424,24 +531,23 @@ impl SqlTable for ObjectTarget {
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
         let store = Arc::clone(&self.store);
-        // A key is the listed path verbatim; one that does not parse was never listed here.
+        // A key is the listed path verbatim; one the client does not name as written was
+        // never read or planned here.
         let mut bad = Vec::new();
         let paths: Vec<Path> = keys
             .iter()
-            .filter_map(|k| match Path::parse(k.to_string()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    bad.push(Row {
-                        key: Ok(k.clone()),
-                        created_at: Value::Null,
-                        retention_days: Value::Null,
-                        expires_at: Value::Null,
-                        subject: Ok(None),
-                        file: Ok(None),
-                        problem: Some(format!("not an object path: {e}")),
-                        detail: None,
-                    });
-                    None
+            .filter_map(|k| {
+                let key = k.to_string();
+                match Path::parse(&key) {
+                    Ok(p) if p.as_ref() == key => Some(p),
+                    Ok(_) => {
+                        bad.push(Self::unusable(key, "not an object path as written".into()));
+                        None
+                    }
+                    Err(e) => {
+                        bad.push(Self::unusable(key, format!("not an object path: {e}")));
+                        None
+                    }
                 }
             })
             .collect();
@@ -574,7 +680,9 @@ impl SqlTable for ObjectTarget {
             if rows.is_empty() {
                 break;
             }
-            for r in rows {
+            // A row whose facts could not be read is not known to be this subject's: its
+            // name is not handed out in someone's export.
+            for r in rows.into_iter().filter(|r| r.problem.is_none()) {
                 let mut obj = serde_json::Map::new();
                 if let Ok(k) = &r.key {
                     obj.insert("key".into(), k.to_string().into());

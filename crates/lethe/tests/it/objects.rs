@@ -813,3 +813,79 @@ fn s3_folder_marker_never_leads_to_the_object_beside_the_prefix() {
         );
     });
 }
+
+/// Every key under `prefix` as the server stores it, through a plain ListObjectsV2 request
+/// (the client library refuses some keys S3 allows, so it cannot be the witness here).
+fn s3_raw_keys(port: u16, prefix: &str) -> BTreeSet<String> {
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/lethe-test?list-type=2&prefix={prefix}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "list: {body}");
+    body.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// Puts an object through a plain request, the key sent as written (no path cleaning).
+fn s3_raw_put(port: u16, key: &str, expires_at: &str) {
+    let (status, body) = http(
+        port,
+        "PUT",
+        &format!("/lethe-test/{key}"),
+        &[("x-amz-meta-expires_at".into(), expires_at.into())],
+        b"{}",
+    );
+    assert_eq!(status, 200, "put {key}: {body}");
+}
+
+/// Keys S3 allows but the client library's paths refuse (an empty, `.` or `..` segment):
+/// each is a failed item named by its own key and kept; the rest of the prefix is swept.
+#[test]
+fn s3_keys_the_client_cannot_name_are_failed_items_and_the_rest_is_swept() {
+    let dir = Tmp::new("s3-odd-keys");
+    let (server, store) = moto_bucket(&dir);
+    let port = server.port;
+    put_all(Arc::clone(&store), &expired_and_one_valid(3));
+    let odd = [
+        "finetune/a//b.jsonl",
+        "finetune/./x.jsonl",
+        "finetune/../y.jsonl",
+    ];
+    for k in odd {
+        s3_raw_put(port, k, "2020-01-01T00:00:00Z");
+    }
+    let cfg = s3_config(&dir, port);
+    let check = run_env(&cfg, &S3_CREDS, &["check"]);
+    assert_eq!(check.code, Some(0), "{}{}", check.stdout, check.stderr);
+
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(
+        r.code,
+        Some(1),
+        "failures, not an unusable config: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    let t = &r.json()["targets"][0];
+    assert_eq!(t["deleted"], 3, "{}", r.stdout);
+    assert_eq!(t["failed"], 3, "{}", r.stdout);
+    let mut expected: BTreeSet<String> = odd.iter().map(|k| k.to_string()).collect();
+    expected.insert("finetune/valid.bin".into());
+    assert_eq!(s3_raw_keys(port, "finetune/"), expected);
+
+    let entries = run_env(&cfg, &S3_CREDS, &["audit", "export", "--format", "jsonl"]);
+    let failed: BTreeSet<String> = entries
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "failed")
+        .map(|e| e["item_key"].as_str().unwrap_or("").to_string())
+        .collect();
+    let odd_set: BTreeSet<String> = odd.iter().map(|k| k.to_string()).collect();
+    assert_eq!(failed, odd_set, "each odd key is reported by its own name");
+}
