@@ -11,11 +11,13 @@
 //!
 //! On S3 the listing is our own ListObjectsV2 (see `s3`): the client's refuses keys S3
 //! allows, and one such key would stop the whole target. A key the client cannot name is
-//! a failed item reported by its own name; the rest is swept.
+//! a failed item reported by its own name; the rest is swept. Every deleted entry says what
+//! was judged (ETag, last-modified, version); in a versioned S3 bucket exactly the version
+//! judged is deleted, so an object overwritten after its HEAD keeps its new version.
 
 mod s3;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,12 @@ type Listing = BoxStream<'static, Result<Listed, String>>;
 /// A key the store client cannot name, and why.
 type Unnamed = (String, String);
 
+/// What was judged of an object, kept from its HEAD until its batch is deleted.
+struct Judged {
+    /// The version the HEAD read, in a versioned S3 bucket: the one a deletion removes.
+    version: Option<String>,
+}
+
 /// The store's kind decides how many keys one bulk delete request carries.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -90,8 +98,10 @@ pub struct ObjectTarget {
     subject_key: Option<String>,
     required: Vec<String>,
     listing: Option<Listing>,
-    /// S3 requests the store client does not make (the listing).
+    /// S3 requests the store client does not make (listing, versioned deletes).
     raw: Option<Arc<s3::Raw>>,
+    /// The objects of the batch last read, by key.
+    judged: HashMap<String, Judged>,
     /// The listing has ended.
     listed_all: bool,
     /// Rows read but not yet handed out.
@@ -274,6 +284,7 @@ impl ObjectTarget {
                 .collect(),
             listing: None,
             raw,
+            judged: HashMap::new(),
             listed_all: false,
             buffer: Default::default(),
             untagged: 0,
@@ -318,10 +329,12 @@ impl ObjectTarget {
             .boxed()
     }
 
-    fn row(&self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
+    /// The row of an object read with a HEAD; what was judged of it is kept for its delete.
+    fn row(&mut self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
         let modified = Timestamp::from_micros(meta.last_modified.timestamp_micros());
+        let key = meta.location.to_string();
         let mut row = Row {
-            key: Ok(Key::Text(meta.location.to_string())),
+            key: Ok(Key::Text(key.clone())),
             created_at: Value::Text(modified.to_rfc3339()),
             retention_days: Value::Null,
             expires_at: Value::Null,
@@ -338,6 +351,21 @@ impl ObjectTarget {
                 if let Some(k) = &self.subject_key {
                     row.subject = Ok(md.get(k).cloned());
                 }
+                let mut judged = format!(
+                    "judged ETag {}, last modified {}",
+                    meta.e_tag.as_deref().unwrap_or("(none)"),
+                    modified.to_rfc3339()
+                );
+                if let Some(v) = &meta.version {
+                    judged.push_str(&format!(", version {v}"));
+                }
+                row.detail = Some(judged);
+                let version = if self.kind == Kind::S3 {
+                    meta.version.clone()
+                } else {
+                    None
+                };
+                self.judged.insert(key, Judged { version });
             }
             Err(why) => row.problem = Some(why.clone()),
         }
@@ -395,6 +423,17 @@ impl ObjectTarget {
 
     /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
     fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
+        // What was judged is kept for the rows handed out last and those still buffered:
+        // the engine deletes a batch before it reads the next (`commit_every_batch`).
+        let buffered: std::collections::HashSet<&str> = self
+            .buffer
+            .iter()
+            .filter_map(|r| match &r.key {
+                Ok(Key::Text(k)) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.judged.retain(|k, _| buffered.contains(k.as_str()));
         while self.buffer.len() < limit && !self.listed_all {
             let (heads, unusable) = self.next_heads(limit)?;
             // Whose such a key is cannot be known either: an erasure reports it too.
@@ -531,6 +570,7 @@ impl SqlTable for ObjectTarget {
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
         let store = Arc::clone(&self.store);
+        self.judged.clear();
         // A key is the listed path verbatim; one the client does not name as written was
         // never read or planned here.
         let mut bad = Vec::new();
@@ -601,23 +641,48 @@ impl SqlTable for ObjectTarget {
     }
 
     /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
-    /// could not delete is tried once more on its own.
+    /// could not delete is tried once more on its own. In a versioned S3 bucket each object's
+    /// judged version is deleted, not whatever is current by then.
     fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
-        let parsed: Vec<Result<Path, String>> = keys
-            .iter()
-            .map(|k| Path::parse(k.to_string()).map_err(|e| format!("not an object path: {e}")))
-            .collect();
-        let paths: Vec<Path> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
-            .collect();
+        /// Where one key's outcome comes from.
+        enum Route {
+            Refused(String),
+            Plain(usize),
+            Version(usize),
+        }
+        let mut plain: Vec<Path> = Vec::new();
+        let mut versions: Vec<(Path, String)> = Vec::new();
+        let mut routes = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = k.to_string();
+            let route = match (Path::parse(&key), self.judged.remove(&key)) {
+                (Err(e), _) => Route::Refused(format!("not an object path: {e}")),
+                (Ok(p), _) if p.as_ref() != key => {
+                    Route::Refused("not an object path as written".into())
+                }
+                (Ok(_), None) => Route::Refused(
+                    "not judged in the batch just read; kept, and judged again on the next sweep"
+                        .into(),
+                ),
+                (Ok(p), Some(Judged { version: Some(v) })) => {
+                    versions.push((p, v));
+                    Route::Version(versions.len() - 1)
+                }
+                (Ok(p), Some(Judged { version: None })) => {
+                    plain.push(p);
+                    Route::Plain(plain.len() - 1)
+                }
+            };
+            routes.push(route);
+        }
         let store = Arc::clone(&self.store);
+        let raw = self.raw.clone();
         let chunk = self.kind.chunk();
         let bulk_api = self.kind != Kind::Gcs;
         let mut stats = self.stats;
-        let out = self.rt.block_on(async {
-            let mut out = Vec::with_capacity(paths.len());
-            for part in paths.chunks(chunk) {
+        let (plain_out, version_out) = self.rt.block_on(async {
+            let mut out = Vec::with_capacity(plain.len());
+            for part in plain.chunks(chunk) {
                 let first = if bulk_api {
                     stats.bulk_requests += 1;
                     // In a task of its own: the store client's parsing of a malformed bulk
@@ -652,18 +717,53 @@ impl SqlTable for ObjectTarget {
                 }
                 out.extend(results);
             }
-            out
+            let mut vout = Vec::with_capacity(versions.len());
+            let Some(raw) = raw else {
+                // Versions are judged only on S3, which always has the raw client.
+                vout.resize(
+                    versions.len(),
+                    Err("no client for versioned deletes".into()),
+                );
+                return (out, vout);
+            };
+            for part in versions.chunks(Kind::S3.chunk()) {
+                stats.bulk_requests += 1;
+                let first = raw
+                    .delete_versions(part)
+                    .await
+                    .unwrap_or_else(|e| vec![Err(e); part.len()]);
+                let retry: Vec<usize> = (0..part.len()).filter(|i| first[*i].is_err()).collect();
+                stats.single_requests += retry.len() as u64;
+                let again: Vec<(usize, Result<(), String>)> = stream::iter(retry)
+                    .map(|i| {
+                        let raw = Arc::clone(&raw);
+                        let (p, v) = part[i].clone();
+                        async move { (i, raw.delete_version(&p, &v).await) }
+                    })
+                    .buffered(SINGLES_IN_FLIGHT)
+                    .collect()
+                    .await;
+                let mut results = first;
+                for (i, r) in again {
+                    results[i] = r;
+                }
+                vout.extend(results);
+            }
+            (out, vout)
         });
         self.stats = stats;
-        // One outcome per key, in order: the unparsable ones never reached the store.
-        let mut done = out.into_iter();
-        Ok(parsed
+        // One outcome per key, in order.
+        let answer = |outs: &[Result<(), String>], i: usize| {
+            outs.get(i)
+                .cloned()
+                .unwrap_or_else(|| Err("no answer for this object".into()))
+        };
+        Ok(routes
             .into_iter()
-            .map(|p| match p {
-                Ok(_) => done
-                    .next()
-                    .unwrap_or_else(|| Err("no answer for this object".into())),
-                Err(e) => Err(e),
+            .map(|r| match r {
+                Route::Refused(why) => Err(why),
+                Route::Plain(i) => answer(&plain_out, i),
+                Route::Version(i) => answer(&version_out, i),
             })
             .collect())
     }
@@ -716,8 +816,14 @@ impl SqlTable for ObjectTarget {
         if self.versioned == 0 {
             return Vec::new();
         }
+        if self.kind == Kind::S3 {
+            return vec![format!(
+                "{} objects carry version ids (a versioned bucket): each deletion removed exactly the version judged; earlier versions remain until a lifecycle rule for noncurrent versions expires them, and the newest of them is current again (judged on its own at the next sweep)",
+                self.versioned
+            )];
+        }
         vec![format!(
-            "{} objects carry version ids (a versioned bucket): deleting one adds a delete marker and its earlier versions remain until a lifecycle rule for noncurrent versions expires them",
+            "{} objects carry version ids (a versioned bucket): deleting one keeps its earlier versions until a lifecycle rule for noncurrent versions expires them",
             self.versioned
         )]
     }

@@ -6,14 +6,20 @@
 //! - A listing that names every key exactly as stored. The client's own listing parses each
 //!   key into its `Path`, which refuses keys S3 allows (`a//b`, `./x`, `../y`, a control
 //!   character): one such key fails the whole page, so it cannot be used to find them.
+//! - Deletes of one version of an object (DeleteObjects with a `VersionId` per object, and
+//!   DeleteObject with `?versionId=`), which the client cannot send at all.
 //!
 //! Answers 5xx and 429, and requests that never got an answer, are retried with backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, BoxStream, StreamExt};
+use md5::{Digest, Md5};
 use object_store::aws::AmazonS3;
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path;
@@ -80,6 +86,42 @@ struct Contents {
     size: u64,
 }
 
+#[derive(Deserialize)]
+struct DeleteResult {
+    #[serde(rename = "$value", default)]
+    content: Vec<DeleteOutcome>,
+}
+
+#[derive(Deserialize)]
+enum DeleteOutcome {
+    Deleted(Deleted),
+    Error(DeleteError),
+    /// Anything else the answer carries (namespaces, new elements): not an outcome.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Deleted {
+    key: String,
+    version_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteError {
+    key: String,
+    version_id: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// Error codes that mean the version is gone already: what a delete wanted.
+fn gone(code: &str) -> bool {
+    matches!(code, "NoSuchKey" | "NoSuchVersion")
+}
+
 /// S3's `url` encoding of listed keys: percent-encoding with `+` for a space.
 fn url_decode(s: &str) -> Result<String, String> {
     let plus = s.replace('+', " ");
@@ -87,6 +129,10 @@ fn url_decode(s: &str) -> Result<String, String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|e| format!("listed key {s:?} is not UTF-8 once decoded: {e}"))
+}
+
+fn xml_escape(s: &str) -> String {
+    quick_xml::escape::escape(s).into_owned()
 }
 
 /// An error answer's code and message, for an error message. Nothing else of the body is
@@ -251,5 +297,82 @@ impl Raw {
         })
         .flatten()
         .boxed()
+    }
+
+    /// Deletes these versions with one DeleteObjects request: an outcome per object, in
+    /// order, or why the request failed as a whole.
+    pub async fn delete_versions(
+        &self,
+        objects: &[(Path, String)],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        let mut xml = String::from("<Delete><Quiet>false</Quiet>");
+        for (path, version) in objects {
+            xml.push_str(&format!(
+                "<Object><Key>{}</Key><VersionId>{}</VersionId></Object>",
+                xml_escape(path.as_ref()),
+                xml_escape(version)
+            ));
+        }
+        xml.push_str("</Delete>");
+        // S3 and the stores like it require the body's MD5 on a DeleteObjects request.
+        let md5 = B64.encode(Md5::digest(xml.as_bytes()));
+        let headers = [
+            ("content-md5", md5),
+            ("content-type", "application/xml".to_string()),
+        ];
+        let (status, body) = self
+            .send(
+                Method::POST,
+                &Path::ROOT,
+                &[("delete", "")],
+                &headers,
+                xml.as_bytes(),
+            )
+            .await?;
+        if status != 200 {
+            return Err(format!("answered {status}: {}", snippet(&body)));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let answer: DeleteResult = quick_xml::de::from_str(&text)
+            .map_err(|e| format!("unreadable answer ({e}): {}", snippet(&body)))?;
+        let mut told: HashMap<(String, String), Result<(), String>> = HashMap::new();
+        for c in answer.content {
+            match c {
+                DeleteOutcome::Deleted(d) => {
+                    told.insert((d.key, d.version_id.unwrap_or_default()), Ok(()));
+                }
+                DeleteOutcome::Error(e) => {
+                    let code = e.code.unwrap_or_default();
+                    let outcome = if gone(&code) {
+                        Ok(())
+                    } else {
+                        Err(format!("{code}: {}", e.message.unwrap_or_default()))
+                    };
+                    told.insert((e.key, e.version_id.unwrap_or_default()), outcome);
+                }
+                DeleteOutcome::Other => {}
+            }
+        }
+        // An object the answer does not name is not taken as deleted.
+        Ok(objects
+            .iter()
+            .map(|(p, v)| {
+                told.remove(&(p.to_string(), v.clone()))
+                    .unwrap_or_else(|| Err("the bulk answer does not name this version".into()))
+            })
+            .collect())
+    }
+
+    /// Deletes one version with DeleteObject `?versionId=`.
+    pub async fn delete_version(&self, path: &Path, version: &str) -> Result<(), String> {
+        let (status, body) = self
+            .send(Method::DELETE, path, &[("versionId", version)], &[], b"")
+            .await?;
+        let text = String::from_utf8_lossy(&body);
+        match status {
+            200..=299 => Ok(()),
+            404 if text.contains("NoSuchKey") || text.contains("NoSuchVersion") => Ok(()),
+            _ => Err(format!("answered {status}: {}", snippet(&body))),
+        }
     }
 }
