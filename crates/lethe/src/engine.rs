@@ -119,6 +119,9 @@ struct PendingItem {
     w: String,
     /// reason: retention or erasure
     r: String,
+    /// what was judged, when the target says (`Row::detail`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<String>,
 }
 
 /// Crash-test hook: `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time
@@ -367,6 +370,7 @@ impl Sweeper<'_> {
                         e: body.expires_at,
                         w: body.window,
                         r: body.reason,
+                        d: row.detail,
                     };
                     planned.push(Planned { item, file });
                 }
@@ -381,7 +385,11 @@ impl Sweeper<'_> {
         b.expires_at = item.e;
         b.window = item.w;
         b.reason = item.r;
-        b.detail = detail;
+        b.detail = match (item.d, detail.is_empty()) {
+            (None, _) => detail,
+            (Some(d), true) => d,
+            (Some(d), false) => format!("{detail}; {d}"),
+        };
         b
     }
 

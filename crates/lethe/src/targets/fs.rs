@@ -94,6 +94,7 @@ impl FsTree {
             subject: Ok(None),
             file: Ok(Some(self.root.join(rel).to_string_lossy().into_owned())),
             problem: None,
+            detail: None,
         }
     }
 
@@ -108,6 +109,7 @@ impl FsTree {
             subject: Ok(None),
             file: Ok(None),
             problem: Some(problem),
+            detail: None,
         }
     }
 }

@@ -123,6 +123,9 @@ pub struct Row {
     pub file: Result<Option<String>, String>,
     /// Why the item's facts could not be read (it is reported, never deleted on a guess).
     pub problem: Option<String>,
+    /// What was judged, when the item can change between its judgement and its deletion
+    /// (an object's ETag and last-modified): carried into the entry that records it.
+    pub detail: Option<String>,
 }
 
 /// What `delete_each` says of a row the database did not confirm removing.
@@ -146,6 +149,11 @@ pub trait Deleter {
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>>;
     /// Whether an error is a lock wait that ran out.
     fn is_lock_timeout(&self, e: &anyhow::Error) -> bool;
+    /// Whether an error refuses the statement whatever rows it names (a rule that rewrites
+    /// every delete): splitting the group would only repeat it row by row.
+    fn refuses_every_row(&self, _e: &anyhow::Error) -> bool {
+        false
+    }
     /// Of these rows, those it could lock now without waiting, locked for this
     /// transaction; `None` where the database has no row locks.
     fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>>;
@@ -207,10 +215,12 @@ fn delete_group(
                 }
                 return delete_group(d, keys, ok, out);
             }
-            if idx.len() == 1 {
-                out[idx[0]] = Some(Err(format!(
-                    "the database refused to delete the row: {e:#}; kept"
-                )));
+            if idx.len() == 1 || d.refuses_every_row(&e) {
+                for i in idx {
+                    out[i] = Some(Err(format!(
+                        "the database refused to delete the row: {e:#}; kept"
+                    )));
+                }
                 return Ok(());
             }
             let mut left = idx;

@@ -8,8 +8,16 @@
 //! failed, is tried once more on its own. Answers 5xx and 429 are retried with backoff by the
 //! store client. `file://` URLs are not served here: they go to the no-follow directory walk
 //! (see `open_source`), because a listing that follows links could lead out of the prefix.
+//!
+//! On S3 the listing is our own ListObjectsV2 (see `s3`): the client's refuses keys S3
+//! allows, and one such key would stop the whole target. A key the client cannot name is
+//! a failed item reported by its own name; the rest is swept. Every deleted entry says what
+//! was judged (ETag, last-modified, version); in a versioned S3 bucket exactly the version
+//! judged is deleted, so an object overwritten after its HEAD keeps its new version.
 
-use std::collections::BTreeMap;
+mod s3;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +25,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::stream::{self, BoxStream, StreamExt};
 use lethe_core::config::ObjectStoreTarget;
 use lethe_core::time::Timestamp;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
@@ -35,7 +43,24 @@ const SINGLES_IN_FLIGHT: usize = 8;
 /// The metadata entry that carries an object's own expiry.
 pub const EXPIRES_AT: &str = "expires_at";
 
-type Listing = BoxStream<'static, object_store::Result<ObjectMeta>>;
+/// What a listing names under the prefix.
+enum Listed {
+    /// An object the store client can name: read and deleted through it.
+    Object(ObjectMeta),
+    /// A key it cannot name, and why: reported by its own name, never read or deleted.
+    Unusable { key: String, why: String },
+}
+
+type Listing = BoxStream<'static, Result<Listed, String>>;
+
+/// A key the store client cannot name, and why.
+type Unnamed = (String, String);
+
+/// What was judged of an object, kept from its HEAD until its batch is deleted.
+struct Judged {
+    /// The version the HEAD read, in a versioned S3 bucket: the one a deletion removes.
+    version: Option<String>,
+}
 
 /// The store's kind decides how many keys one bulk delete request carries.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,6 +98,10 @@ pub struct ObjectTarget {
     subject_key: Option<String>,
     required: Vec<String>,
     listing: Option<Listing>,
+    /// S3 requests the store client does not make (listing, versioned deletes).
+    raw: Option<Arc<s3::Raw>>,
+    /// The objects of the batch last read, by key.
+    judged: HashMap<String, Judged>,
     /// The listing has ended.
     listed_all: bool,
     /// Rows read but not yet handed out.
@@ -111,12 +140,13 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// A store, its kind, the prefix, and on S3 the client for the requests the store's own
+/// client does not make.
+type Built = (Arc<dyn ObjectStore>, Kind, Path, Option<Arc<s3::Raw>>);
+
 /// Builds the store: credentials and settings from the store's usual environment variables,
 /// then the target's `options` (each a configuration key of that store, checked by name).
-fn build(
-    url: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<(Arc<dyn ObjectStore>, Kind, Path)> {
+fn build(url: &str, options: &BTreeMap<String, String>) -> Result<Built> {
     let (scheme, bucket, prefix) = split_url(url)?;
     let bad_key = |k: &str, store: &str| {
         UsageError(format!(
@@ -130,8 +160,19 @@ fn build(
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| bad_key(k, "S3"))?;
                 b = b.with_config(key, v);
             }
-            let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
-            return Ok((Arc::new(s), Kind::S3, prefix));
+            let client_setting = |name: &str| {
+                let key = AmazonS3ConfigKey::Client(name.parse().ok()?);
+                b.get_config_value(&key)
+            };
+            let s = Arc::new(
+                b.clone()
+                    .with_retry(retry())
+                    .build()
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
+            let raw = s3::Raw::new(Arc::clone(&s), client_setting)?;
+            let store: Arc<dyn ObjectStore> = s as Arc<AmazonS3>;
+            return Ok((store, Kind::S3, prefix, Some(Arc::new(raw))));
         }
         "az" | "azure" | "abfs" | "abfss" => {
             let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
@@ -140,7 +181,7 @@ fn build(
                 b = b.with_config(key, v);
             }
             let s = b.with_retry(retry()).build().map_err(|e| anyhow!("{e}"))?;
-            return Ok((Arc::new(s), Kind::Azure, prefix));
+            return Ok((Arc::new(s), Kind::Azure, prefix, None));
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
@@ -157,7 +198,42 @@ fn build(
             .into());
         }
     };
-    Ok((store, Kind::Gcs, prefix))
+    Ok((store, Kind::Gcs, prefix, None))
+}
+
+/// Whether `location` names an item under `prefix`. A listing may return the prefix's own
+/// "folder" marker (`prefix/` reads back as the path `prefix`, which names another object):
+/// only paths strictly under the prefix are items.
+fn under(prefix: &Path, location: &Path) -> bool {
+    prefix.as_ref().is_empty() || (location.prefix_matches(prefix) && location != prefix)
+}
+
+/// A key from our own S3 listing: an object the client names exactly as stored, a key it
+/// cannot name, or `None` for an empty "folder" marker (`dir/`, no data, not an item).
+fn classify(entry: s3::Entry, prefix: &Path) -> Option<Listed> {
+    if entry.key.ends_with('/') && entry.size == 0 {
+        return None;
+    }
+    let why = match Path::parse(&entry.key) {
+        Ok(p) if p.as_ref() == entry.key => {
+            return under(prefix, &p).then(|| {
+                Listed::Object(ObjectMeta {
+                    location: p,
+                    last_modified: Default::default(),
+                    size: entry.size,
+                    e_tag: None,
+                    version: None,
+                })
+            });
+        }
+        // A leading or trailing `/` is dropped by the client: it would name another object.
+        Ok(p) => format!("the store client would take this key for {:?}", p.as_ref()),
+        Err(e) => format!("the store client cannot name this key ({e})"),
+    };
+    Some(Listed::Unusable {
+        key: entry.key,
+        why: format!("{why}: it cannot be read or deleted here; delete it by hand if it is due"),
+    })
 }
 
 /// An object's user metadata, keys lowercased (S3 and Azure compare them case-insensitively).
@@ -189,7 +265,7 @@ async fn head(store: Arc<dyn ObjectStore>, meta: ObjectMeta) -> Head {
 
 impl ObjectTarget {
     pub fn open(cfg: &ObjectStoreTarget, required_tags: &[String]) -> Result<Self> {
-        let (store, kind, prefix) = build(&cfg.url, &cfg.options)
+        let (store, kind, prefix, raw) = build(&cfg.url, &cfg.options)
             .with_context(|| format!("Failed to set up {}", cfg.url))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -207,6 +283,8 @@ impl ObjectTarget {
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             listing: None,
+            raw,
+            judged: HashMap::new(),
             listed_all: false,
             buffer: Default::default(),
             untagged: 0,
@@ -219,16 +297,51 @@ impl ObjectTarget {
         (!self.prefix.as_ref().is_empty()).then_some(&self.prefix)
     }
 
-    fn row(&self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
+    /// The listing of the prefix: our own on S3, the store client's elsewhere.
+    fn listing(&self) -> Listing {
+        if let Some(raw) = &self.raw {
+            let prefix = self.prefix.clone();
+            let raw_prefix = match prefix.as_ref() {
+                "" => String::new(),
+                p => format!("{p}/"),
+            };
+            return Arc::clone(raw)
+                .list(raw_prefix)
+                .filter_map(move |e| {
+                    let listed = match e {
+                        Ok(e) => classify(e, &prefix).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    };
+                    futures::future::ready(listed)
+                })
+                .boxed();
+        }
+        let prefix = self.prefix.clone();
+        self.store
+            .list(self.prefix())
+            .filter_map(move |m| {
+                futures::future::ready(match m {
+                    Ok(m) if under(&prefix, &m.location) => Some(Ok(Listed::Object(m))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e.to_string())),
+                })
+            })
+            .boxed()
+    }
+
+    /// The row of an object read with a HEAD; what was judged of it is kept for its delete.
+    fn row(&mut self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
         let modified = Timestamp::from_micros(meta.last_modified.timestamp_micros());
+        let key = meta.location.to_string();
         let mut row = Row {
-            key: Ok(Key::Text(meta.location.to_string())),
+            key: Ok(Key::Text(key.clone())),
             created_at: Value::Text(modified.to_rfc3339()),
             retention_days: Value::Null,
             expires_at: Value::Null,
             subject: Ok(None),
             file: Ok(None),
             problem: None,
+            detail: None,
         };
         match md {
             Ok(md) => {
@@ -238,38 +351,60 @@ impl ObjectTarget {
                 if let Some(k) = &self.subject_key {
                     row.subject = Ok(md.get(k).cloned());
                 }
+                let mut judged = format!(
+                    "judged ETag {}, last modified {}",
+                    meta.e_tag.as_deref().unwrap_or("(none)"),
+                    modified.to_rfc3339()
+                );
+                if let Some(v) = &meta.version {
+                    judged.push_str(&format!(", version {v}"));
+                }
+                row.detail = Some(judged);
+                let version = if self.kind == Kind::S3 {
+                    meta.version.clone()
+                } else {
+                    None
+                };
+                self.judged.insert(key, Judged { version });
             }
             Err(why) => row.problem = Some(why.clone()),
         }
         row
     }
 
-    /// The next `limit` objects of the listing with their metadata; fewer at its end.
-    fn next_heads(&mut self, limit: usize) -> Result<Vec<Head>> {
+    /// The row of a key the store client cannot name: a failed item, by its own name.
+    fn unusable(key: String, why: String) -> Row {
+        Row {
+            key: Ok(Key::Text(key)),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: Some(why),
+            detail: None,
+        }
+    }
+
+    /// The next `limit` objects of the listing with their metadata, and the keys the store
+    /// client cannot name; fewer at the listing's end.
+    fn next_heads(&mut self, limit: usize) -> Result<(Vec<Head>, Vec<Unnamed>)> {
         if self.listing.is_none() {
-            self.listing = Some(self.store.list(self.prefix()));
+            self.listing = Some(self.listing());
         }
         let store = Arc::clone(&self.store);
         let url = self.url.clone();
         let Some(listing) = self.listing.as_mut() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let listed_all = &mut self.listed_all;
-        let prefix = self.prefix.clone();
         self.rt.block_on(async {
             let mut metas = Vec::with_capacity(limit);
-            while metas.len() < limit {
+            let mut unusable = Vec::new();
+            while metas.len() + unusable.len() < limit {
                 match listing.next().await {
-                    // A listing may return the prefix's own "folder" marker (`prefix/`
-                    // reads back as the path `prefix`, which names another object): only
-                    // paths strictly under the prefix are items.
-                    Some(Ok(m))
-                        if prefix.as_ref().is_empty()
-                            || (m.location.prefix_matches(&prefix) && m.location != prefix) =>
-                    {
-                        metas.push(m)
-                    }
-                    Some(Ok(_)) => {}
+                    Some(Ok(Listed::Object(m))) => metas.push(m),
+                    Some(Ok(Listed::Unusable { key, why })) => unusable.push((key, why)),
                     Some(Err(e)) => return Err(anyhow!("Failed to list {url}: {e}")),
                     None => {
                         *listed_all = true;
@@ -277,18 +412,35 @@ impl ObjectTarget {
                     }
                 }
             }
-            Ok(stream::iter(metas)
+            let heads = stream::iter(metas)
                 .map(|m| head(Arc::clone(&store), m))
                 .buffered(HEADS_IN_FLIGHT)
                 .collect::<Vec<_>>()
-                .await)
+                .await;
+            Ok((heads, unusable))
         })
     }
 
     /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
     fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
+        // What was judged is kept for the rows handed out last and those still buffered:
+        // the engine deletes a batch before it reads the next (`commit_every_batch`).
+        let buffered: std::collections::HashSet<&str> = self
+            .buffer
+            .iter()
+            .filter_map(|r| match &r.key {
+                Ok(Key::Text(k)) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.judged.retain(|k, _| buffered.contains(k.as_str()));
         while self.buffer.len() < limit && !self.listed_all {
-            for (meta, md) in self.next_heads(limit)?.into_iter().flatten() {
+            let (heads, unusable) = self.next_heads(limit)?;
+            // Whose such a key is cannot be known either: an erasure reports it too.
+            for (key, why) in unusable {
+                self.buffer.push_back(Self::unusable(key, why));
+            }
+            for (meta, md) in heads.into_iter().flatten() {
                 if meta.version.is_some() {
                     self.versioned += 1;
                 }
@@ -355,11 +507,8 @@ impl ObjectTarget {
 
 impl SqlTable for ObjectTarget {
     fn check_schema(&mut self) -> Result<Vec<String>> {
-        let store = Arc::clone(&self.store);
-        let prefix = self.prefix().cloned();
-        let first = self
-            .rt
-            .block_on(async move { store.list(prefix.as_ref()).next().await });
+        let mut listing = self.listing();
+        let first = self.rt.block_on(async move { listing.next().await });
         Ok(match first {
             Some(Err(e)) => {
                 let mut why = format!("cannot list {}: {e}", self.url);
@@ -383,11 +532,9 @@ impl SqlTable for ObjectTarget {
     }
 
     fn count(&mut self) -> Result<u64> {
-        let store = Arc::clone(&self.store);
-        let prefix = self.prefix().cloned();
         let url = self.url.clone();
+        let mut list = self.listing();
         self.rt.block_on(async move {
-            let mut list = store.list(prefix.as_ref());
             let mut n = 0u64;
             while let Some(m) = list.next().await {
                 m.map_err(|e| anyhow!("Failed to list {url}: {e}"))?;
@@ -413,23 +560,24 @@ impl SqlTable for ObjectTarget {
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
         let store = Arc::clone(&self.store);
-        // A key is the listed path verbatim; one that does not parse was never listed here.
+        self.judged.clear();
+        // A key is the listed path verbatim; one the client does not name as written was
+        // never read or planned here.
         let mut bad = Vec::new();
         let paths: Vec<Path> = keys
             .iter()
-            .filter_map(|k| match Path::parse(k.to_string()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    bad.push(Row {
-                        key: Ok(k.clone()),
-                        created_at: Value::Null,
-                        retention_days: Value::Null,
-                        expires_at: Value::Null,
-                        subject: Ok(None),
-                        file: Ok(None),
-                        problem: Some(format!("not an object path: {e}")),
-                    });
-                    None
+            .filter_map(|k| {
+                let key = k.to_string();
+                match Path::parse(&key) {
+                    Ok(p) if p.as_ref() == key => Some(p),
+                    Ok(_) => {
+                        bad.push(Self::unusable(key, "not an object path as written".into()));
+                        None
+                    }
+                    Err(e) => {
+                        bad.push(Self::unusable(key, format!("not an object path: {e}")));
+                        None
+                    }
                 }
             })
             .collect();
@@ -468,23 +616,48 @@ impl SqlTable for ObjectTarget {
     fn rollback(&mut self) {}
 
     /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
-    /// could not delete is tried once more on its own.
+    /// could not delete is tried once more on its own. In a versioned S3 bucket each object's
+    /// judged version is deleted, not whatever is current by then.
     fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
-        let parsed: Vec<Result<Path, String>> = keys
-            .iter()
-            .map(|k| Path::parse(k.to_string()).map_err(|e| format!("not an object path: {e}")))
-            .collect();
-        let paths: Vec<Path> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
-            .collect();
+        /// Where one key's outcome comes from.
+        enum Route {
+            Refused(String),
+            Plain(usize),
+            Version(usize),
+        }
+        let mut plain: Vec<Path> = Vec::new();
+        let mut versions: Vec<(Path, String)> = Vec::new();
+        let mut routes = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = k.to_string();
+            let route = match (Path::parse(&key), self.judged.remove(&key)) {
+                (Err(e), _) => Route::Refused(format!("not an object path: {e}")),
+                (Ok(p), _) if p.as_ref() != key => {
+                    Route::Refused("not an object path as written".into())
+                }
+                (Ok(_), None) => Route::Refused(
+                    "not judged in the batch just read; kept, and judged again on the next sweep"
+                        .into(),
+                ),
+                (Ok(p), Some(Judged { version: Some(v) })) => {
+                    versions.push((p, v));
+                    Route::Version(versions.len() - 1)
+                }
+                (Ok(p), Some(Judged { version: None })) => {
+                    plain.push(p);
+                    Route::Plain(plain.len() - 1)
+                }
+            };
+            routes.push(route);
+        }
         let store = Arc::clone(&self.store);
+        let raw = self.raw.clone();
         let chunk = self.kind.chunk();
         let bulk_api = self.kind != Kind::Gcs;
         let mut stats = self.stats;
-        let out = self.rt.block_on(async {
-            let mut out = Vec::with_capacity(paths.len());
-            for part in paths.chunks(chunk) {
+        let (plain_out, version_out) = self.rt.block_on(async {
+            let mut out = Vec::with_capacity(plain.len());
+            for part in plain.chunks(chunk) {
                 let first = if bulk_api {
                     stats.bulk_requests += 1;
                     // In a task of its own: the store client's parsing of a malformed bulk
@@ -519,18 +692,53 @@ impl SqlTable for ObjectTarget {
                 }
                 out.extend(results);
             }
-            out
+            let mut vout = Vec::with_capacity(versions.len());
+            let Some(raw) = raw else {
+                // Versions are judged only on S3, which always has the raw client.
+                vout.resize(
+                    versions.len(),
+                    Err("no client for versioned deletes".into()),
+                );
+                return (out, vout);
+            };
+            for part in versions.chunks(Kind::S3.chunk()) {
+                stats.bulk_requests += 1;
+                let first = raw
+                    .delete_versions(part)
+                    .await
+                    .unwrap_or_else(|e| vec![Err(e); part.len()]);
+                let retry: Vec<usize> = (0..part.len()).filter(|i| first[*i].is_err()).collect();
+                stats.single_requests += retry.len() as u64;
+                let again: Vec<(usize, Result<(), String>)> = stream::iter(retry)
+                    .map(|i| {
+                        let raw = Arc::clone(&raw);
+                        let (p, v) = part[i].clone();
+                        async move { (i, raw.delete_version(&p, &v).await) }
+                    })
+                    .buffered(SINGLES_IN_FLIGHT)
+                    .collect()
+                    .await;
+                let mut results = first;
+                for (i, r) in again {
+                    results[i] = r;
+                }
+                vout.extend(results);
+            }
+            (out, vout)
         });
         self.stats = stats;
-        // One outcome per key, in order: the unparsable ones never reached the store.
-        let mut done = out.into_iter();
-        Ok(parsed
+        // One outcome per key, in order.
+        let answer = |outs: &[Result<(), String>], i: usize| {
+            outs.get(i)
+                .cloned()
+                .unwrap_or_else(|| Err("no answer for this object".into()))
+        };
+        Ok(routes
             .into_iter()
-            .map(|p| match p {
-                Ok(_) => done
-                    .next()
-                    .unwrap_or_else(|| Err("no answer for this object".into())),
-                Err(e) => Err(e),
+            .map(|r| match r {
+                Route::Refused(why) => Err(why),
+                Route::Plain(i) => answer(&plain_out, i),
+                Route::Version(i) => answer(&version_out, i),
             })
             .collect())
     }
@@ -547,7 +755,9 @@ impl SqlTable for ObjectTarget {
             if rows.is_empty() {
                 break;
             }
-            for r in rows {
+            // A row whose facts could not be read is not known to be this subject's: its
+            // name is not handed out in someone's export.
+            for r in rows.into_iter().filter(|r| r.problem.is_none()) {
                 let mut obj = serde_json::Map::new();
                 if let Ok(k) = &r.key {
                     obj.insert("key".into(), k.to_string().into());
@@ -581,8 +791,14 @@ impl SqlTable for ObjectTarget {
         if self.versioned == 0 {
             return Vec::new();
         }
+        if self.kind == Kind::S3 {
+            return vec![format!(
+                "{} objects carry version ids (a versioned bucket): each deletion removed exactly the version judged; earlier versions remain until a lifecycle rule for noncurrent versions expires them, and the newest of them is current again (judged on its own at the next sweep)",
+                self.versioned
+            )];
+        }
         vec![format!(
-            "{} objects carry version ids (a versioned bucket): deleting one adds a delete marker and its earlier versions remain until a lifecycle rule for noncurrent versions expires them",
+            "{} objects carry version ids (a versioned bucket): deleting one keeps its earlier versions until a lifecycle rule for noncurrent versions expires them",
             self.versioned
         )]
     }

@@ -383,6 +383,7 @@ impl PgTable {
             subject: Ok(r.get(n + 3)),
             file: Ok(r.get(n + 4)),
             problem: None,
+            detail: None,
         }
     }
 
@@ -496,6 +497,12 @@ impl Deleter for PgTable {
         e.downcast_ref::<postgres::Error>()
             .and_then(|e| e.code())
             .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE)
+    }
+
+    fn refuses_every_row(&self, e: &anyhow::Error) -> bool {
+        e.downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|c| *c == SqlState::FEATURE_NOT_SUPPORTED)
     }
 
     fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>> {

@@ -800,6 +800,7 @@ fn read_row(r: &rusqlite::Row<'_>, nkeys: usize) -> rusqlite::Result<(Row, Vec<C
             subject: text(r.get_ref(n + 3)?),
             file: text(r.get_ref(n + 4)?),
             problem,
+            detail: None,
         },
         cells,
     ))

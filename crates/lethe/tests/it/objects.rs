@@ -590,7 +590,15 @@ struct Flaky {
 /// A rule: method, a string the request URL contains, the status to answer, how many times.
 type Rule = (&'static str, &'static str, u16, usize);
 
+/// Called with each forwarded request's method and URL once the server answered it, before
+/// the answer is passed on.
+type Hook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 fn flaky_proxy(upstream: u16, rules: Vec<Rule>) -> Flaky {
+    hooked_proxy(upstream, rules, Arc::new(|_: &str, _: &str| {}))
+}
+
+fn hooked_proxy(upstream: u16, rules: Vec<Rule>, hook: Hook) -> Flaky {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -601,7 +609,8 @@ fn flaky_proxy(upstream: u16, rules: Vec<Rule>) -> Flaky {
             let Ok(conn) = conn else { break };
             let log = Arc::clone(&log2);
             let rules = Arc::clone(&rules);
-            std::thread::spawn(move || proxy_one(conn, upstream, &rules, &log));
+            let hook = Arc::clone(&hook);
+            std::thread::spawn(move || proxy_one(conn, upstream, &rules, &log, &*hook));
         }
     });
     Flaky { port, log }
@@ -613,6 +622,7 @@ fn proxy_one(
     upstream: u16,
     rules: &std::sync::Mutex<Vec<Rule>>,
     log: &std::sync::Mutex<Vec<(String, String, u16)>>,
+    hook: &(dyn Fn(&str, &str) + Send + Sync),
 ) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -658,7 +668,7 @@ fn proxy_one(
         );
         return;
     }
-    log.lock().unwrap().push((method, url, 0));
+    log.lock().unwrap().push((method.clone(), url.clone(), 0));
     let head: String = head
         .split("\r\n")
         .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
@@ -672,6 +682,7 @@ fn proxy_one(
     let _ = up.write_all(&body);
     let mut answer = Vec::new();
     let _ = up.read_to_end(&mut answer);
+    hook(&method, &url);
     let _ = conn.write_all(&answer);
 }
 
@@ -812,4 +823,226 @@ fn s3_folder_marker_never_leads_to_the_object_beside_the_prefix() {
                 .is_err()
         );
     });
+}
+
+/// Every key under `prefix` as the server stores it, through a plain ListObjectsV2 request
+/// (the client library refuses some keys S3 allows, so it cannot be the witness here).
+fn s3_raw_keys(port: u16, prefix: &str) -> BTreeSet<String> {
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/lethe-test?list-type=2&prefix={prefix}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "list: {body}");
+    body.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// Puts an object through a plain request, the key sent as written (no path cleaning).
+fn s3_raw_put(port: u16, key: &str, expires_at: &str) {
+    let (status, body) = http(
+        port,
+        "PUT",
+        &format!("/lethe-test/{key}"),
+        &[("x-amz-meta-expires_at".into(), expires_at.into())],
+        b"{}",
+    );
+    assert_eq!(status, 200, "put {key}: {body}");
+}
+
+/// Keys S3 allows but the client library's paths refuse (an empty, `.` or `..` segment):
+/// each is a failed item named by its own key and kept; the rest of the prefix is swept.
+#[test]
+fn s3_keys_the_client_cannot_name_are_failed_items_and_the_rest_is_swept() {
+    let dir = Tmp::new("s3-odd-keys");
+    let (server, store) = moto_bucket(&dir);
+    let port = server.port;
+    put_all(Arc::clone(&store), &expired_and_one_valid(3));
+    let odd = [
+        "finetune/a//b.jsonl",
+        "finetune/./x.jsonl",
+        "finetune/../y.jsonl",
+    ];
+    for k in odd {
+        s3_raw_put(port, k, "2020-01-01T00:00:00Z");
+    }
+    let cfg = s3_config(&dir, port);
+    let check = run_env(&cfg, &S3_CREDS, &["check"]);
+    assert_eq!(check.code, Some(0), "{}{}", check.stdout, check.stderr);
+
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(
+        r.code,
+        Some(1),
+        "failures, not an unusable config: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    let t = &r.json()["targets"][0];
+    assert_eq!(t["deleted"], 3, "{}", r.stdout);
+    assert_eq!(t["failed"], 3, "{}", r.stdout);
+    let mut expected: BTreeSet<String> = odd.iter().map(|k| k.to_string()).collect();
+    expected.insert("finetune/valid.bin".into());
+    assert_eq!(s3_raw_keys(port, "finetune/"), expected);
+
+    let entries = run_env(&cfg, &S3_CREDS, &["audit", "export", "--format", "jsonl"]);
+    let failed: BTreeSet<String> = entries
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "failed")
+        .map(|e| e["item_key"].as_str().unwrap_or("").to_string())
+        .collect();
+    let odd_set: BTreeSet<String> = odd.iter().map(|k| k.to_string()).collect();
+    assert_eq!(failed, odd_set, "each odd key is reported by its own name");
+}
+
+/// What the server says of one object, through the client library.
+fn s3_head(store: &Arc<dyn ObjectStore>, key: &str) -> Option<(object_store::ObjectMeta, String)> {
+    rt().block_on(async {
+        let opts = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = store.get_opts(&ObjPath::from(key), opts).await.ok()?;
+        let expires = r
+            .attributes
+            .iter()
+            .find_map(|(k, v)| match k {
+                Attribute::Metadata(n) if n.eq_ignore_ascii_case("expires_at") => {
+                    Some(v.as_ref().to_string())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        Some((r.meta, expires))
+    })
+}
+
+/// The audit entries of one action, as JSON objects.
+fn entries_of(cfg: &Path, action: &str) -> Vec<serde_json::Value> {
+    let out = run_env(cfg, &S3_CREDS, &["audit", "export", "--format", "jsonl"]);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+/// In a versioned bucket, an object overwritten after its HEAD (with a new expiry) keeps
+/// its new version: the deletion removes exactly the version judged, and its entry names it.
+#[test]
+fn s3_versioned_overwrite_after_judgement_survives_as_the_current_version() {
+    let dir = Tmp::new("s3-versions");
+    let (server, store) = moto_bucket(&dir);
+    let port = server.port;
+    let (status, body) = http(
+        port,
+        "PUT",
+        "/lethe-test?versioning",
+        &[],
+        b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+    );
+    assert_eq!(status, 200, "enable versioning: {body}");
+    put_all(Arc::clone(&store), &expired_and_one_valid(3));
+    let key = "finetune/old/0001.bin";
+    let (judged, _) = s3_head(&store, key).expect("the object is there");
+    let judged_version = judged
+        .version
+        .clone()
+        .expect("a versioned bucket gives version ids");
+
+    // Once the server has answered the sweep's HEAD of `key`, a new body is put there with
+    // a future expiry, before the sweep sees the answer (and so before it deletes).
+    let overwritten = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&overwritten);
+    let writer = Arc::clone(&store);
+    let hook: Hook = Arc::new(move |method: &str, url: &str| {
+        if method == "HEAD"
+            && url.contains(key)
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            put_all(
+                Arc::clone(&writer),
+                &vec![(key.to_string(), tags("2099-01-01T00:00:00Z"))],
+            );
+        }
+    });
+    let proxy = hooked_proxy(port, Vec::new(), hook);
+    let cfg = s3_config(&dir, proxy.port);
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        overwritten.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    assert_eq!(r.json()["targets"][0]["deleted"], 3, "{}", r.stdout);
+    // One bulk request named the versions; nothing fell back to single deletes.
+    let log = proxy.log.lock().unwrap().clone();
+    let bulk = log
+        .iter()
+        .filter(|(m, u, _)| m == "POST" && u.contains("delete"))
+        .count();
+    assert_eq!(bulk, 1, "{log:?}");
+    assert!(!log.iter().any(|(m, _, _)| m == "DELETE"), "{log:?}");
+
+    // The new version is current, with its own expiry; the judged one is gone.
+    let (now, expires) = s3_head(&store, key).expect("the overwrite survives");
+    assert_eq!(expires, "2099-01-01T00:00:00Z");
+    assert_ne!(now.version.as_deref(), Some(judged_version.as_str()));
+    let (_, versions) = http(
+        port,
+        "GET",
+        "/lethe-test?versions&prefix=finetune/old/",
+        &[],
+        b"",
+    );
+    assert!(
+        !versions.contains("<DeleteMarker>"),
+        "no delete marker: {versions}"
+    );
+    assert!(
+        !versions.contains(&judged_version),
+        "judged version gone: {versions}"
+    );
+    assert_eq!(versions.matches("<Version>").count(), 1, "{versions}");
+
+    // The entry names the version it deleted.
+    let deleted = entries_of(&cfg, "deleted");
+    let entry = deleted
+        .iter()
+        .find(|e| e["item_key"] == key)
+        .expect("an entry for the object");
+    let detail = entry["detail"].as_str().unwrap_or("");
+    assert!(detail.contains(&judged_version), "{entry}");
+}
+
+/// Without versions, the entry of a deleted object says what was judged: its ETag and its
+/// last-modified time.
+#[test]
+fn s3_deleted_entry_names_the_etag_and_last_modified_judged() {
+    let dir = Tmp::new("s3-judged");
+    let (server, store) = moto_bucket(&dir);
+    put_all(Arc::clone(&store), &expired_and_one_valid(1));
+    let key = "finetune/old/0000.bin";
+    let (meta, _) = s3_head(&store, key).expect("the object is there");
+    let etag = meta.e_tag.clone().expect("an ETag");
+    let modified = lethe_core::time::Timestamp::from_micros(meta.last_modified.timestamp_micros())
+        .to_rfc3339();
+    let cfg = s3_config(&dir, server.port);
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["deleted"], 1, "{}", r.stdout);
+    let deleted = entries_of(&cfg, "deleted");
+    let entry = deleted
+        .iter()
+        .find(|e| e["item_key"] == key)
+        .expect("an entry for the object");
+    let detail = entry["detail"].as_str().unwrap_or("");
+    assert!(detail.contains(&etag), "ETag {etag} in {entry}");
+    assert!(detail.contains(&modified), "{modified} in {entry}");
 }
