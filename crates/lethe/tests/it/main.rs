@@ -53,8 +53,9 @@ pub fn free_port() -> u16 {
 /// The binary under test: this build's, or `LETHE_TEST_BIN` (to show that a regression test
 /// fails on an older build).
 pub fn lethe() -> Command {
-    let bin =
-        std::env::var_os("LETHE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_lethe").into());
+    let bin = std::env::var_os("LETHE_TEST_BIN")
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lethe").into());
     let mut c = Command::new(bin);
     c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
     c

@@ -221,7 +221,7 @@ fn a_locked_database_makes_the_target_busy_not_a_hang() {
     std::fs::write(
         &cfg,
         "[state]\nurl = \"sqlite://state.db\"\n[categories.log]\nretention = \"30d\"\n\
-         [[targets]]\nname = \"locked\"\ntype = \"sql\"\nurl = \"sqlite://ai.db\"\ntable = \"logs\"\ncategory = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\nlock_timeout = \"1s\"\n\
+         [[targets]]\nname = \"locked\"\ntype = \"sql\"\nurl = \"sqlite://ai.db\"\ntable = \"logs\"\ncategory = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\n\
          [[targets]]\nname = \"free\"\ntype = \"sql\"\nurl = \"sqlite://other.db\"\ntable = \"logs\"\ncategory = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\n",
     )
     .unwrap();
@@ -262,7 +262,7 @@ fn a_long_apply_lets_the_application_write_in_between() {
         "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT);",
     );
     let tx = c.unchecked_transaction().unwrap();
-    for id in 1..=60_000 {
+    for id in 1..=150_000 {
         tx.execute(
             "INSERT INTO logs VALUES (?1, ?2)",
             rusqlite::params![id, old()],
@@ -272,12 +272,13 @@ fn a_long_apply_lets_the_application_write_in_between() {
     tx.commit().unwrap();
     c.execute_batch("CREATE TABLE app (x INTEGER)").unwrap();
     let cfg = config(&d, "logs", "key = \"id\"");
+    let started = Instant::now();
     let mut child = lethe()
         .args([
             "sweep",
             "--apply",
             "--batch-size",
-            "50",
+            "10",
             "--rows-per-commit",
             "100000000",
             "--config",
@@ -287,20 +288,31 @@ fn a_long_apply_lets_the_application_write_in_between() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Once the sweep is under way, the application's write waits at most its own
-    // busy timeout: it gets in between two of Lethe's commits.
+    // While the sweep runs, each application write waits at most its own busy timeout:
+    // it gets in between two of Lethe's commits.
     let app = Connection::open(d.path("ai.db")).unwrap();
-    app.busy_timeout(Duration::from_secs(6)).unwrap();
-    let mut wrote = 0;
-    for i in 0..5 {
+    app.busy_timeout(Duration::from_secs(4)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut waits = Vec::new();
+    for i in 0..3 {
         std::thread::sleep(Duration::from_millis(300));
-        if app.execute("INSERT INTO app VALUES (?1)", [i]).is_ok() {
-            wrote += 1;
-        }
+        let t = Instant::now();
+        let wrote = app.execute("INSERT INTO app VALUES (?1)", [i]);
+        waits.push((t.elapsed(), wrote.is_ok()));
     }
+    let running = child.try_wait().unwrap().is_none();
     let status = child.wait().unwrap();
+    let took = started.elapsed();
+    eprintln!("sweep took {took:?}; application writes waited {waits:?}");
+    assert!(
+        running,
+        "the sweep ended ({took:?}) before the writes: nothing was shown"
+    );
     assert!(status.success());
-    assert_eq!(wrote, 5, "every application write got through");
+    assert!(
+        waits.iter().all(|(_, ok)| *ok),
+        "application writes timed out: {waits:?}"
+    );
     assert!(ids(&c, "logs").is_empty());
 }
 
