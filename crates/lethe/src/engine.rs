@@ -340,8 +340,8 @@ impl Sweeper<'_> {
                     let file = match &row.file {
                         Ok(None) => None,
                         Ok(Some(p)) if p.is_empty() => None,
-                        Ok(Some(p)) => match self.roots.place(p).and_then(|f| {
-                            let st = self.roots.inspect(&f)?;
+                        Ok(Some(p)) => match self.roots.place(p).and_then(|mut f| {
+                            let st = self.roots.inspect_judged(&mut f)?;
                             Ok((f, st))
                         }) {
                             Ok(f) => Some(f),

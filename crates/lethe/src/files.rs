@@ -36,6 +36,27 @@ pub struct Roots {
 pub struct OwnedFile {
     root: usize,
     parts: Vec<std::ffi::OsString>,
+    /// The file as it was when judged: it is removed only while it is still that file.
+    judged: Option<Stamp>,
+}
+
+/// What identifies a file's content without reading it: inode, size and modification
+/// time. A file rewritten or replaced after it was judged has another stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    ino: u64,
+    size: i64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn stamp(st: &rustix::fs::Stat) -> Stamp {
+    Stamp {
+        ino: st.st_ino,
+        size: st.st_size,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as i64,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +152,11 @@ impl Roots {
                 if parts.is_empty() {
                     return Err(format!("file {raw:?} is the root itself"));
                 }
-                return Ok(OwnedFile { root: i, parts });
+                return Ok(OwnedFile {
+                    root: i,
+                    parts,
+                    judged: None,
+                });
             }
         }
         let mut why = format!(
@@ -210,11 +235,19 @@ impl Roots {
         name: &str,
         shown: &Path,
     ) -> Result<FileState, String> {
+        Self::stat_stamped(dir, name, shown).map(|(state, _)| state)
+    }
+
+    fn stat_stamped(
+        dir: &rustix::fd::OwnedFd,
+        name: &str,
+        shown: &Path,
+    ) -> Result<(FileState, Option<Stamp>), String> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Err(Errno::NOENT) => Ok(FileState::Missing),
+            Err(Errno::NOENT) => Ok((FileState::Missing, None)),
             Err(e) => Err(format!("cannot inspect {}: {e}", shown.display())),
             Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => Ok(FileState::Present),
+                FileType::RegularFile => Ok((FileState::Present, Some(stamp(&st)))),
                 FileType::Symlink => Err(format!(
                     "{} is a symbolic link, not a regular file",
                     shown.display()
@@ -237,11 +270,14 @@ impl Roots {
         p
     }
 
-    /// Whether the file is there and may be removed; changes nothing. `Missing` only when
-    /// its directory exists and lacks it.
-    pub fn inspect(&self, f: &OwnedFile) -> Result<FileState, String> {
+    /// Whether the file is there and may be removed (`Missing` only when its directory
+    /// exists and lacks it), remembering the file as it is now: `remove` then removes it
+    /// only while it is still the same file, unchanged. Changes nothing on disk.
+    pub fn inspect_judged(&self, f: &mut OwnedFile) -> Result<FileState, String> {
         let (dir, name) = self.open_parent(f)?;
-        Self::stat_final(&dir, &name, &self.shown(f))
+        let (state, stamp) = Self::stat_stamped(&dir, &name, &self.shown(f))?;
+        f.judged = stamp;
+        Ok(state)
     }
 
     /// Removes the directories above a removed file that it left empty, up to (not
@@ -254,6 +290,7 @@ impl Roots {
             let probe = OwnedFile {
                 root: f.root,
                 parts: parts.clone(),
+                judged: None,
             };
             let Ok((dir, name)) = self.open_parent(&probe) else {
                 return;
@@ -305,8 +342,15 @@ impl Roots {
     pub fn remove(&self, f: &OwnedFile) -> Result<FileState, String> {
         let (dir, name) = self.open_parent(f)?;
         let shown = self.shown(f);
-        if Self::stat_final(&dir, &name, &shown)? == FileState::Missing {
+        let (state, now) = Self::stat_stamped(&dir, &name, &shown)?;
+        if state == FileState::Missing {
             return Ok(FileState::Missing);
+        }
+        if f.judged.is_some() && f.judged != now {
+            return Err(format!(
+                "{} changed after it was judged (rewritten or replaced); kept, judged again next run",
+                shown.display()
+            ));
         }
         match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
             Ok(()) => Ok(FileState::Present),
@@ -391,14 +435,18 @@ mod tests {
         );
         assert!(roots.place("relative/path").is_err());
         assert!(roots.place(&root.to_string_lossy()).is_err());
-        let missing_dir = roots.place(&p("nope/x")).map(|f| roots.inspect(&f));
+        let missing_dir = roots
+            .place(&p("nope/x"))
+            .map(|mut f| roots.inspect_judged(&mut f));
         assert!(
             matches!(missing_dir, Ok(Err(ref e)) if e.contains("does not exist")),
             "{missing_dir:?}"
         );
         let missing_dir = roots.place(&p("nope/x")).map(|f| roots.remove(&f));
         assert!(matches!(missing_dir, Ok(Err(_))), "{missing_dir:?}");
-        let missing_file = roots.place(&p("sub/nope")).map(|f| roots.inspect(&f));
+        let missing_file = roots
+            .place(&p("sub/nope"))
+            .map(|mut f| roots.inspect_judged(&mut f));
         assert!(matches!(missing_file, Ok(Ok(FileState::Missing))));
     }
 
@@ -420,7 +468,7 @@ mod tests {
         );
         let f = roots.place(&real.join("sub/a").to_string_lossy());
         assert!(matches!(
-            f.map(|f| roots.inspect(&f)),
+            f.map(|mut f| roots.inspect_judged(&mut f)),
             Ok(Ok(FileState::Present))
         ));
         for bad in ["/", "slash", "../../../../../../../../../../../../.."] {
@@ -436,5 +484,46 @@ mod tests {
         }
         let missing = Roots::new("file_roots", &["nope".into()], &t.0);
         assert_eq!(missing.problems().len(), 1);
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_judged_is_kept() {
+        let t = tmp("judged");
+        let root = t.0.join("root");
+        std::fs::create_dir_all(&root).unwrap_or_default();
+        let path = root.join("ckpt.pt");
+        std::fs::write(&path, "old weights").unwrap_or_default();
+        let roots = Roots::new(
+            "root",
+            &[root.to_string_lossy().into_owned()],
+            Path::new("/"),
+        );
+        let judge = |roots: &Roots| {
+            let mut f = roots
+                .place(&path.to_string_lossy())
+                .map_err(|e| e.to_string())?;
+            roots.inspect_judged(&mut f).map(|_| f)
+        };
+        // Rewritten (new content, new size) between judgement and removal: kept.
+        let f = judge(&roots);
+        std::fs::write(&path, "new weights, longer").unwrap_or_default();
+        let r = f.as_ref().map(|f| roots.remove(f));
+        assert!(
+            matches!(r, Ok(Err(ref e)) if e.contains("changed after it was judged")),
+            "{r:?}"
+        );
+        assert!(path.exists());
+        // Replaced by another file of the same size: another inode, kept.
+        let f = judge(&roots);
+        let other = root.join("other");
+        std::fs::write(&other, "new weights, LONGER").unwrap_or_default();
+        std::fs::rename(&other, &path).unwrap_or_default();
+        let r = f.as_ref().map(|f| roots.remove(f));
+        assert!(matches!(r, Ok(Err(_))), "{r:?}");
+        // Unchanged: removed.
+        let f = judge(&roots);
+        let r = f.as_ref().map(|f| roots.remove(f));
+        assert!(matches!(r, Ok(Ok(FileState::Present))), "{r:?}");
+        assert!(!path.exists());
     }
 }
