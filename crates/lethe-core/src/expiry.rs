@@ -175,7 +175,7 @@ pub fn read_instant(v: Raw<'_>, format: Option<&TimeFormat>) -> Result<Option<Ti
         (Raw::Blob, _) => Err("is binary, not a timestamp".into()),
         (Raw::Int(i), None) => Timestamp::from_plausible_unix(i as f64).map(Some),
         (Raw::Real(f), None) => Timestamp::from_plausible_unix(f).map(Some),
-        (Raw::Text(s), None) => Timestamp::parse(s).map(Some),
+        (Raw::Text(s), None) => read_text(s),
         (Raw::Int(i), Some(f @ TimeFormat::Strftime(_))) => {
             Timestamp::parse_as(&i.to_string(), f).map(Some)
         }
@@ -190,6 +190,24 @@ pub fn read_instant(v: Raw<'_>, format: Option<&TimeFormat>) -> Result<Option<Ti
         }
         (Raw::Text(s), Some(f)) => Timestamp::parse_as(s, f).map(Some),
     }
+}
+
+/// Reads undeclared text: `infinity` is never (kept), `-infinity` is no date, and a date
+/// before 1900 is taken for what it usually is, a placeholder (`0001-01-01`), not a date.
+fn read_text(s: &str) -> Result<Option<Timestamp>, String> {
+    match s.trim() {
+        "infinity" | "+infinity" => return Ok(Some(Timestamp::MAX)),
+        "-infinity" => return Err("is -infinity, not a date".into()),
+        _ => {}
+    }
+    let t = Timestamp::parse(s)?;
+    if t < Timestamp::EARLIEST_PLAUSIBLE {
+        return Err(format!(
+            "{:?} is before 1900, which reads as a placeholder (such as 0001-01-01), not a date; if it is one, declare the column's format as \"iso8601\"",
+            s.trim()
+        ));
+    }
+    Ok(Some(t))
 }
 
 /// Reads a per-item retention in whole days (integer, integral real, or digits as text).

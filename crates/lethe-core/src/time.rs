@@ -93,6 +93,11 @@ fn strftime(pattern: &str, input: &str) -> Result<Timestamp, String> {
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// 9999-12-31T23:59:59Z: the latest instant Lethe prints; what `infinity` reads as.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_000_000);
+    /// 1900-01-01T00:00:00Z: undeclared text before it is a placeholder, not a date.
+    pub const EARLIEST_PLAUSIBLE: Timestamp = Timestamp(-2_208_988_800_000_000);
+
     pub const fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
     }

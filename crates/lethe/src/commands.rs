@@ -182,8 +182,9 @@ pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()
 
 /// What a target reaches, for finding two targets that reach the same place.
 enum Place {
-    /// A table, as its database names it whatever the URL's spelling.
-    Table(String),
+    /// A table, as its database names it whatever the URL's spelling, then the tables whose
+    /// rows include its own.
+    Table(Vec<String>),
     /// A directory tree, resolved.
     Tree(PathBuf),
     /// A bucket or container and a prefix in it, by segments.
@@ -234,10 +235,37 @@ pub fn shared_places(loaded: &Loaded) -> Vec<(&Target, String)> {
         .filter_map(|t| place_of(loaded, t).map(|p| (t, p)))
         .collect();
     let mut out = Vec::new();
+    // Lethe's own state is no target: a sweep would wait on its own locks, or delete its
+    // own records.
+    let state_file = crate::state::sqlite_path(&loaded.config.state.url, &loaded.base)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("sqlite file {}:{} ", m.dev(), m.ino())
+        });
+    for (t, p) in &places {
+        if let (Some(state), Place::Table(ids)) = (&state_file, p)
+            && ids.iter().any(|id| id.starts_with(state.as_str()))
+        {
+            out.push((
+                *t,
+                "reaches Lethe's own state database ([state] url): keep the state in a database of its own".to_string(),
+            ));
+        }
+    }
     for (i, (b, pb)) in places.iter().enumerate() {
         for (a, pa) in &places[..i] {
             let what = match (pa, pb) {
-                (Place::Table(x), Place::Table(y)) if x == y => Some("the same table".to_string()),
+                (Place::Table(x), Place::Table(y))
+                    if x.first().is_some_and(|t| y.contains(t))
+                        || y.first().is_some_and(|t| x.contains(t)) =>
+                {
+                    Some(if x.first() == y.first() {
+                        "the same table".to_string()
+                    } else {
+                        "a table and its partition or inheritance child".to_string()
+                    })
+                }
                 (Place::Tree(x), Place::Tree(y)) if x.starts_with(y) || y.starts_with(x) => {
                     Some(format!(
                         "overlapping directories ({} and {})",

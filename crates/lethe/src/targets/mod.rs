@@ -253,9 +253,11 @@ pub trait SqlTable {
         Ok(0)
     }
     /// What the target reaches, spelled one way whatever the config's spelling (the same
-    /// database file or server and the same table): two targets with one identity would
-    /// bypass each other's holds. `None` for connectors that compare configs instead.
-    fn identity(&mut self) -> Result<Option<String>> {
+    /// database file or server and the same table), then the tables whose rows include its
+    /// own (a partitioned or inheritance parent): two targets where one's identity is the
+    /// other's, or among its ancestors, would bypass each other's holds. `None` for
+    /// connectors that compare configs instead.
+    fn identity(&mut self) -> Result<Option<Vec<String>>> {
         Ok(None)
     }
     /// The rows with these keys that still exist.

@@ -88,10 +88,13 @@ fn kind(pg_type: &str) -> Kind {
 /// The column as text the pure decision reads: typed timestamps in RFC 3339 UTC.
 fn as_text(col: &str, k: Kind) -> String {
     const FMT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
+    // `infinity` and `-infinity` have no calendar text: they read as themselves.
+    let finite =
+        |text: String| format!("(CASE WHEN isfinite({col}) THEN {text} ELSE {col}::text END)");
     match k {
-        Kind::Timestamptz => format!("to_char({col} AT TIME ZONE 'UTC', {FMT})"),
-        Kind::Timestamp => format!("to_char({col}, {FMT})"),
-        Kind::Date => format!("to_char({col}, 'YYYY-MM-DD')"),
+        Kind::Timestamptz => finite(format!("to_char({col} AT TIME ZONE 'UTC', {FMT})")),
+        Kind::Timestamp => finite(format!("to_char({col}, {FMT})")),
+        Kind::Date => finite(format!("to_char({col}, 'YYYY-MM-DD')")),
         _ => format!("{col}::text"),
     }
 }
@@ -138,6 +141,9 @@ pub struct PgTable {
     bare_table: String,
     /// The key columns, quoted, with their types.
     keys: Vec<(String, String)>,
+    /// Key columns whose equality is not byte equality (a nondeterministic collation,
+    /// `citext`): compared, ordered and matched as text under "C" instead.
+    exact: Vec<bool>,
     select: String,
     due: String,
     write: bool,
@@ -154,9 +160,12 @@ impl PgTable {
     pub fn open(cfg: &SqlTarget, window: &Window, write: bool) -> Result<Self> {
         let location = redact(&cfg.url);
         let mut client = crate::db::connect_pg(&cfg.url, cfg.password_env.as_deref())?;
-        // Bounded: an application's lock makes a row or the target busy, never a hang.
+        // Bounded: an application's lock makes a row or the target busy, never a hang. Values
+        // are read as text: fix every setting that changes a value's text, so that a key, a
+        // fingerprint or a timestamp reads the same whatever the database or role sets.
         client.batch_execute(&format!(
-            "SET lock_timeout = '{}s'",
+            "SET lock_timeout = '{}s'; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+             SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'",
             cfg.lock_timeout.as_secs().max(1)
         ))?;
         if !write {
@@ -171,6 +180,7 @@ impl PgTable {
             schema,
             bare_table,
             keys: Vec::new(),
+            exact: Vec::new(),
             select: String::new(),
             due: "TRUE".into(),
             write,
@@ -185,6 +195,7 @@ impl PgTable {
             .iter()
             .map(|k| (quote_ident(k), ty(k).unwrap_or_else(|| "text".into())))
             .collect();
+        t.exact = t.inexact_key_columns()?;
         let q = quote_ident;
         let qa = |c: &str| format!("{ALIAS}.{}", q(c));
         let kind_of = |c: &Option<String>| c.as_ref().and_then(|c| ty(c)).map(|t| kind(&t));
@@ -288,10 +299,37 @@ impl PgTable {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// For each key column, whether its equality is not byte equality.
+    fn inexact_key_columns(&mut self) -> Result<Vec<bool>> {
+        let mut out = Vec::new();
+        for k in &self.cfg.key {
+            let row = self.client.query_opt(
+                "SELECT t.typname::text = 'citext' OR NOT coalesce(c.collisdeterministic, true)
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                 LEFT JOIN pg_collation c ON c.oid = a.attcollation
+                 WHERE a.attrelid = $1::text::regclass AND a.attname = $2",
+                &[&self.table, k],
+            );
+            // A table that cannot be read yet is reported by check_schema.
+            out.push(matches!(row, Ok(Some(r)) if r.get::<_, bool>(0)));
+        }
+        Ok(out)
+    }
+
+    /// One key column as compared and ordered.
+    fn key_expr(&self, i: usize, col: &str) -> String {
+        if self.exact.get(i).copied().unwrap_or(false) {
+            format!("({ALIAS}.{col}::text COLLATE \"C\")")
+        } else {
+            format!("{ALIAS}.{col}")
+        }
+    }
+
     fn key_list(&self) -> String {
         self.keys
             .iter()
-            .map(|(k, _)| format!("{ALIAS}.{k}"))
+            .enumerate()
+            .map(|(i, (k, _))| self.key_expr(i, k))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -326,7 +364,13 @@ impl PgTable {
                     .keys
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 3))
+                    .map(|(i, (_, ty))| {
+                        if self.exact.get(i).copied().unwrap_or(false) {
+                            format!("(${}::text COLLATE \"C\")", i + 3)
+                        } else {
+                            format!("${}::text::{ty}", i + 3)
+                        }
+                    })
                     .collect();
                 params.extend(
                     texts
@@ -353,11 +397,17 @@ impl PgTable {
         };
         let n = self.keys.len();
         if let Some(last) = rows.last() {
-            self.cursor = Some(
-                (0..n)
-                    .map(|i| last.get::<_, Option<String>>(i).unwrap_or_default())
-                    .collect(),
-            );
+            let next: Vec<String> = (0..n)
+                .map(|i| last.get::<_, Option<String>>(i).unwrap_or_default())
+                .collect();
+            // A scan that does not move on would read the same rows forever.
+            if self.cursor.as_ref() == Some(&next) {
+                anyhow::bail!(
+                    "the scan of {} did not move past key {next:?}; stopped rather than judge the same rows again",
+                    self.cfg.table
+                );
+            }
+            self.cursor = Some(next);
         }
         Ok(rows.iter().map(|r| self.read_row(r)).collect())
     }
@@ -416,8 +466,15 @@ impl PgTable {
         let on: Vec<String> = self
             .keys
             .iter()
+            .enumerate()
             .zip(&names)
-            .map(|((k, ty), name)| format!("{ALIAS}.{k} = lethe_v.{name}::{ty}"))
+            .map(|((i, (k, ty)), name)| {
+                if self.exact.get(i).copied().unwrap_or(false) {
+                    format!("{} = (lethe_v.{name} COLLATE \"C\")", self.key_expr(i, k))
+                } else {
+                    format!("{ALIAS}.{k} = lethe_v.{name}::{ty}")
+                }
+            })
             .collect();
         if with_fp {
             names.push("lethe_fp".into());
@@ -562,6 +619,23 @@ impl SqlTable for PgTable {
         if !problems.is_empty() {
             return Ok(problems);
         }
+        // A table with inheritance children (not partitions) reads their rows with its own,
+        // and its unique indexes do not reach them: one key could name two rows.
+        let children: bool = self
+            .client
+            .query_one(
+                "SELECT c.relkind <> 'p' AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)
+                 FROM pg_class c WHERE c.oid = $1::text::regclass",
+                &[&self.table],
+            )?
+            .get(0);
+        if children {
+            problems.push(format!(
+                "table {} has inheritance children: their rows are read with its own and its unique indexes do not cover them, so a key could name two rows; give each table a target of its own",
+                self.cfg.table
+            ));
+            return Ok(problems);
+        }
         // The key must name one row: some valid, non-partial unique index on plain
         // columns, all of them among the key's.
         let rows = self.client.query(
@@ -693,7 +767,7 @@ impl SqlTable for PgTable {
     /// The cluster (its system identifier where the role may read it, else the server's
     /// own address and port), the database and the table's oid: the same whatever the URL
     /// or the table's spelling.
-    fn identity(&mut self) -> Result<Option<String>> {
+    fn identity(&mut self) -> Result<Option<Vec<String>>> {
         let server = match self.client.query_one(
             "SELECT system_identifier::text FROM pg_control_system()",
             &[],
@@ -707,14 +781,23 @@ impl SqlTable for PgTable {
                 r.get(0)
             }
         };
-        let r = self.client.query_one(
-            "SELECT current_database()::text, $1::text::regclass::oid::int8",
+        // The table, then every table it is a partition or inheritance child of.
+        let rows = self.client.query(
+            "WITH RECURSIVE up(oid, depth) AS (
+                 SELECT $1::text::regclass::oid, 0
+                 UNION ALL SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.oid
+             )
+             SELECT current_database()::text, oid::int8 FROM up ORDER BY depth",
             &[&self.table],
         )?;
-        let (db, oid): (String, i64) = (r.get(0), r.get(1));
-        Ok(Some(format!(
-            "postgres {server} database {db} table oid {oid}"
-        )))
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let (db, oid): (String, i64) = (r.get(0), r.get(1));
+                    format!("postgres {server} database {db} table oid {oid}")
+                })
+                .collect(),
+        ))
     }
 
     fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {

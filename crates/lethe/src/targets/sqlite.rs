@@ -64,7 +64,7 @@ fn julian(col: &str, format: Option<&TimeFormat>) -> String {
 }
 
 /// A stored value, kept exactly as SQLite gave it, to carry the place of a scan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Cell {
     Null,
     Int(i64),
@@ -104,6 +104,10 @@ pub struct SqliteTable {
     due: String,
     /// `k1, k2`: the key columns, quoted, in order.
     key_list: String,
+    /// The key columns as compared, ordered and matched: byte for byte (`COLLATE BINARY`),
+    /// whatever collation the column declares, so that a NOCASE or RTRIM column never
+    /// lets one key name two rows nor a scan skip one.
+    key_cmp: String,
     /// `k1 IS NOT NULL AND k2 IS NOT NULL`.
     key_not_null: String,
     /// `CAST(subj AS TEXT) COLLATE BINARY = ?1 AND subj = ?1`: exact text, index-friendly.
@@ -159,6 +163,14 @@ impl SqliteTable {
         let table = q(&cfg.table);
         let keys: Vec<String> = cfg.key.iter().map(|k| q(k)).collect();
         let key_list = keys.join(", ");
+        let key_cmp = if rowid_alias(&conn, cfg)? {
+            key_list.clone()
+        } else {
+            keys.iter()
+                .map(|k| format!("{k} COLLATE BINARY"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let key_not_null = keys
             .iter()
             .map(|k| format!("{k} IS NOT NULL"))
@@ -215,6 +227,7 @@ impl SqliteTable {
             select,
             due: due.join(" OR "),
             key_list,
+            key_cmp,
             key_not_null,
             subject_match,
             nkeys: keys.len(),
@@ -233,13 +246,13 @@ impl SqliteTable {
             Some(cells) => {
                 let marks: Vec<String> = (0..cells.len()).map(|i| format!("?{}", i + 3)).collect();
                 params.extend(cells.iter().map(|c| c as &dyn ToSql));
-                format!(" AND ({}) > ({})", self.key_list, marks.join(", "))
+                format!(" AND ({}) > ({})", self.key_cmp, marks.join(", "))
             }
             None => String::new(),
         };
         let sql = format!(
             "{} WHERE {} AND ({filter}){after} ORDER BY {} LIMIT ?2",
-            self.select, self.key_not_null, self.key_list
+            self.select, self.key_not_null, self.key_cmp
         );
         let nkeys = self.nkeys;
         let mut st = self.conn.prepare_cached(&sql)?;
@@ -249,6 +262,14 @@ impl SqliteTable {
             .map_err(|e| busy_or(e, &self.path, self.cfg.lock_timeout))
             .with_context(|| format!("Failed to read {}", self.table))?;
         if let Some((_, cells)) = read.last() {
+            // A scan that does not move on would read the same rows forever.
+            if self.cursor.as_ref() == Some(cells) {
+                anyhow::bail!(
+                    "the scan of {} did not move past key {:?}; stopped rather than judge the same rows again",
+                    self.table,
+                    cells
+                );
+            }
             self.cursor = Some(cells.clone());
         }
         Ok(read.into_iter().map(|(row, _)| row).collect())
@@ -343,6 +364,20 @@ impl SqliteTable {
     }
 }
 
+/// Whether the key is the table's INTEGER PRIMARY KEY, the rowid itself: integers, with no
+/// collation to pin (and pinning one would keep SQLite from walking the table in order).
+fn rowid_alias(conn: &Connection, cfg: &SqlTarget) -> Result<bool> {
+    let mut st =
+        conn.prepare("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let pk: Vec<(String, String)> = st
+        .query_map([&cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(matches!(pk.as_slice(), [(name, ty)]
+        if ty.eq_ignore_ascii_case("INTEGER")
+            && cfg.key.len() == 1
+            && cfg.key[0].eq_ignore_ascii_case(name)))
+}
+
 /// The refusal for a key that does not name one row, with what would do.
 pub fn not_unique_message(
     cfg: &SqlTarget,
@@ -411,14 +446,14 @@ impl Deleter for SqliteTable {
         let sql = if self.nkeys == 1 {
             format!(
                 "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1)) RETURNING {}",
-                self.table, self.key_list, self.key_list
+                self.table, self.key_cmp, self.key_list
             )
         } else {
             let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
             format!(
                 "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM json_each(?1)) RETURNING {}",
                 self.table,
-                self.key_list,
+                self.key_cmp,
                 parts.join(", "),
                 self.key_list
             )
@@ -579,16 +614,16 @@ impl SqlTable for SqliteTable {
 
     /// The database file (by device and inode, whatever path spells it) and the table
     /// (SQLite's names ignore ASCII case).
-    fn identity(&mut self) -> Result<Option<String>> {
+    fn identity(&mut self) -> Result<Option<Vec<String>>> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&self.path)
             .with_context(|| format!("Failed to read {}", self.path.display()))?;
-        Ok(Some(format!(
+        Ok(Some(vec![format!(
             "sqlite file {}:{} table {}",
             meta.dev(),
             meta.ino(),
             self.cfg.table.to_ascii_lowercase()
-        )))
+        )]))
     }
 
     /// Every column of one subject's rows, as JSON objects, for an access export.
@@ -601,7 +636,7 @@ impl SqlTable for SqliteTable {
         let s = quote_ident(subject_col);
         let sql = format!(
             "SELECT * FROM {} WHERE {s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1 ORDER BY {}",
-            self.table, self.key_list
+            self.table, self.key_cmp
         );
         let mut st = self.conn.prepare(&sql)?;
         let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
@@ -631,14 +666,14 @@ impl SqlTable for SqliteTable {
         let sql = if self.nkeys == 1 {
             format!(
                 "{} WHERE {} IN (SELECT value FROM json_each(?1))",
-                self.select, self.key_list
+                self.select, self.key_cmp
             )
         } else {
             let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
             format!(
                 "{} WHERE ({}) IN (SELECT {} FROM json_each(?1))",
                 self.select,
-                self.key_list,
+                self.key_cmp,
                 parts.join(", ")
             )
         };

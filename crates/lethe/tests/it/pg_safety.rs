@@ -904,3 +904,158 @@ fn extreme_values_never_stop_a_target() {
         "{finished:?}"
     );
 }
+
+/// Review of the fixes, 2: under a nondeterministic collation 'ZZ' equals 'zz', so a scan
+/// that resumed with `key > last` skipped a row at a page boundary and an erasure said
+/// "completed" with the row still there. Keys are now compared as bytes.
+#[test]
+fn keys_under_a_case_insensitive_collation_are_each_named_and_never_skipped() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    db.batch_execute(
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE logs (k text COLLATE ci, user_id text, created_at timestamptz);
+         CREATE UNIQUE INDEX logs_k ON logs (k COLLATE \"C\");
+         INSERT INTO logs VALUES ('a', 'u1', now() - interval '40 days'),
+           ('A', 'u2', now() - interval '40 days'), ('b', 'u1', now() - interval '40 days'),
+           ('zz', 'u1', now()), ('ZZ', 'u1', now());",
+    )
+    .unwrap();
+    let dir = Tmp::new("pgsafe-ci");
+    let cfg = config(
+        &dir,
+        "lethe.toml",
+        &[target(
+            "logs",
+            &pg.url("app"),
+            "logs",
+            "\"k\"",
+            "subject = \"user_id\"",
+        )],
+    );
+    let r = lethe_run(&cfg, &["sweep", "--apply", "--json", "--batch-size", "1"]);
+    assert_eq!(r.code, Some(0), "{}", all(&r));
+    assert_eq!(r.json()["targets"][0]["deleted"], 3, "{}", all(&r));
+    assert_eq!(keys(&mut db, "logs", "k COLLATE \"C\""), vec!["ZZ", "zz"]);
+    let r = lethe_run(&cfg, &["erase", "--subject", "u1", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}", all(&r));
+    assert!(
+        keys(&mut db, "logs", "k COLLATE \"C\"").is_empty(),
+        "both zz and ZZ erased"
+    );
+}
+
+/// Review of the fixes, 3 and 4: a second target on a partition (or an inheritance child)
+/// of a table another target sweeps bypassed that target's holds; a table with inheritance
+/// children let one key name two rows.
+#[test]
+fn partitions_and_inheritance_cannot_hide_a_row_from_its_holds() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    db.batch_execute(
+        "CREATE TABLE logs (tenant text, id int, created_at timestamptz, PRIMARY KEY (tenant, id))
+           PARTITION BY LIST (tenant);
+         CREATE TABLE logs_a PARTITION OF logs FOR VALUES IN ('a');
+         INSERT INTO logs VALUES ('a', 1, now() - interval '40 days');
+         CREATE TABLE parent (id int PRIMARY KEY, created_at timestamptz);
+         CREATE TABLE child () INHERITS (parent);
+         INSERT INTO parent VALUES (1, now() - interval '40 days');
+         INSERT INTO child VALUES (1, now() - interval '40 days');",
+    )
+    .unwrap();
+    let dir = Tmp::new("pgsafe-parts");
+    let url = pg.url("app");
+    let cfg = config(
+        &dir,
+        "lethe.toml",
+        &[
+            target("all", &url, "logs", "[\"tenant\", \"id\"]", ""),
+            target("part_a", &url, "logs_a", "[\"tenant\", \"id\"]", ""),
+        ],
+    );
+    let r = lethe_run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}", all(&r));
+    assert!(
+        r.stderr.contains("partition or inheritance child"),
+        "{}",
+        all(&r)
+    );
+    assert_eq!(keys(&mut db, "logs", "id::text"), vec!["1"]);
+
+    let cfg = config(
+        &dir,
+        "parent.toml",
+        &[target("parent", &url, "parent", "\"id\"", "")],
+    );
+    let r = lethe_run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}", all(&r));
+    assert!(r.stderr.contains("inheritance children"), "{}", all(&r));
+    assert_eq!(ids(&mut db, "parent"), vec![1, 1]);
+}
+
+/// Review of the fixes, 5: keys were read as text under the database's own settings; after
+/// `ALTER DATABASE … SET timezone` a timestamptz key read differently and its hold no
+/// longer matched; with extra_float_digits = 0 a float key read lossily and the scan did
+/// not move on.
+#[test]
+fn keys_read_the_same_whatever_the_database_sets() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    db.batch_execute(
+        "CREATE TABLE ev (k timestamptz PRIMARY KEY, created_at timestamptz);
+         INSERT INTO ev VALUES ('2026-01-01 00:00:00+00', now() - interval '40 days'),
+           ('2026-01-02 00:00:00+00', now() - interval '40 days');
+         CREATE TABLE fl (k float8 PRIMARY KEY, created_at timestamptz);
+         INSERT INTO fl VALUES (0.30000000000000004, now() - interval '40 days'),
+           (0.7, now() - interval '40 days');",
+    )
+    .unwrap();
+    let dir = Tmp::new("pgsafe-settings");
+    let url = pg.url("app");
+    let cfg = config(
+        &dir,
+        "lethe.toml",
+        &[
+            target("ev", &url, "ev", "\"k\"", ""),
+            target("fl", &url, "fl", "\"k\"", ""),
+        ],
+    );
+    let h = lethe_run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--target",
+            "ev",
+            "--key",
+            "2026-01-01 00:00:00+00",
+            "--case",
+            "C",
+            "--reason",
+            "r",
+        ],
+    );
+    assert_eq!(h.code, Some(0), "{}", all(&h));
+    db.batch_execute(
+        "ALTER DATABASE app SET timezone = 'Asia/Kolkata'; ALTER DATABASE app SET extra_float_digits = 0;",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = lethe_run(&cfg, &["sweep", "--apply", "--json", "--batch-size", "1"]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", all(&r));
+    let mut fresh = pg.client("app");
+    assert_eq!(
+        keys(
+            &mut fresh,
+            "ev",
+            "to_char(k AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        ),
+        vec!["2026-01-01"],
+        "the held row is kept"
+    );
+    assert!(
+        keys(&mut fresh, "fl", "k").is_empty(),
+        "both float keys deleted"
+    );
+}

@@ -594,3 +594,111 @@ fn unreadable_keys_never_end_the_scan() {
         |e| e["action"] == "failed" && e["detail"].as_str().unwrap_or("").contains("NULL key")
     ),);
 }
+
+/// Review of the fixes, 1: a key column that ignores case (or trailing spaces) with a
+/// unique index on its bytes: deleting 'a' also took 'A', which was held and never judged.
+#[test]
+fn a_key_column_that_ignores_case_names_one_row_by_its_bytes() {
+    let d = Tmp::new("nocase-key");
+    let c = db(
+        &d,
+        &format!(
+            "CREATE TABLE t (k TEXT COLLATE NOCASE, user_id TEXT, created_at TEXT);
+             CREATE UNIQUE INDEX u ON t (k COLLATE BINARY);
+             INSERT INTO t VALUES ('a', 'alice', '{o}'), ('A', 'bob', '{y}'), ('b', 'alice', '{o}'),
+               ('x', 'alice', '{o}'), ('B', 'carol', '{o}');
+             CREATE TABLE r (k TEXT COLLATE RTRIM, created_at TEXT);
+             CREATE UNIQUE INDEX ur ON r (k COLLATE BINARY);
+             INSERT INTO r VALUES ('x', '{o}'), ('x ', '{y}');",
+            o = old(),
+            y = young()
+        ),
+    );
+    let cfg = config(&d, "t", "key = \"k\"\nsubject = \"user_id\"");
+    let h = run(
+        &cfg,
+        &[
+            "hold", "add", "--target", "t", "--key", "B", "--case", "C", "--reason", "r",
+        ],
+    );
+    assert_eq!(h.code, Some(0), "{}", h.stderr);
+    // One row per batch: the scan must not skip 'A' after 'a', nor 'b' after 'B'.
+    let r = run(&cfg, &["sweep", "--json", "--batch-size", "1"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(keys_with(&cfg, "would_delete"), vec!["a", "b", "x"]);
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let left: Vec<String> = c
+        .prepare("SELECT k FROM t ORDER BY k COLLATE BINARY")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, vec!["A", "B"], "the young row and the held row stay");
+
+    let cfg = config(&d, "r", "key = \"k\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM r WHERE k = 'x ' COLLATE BINARY"),
+        1
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM r"), 1);
+}
+
+/// Review of the fixes, 6: a target in Lethe's own state database made a sweep wait on its
+/// own lock for a minute (or could delete Lethe's own records).
+#[test]
+fn a_target_in_the_state_database_is_refused() {
+    let d = Tmp::new("state-target");
+    let c = db(
+        &d,
+        &format!(
+            "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT); INSERT INTO logs VALUES (1, '{}');",
+            old()
+        ),
+    );
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        "[state]\nurl = \"sqlite://ai.db\"\n[categories.log]\nretention = \"30d\"\n\
+         [[targets]]\nname = \"t\"\ntype = \"sql\"\nurl = \"sqlite://./ai.db\"\ntable = \"logs\"\ncategory = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("Lethe's own state database"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(ids(&c, "logs"), vec![1]);
+}
+
+/// Review of the fixes: ISO text before 1900 (`0001-01-01`, .NET's "no date") was read as
+/// a date and made rows due.
+#[test]
+fn placeholder_dates_are_not_dates() {
+    let d = Tmp::new("placeholder-dates");
+    let c = db(
+        &d,
+        &format!(
+            "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT);
+             INSERT INTO logs VALUES (1, '0001-01-01 00:00:00'), (2, '1899-12-31'), (3, '{}');",
+            old()
+        ),
+    );
+    let cfg = config(&d, "logs", "key = \"id\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&c, "logs"), vec![1, 2]);
+    assert_eq!(keys_with(&cfg, "failed"), vec!["1", "2"]);
+    // Declared as ISO-8601, the same text is a date, and due.
+    let cfg = config(&d, "logs", "key = \"id\"\ncreated_at_format = \"iso8601\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(ids(&c, "logs").is_empty());
+}
