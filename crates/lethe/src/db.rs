@@ -327,18 +327,28 @@ impl Db {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
-    /// Takes the state's write lock (as `write` does) until `end_exclusive`, to read under it.
-    pub fn begin_exclusive(&mut self) -> Result<()> {
+    /// Like `write`, but on PostgreSQL first takes the advisory lock that guards holds and
+    /// exceptions ([`PROTECTIONS_LOCK`]), then the write lock: a change to the protections
+    /// waits for a sweep's deletions in flight, and a sweep never waits for the trail.
+    pub fn write_protections<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         match self {
-            Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Db::Pg(c) => c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7415289561)")?,
+            Db::Sqlite(_) => self.write(f),
+            Db::Pg(c) => {
+                c.batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({PROTECTIONS_LOCK}); SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                ))?;
+                match f(self) {
+                    Ok(v) => {
+                        self.batch("COMMIT")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        let _ = self.batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
         }
-        Ok(())
-    }
-
-    /// Ends what `begin_exclusive` began; it wrote nothing, so there is nothing to keep.
-    pub fn end_exclusive(&mut self) {
-        let _ = self.batch("ROLLBACK");
     }
 
     /// Runs `f` in a write transaction that excludes every other writer of this state, on
@@ -346,7 +356,9 @@ impl Db {
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         match self {
             Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Db::Pg(c) => c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7415289561)")?,
+            Db::Pg(c) => c.batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            ))?,
         }
         match f(self) {
             Ok(v) => {
@@ -360,6 +372,12 @@ impl Db {
         }
     }
 }
+
+/// The PostgreSQL advisory lock every writer of the state takes (the chain's order).
+pub const WRITE_LOCK: i64 = 7_415_289_561;
+/// The PostgreSQL advisory lock that guards holds and exceptions: taken by whatever changes
+/// them, and by a sweep from its last look at them until its deletions commit.
+pub const PROTECTIONS_LOCK: i64 = 7_415_289_562;
 
 /// Connects to PostgreSQL, taking the password from the named environment variable when
 /// there is one. Neither the URL's password nor the variable's value reaches a message.

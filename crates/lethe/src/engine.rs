@@ -491,13 +491,13 @@ impl Sweeper<'_> {
         } else {
             PENDING_CHUNK
         };
-        // The state's write lock, which every hold, release and exception takes to be
-        // recorded, is held from this last look at the protections until the target commits:
-        // a hold whose command has returned is seen here, and one still being placed waits
-        // until these deletions are committed.
-        self.state.db().begin_exclusive()?;
+        // The protections lock, which every hold, release and exception takes to be
+        // recorded, is held from this last look at them until the target commits: a hold
+        // whose command has returned is seen here, and one still being placed waits until
+        // these deletions are committed. The audit writer does not take it.
+        let lock = self.state.lock_protections()?;
         let done = self.recheck_and_execute(planned);
-        self.state.db().end_exclusive();
+        self.state.unlock_protections(lock);
         let done = done?;
         hit(&mut self.failpoint, "after_delete");
         let mut extra = Some(entries);

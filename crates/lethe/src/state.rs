@@ -166,6 +166,12 @@ pub struct State {
     subjects_seen: std::collections::HashSet<(String, String)>,
 }
 
+/// Held while holds and exceptions may not change (see [`State::lock_protections`]);
+/// dropping it releases a file lock.
+pub struct ProtectionsLock {
+    _file: Option<std::fs::File>,
+}
+
 /// The write-ahead record of deletions in flight. Beside a SQLite state it is a small file
 /// of its own (`<state>.pending`), so that recording the next batch never waits for the
 /// audit writer's transaction; with a PostgreSQL state it is a table in the same database.
@@ -535,51 +541,118 @@ impl State {
                 }
             }
         }
-        let done = self
-            .db
-            .write(|db| {
-                // Pairs another process added meanwhile are skipped; the rest go in bulk.
-                let mut runs: Vec<&String> = new_subjects.iter().map(|(_, r)| r).collect();
-                runs.sort();
-                runs.dedup();
-                let mut known = std::collections::HashSet::new();
-                for run in runs {
-                    for r in db.query(
-                        "SELECT subject_hash FROM audit_subjects WHERE run_id = ?1",
-                        &vals![run],
-                    )? {
-                        known.insert((r.text(0), run.clone()));
-                    }
-                }
-                let fresh: Vec<Vec<Val>> = new_subjects
-                    .iter()
-                    .filter(|p| !known.contains(*p))
-                    .map(|(h, run)| vals![h, run].to_vec())
-                    .collect();
-                db.insert_many("audit_subjects", &["subject_hash", "run_id"], fresh)?;
-                let (head_seq, head_hash) = match db.query_opt(
-                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                    &[],
+        // A change to holds or exceptions waits for any sweep's deletions in flight (see
+        // `lock_protections`), so a hold recorded is one every later deletion sees.
+        let protections = bodies.iter().any(|b| {
+            matches!(
+                b.action,
+                Action::HoldPlaced
+                    | Action::HoldReleased
+                    | Action::ExceptionGranted
+                    | Action::ExceptionRenewed
+                    | Action::ExceptionRevoked
+            )
+        });
+        let file_lock = if protections {
+            self.protections_file_lock()?
+        } else {
+            None
+        };
+        let append = |db: &mut Db| {
+            // Pairs another process added meanwhile are skipped; the rest go in bulk.
+            let mut runs: Vec<&String> = new_subjects.iter().map(|(_, r)| r).collect();
+            runs.sort();
+            runs.dedup();
+            let mut known = std::collections::HashSet::new();
+            for run in runs {
+                for r in db.query(
+                    "SELECT subject_hash FROM audit_subjects WHERE run_id = ?1",
+                    &vals![run],
                 )? {
+                    known.insert((r.text(0), run.clone()));
+                }
+            }
+            let fresh: Vec<Vec<Val>> = new_subjects
+                .iter()
+                .filter(|p| !known.contains(*p))
+                .map(|(h, run)| vals![h, run].to_vec())
+                .collect();
+            db.insert_many("audit_subjects", &["subject_hash", "run_id"], fresh)?;
+            let (head_seq, head_hash) =
+                match db.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
                     Some(r) => (r.int(0), r.text(1)),
                     None => (0, audit::GENESIS.to_string()),
                 };
-                let entries = audit::chain(head_seq, &head_hash, bodies);
-                insert_entries(db, &entries)?;
-                if let Some(last) = entries.last() {
-                    db.execute(
+            let entries = audit::chain(head_seq, &head_hash, bodies);
+            insert_entries(db, &entries)?;
+            if let Some(last) = entries.last() {
+                db.execute(
                         "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint) VALUES (1, ?1, ?2, ?3, ?4)
                          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint",
                         &vals![last.seq, &last.hash, key.seal(last.seq, &last.hash), key.fingerprint()],
                     )?;
-                }
-                change(db)
-            })
-            .context("Failed to append to the audit trail");
+            }
+            change(db)
+        };
+        let done = if protections {
+            self.db.write_protections(append)
+        } else {
+            self.db.write(append)
+        }
+        .context("Failed to append to the audit trail");
+        drop(file_lock);
         if done.is_ok() {
             self.subjects_seen.extend(new_subjects);
         }
         done
+    }
+
+    /// Excludes every change to holds and exceptions, by any process, until
+    /// `unlock_protections`: a sweep holds it from its last look at them until its
+    /// deletions commit. It is not the trail's write lock, so the audit writer goes on
+    /// meanwhile. SQLite state: an exclusive `flock` on `<state>.protections-lock`;
+    /// PostgreSQL: an advisory lock in a transaction the look is read in.
+    pub fn lock_protections(&mut self) -> Result<ProtectionsLock> {
+        if self.db.is_pg() {
+            self.db.batch(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                crate::db::PROTECTIONS_LOCK
+            ))?;
+            return Ok(ProtectionsLock { _file: None });
+        }
+        Ok(ProtectionsLock {
+            _file: self.protections_file_lock()?,
+        })
+    }
+
+    pub fn unlock_protections(&mut self, lock: ProtectionsLock) {
+        if self.db.is_pg() {
+            let _ = self.db.batch("ROLLBACK");
+        }
+        drop(lock);
+    }
+
+    /// The lock file beside a SQLite state, locked exclusively; `None` with PostgreSQL.
+    fn protections_file_lock(&self) -> Result<Option<std::fs::File>> {
+        if self.db.is_pg() {
+            return Ok(None);
+        }
+        let path =
+            sqlite_path(&self.url, &self.base).ok_or_else(|| anyhow!("state url is not sqlite"))?;
+        let mut p = path.into_os_string();
+        p.push(".protections-lock");
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&p)
+            .with_context(|| format!("Failed to open {}", Path::new(&p).display()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("Failed to lock {}", Path::new(&p).display()))?;
+        Ok(Some(file))
     }
 
     /// Takes the target's lease, or says who holds it. A holder that is dead (same host,

@@ -9,9 +9,9 @@
 //! as text, and cast in SQL to the column's own type.
 //!
 //! PostgreSQL reads and deletes in separate statements under READ COMMITTED, so an
-//! application may change a row in between. Each row is read with a fingerprint of every
-//! value it was judged on, and deleted only if that fingerprint still holds
-//! (`DELETE … USING … WHERE md5(row) = judged RETURNING key`): a row made fresh, given to
+//! application may change a row in between. Each row is read with its version (`xmin`),
+//! and deleted only if it is still that version
+//! (`DELETE … USING … WHERE xmin = judged RETURNING key`): a row made fresh, given to
 //! another subject, or pointed at another file in between is kept, and so is a row a
 //! trigger, rule or policy keeps; only rows named in `RETURNING` count as deleted.
 
@@ -152,7 +152,7 @@ pub struct PgTable {
     judged: HashMap<Key, String>,
     /// Where the current scan stopped: the last row's key, as text.
     cursor: Option<Vec<String>>,
-    /// `md5(ROW(…)::text)` over every value judged, columns qualified by the table alias.
+    /// The row version (`xmin`), as text, qualified by the table alias.
     fingerprint: String,
 }
 
@@ -214,7 +214,9 @@ impl PgTable {
                 None => "NULL::text".into(),
             });
         }
-        t.fingerprint = format!("md5(ROW({})::text)", exprs.join(", "));
+        // The row version read: any change to the row since (an UPDATE, even of nothing)
+        // makes a new version with another xmin, so the delete finds nothing to match.
+        t.fingerprint = format!("{ALIAS}.xmin::text");
         let mut select: Vec<String> = exprs;
         select.push(if write {
             t.fingerprint.clone()
