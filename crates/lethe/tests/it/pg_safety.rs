@@ -353,7 +353,7 @@ fn wait_for_blocked_delete(c: &mut Client, limit: Duration) -> bool {
         let n: i64 = c
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                 WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE 'DELETE%'",
+                 WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE '%DELETE FROM%'",
                 &[],
             )
             .unwrap()
