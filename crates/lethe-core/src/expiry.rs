@@ -142,7 +142,9 @@ impl Protections {
         if let Some(id) = self.by_target.get(target) {
             return Some(id);
         }
-        if let Some(id) = self.by_item.get(&(target.to_string(), key.to_string())) {
+        if !self.by_item.is_empty()
+            && let Some(id) = self.by_item.get(&(target.to_string(), key.to_string()))
+        {
             return Some(id);
         }
         subject_hash

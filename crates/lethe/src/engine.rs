@@ -556,6 +556,9 @@ impl Sweeper<'_> {
 
     /// The hold, or live exception, that protects a planned item now.
     fn protection_now(&self, item: &PendingItem) -> Option<(Action, String)> {
+        if self.protections.is_empty() {
+            return None;
+        }
         let key = item.k.to_string();
         if let Some(id) = self
             .protections

@@ -168,8 +168,31 @@ pub trait Deleter {
 /// `Err` only when the transaction itself is lost.
 pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
     let mut out: Vec<Option<Result<(), String>>> = vec![None; keys.len()];
-    let all: Vec<usize> = (0..keys.len()).collect();
-    delete_group(d, keys, all, &mut out)?;
+    // The whole group first, as it comes: almost always every row goes at once.
+    d.savepoint()?;
+    match d.delete_returning(keys) {
+        Ok(gone) => {
+            d.release()?;
+            let gone: std::collections::HashSet<Key> = gone.into_iter().collect();
+            return Ok(keys
+                .iter()
+                .map(|k| {
+                    if gone.contains(k) {
+                        Ok(())
+                    } else {
+                        Err(NOT_CONFIRMED.to_string())
+                    }
+                })
+                .collect());
+        }
+        Err(e) => {
+            d.rollback_to()
+                .with_context(|| format!("the database ended the transaction: {e:#}"))?;
+            d.release()?;
+            let all: Vec<usize> = (0..keys.len()).collect();
+            refused(d, keys, all, e, &mut out)?;
+        }
+    }
     Ok(out
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(NOT_CONFIRMED.to_string())))
@@ -204,31 +227,45 @@ fn delete_group(
             d.rollback_to()
                 .with_context(|| format!("the database ended the transaction: {e:#}"))?;
             d.release()?;
-            if d.is_lock_timeout(&e)
-                && let Some(free) = d.lockable(&group)?
-            {
-                let free: std::collections::HashSet<Key> = free.into_iter().collect();
-                let (ok, busy): (Vec<usize>, Vec<usize>) =
-                    idx.into_iter().partition(|&i| free.contains(&keys[i]));
-                for i in busy {
-                    out[i] = Some(Err(busy_message("the row", d.lock_timeout())));
-                }
-                return delete_group(d, keys, ok, out);
-            }
-            if idx.len() == 1 || d.refuses_every_row(&e) {
-                for i in idx {
-                    out[i] = Some(Err(format!(
-                        "the database refused to delete the row: {e:#}; kept"
-                    )));
-                }
-                return Ok(());
-            }
-            let mut left = idx;
-            let right = left.split_off(left.len() / 2);
-            delete_group(d, keys, left, out)?;
-            delete_group(d, keys, right, out)
+            refused(d, keys, idx, e, out)
         }
     }
+}
+
+/// After the database refused a group's delete: rows locked by others are reported busy,
+/// a single row (or a refusal of every row) is failed with the database's reason, and
+/// anything larger is split in two and tried again.
+fn refused(
+    d: &mut dyn Deleter,
+    keys: &[Key],
+    idx: Vec<usize>,
+    e: anyhow::Error,
+    out: &mut [Option<Result<(), String>>],
+) -> Result<()> {
+    if d.is_lock_timeout(&e) {
+        let group: Vec<Key> = idx.iter().map(|&i| keys[i].clone()).collect();
+        if let Some(free) = d.lockable(&group)? {
+            let free: std::collections::HashSet<Key> = free.into_iter().collect();
+            let (ok, busy): (Vec<usize>, Vec<usize>) =
+                idx.into_iter().partition(|&i| free.contains(&keys[i]));
+            for i in busy {
+                out[i] = Some(Err(busy_message("the row", d.lock_timeout())));
+            }
+            return delete_group(d, keys, ok, out);
+        }
+    }
+    if idx.len() == 1 || d.refuses_every_row(&e) {
+        for i in idx {
+            out[i] = Some(Err(format!(
+                "the database refused to delete the row: {e:#}; kept"
+            )));
+        }
+        return Ok(());
+    }
+    let mut left = idx;
+    let right = left.split_off(left.len() / 2);
+    delete_group(d, keys, left, out)?;
+    delete_group(d, keys, right, out)
 }
 
 /// A table that holds a target's items, on SQLite or PostgreSQL.

@@ -416,12 +416,15 @@ impl PgTable {
 
     fn read_row(&mut self, r: &postgres::Row) -> Row {
         let n = self.keys.len();
-        let parts: Option<Vec<Key>> = (0..n)
-            .map(|i| r.get::<_, Option<String>>(i).map(Key::Text))
-            .collect();
-        let key = parts
-            .map(Key::from_parts)
-            .ok_or_else(|| "key is NULL".to_string());
+        let key = if n == 1 {
+            r.get::<_, Option<String>>(0).map(Key::Text)
+        } else {
+            let parts: Option<Vec<Key>> = (0..n)
+                .map(|i| r.get::<_, Option<String>>(i).map(Key::Text))
+                .collect();
+            parts.map(Key::from_parts)
+        }
+        .ok_or_else(|| "key is NULL".to_string());
         if self.write
             && let (Ok(k), Some(fp)) = (&key, r.get::<_, Option<String>>(n + 5))
         {
@@ -546,19 +549,40 @@ impl Deleter for PgTable {
             .map(|(i, (k, _))| format!("{ALIAS}.{k}::text AS lethe_r{i}"))
             .collect();
         let aggregated: Vec<String> = (0..n).map(|i| format!("array_agg(lethe_r{i})")).collect();
-        let sql = format!(
-            "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {} FROM lethe_d",
-            self.table,
-            self.fingerprint,
-            returning.join(", "),
-            aggregated.join(", ")
-        );
-        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-            .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        params.push(&versions);
-        let row = self.client.query_one(sql.as_str(), &params)?;
+        let row = if n == 1 && !self.exact.first().copied().unwrap_or(false) {
+            // One key column: the keys as an array the primary key's index is probed with,
+            // and "key/version" pairs as a second array, hashed, that each row must be in.
+            let (k, ty) = &self.keys[0];
+            let pairs: Vec<String> = keys
+                .iter()
+                .zip(&versions)
+                .filter_map(|(key, v)| v.as_ref().map(|v| format!("{key}/{v}")))
+                .collect();
+            let sql = format!(
+                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
+                 AND ({ALIAS}.{k}::text || '/' || {}) = ANY($2::text[]) RETURNING {}) SELECT {} FROM lethe_d",
+                self.table,
+                self.fingerprint,
+                returning.join(", "),
+                aggregated.join(", ")
+            );
+            let first = arrays.first().cloned().unwrap_or_default();
+            self.client.query_one(sql.as_str(), &[&first, &pairs])?
+        } else {
+            let sql = format!(
+                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {} FROM lethe_d",
+                self.table,
+                self.fingerprint,
+                returning.join(", "),
+                aggregated.join(", ")
+            );
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+                .iter()
+                .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            params.push(&versions);
+            self.client.query_one(sql.as_str(), &params)?
+        };
         let mut columns: Vec<Vec<Option<String>>> = Vec::with_capacity(n);
         for i in 0..n {
             let col: Option<Vec<Option<String>>> = row.try_get(i)?;
