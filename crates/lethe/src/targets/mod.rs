@@ -139,14 +139,39 @@ pub fn busy_message(what: &str, timeout: lethe_core::time::Duration) -> String {
     )
 }
 
+/// What a delete removed, as the database counted it.
+pub enum Removed {
+    /// A row for every key given (keys are unique: each names at most one row).
+    All,
+    /// The keys of the rows removed, when some were not.
+    These(Vec<Key>),
+}
+
+impl Removed {
+    fn outcome(&self, key: &Key, gone: &std::collections::HashSet<&Key>) -> Result<(), String> {
+        match self {
+            Removed::All => Ok(()),
+            Removed::These(_) if gone.contains(key) => Ok(()),
+            Removed::These(_) => Err(NOT_CONFIRMED.to_string()),
+        }
+    }
+
+    fn keys(&self) -> std::collections::HashSet<&Key> {
+        match self {
+            Removed::All => std::collections::HashSet::new(),
+            Removed::These(keys) => keys.iter().collect(),
+        }
+    }
+}
+
 /// The SQL side of a confirmed delete, for [`delete_confirmed`].
 pub trait Deleter {
     fn savepoint(&mut self) -> Result<()>;
     fn release(&mut self) -> Result<()>;
     fn rollback_to(&mut self) -> Result<()>;
-    /// Deletes these rows (only those still as they were judged) and returns the keys of
-    /// the rows the database says it removed.
-    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>>;
+    /// Deletes these rows (only those still as they were judged) and says which the
+    /// database removed.
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed>;
     /// Whether an error is a lock wait that ran out.
     fn is_lock_timeout(&self, e: &anyhow::Error) -> bool;
     /// Whether an error refuses the statement whatever rows it names (a rule that rewrites
@@ -171,19 +196,10 @@ pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<
     // The whole group first, as it comes: almost always every row goes at once.
     d.savepoint()?;
     match d.delete_returning(keys) {
-        Ok(gone) => {
+        Ok(removed) => {
             d.release()?;
-            let gone: std::collections::HashSet<Key> = gone.into_iter().collect();
-            return Ok(keys
-                .iter()
-                .map(|k| {
-                    if gone.contains(k) {
-                        Ok(())
-                    } else {
-                        Err(NOT_CONFIRMED.to_string())
-                    }
-                })
-                .collect());
+            let gone = removed.keys();
+            return Ok(keys.iter().map(|k| removed.outcome(k, &gone)).collect());
         }
         Err(e) => {
             d.rollback_to()
@@ -211,15 +227,11 @@ fn delete_group(
     let group: Vec<Key> = idx.iter().map(|&i| keys[i].clone()).collect();
     d.savepoint()?;
     match d.delete_returning(&group) {
-        Ok(gone) => {
+        Ok(removed) => {
             d.release()?;
-            let gone: std::collections::HashSet<Key> = gone.into_iter().collect();
+            let gone = removed.keys();
             for i in idx {
-                out[i] = Some(if gone.contains(&keys[i]) {
-                    Ok(())
-                } else {
-                    Err(NOT_CONFIRMED.to_string())
-                });
+                out[i] = Some(removed.outcome(&keys[i], &gone));
             }
             Ok(())
         }

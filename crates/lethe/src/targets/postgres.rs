@@ -23,7 +23,7 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use postgres::Client;
 use postgres::error::SqlState;
 
-use super::{Deleter, Key, Row, SqlTable, Value, busy_message, delete_confirmed};
+use super::{Deleter, Key, Removed, Row, SqlTable, Value, busy_message, delete_confirmed};
 use crate::db::redact;
 
 const MARGIN_SECS: i64 = 86_400;
@@ -534,7 +534,7 @@ impl Deleter for PgTable {
             .batch_execute("ROLLBACK TO SAVEPOINT lethe_group")?)
     }
 
-    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>> {
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
         let arrays = self.key_arrays(keys);
         let versions: Vec<Option<String>> =
             keys.iter().map(|k| self.judged.get(k).cloned()).collect();
@@ -548,7 +548,21 @@ impl Deleter for PgTable {
             .enumerate()
             .map(|(i, (k, _))| format!("{ALIAS}.{k}::text AS lethe_r{i}"))
             .collect();
-        let aggregated: Vec<String> = (0..n).map(|i| format!("array_agg(lethe_r{i})")).collect();
+        // A count, and the keys only when some key was not deleted: almost always every
+        // key goes, and then nothing more needs to come back.
+        // Distinct keys: each names at most one row (the key is unique).
+        let sent = keys.iter().collect::<std::collections::HashSet<_>>().len() as i64;
+        let aggregated = |count_param: usize| {
+            let arrays: Vec<String> = (0..n)
+                .map(|i| {
+                    format!("CASE WHEN c.n < ${count_param} THEN (SELECT array_agg(lethe_r{i}) FROM lethe_d) END")
+                })
+                .collect();
+            format!(
+                "c.n, {} FROM (SELECT count(*) AS n FROM lethe_d) c",
+                arrays.join(", ")
+            )
+        };
         let row = if n == 1 && !self.exact.first().copied().unwrap_or(false) {
             // One key column: the keys as an array the primary key's index is probed with,
             // and "key/version" pairs as a second array, hashed, that each row must be in.
@@ -560,32 +574,39 @@ impl Deleter for PgTable {
                 .collect();
             let sql = format!(
                 "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
-                 AND ({ALIAS}.{k}::text || '/' || {}) = ANY($2::text[]) RETURNING {}) SELECT {} FROM lethe_d",
+                 AND ({ALIAS}.{k}::text || '/' || {}) = ANY($2::text[]) RETURNING {}) SELECT {}",
                 self.table,
                 self.fingerprint,
                 returning.join(", "),
-                aggregated.join(", ")
+                aggregated(3)
             );
             let first = arrays.first().cloned().unwrap_or_default();
-            self.client.query_one(sql.as_str(), &[&first, &pairs])?
+            self.client
+                .query_one(sql.as_str(), &[&first, &pairs, &sent])?
         } else {
             let sql = format!(
-                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {} FROM lethe_d",
+                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {}",
                 self.table,
                 self.fingerprint,
                 returning.join(", "),
-                aggregated.join(", ")
+                aggregated(n + 2)
             );
             let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
                 .iter()
                 .map(|a| a as &(dyn postgres::types::ToSql + Sync))
                 .collect();
             params.push(&versions);
+            params.push(&sent);
             self.client.query_one(sql.as_str(), &params)?
         };
+        let deleted: i64 = row.try_get(0)?;
+        if deleted == sent {
+            // Keys are unique and each names one row: as many rows as keys is every key.
+            return Ok(Removed::All);
+        }
         let mut columns: Vec<Vec<Option<String>>> = Vec::with_capacity(n);
         for i in 0..n {
-            let col: Option<Vec<Option<String>>> = row.try_get(i)?;
+            let col: Option<Vec<Option<String>>> = row.try_get(i + 1)?;
             columns.push(col.unwrap_or_default());
         }
         let rows = columns.first().map_or(0, Vec::len);
@@ -599,7 +620,7 @@ impl Deleter for PgTable {
                 gone.push(Key::from_parts(parts));
             }
         }
-        Ok(gone)
+        Ok(Removed::These(gone))
     }
 
     fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {

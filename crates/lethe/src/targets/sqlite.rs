@@ -20,7 +20,7 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::{Deleter, Key, Row, SqlTable, Value, busy_message, delete_confirmed};
+use super::{Deleter, Key, Removed, Row, SqlTable, Value, busy_message, delete_confirmed};
 use crate::state::sqlite_path;
 use crate::util::UsageError;
 
@@ -442,7 +442,7 @@ impl Deleter for SqliteTable {
         Ok(self.conn.execute_batch("ROLLBACK TO lethe_group")?)
     }
 
-    fn delete_returning(&mut self, keys: &[Key]) -> Result<Vec<Key>> {
+    fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
         let sql = if self.nkeys == 1 {
             format!(
                 "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1)) RETURNING {}",
@@ -465,7 +465,12 @@ impl Deleter for SqliteTable {
                 read_key(r, nkeys).map(|(k, _)| k.ok())
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(gone.into_iter().flatten().collect())
+        let gone: Vec<Key> = gone.into_iter().flatten().collect();
+        // Keys are unique and each names one row: as many rows as keys is every key.
+        if gone.len() == keys.iter().collect::<std::collections::HashSet<_>>().len() {
+            return Ok(Removed::All);
+        }
+        Ok(Removed::These(gone))
     }
 
     fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {
