@@ -149,7 +149,10 @@ pub struct PgTable {
     write: bool,
     /// The fingerprint of every row read in the open transaction, by key: a row is deleted
     /// only while it still has it.
-    judged: HashMap<Key, String>,
+    judged: HashMap<Key, (u32, String)>,
+    /// Statements read in the open transaction, each under its own snapshot: a row's
+    /// version is checked against the versions read in the same statement.
+    reads: u32,
     /// Where the current scan stopped: the last row's key, as text.
     cursor: Option<Vec<String>>,
     /// The row version (`xmin`), as text, qualified by the table alias.
@@ -185,6 +188,7 @@ impl PgTable {
             due: "TRUE".into(),
             write,
             judged: HashMap::new(),
+            reads: 0,
             cursor: None,
             fingerprint: String::new(),
         };
@@ -389,6 +393,7 @@ impl PgTable {
             self.key_not_null(),
             self.key_list()
         );
+        self.reads += 1;
         let rows = match self.client.query(sql.as_str(), &params) {
             Ok(r) => r,
             Err(e) => {
@@ -428,7 +433,7 @@ impl PgTable {
         if self.write
             && let (Ok(k), Some(fp)) = (&key, r.get::<_, Option<String>>(n + 5))
         {
-            self.judged.insert(k.clone(), fp);
+            self.judged.insert(k.clone(), (self.reads, fp));
         }
         Row {
             key,
@@ -503,6 +508,61 @@ impl PgTable {
             .join(", ")
     }
 
+    /// Deletes rows of a one-column key: per statement that read them, the keys (probed
+    /// through the key's index) and the row versions that statement saw. A row changed
+    /// since it was read has a version written by a transaction that had not committed when
+    /// that statement read, so it is not among them: the row is kept.
+    fn delete_by_snapshot(&mut self, keys: &[Key]) -> Result<Removed> {
+        let (k, ty) = self.keys[0].clone();
+        let mut by_read: std::collections::BTreeMap<u32, (Vec<String>, Vec<String>)> =
+            std::collections::BTreeMap::new();
+        let mut unread = false;
+        for key in keys {
+            match self.judged.get(key) {
+                Some((read, version)) => {
+                    let (ks, vs) = by_read.entry(*read).or_default();
+                    ks.push(key.to_string());
+                    if !vs.contains(version) {
+                        vs.push(version.clone());
+                    }
+                }
+                // Never read in this transaction: nothing says it is still as judged.
+                None => unread = true,
+            }
+        }
+        let sql = format!(
+            "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
+             AND {ALIAS}.xmin = ANY($2::text[]::xid[]) RETURNING {ALIAS}.{k}::text AS lethe_r0) \
+             SELECT c.n, CASE WHEN c.n < $3 THEN (SELECT array_agg(lethe_r0) FROM lethe_d) END \
+             FROM (SELECT count(*) AS n FROM lethe_d) c",
+            self.table
+        );
+        let mut all = !unread;
+        let mut gone = Vec::new();
+        for (ks, vs) in by_read.into_values() {
+            let sent = ks.len() as i64;
+            let row = self.client.query_one(sql.as_str(), &[&ks, &vs, &sent])?;
+            let deleted: i64 = row.try_get(0)?;
+            if deleted == sent {
+                gone.extend(ks.into_iter().map(Key::Text));
+                continue;
+            }
+            all = false;
+            let these: Option<Vec<Option<String>>> = row.try_get(1)?;
+            gone.extend(
+                these
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .map(Key::Text),
+            );
+        }
+        if all {
+            return Ok(Removed::All);
+        }
+        Ok(Removed::These(gone))
+    }
+
     fn keys_of(rows: &[postgres::Row], n: usize) -> Vec<Key> {
         rows.iter()
             .filter_map(|r| {
@@ -536,8 +596,13 @@ impl Deleter for PgTable {
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
         let arrays = self.key_arrays(keys);
-        let versions: Vec<Option<String>> =
-            keys.iter().map(|k| self.judged.get(k).cloned()).collect();
+        if self.keys.len() == 1 && !self.exact.first().copied().unwrap_or(false) {
+            return self.delete_by_snapshot(keys);
+        }
+        let versions: Vec<Option<String>> = keys
+            .iter()
+            .map(|k| self.judged.get(k).map(|(_, v)| v.clone()))
+            .collect();
         let (unnest, on) = self.join_keys(true);
         let n = self.keys.len();
         // The keys removed come back as one array per key column, in one row: a row per
@@ -563,42 +628,20 @@ impl Deleter for PgTable {
                 arrays.join(", ")
             )
         };
-        let row = if n == 1 && !self.exact.first().copied().unwrap_or(false) {
-            // One key column: the keys as an array the primary key's index is probed with,
-            // and "key/version" pairs as a second array, hashed, that each row must be in.
-            let (k, ty) = &self.keys[0];
-            let pairs: Vec<String> = keys
-                .iter()
-                .zip(&versions)
-                .filter_map(|(key, v)| v.as_ref().map(|v| format!("{key}/{v}")))
-                .collect();
-            let sql = format!(
-                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
-                 AND ({ALIAS}.{k}::text || '/' || {}) = ANY($2::text[]) RETURNING {}) SELECT {}",
-                self.table,
-                self.fingerprint,
-                returning.join(", "),
-                aggregated(3)
-            );
-            let first = arrays.first().cloned().unwrap_or_default();
-            self.client
-                .query_one(sql.as_str(), &[&first, &pairs, &sent])?
-        } else {
-            let sql = format!(
-                "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {}",
-                self.table,
-                self.fingerprint,
-                returning.join(", "),
-                aggregated(n + 2)
-            );
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-                .iter()
-                .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            params.push(&versions);
-            params.push(&sent);
-            self.client.query_one(sql.as_str(), &params)?
-        };
+        let sql = format!(
+            "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {}",
+            self.table,
+            self.fingerprint,
+            returning.join(", "),
+            aggregated(n + 2)
+        );
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        params.push(&versions);
+        params.push(&sent);
+        let row = self.client.query_one(sql.as_str(), &params)?;
         let deleted: i64 = row.try_get(0)?;
         if deleted == sent {
             // Keys are unique and each names one row: as many rows as keys is every key.
@@ -881,6 +924,7 @@ impl SqlTable for PgTable {
             .iter()
             .map(|a| a as &(dyn postgres::types::ToSql + Sync))
             .collect();
+        self.reads += 1;
         let rows = match self.client.query(sql.as_str(), &params) {
             Ok(r) => r,
             Err(e) => return Err(self.busy_or(e)),
