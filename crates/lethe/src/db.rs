@@ -331,34 +331,27 @@ impl Db {
     /// exceptions ([`PROTECTIONS_LOCK`]), then the write lock: a change to the protections
     /// waits for a sweep's deletions in flight, and a sweep never waits for the trail.
     pub fn write_protections<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
-        match self {
-            Db::Sqlite(_) => self.write(f),
-            Db::Pg(c) => {
-                c.batch_execute(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({PROTECTIONS_LOCK}); SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-                ))?;
-                match f(self) {
-                    Ok(v) => {
-                        self.batch("COMMIT")?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        let _ = self.batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
-            }
-        }
+        self.in_write(&[PROTECTIONS_LOCK, WRITE_LOCK], f)
     }
 
     /// Runs `f` in a write transaction that excludes every other writer of this state, on
     /// this machine or another: commits if `f` succeeds, rolls back otherwise.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.in_write(&[WRITE_LOCK], f)
+    }
+
+    /// A write transaction: SQLite's `BEGIN IMMEDIATE`, or on PostgreSQL these advisory
+    /// locks taken in order; committed if `f` succeeds, rolled back otherwise.
+    fn in_write<T>(&mut self, pg_locks: &[i64], f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         match self {
             Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Db::Pg(c) => c.batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-            ))?,
+            Db::Pg(c) => {
+                let locks: Vec<String> = pg_locks
+                    .iter()
+                    .map(|l| format!("SELECT pg_advisory_xact_lock({l})"))
+                    .collect();
+                c.batch_execute(&format!("BEGIN; {}", locks.join("; ")))?
+            }
         }
         match f(self) {
             Ok(v) => {

@@ -957,6 +957,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         Job::Erasure { subject, .. } => Some(subject.as_str()),
         Job::Retention => None,
     };
+    let (created_at_format, expires_at_format) = formats(target);
     let failpoint = Failpoint::from_env();
     let audit_kill = failpoint.as_ref().is_some_and(|f| f.name == "after_append");
     let auditor = Auditor::start(state, audit_kill)?;
@@ -983,8 +984,8 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         failpoint,
         subject,
         erasure: subject.is_some(),
-        created_at_format: formats(target).0,
-        expires_at_format: formats(target).1,
+        created_at_format,
+        expires_at_format,
     };
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if s.table.commit_every_batch() {

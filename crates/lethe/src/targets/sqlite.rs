@@ -282,24 +282,12 @@ impl SqliteTable {
             !cols.is_empty() && cols.iter().all(|c| key.iter().any(|k| same(c, k)))
         };
         // An INTEGER PRIMARY KEY is the rowid itself: unique.
-        let pk: Vec<(String, String)> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
-            st.query_map([&self.cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        if let [(name, ty)] = pk.as_slice()
-            && ty.eq_ignore_ascii_case("INTEGER")
-            && covered(std::slice::from_ref(name), &self.cfg.key)
-        {
-            return Ok(None);
-        }
         let mut unique: Vec<(String, Vec<String>)> = Vec::new();
-        if let [(name, ty)] = pk.as_slice()
-            && ty.eq_ignore_ascii_case("INTEGER")
-        {
-            unique.push(("the INTEGER PRIMARY KEY".into(), vec![name.clone()]));
+        if let Some(name) = integer_primary_key(&self.conn, &self.cfg.table)? {
+            if covered(std::slice::from_ref(&name), &self.cfg.key) {
+                return Ok(None);
+            }
+            unique.push(("the INTEGER PRIMARY KEY".into(), vec![name]));
         }
         let indexes: Vec<(String, String)> = {
             let mut st = self.conn.prepare(
@@ -367,15 +355,21 @@ impl SqliteTable {
 /// Whether the key is the table's INTEGER PRIMARY KEY, the rowid itself: integers, with no
 /// collation to pin (and pinning one would keep SQLite from walking the table in order).
 fn rowid_alias(conn: &Connection, cfg: &SqlTarget) -> Result<bool> {
+    Ok(integer_primary_key(conn, &cfg.table)?
+        .is_some_and(|name| cfg.key.len() == 1 && cfg.key[0].eq_ignore_ascii_case(&name)))
+}
+
+/// The table's INTEGER PRIMARY KEY column (the rowid's alias), if it has one.
+fn integer_primary_key(conn: &Connection, table: &str) -> Result<Option<String>> {
     let mut st =
         conn.prepare("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
     let pk: Vec<(String, String)> = st
-        .query_map([&cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(matches!(pk.as_slice(), [(name, ty)]
-        if ty.eq_ignore_ascii_case("INTEGER")
-            && cfg.key.len() == 1
-            && cfg.key[0].eq_ignore_ascii_case(name)))
+    Ok(match pk.as_slice() {
+        [(name, ty)] if ty.eq_ignore_ascii_case("INTEGER") => Some(name.clone()),
+        _ => None,
+    })
 }
 
 /// The refusal for a key that does not name one row, with what would do.
