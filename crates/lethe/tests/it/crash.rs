@@ -125,21 +125,17 @@ fn killed_at_random_moments() {
     drop(seed_training(&d, ROWS));
     let cfg = training_config(&d);
     for delay_ms in [5u64, 20, 45, 80, 130] {
-        let mut child = lethe()
-            .args([
+        let mut child = spawn(
+            &cfg,
+            &[
                 "sweep",
                 "--apply",
                 "--batch-size",
                 "7",
                 "--rows-per-commit",
                 "21",
-                "--config",
-            ])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            ],
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -226,8 +222,9 @@ fn killed_at_random_moments_while_holds_come_and_go() {
     // hold id -> item; removed when released
     let mut active: HashMap<String, i64> = HashMap::new();
     for round in 0..8 {
-        let mut child = lethe()
-            .args([
+        let mut child = spawn(
+            &cfg,
+            &[
                 "sweep",
                 "--apply",
                 "--batch-size",
@@ -235,13 +232,8 @@ fn killed_at_random_moments_while_holds_come_and_go() {
                 "--rows-per-commit",
                 "2",
                 "--no-progress",
-                "--config",
-            ])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            ],
+        );
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(next(80)));
             // An expired item, still there or not (a hold on a gone item is refused); the

@@ -61,6 +61,19 @@ pub fn lethe() -> Command {
     c
 }
 
+/// `lethe ARGS --config CONFIG` started in the background, its output discarded (for a
+/// sweep a test kills, or races something against).
+pub fn spawn(config: &Path, args: &[&str]) -> std::process::Child {
+    lethe()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,

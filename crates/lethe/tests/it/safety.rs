@@ -273,21 +273,17 @@ fn a_long_apply_lets_the_application_write_in_between() {
     c.execute_batch("CREATE TABLE app (x INTEGER)").unwrap();
     let cfg = config(&d, "logs", "key = \"id\"");
     let started = Instant::now();
-    let mut child = lethe()
-        .args([
+    let mut child = spawn(
+        &cfg,
+        &[
             "sweep",
             "--apply",
             "--batch-size",
             "10",
             "--rows-per-commit",
             "100000000",
-            "--config",
-        ])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // While the sweep runs, each application write waits at most its own busy timeout:
     // it gets in between two of Lethe's commits.
     let app = Connection::open(d.path("ai.db")).unwrap();
@@ -335,8 +331,9 @@ fn a_hold_placed_during_an_apply_protects_every_later_batch() {
     }
     tx.commit().unwrap();
     let cfg = config(&d, "logs", "key = \"id\"\nsubject = \"user_id\"");
-    let mut child = lethe()
-        .args([
+    let mut child = spawn(
+        &cfg,
+        &[
             "sweep",
             "--apply",
             "--batch-size",
@@ -344,13 +341,8 @@ fn a_hold_placed_during_an_apply_protects_every_later_batch() {
             "--rows-per-commit",
             "1",
             "--no-progress",
-            "--config",
-        ])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // Wait until the sweep is deleting, then place the holds.
     let watch = Connection::open(d.path("ai.db")).unwrap();
     watch.busy_timeout(Duration::from_secs(10)).unwrap();
