@@ -11,7 +11,7 @@
 //! that the next apply of the target finishes first: rows still there are judged again and
 //! deleted, rows already gone get their one "deleted" entry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
@@ -204,22 +204,34 @@ struct Sweeper<'a> {
     /// How the target stores created_at and expires_at, when its config says.
     created_at_format: Option<TimeFormat>,
     expires_at_format: Option<TimeFormat>,
+    /// `now` and the target's window as the entries spell them, made once.
+    decided_at: String,
+    window_text: String,
+    /// Subjects' keyed hashes already made in this run (bounded).
+    subject_hashes: HashMap<String, String>,
 }
 
+/// Subject hashes remembered at most, per target and run.
+const SUBJECT_HASHES_MAX: usize = 100_000;
+
 impl Sweeper<'_> {
+    fn reason(&self) -> &'static str {
+        if self.erasure { "erasure" } else { "retention" }
+    }
+
     fn body(&self, key: &str, action: Action, subject_hash: Option<String>) -> Body {
         Body {
-            decided_at: self.now.to_rfc3339(),
+            decided_at: self.decided_at.clone(),
             run_id: self.run_id.to_string(),
             action,
             target: self.target.name.clone(),
             item_key: key.to_string(),
             category: self.target.category.clone(),
-            reason: if self.erasure { "erasure" } else { "retention" }.into(),
+            reason: self.reason().into(),
             window: if self.erasure {
                 "erasure".into()
             } else {
-                self.target.window.retention.to_string()
+                self.window_text.clone()
             },
             expires_at: None,
             subject_hash,
@@ -246,10 +258,37 @@ impl Sweeper<'_> {
         Ok(())
     }
 
+    /// The keyed hash of a subject, remembered for the run: one person owns many rows.
+    fn subject_hash(&mut self, subject: &str) -> String {
+        if let Some(h) = self.subject_hashes.get(subject) {
+            return h.clone();
+        }
+        let h = self.state.key.subject_hash(subject);
+        // Bounded: a table of a million people does not keep a million hashes.
+        if self.subject_hashes.len() >= SUBJECT_HASHES_MAX {
+            self.subject_hashes.clear();
+        }
+        self.subject_hashes.insert(subject.to_string(), h.clone());
+        h
+    }
+
     /// Judges a batch of rows; returns the deletions to make and the other entries to write.
-    fn plan(&mut self, rows: Vec<Row>, entries: &mut Vec<Body>) -> Result<Vec<Planned>> {
-        self.refresh_protections()?;
-        let mut planned = Vec::new();
+    /// An entry is built only for what is recorded now (failures, holds, exceptions); a
+    /// deletion is kept as its compact record until it is carried out.
+    ///
+    /// `refresh`: read the holds and exceptions first. Within one target transaction only
+    /// its first batch needs to: every planned deletion is looked at again under the
+    /// protections lock before it is carried out.
+    fn plan(
+        &mut self,
+        rows: Vec<Row>,
+        entries: &mut Vec<Body>,
+        refresh: bool,
+    ) -> Result<Vec<Planned>> {
+        if refresh {
+            self.refresh_protections()?;
+        }
+        let mut planned = Vec::with_capacity(rows.len());
         for row in rows {
             let key = match row.key {
                 Ok(k) => k,
@@ -266,10 +305,9 @@ impl Sweeper<'_> {
                 continue;
             }
             let subject_hash = match &row.subject {
-                Ok(Some(s)) => Some(self.state.key.subject_hash(s)),
+                Ok(Some(s)) => Some(self.subject_hash(s)),
                 _ => None,
             };
-            let mut body = self.body(&key_s, Action::Deleted, subject_hash.clone());
             let facts = Facts {
                 created_at: row.created_at.raw(),
                 expires_at: Some(row.expires_at.raw()),
@@ -298,11 +336,14 @@ impl Sweeper<'_> {
             };
             match verdict {
                 Verdict::Keep { .. } => {}
-                Verdict::Invalid { reason } => self.fail(
-                    body,
-                    format!("{reason}; kept, not deleted on a guess"),
-                    entries,
-                ),
+                Verdict::Invalid { reason } => {
+                    let b = self.body(&key_s, Action::Deleted, subject_hash);
+                    self.fail(
+                        b,
+                        format!("{reason}; kept, not deleted on a guess"),
+                        entries,
+                    )
+                }
                 Verdict::Held {
                     expires_at,
                     basis,
@@ -310,7 +351,7 @@ impl Sweeper<'_> {
                 } => {
                     self.report.found += 1;
                     self.report.held += 1;
-                    body.action = Action::Held;
+                    let mut body = self.body(&key_s, Action::Held, subject_hash);
                     body.window = basis.describe();
                     if !self.erasure {
                         body.expires_at = Some(expires_at.to_rfc3339());
@@ -326,17 +367,21 @@ impl Sweeper<'_> {
                 } => {
                     self.report.found += 1;
                     self.report.held += 1;
-                    body.action = Action::Excepted;
+                    let mut body = self.body(&key_s, Action::Excepted, subject_hash);
                     body.window = basis.describe();
                     body.expires_at = Some(expires_at.to_rfc3339());
                     body.detail = format!("exception {exception_id} until {until}");
                     entries.push(body);
                 }
                 Verdict::Expired { expires_at, basis } => {
-                    body.window = basis.describe();
-                    if !self.erasure {
-                        body.expires_at = Some(expires_at.to_rfc3339());
-                    }
+                    let item = PendingItem {
+                        k: key,
+                        s: subject_hash,
+                        e: (!self.erasure).then(|| expires_at.to_rfc3339()),
+                        w: basis.describe(),
+                        r: self.reason().to_string(),
+                        d: row.detail,
+                    };
                     let file = match &row.file {
                         Ok(None) => None,
                         Ok(Some(p)) if p.is_empty() => None,
@@ -346,12 +391,14 @@ impl Sweeper<'_> {
                         }) {
                             Ok(f) => Some(f),
                             Err(e) => {
-                                self.fail(body, format!("{e}; row kept"), entries);
+                                let b = self.entry(item, Action::Failed, String::new());
+                                self.fail(b, format!("{e}; row kept"), entries);
                                 continue;
                             }
                         },
                         Err(e) => {
-                            self.fail(body, format!("file path {e}; row kept"), entries);
+                            let b = self.entry(item, Action::Failed, String::new());
+                            self.fail(b, format!("file path {e}; row kept"), entries);
                             continue;
                         }
                     };
@@ -361,17 +408,9 @@ impl Sweeper<'_> {
                             self.report.files_due += 1;
                         }
                         if self.report.due_sample.len() < SAMPLE {
-                            self.report.due_sample.push(key_s.clone());
+                            self.report.due_sample.push(key_s);
                         }
                     }
-                    let item = PendingItem {
-                        k: key,
-                        s: body.subject_hash,
-                        e: body.expires_at,
-                        w: body.window,
-                        r: body.reason,
-                        d: row.detail,
-                    };
                     planned.push(Planned { item, file });
                 }
             }
@@ -520,6 +559,26 @@ impl Sweeper<'_> {
     /// the rest and commits the target. Called with the state's write lock held.
     fn recheck_and_execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
         self.refresh_protections()?;
+        let mut done = if self.protections.is_empty() {
+            // Nothing can protect an item: no sorting into kept and deleted to do.
+            self.execute(planned)
+        } else {
+            self.keep_protected_execute_rest(planned)
+        };
+        if let Err(e) = self.table.commit() {
+            // Nothing was deleted after all; say so for each item the entries would claim.
+            for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                d.outcome = Err(format!("commit failed, row kept: {e:#}"));
+                self.report.deleted -= 1;
+                self.report.failed += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Keeps, in place, the planned items a hold or exception now protects, and deletes
+    /// the rest.
+    fn keep_protected_execute_rest(&mut self, planned: Vec<Planned>) -> Vec<Done> {
         let mut slots: Vec<Option<Done>> = Vec::with_capacity(planned.len());
         let mut to_run = Vec::with_capacity(planned.len());
         for p in planned {
@@ -539,19 +598,10 @@ impl Sweeper<'_> {
             }
         }
         let mut ran = self.execute(to_run).into_iter();
-        let mut done: Vec<Done> = slots
+        slots
             .into_iter()
             .filter_map(|s| s.or_else(|| ran.next()))
-            .collect();
-        if let Err(e) = self.table.commit() {
-            // Nothing was deleted after all; say so for each item the entries would claim.
-            for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
-                d.outcome = Err(format!("commit failed, row kept: {e:#}"));
-                self.report.deleted -= 1;
-                self.report.failed += 1;
-            }
-        }
-        Ok(done)
+            .collect()
     }
 
     /// The hold, or live exception, that protects a planned item now.
@@ -588,7 +638,7 @@ impl Sweeper<'_> {
         pending: Option<i64>,
         mut entries: Vec<Body>,
     ) -> Result<()> {
-        let planned = self.plan(rows, &mut entries)?;
+        let planned = self.plan(rows, &mut entries, true)?;
         self.apply_planned(planned, pending, entries)
     }
 
@@ -695,8 +745,9 @@ impl Sweeper<'_> {
             if self.apply {
                 // Plan batch after batch; write ahead, delete and commit once per
                 // transaction: every write-ahead record and commit is a sync to disk.
+                let first_of_txn = txn_rows == 0;
                 txn_rows += rows.len();
-                let planned = match self.plan(rows, &mut txn_entries) {
+                let planned = match self.plan(rows, &mut txn_entries, first_of_txn) {
                     Ok(p) => p,
                     Err(e) => {
                         self.table.rollback();
@@ -716,7 +767,8 @@ impl Sweeper<'_> {
                 }
             } else {
                 let mut entries = Vec::new();
-                let planned = self.plan(rows, &mut entries)?;
+                // Nothing is looked at again before a dry run reports: read them every batch.
+                let planned = self.plan(rows, &mut entries, true)?;
                 for p in planned {
                     let b = self.entry(p.item, Action::WouldDelete, String::new());
                     entries.push(b);
@@ -986,6 +1038,9 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         erasure: subject.is_some(),
         created_at_format,
         expires_at_format,
+        decided_at: ctx.now.to_rfc3339(),
+        window_text: target.window.retention.to_string(),
+        subject_hashes: HashMap::new(),
     };
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if s.table.commit_every_batch() {
