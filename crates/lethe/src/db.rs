@@ -123,7 +123,32 @@ impl DbRow {
 
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Pg(Box<postgres::Client>),
+    Pg(Box<PgConn>),
+}
+
+/// A PostgreSQL connection and the statements it has prepared: a statement run again (the
+/// holds read before every batch, the write-ahead record of every transaction) is parsed
+/// once, and each run is one round trip, not two.
+pub struct PgConn {
+    client: postgres::Client,
+    prepared: std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl PgConn {
+    /// Statements kept prepared at most; beyond, the cache starts again.
+    const PREPARED_MAX: usize = 256;
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        if self.prepared.len() >= Self::PREPARED_MAX {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
 }
 
 /// `?N` to `$N` for PostgreSQL. Lethe's own statements hold no `?` inside literals.
@@ -197,7 +222,10 @@ impl Db {
 
     /// Connects to PostgreSQL. The URL's password, if any, never appears in an error.
     pub fn open_pg(url: &str, password_env: Option<&str>) -> Result<Db> {
-        Ok(Db::Pg(Box::new(connect_pg(url, password_env)?)))
+        Ok(Db::Pg(Box::new(PgConn {
+            client: connect_pg(url, password_env)?,
+            prepared: std::collections::HashMap::new(),
+        })))
     }
 
     pub fn is_pg(&self) -> bool {
@@ -207,7 +235,7 @@ impl Db {
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Db::Sqlite(c) => c.execute_batch(sql)?,
-            Db::Pg(c) => c.batch_execute(sql)?,
+            Db::Pg(c) => c.client.batch_execute(sql)?,
         }
         Ok(())
     }
@@ -220,7 +248,8 @@ impl Db {
             }
             Db::Pg(c) => {
                 let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-                c.execute(pg_sql(sql).as_str(), &p)?
+                let st = c.statement(&pg_sql(sql))?;
+                c.client.execute(&st, &p)?
             }
         })
     }
@@ -247,7 +276,8 @@ impl Db {
             }
             Db::Pg(c) => {
                 use postgres::fallible_iterator::FallibleIterator;
-                let mut it = c.query_raw(pg_sql(sql).as_str(), params.iter())?;
+                let st = c.statement(&pg_sql(sql))?;
+                let mut it = c.client.query_raw(&st, params.iter())?;
                 while let Some(r) = it.next()? {
                     let mut v = Vec::with_capacity(r.len());
                     for i in 0..r.len() {
@@ -290,7 +320,7 @@ impl Db {
             Db::Pg(c) => {
                 use std::io::Write;
                 let sql = format!("COPY {table} ({}) FROM STDIN", cols.join(", "));
-                let mut w = c.copy_in(sql.as_str())?;
+                let mut w = c.client.copy_in(sql.as_str())?;
                 let mut line = String::new();
                 for r in rows {
                     line.clear();
@@ -350,7 +380,8 @@ impl Db {
                     .iter()
                     .map(|l| format!("SELECT pg_advisory_xact_lock({l})"))
                     .collect();
-                c.batch_execute(&format!("BEGIN; {}", locks.join("; ")))?
+                c.client
+                    .batch_execute(&format!("BEGIN; {}", locks.join("; ")))?
             }
         }
         match f(self) {
