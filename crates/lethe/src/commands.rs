@@ -10,7 +10,7 @@ use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
 
 use crate::engine::{self, Job, SweepOptions};
 use crate::settings::{self, Loaded};
-use crate::state::{Filter, State};
+use crate::state::{Access, Filter, State};
 use crate::targets::{open_source, roots_for};
 use crate::util::{UsageError, now};
 use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, requests};
@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { ref dir } => crate::demo::run(dir, cli.json),
+        Command::Init => init(&settings::load(cli.config.as_deref())?, cli.json),
         Command::Check => check(&settings::load(cli.config.as_deref())?, cli.json),
         Command::Sweep(ref args) => {
             let loaded = settings::load(cli.config.as_deref())?;
@@ -82,14 +83,76 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-pub fn open_state(loaded: &Loaded) -> Result<State> {
+/// Opens the config's state. A command that writes checks first that the trail may be
+/// extended (its head is the sealed head): a cut or rewritten trail stops it before it
+/// touches anything.
+pub fn open_state(loaded: &Loaded, access: Access) -> Result<State> {
     let c = &loaded.config;
-    State::open(
+    let mut state = State::open(
         &c.state.url,
         c.state.password_env.as_deref(),
         &loaded.base,
         c.audit.key_env.as_deref(),
-    )
+        access,
+    )?;
+    if access == Access::Write {
+        state.check_head()?;
+    }
+    Ok(state)
+}
+
+/// `lethe init`: makes the state and its key, and starts the trail with its creation entry.
+fn init(loaded: &Loaded, json: bool) -> Result<ExitCode> {
+    let (state, created) = init_state(loaded)?;
+    if json {
+        output::json(&serde_json::json!({
+            "state": state.location,
+            "created": created,
+            "key_fingerprint": state.key.fingerprint(),
+        }))?;
+    } else if created {
+        outln!(
+            "created the state at {} (audit key {})",
+            state.location,
+            state.key.fingerprint()
+        );
+    } else {
+        outln!(
+            "the state at {} already exists; nothing was changed",
+            state.location
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the config's state if it does not exist (true), or checks the one there (false).
+pub fn init_state(loaded: &Loaded) -> Result<(State, bool)> {
+    let mut state = open_state(loaded, Access::Create)?;
+    let created = if state.has_entries() {
+        state.check_head()?;
+        false
+    } else {
+        let body = lethe_core::audit::Body {
+            decided_at: now().to_rfc3339(),
+            run_id: crate::state::new_id("init")?,
+            action: lethe_core::audit::Action::TrailCreated,
+            target: String::new(),
+            item_key: String::new(),
+            category: String::new(),
+            reason: "init".into(),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: None,
+            detail: format!(
+                "state created by lethe init for {}; audit key {}",
+                loaded.path.display(),
+                state.key.fingerprint()
+            ),
+        };
+        state.create_trail(body)?;
+        true
+    };
+    Ok((state, created))
 }
 
 pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
@@ -114,7 +177,7 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     }
     preflight(loaded, &chosen, args.apply)?;
     let now = now();
-    let mut state = open_state(loaded)?;
+    let mut state = open_state(loaded, Access::Write)?;
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,
@@ -415,8 +478,52 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 }
 
 fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
-    let mut state = open_state(loaded)?;
+    let mut state = match cmd {
+        // Repair is the one writing audit command, and it runs on a broken trail: its head
+        // is not checked.
+        AuditCommand::Repair { .. } => {
+            let c = &loaded.config;
+            State::open(
+                &c.state.url,
+                c.state.password_env.as_deref(),
+                &loaded.base,
+                c.audit.key_env.as_deref(),
+                Access::Write,
+            )?
+        }
+        _ => open_state(loaded, Access::Read)?,
+    };
     match cmd {
+        AuditCommand::Repair { reason, by } => {
+            if reason.trim().is_empty() {
+                return Err(UsageError(
+                    "--reason must say why the trail may be extended again".into(),
+                )
+                .into());
+            }
+            let by = crate::registry::actor(by.as_deref());
+            let run_id = crate::state::new_id("repair")?;
+            let record = state.repair(&by, reason, &run_id)?;
+            if json {
+                output::json(&serde_json::json!({
+                    "repaired": record.is_some(),
+                    "record": record,
+                }))?;
+            } else {
+                match &record {
+                    None => outln!("the trail verifies: nothing to repair, nothing was written"),
+                    Some(r) => {
+                        outln!(
+                            "recorded the break in the trail (repair {run_id}) and sealed it as found:"
+                        );
+                        for p in r.problems.iter().chain(r.seal_problem.iter()) {
+                            outln!("  - {p}");
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Verify => {
             let r = state.verify()?;
             if json {
@@ -427,17 +534,26 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
                     "head_hash": r.head_hash,
                     "key_fingerprint": state.key.fingerprint(),
                     "problem": r.problem,
+                    "problems": r.problems,
+                    "repairs": r.repairs,
                 }))?;
             } else {
-                match &r.problem {
-                    None => outln!(
+                if r.problems.is_empty() {
+                    outln!(
                         "audit trail intact: {} entries, head #{} {}, sealed with key {}",
                         r.entries,
                         r.head_seq,
                         r.head_hash,
                         state.key.fingerprint()
-                    ),
-                    Some(p) => outln!("audit trail BROKEN: {p}"),
+                    );
+                } else {
+                    outln!("audit trail BROKEN:");
+                    for p in &r.problems {
+                        outln!("  - {p}");
+                    }
+                }
+                for rep in &r.repairs {
+                    outln!("recorded repair, {rep}");
                 }
             }
             Ok(if r.problem.is_none() {

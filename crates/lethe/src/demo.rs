@@ -221,6 +221,7 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
     std::fs::write(&config, config_text())?;
 
     let loaded = crate::settings::load(Some(&config))?;
+    crate::commands::init_state(&loaded)?;
     let args = SweepArgs {
         apply: false,
         targets: Vec::new(),

@@ -52,6 +52,8 @@ enum Command {
     },
     /// Print a commented example config
     DefaultConfig,
+    /// Create the state (trail, key, registers) for this config: the only command that does
+    Init,
     /// Validate the config and reach every target, changing nothing
     Check,
     /// Find expired items and delete them (dry run unless --apply)
@@ -232,6 +234,16 @@ enum AuditCommand {
         /// Show at most this many entries (the newest)
         #[arg(long, default_value_t = 200)]
         limit: usize,
+    },
+    /// After a break was investigated: record it in the trail and seal the trail as found,
+    /// so that writing commands run again (verify keeps showing what was broken)
+    Repair {
+        /// Why the trail may be extended again (what was found, who decided)
+        #[arg(long)]
+        reason: String,
+        /// Who is repairing (default: the OS user)
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Write the whole trail as JSON lines or CSV, for a SIEM
     Export {

@@ -1,13 +1,15 @@
 //! Legal holds, the exception register and data-subject requests: records in the state, each
 //! change written together with its audit entry in one transaction.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, anyhow};
-use lethe_core::audit::{Action, Body};
+use lethe_core::audit::{Action, Body, Entry};
 use lethe_core::expiry::{Exception, Hold, HoldScope, Protections};
 use lethe_core::time::Timestamp;
 use serde::Serialize;
 
-use crate::state::{State, new_id};
+use crate::state::{State, TrailBroken, new_id};
 use crate::util::UsageError;
 use crate::vals;
 
@@ -359,9 +361,366 @@ pub fn revoke_exception(
     })
 }
 
-/// Active holds and live exceptions, as the decision takes them.
+/// A hold as the trail records it.
+#[derive(Debug, PartialEq, Eq)]
+struct ChainHold {
+    scope: &'static str,
+    target: Option<String>,
+    item_key: Option<String>,
+    subject_hash: Option<String>,
+    released: bool,
+}
+
+/// An exception as the trail records it.
+#[derive(Debug, PartialEq, Eq)]
+struct ChainException {
+    target: String,
+    item_key: String,
+    until: String,
+    revoked: bool,
+    superseded: bool,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Holds and exceptions, by id, as the trail's entries record them.
+fn from_trail(
+    entries: &[Entry],
+) -> (
+    BTreeMap<String, ChainHold>,
+    BTreeMap<String, ChainException>,
+) {
+    let mut holds = BTreeMap::new();
+    let mut excs: BTreeMap<String, ChainException> = BTreeMap::new();
+    for e in entries {
+        let b = &e.body;
+        match b.action {
+            Action::HoldPlaced => {
+                let scope = if b.subject_hash.is_some() {
+                    "subject"
+                } else if !b.item_key.is_empty() {
+                    "item"
+                } else {
+                    "target"
+                };
+                holds.insert(
+                    b.run_id.clone(),
+                    ChainHold {
+                        scope,
+                        target: non_empty(&b.target),
+                        item_key: non_empty(&b.item_key),
+                        subject_hash: b.subject_hash.clone(),
+                        released: false,
+                    },
+                );
+            }
+            Action::HoldReleased => {
+                if let Some(h) = holds.get_mut(&b.run_id) {
+                    h.released = true;
+                }
+            }
+            Action::ExceptionGranted | Action::ExceptionRenewed => {
+                // A new exception supersedes the item's current one, as `grant_exception` does.
+                if let Some(cur) = excs.values_mut().find(|x| {
+                    x.target == b.target && x.item_key == b.item_key && !x.superseded && !x.revoked
+                }) {
+                    cur.superseded = true;
+                }
+                excs.insert(
+                    b.run_id.clone(),
+                    ChainException {
+                        target: b.target.clone(),
+                        item_key: b.item_key.clone(),
+                        until: b
+                            .window
+                            .strip_prefix("until ")
+                            .unwrap_or_default()
+                            .to_string(),
+                        revoked: false,
+                        superseded: false,
+                    },
+                );
+            }
+            Action::ExceptionRevoked => {
+                if let Some(x) = excs.get_mut(&b.run_id) {
+                    x.revoked = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    (holds, excs)
+}
+
+/// Makes the holds and exceptions tables say what the trail says (the repair's part for
+/// them), in the caller's transaction: a hold or exception the trail records is put back
+/// (or its release, revocation or renewal), and one the trail never recorded is released
+/// or revoked. Returns what was changed, for the repair record.
+pub fn restore_from_trail(db: &mut crate::db::Db, entries: &[Entry]) -> Result<Vec<String>> {
+    let mut changed = Vec::new();
+    let mut placed: BTreeMap<&str, &Entry> = BTreeMap::new();
+    let mut released: BTreeMap<&str, &Entry> = BTreeMap::new();
+    let mut granted: Vec<&Entry> = Vec::new();
+    let mut revoked: BTreeMap<&str, &Entry> = BTreeMap::new();
+    for e in entries {
+        match e.body.action {
+            Action::HoldPlaced => {
+                placed.insert(&e.body.run_id, e);
+            }
+            Action::HoldReleased => {
+                released.insert(&e.body.run_id, e);
+            }
+            Action::ExceptionGranted | Action::ExceptionRenewed => granted.push(e),
+            Action::ExceptionRevoked => {
+                revoked.insert(&e.body.run_id, e);
+            }
+            _ => {}
+        }
+    }
+    let (chain_holds, chain_excs) = from_trail(entries);
+    let table: Vec<(String, Option<String>)> = db
+        .query("SELECT id, released_at FROM holds", &[])?
+        .into_iter()
+        .map(|r| (r.text(0), r.opt_text(1)))
+        .collect();
+    let restored = "(restored from the trail by audit repair)";
+    for (id, h) in &chain_holds {
+        let Some(p) = placed.get(id.as_str()) else {
+            continue;
+        };
+        let rel = released.get(id.as_str());
+        let n = db.execute(
+            "UPDATE holds SET scope = ?2, target = ?3, item_key = ?4, subject_hash = ?5, released_at = ?6, released_by = ?7, release_reason = ?8
+             WHERE id = ?1 AND NOT (scope = ?2 AND target IS NOT DISTINCT FROM ?3 AND item_key IS NOT DISTINCT FROM ?4 AND subject_hash IS NOT DISTINCT FROM ?5 AND (released_at IS NULL) = ?9)",
+            &vals![
+                id,
+                h.scope,
+                &h.target,
+                &h.item_key,
+                &h.subject_hash,
+                rel.map(|r| r.body.decided_at.clone()),
+                rel.map(|_| restored),
+                rel.map(|_| restored),
+                !h.released
+            ],
+        )?;
+        if n > 0 {
+            changed.push(format!("hold {id}: set back to what the trail records"));
+        }
+        if !table.iter().any(|(t, _)| t == id) {
+            db.execute(
+                "INSERT INTO holds (id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at, released_at, released_by, release_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                &vals![
+                    id,
+                    h.scope,
+                    &h.target,
+                    &h.item_key,
+                    &h.subject_hash,
+                    restored,
+                    &p.body.detail,
+                    restored,
+                    &p.body.decided_at,
+                    rel.map(|r| r.body.decided_at.clone()),
+                    rel.map(|_| restored),
+                    rel.map(|_| restored)
+                ],
+            )?;
+            changed.push(format!("hold {id}: put back from entry {}", p.seq));
+        }
+    }
+    let at = crate::util::now().to_rfc3339();
+    for (id, rel) in &table {
+        if !chain_holds.contains_key(id) && rel.is_none() {
+            db.execute(
+                "UPDATE holds SET released_at = ?2, released_by = 'lethe audit repair', release_reason = 'never recorded in the trail' WHERE id = ?1",
+                &vals![id, &at],
+            )?;
+            changed.push(format!("hold {id}: never recorded in the trail, released"));
+        }
+    }
+    let table_x: Vec<String> = db
+        .query("SELECT id FROM exceptions", &[])?
+        .into_iter()
+        .map(|r| r.text(0))
+        .collect();
+    for (renewal, g) in granted.iter().enumerate() {
+        let id = g.body.run_id.as_str();
+        let Some(x) = chain_excs.get(id) else {
+            continue;
+        };
+        let superseded_by = granted
+            .iter()
+            .skip(renewal + 1)
+            .find(|n| n.body.target == x.target && n.body.item_key == x.item_key)
+            .filter(|_| x.superseded)
+            .map(|n| n.body.run_id.clone());
+        let rev = revoked.get(id);
+        let until_micros = Timestamp::parse(&x.until)
+            .map(|t| t.as_micros())
+            .unwrap_or(0);
+        if table_x.iter().any(|t| t == id) {
+            let n = db.execute(
+                "UPDATE exceptions SET target = ?2, item_key = ?3, until = ?4, until_micros = ?5, superseded_by = ?6, revoked_at = ?7
+                 WHERE id = ?1 AND NOT (target = ?2 AND item_key = ?3 AND until = ?4 AND (superseded_by IS NULL) = ?8 AND (revoked_at IS NULL) = ?9)",
+                &vals![
+                    id,
+                    &x.target,
+                    &x.item_key,
+                    &x.until,
+                    until_micros,
+                    &superseded_by,
+                    rev.map(|r| r.body.decided_at.clone()),
+                    superseded_by.is_none(),
+                    rev.is_none()
+                ],
+            )?;
+            if n > 0 {
+                changed.push(format!(
+                    "exception {id}: set back to what the trail records"
+                ));
+            }
+        } else {
+            db.execute(
+                "INSERT INTO exceptions (id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal, superseded_by, revoked_at, revoked_by, revoke_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                &vals![
+                    id,
+                    &x.target,
+                    &x.item_key,
+                    &x.until,
+                    until_micros,
+                    g.body.expires_at.clone().unwrap_or_default(),
+                    restored,
+                    &g.body.detail,
+                    restored,
+                    &g.body.decided_at,
+                    0i64,
+                    &superseded_by,
+                    rev.map(|r| r.body.decided_at.clone()),
+                    rev.map(|_| restored),
+                    rev.map(|_| restored)
+                ],
+            )?;
+            changed.push(format!("exception {id}: put back from entry {}", g.seq));
+        }
+    }
+    for id in &table_x {
+        if !chain_excs.contains_key(id) {
+            let n = db.execute(
+                "UPDATE exceptions SET revoked_at = ?2, revoked_by = 'lethe audit repair', revoke_reason = 'never recorded in the trail' WHERE id = ?1 AND revoked_at IS NULL",
+                &vals![id, &at],
+            )?;
+            if n > 0 {
+                changed.push(format!(
+                    "exception {id}: never recorded in the trail, revoked"
+                ));
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Where the holds and exceptions tables disagree with the trail's entries about them
+/// (`entries`: the trail's protection entries, in order). Empty when they agree.
+pub fn disagreements(state: &mut State, entries: &[Entry]) -> Result<Vec<String>> {
+    let table_holds = holds(state)?;
+    let table_excs = exceptions(state, Timestamp::from_micros(0))?;
+    Ok(disagreements_with(entries, &table_holds, &table_excs))
+}
+
+fn disagreements_with(
+    entries: &[Entry],
+    table_holds: &[HoldRecord],
+    table_excs: &[ExceptionRecord],
+) -> Vec<String> {
+    let (chain_holds, chain_excs) = from_trail(entries);
+    let mut out = Vec::new();
+    for h in table_holds {
+        let row = ChainHold {
+            scope: match h.scope.as_str() {
+                "subject" => "subject",
+                "item" => "item",
+                _ => "target",
+            },
+            target: h.target.clone(),
+            item_key: h.item_key.clone(),
+            subject_hash: h.subject_hash.clone(),
+            released: h.released_at.is_some(),
+        };
+        match chain_holds.get(&h.id) {
+            None => out.push(format!(
+                "hold {} is in the holds table but was never recorded in the trail",
+                h.id
+            )),
+            Some(c) if c.released != row.released => out.push(format!(
+                "hold {} is {} in the holds table but {} in the trail",
+                h.id,
+                if row.released { "released" } else { "in force" },
+                if c.released { "released" } else { "in force" },
+            )),
+            Some(c) if *c != row => out.push(format!(
+                "hold {} covers something else in the holds table than in the trail",
+                h.id
+            )),
+            Some(_) => {}
+        }
+    }
+    for id in chain_holds.keys() {
+        if !table_holds.iter().any(|h| &h.id == id) {
+            out.push(format!(
+                "hold {id} is recorded in the trail but missing from the holds table"
+            ));
+        }
+    }
+    for x in table_excs {
+        let row = ChainException {
+            target: x.target.clone(),
+            item_key: x.item_key.clone(),
+            until: x.until.clone(),
+            revoked: x.revoked_at.is_some(),
+            superseded: x.superseded_by.is_some(),
+        };
+        match chain_excs.get(&x.id) {
+            None => out.push(format!(
+                "exception {} is in the exceptions table but was never recorded in the trail",
+                x.id
+            )),
+            Some(c) if *c != row => out.push(format!(
+                "exception {} differs between the exceptions table and the trail (item, until, revoked or renewed)",
+                x.id
+            )),
+            Some(_) => {}
+        }
+    }
+    for id in chain_excs.keys() {
+        if !table_excs.iter().any(|x| &x.id == id) {
+            out.push(format!(
+                "exception {id} is recorded in the trail but missing from the exceptions table"
+            ));
+        }
+    }
+    out
+}
+
+/// Active holds and live exceptions, as the decision takes them: from the tables, after
+/// checking them against the trail (whose hold and exception entries are checked against
+/// the seal): a hold released by editing a table, or an entry removed, stops the run.
 pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
-    let holds: Vec<Hold> = holds(state)?
+    let entries = state.protection_entries()?;
+    let table_holds = holds(state)?;
+    let table_excs = exceptions(state, now)?;
+    let disagree = disagreements_with(&entries, &table_holds, &table_excs);
+    if !disagree.is_empty() {
+        return Err(TrailBroken(format!(
+            "the holds or exceptions kept beside the trail disagree with it ({}); no deletion is made on protections that cannot be trusted",
+            disagree.join("; ")
+        ))
+        .into());
+    }
+    let holds: Vec<Hold> = table_holds
         .into_iter()
         .filter(|h| h.released_at.is_none())
         .filter_map(|h| {
@@ -376,7 +735,7 @@ pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
             Some(Hold { id: h.id, scope })
         })
         .collect();
-    let exc: Vec<Exception> = exceptions(state, now)?
+    let exc: Vec<Exception> = table_excs
         .into_iter()
         .filter(|x| x.status == "active")
         .map(|x| Exception {

@@ -15,7 +15,7 @@ use crate::engine::{self, Job, SweepOptions};
 use crate::files::Roots;
 use crate::registry::{self, NewException, NewHold};
 use crate::settings::Loaded;
-use crate::state::{Filter, State};
+use crate::state::{Access, Filter, State};
 use crate::targets::{Key, Row, open_source};
 use crate::util::{UsageError, now};
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
@@ -125,7 +125,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
     let targets = subject_targets(loaded)?;
     preflight(loaded, &targets, args.apply)?;
     let now = now();
-    let mut state = open_state(loaded)?;
+    let mut state = open_state(loaded, Access::Write)?;
     let hash = state.key.subject_hash(subject);
     let req = match registry::open_request(&mut state, &hash)? {
         Some(r) => r,
@@ -208,7 +208,7 @@ fn deadline_note(deadline: &str, now: Timestamp) -> String {
 }
 
 fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
-    let mut state = open_state(loaded)?;
+    let mut state = open_state(loaded, Access::Read)?;
     let req = registry::request(&mut state, id)?
         .ok_or_else(|| usage(format!("no request {id} (see `lethe erase list`)")))?;
     let mut entries = Vec::new();
@@ -260,7 +260,7 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
-    let mut state = open_state(loaded)?;
+    let mut state = open_state(loaded, Access::Read)?;
     let now = now();
     let open: Vec<_> = registry::requests(&mut state)?
         .into_iter()
@@ -300,7 +300,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
     let targets = subject_targets(loaded)?;
     preflight(loaded, &targets, false)?;
     let now = now();
-    let mut state = open_state(loaded)?;
+    let mut state = open_state(loaded, Access::Write)?;
     let hash = state.key.subject_hash(subject);
     let req = registry::new_request(
         &mut state,
@@ -439,7 +439,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     "say what to hold: --subject ID, --target NAME --key KEY, or --target NAME",
                 ));
             }
-            let mut state = open_state(loaded)?;
+            let mut state = open_state(loaded, Access::Write)?;
             let subject_hash = subject.map(|s| state.key.subject_hash(s));
             let id = registry::place_hold(
                 &mut state,
@@ -466,7 +466,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
             )?;
         }
         HoldCommand::List => {
-            let mut state = open_state(loaded)?;
+            let mut state = open_state(loaded, Access::Read)?;
             let holds = registry::holds(&mut state)?;
             if json {
                 output::json(&holds)?;
@@ -524,7 +524,7 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     "--reason must not be empty: a release needs a reason",
                 ));
             }
-            let mut state = open_state(loaded)?;
+            let mut state = open_state(loaded, Access::Write)?;
             registry::release_hold(&mut state, id, reason, registry::actor(by.as_deref()), now)?;
             if json {
                 output::json(&serde_json::json!({ "id": id, "released": true }))?;
@@ -575,7 +575,7 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
                     t.name
                 ))
             })?;
-            let mut state = open_state(loaded)?;
+            let mut state = open_state(loaded, Access::Write)?;
             let ex = &loaded.config.exceptions;
             let id = registry::grant_exception(
                 &mut state,
@@ -603,7 +603,7 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             )?;
         }
         ExceptionCommand::List => {
-            let mut state = open_state(loaded)?;
+            let mut state = open_state(loaded, Access::Read)?;
             let list = registry::exceptions(&mut state, now)?;
             if json {
                 output::json(&list)?;
@@ -634,7 +634,7 @@ pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<
             }
         }
         ExceptionCommand::Revoke { id, reason, by } => {
-            let mut state: State = open_state(loaded)?;
+            let mut state: State = open_state(loaded, Access::Write)?;
             registry::revoke_exception(
                 &mut state,
                 id,

@@ -146,7 +146,39 @@ ALTER TABLE audit ALTER COLUMN target TYPE TEXT COLLATE "C",
     ALTER COLUMN item_key TYPE TEXT COLLATE "C",
     ALTER COLUMN run_id TYPE TEXT COLLATE "C";
 "#,
+    // The seal also covers the chain of protection entries (holds, exceptions), which are
+    // read on their own before every batch: none can be removed or replaced unnoticed.
+    r#"
+ALTER TABLE audit_seal ADD COLUMN protections TEXT;
+CREATE INDEX audit_protections ON audit(seq) WHERE action IN ('hold_placed', 'hold_released', 'exception_granted', 'exception_renewed', 'exception_revoked');
+"#,
 ];
+
+/// How a command uses the state: only `lethe init` creates one; a command that only reads
+/// never writes (no key, no directory, no file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Create,
+}
+
+/// The trail does not verify where a writing command must extend it: reported as is and
+/// mapped to exit status 1; nothing was written.
+#[derive(Debug)]
+pub struct TrailBroken(pub String);
+
+impl std::fmt::Display for TrailBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the audit trail is broken: {}. Nothing was written. Find out what happened (`lethe audit verify`); `lethe audit repair --reason TEXT` records the break in the trail and lets writing commands run again",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TrailBroken {}
 
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
 pub const LEASE_TTL_SECS: i64 = 120;
@@ -260,7 +292,11 @@ pub struct VerifyReport {
     pub entries: u64,
     pub head_seq: i64,
     pub head_hash: String,
+    /// The first problem, if any.
     pub problem: Option<String>,
+    pub problems: Vec<String>,
+    /// Repairs recorded in the trail, for a reader: what each acknowledged.
+    pub repairs: Vec<String>,
 }
 
 fn hostname() -> String {
@@ -283,8 +319,9 @@ pub fn new_id(prefix: &str) -> Result<String> {
 }
 
 /// Loads the audit key from the environment variable the config names, else from a key file
-/// beside the state (created on first use, mode 0600).
-fn load_key(key_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
+/// beside the state, which only `create` (a new, empty trail) makes (mode 0600): a key made
+/// for a trail that has entries would orphan every subject hash and every seal in it.
+fn load_key(key_path: &Path, key_env: Option<&str>, create: bool) -> Result<AuditKey> {
     if let Some(var) = key_env {
         let val = std::env::var(var).map_err(|_| {
             UsageError(format!(
@@ -293,6 +330,13 @@ fn load_key(key_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
         })?;
         return AuditKey::new(val.into_bytes())
             .map_err(|e| UsageError(format!("{var}: {e}")).into());
+    }
+    if !key_path.exists() && !create {
+        return Err(UsageError(format!(
+            "audit key file {} is missing: the trail was sealed and its subjects hashed with it, so a new key cannot replace it; restore it from a backup (or set [audit] key_env to the variable that holds it)",
+            key_path.display()
+        ))
+        .into());
     }
     if !key_path.exists() {
         // Written whole to a private temporary file, then linked into place: a second
@@ -331,6 +375,86 @@ fn load_key(key_path: &Path, key_env: Option<&str>) -> Result<AuditKey> {
         .map_err(|e| anyhow!("audit key file {}: {e}", key_path.display()))
 }
 
+/// How an append treats the seal it extends.
+enum Sealing {
+    /// The head must be the sealed head (every ordinary write).
+    Check,
+    /// The first entry of a new trail: there is no seal yet.
+    Create,
+    /// An operator's repair: sealed over the trail as found, with its protections chain.
+    Repair { protections: String },
+}
+
+/// The protection actions as an SQL list, the same text as the partial index's predicate.
+fn protection_actions() -> String {
+    Action::PROTECTIONS
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The head of the protections chain over the trail as stored.
+fn protections_head(db: &mut Db) -> Result<String> {
+    let mut p = audit::GENESIS.to_string();
+    db.query_each(
+        &format!(
+            "SELECT seq, hash FROM audit WHERE action IN ({}) ORDER BY seq",
+            protection_actions()
+        ),
+        &[],
+        |r| {
+            p = audit::protections_link(&p, r.int(0), &r.text(1));
+            Ok(())
+        },
+    )?;
+    Ok(p)
+}
+
+/// Whether the state's trail has any entry (false when it has no trail table yet).
+fn trail_has_entries(db: &mut Db) -> bool {
+    db.query_opt("SELECT 1 FROM audit LIMIT 1", &[])
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// The seal row, if any.
+fn read_seal(db: &mut Db) -> Result<Option<audit::Seal>> {
+    Ok(db
+        .query_opt(
+            "SELECT seq, hash, mac, protections, key_fingerprint FROM audit_seal WHERE id = 1",
+            &[],
+        )?
+        .map(|r| audit::Seal {
+            seq: r.int(0),
+            hash: r.text(1),
+            mac: r.text(2),
+            protections: r.opt_text(3),
+            key_fingerprint: r.text(4),
+        }))
+}
+
+/// The trail's last entry: (seq, hash), or (0, genesis) when it is empty.
+fn read_head(db: &mut Db) -> Result<(i64, String)> {
+    Ok(
+        match db.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
+            Some(r) => (r.int(0), r.text(1)),
+            None => (0, audit::GENESIS.to_string()),
+        },
+    )
+}
+
+/// Writes the seal over a head.
+fn write_seal(db: &mut Db, seal: &audit::Seal) -> Result<()> {
+    db.execute(
+        "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint, protections) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint, protections = excluded.protections",
+        &vals![seal.seq, &seal.hash, &seal.mac, &seal.key_fingerprint, &seal.protections],
+    )?;
+    Ok(())
+}
+
 const ENTRY_COLS: &str = "seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash";
 
 fn entry_from(r: &DbRow) -> Entry {
@@ -356,31 +480,51 @@ fn entry_from(r: &DbRow) -> Entry {
 }
 
 impl State {
-    /// Opens (creating if needed) the state at a `sqlite://` or `postgres://` URL; relative
-    /// paths are read from `base`.
+    /// Opens the state at a `sqlite://` or `postgres://` URL; relative paths are read from
+    /// `base`. Only [`Access::Create`] makes a state (and its key) that does not exist yet;
+    /// otherwise a missing state is refused (exit 2), never silently started afresh.
     pub fn open(
         url: &str,
         password_env: Option<&str>,
         base: &Path,
         key_env: Option<&str>,
+        access: Access,
     ) -> Result<State> {
+        let missing = |location: &str| {
+            UsageError(format!(
+                "no Lethe state at {location} (the [state] url): `lethe init` creates one; every other command uses an existing state and never starts a new, empty one"
+            ))
+        };
         let (db, location, key_path) = if url.starts_with("postgres://")
             || url.starts_with("postgresql://")
         {
-            let db = Db::open_pg(url, password_env)?;
+            let mut db = Db::open_pg(url, password_env)?;
+            let location = crate::db::redact(url);
+            if access != Access::Create
+                && db
+                    .query_opt("SELECT to_regclass('lethe_schema')::text", &[])?
+                    .and_then(|r| r.opt_text(0))
+                    .is_none()
+            {
+                return Err(missing(&location).into());
+            }
             // Processes sharing a PostgreSQL state on several hosts need one key: key_env.
-            (db, crate::db::redact(url), base.join("lethe-state.key"))
+            (db, location, base.join("lethe-state.key"))
         } else {
             let path = sqlite_path(url, base).ok_or_else(|| {
                 UsageError(format!(
                     "[state] url {url:?}: expected sqlite://PATH or postgres://..."
                 ))
             })?;
-            if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("Failed to create {}", dir.display()))?;
+            if access == Access::Create {
+                if let Some(dir) = path.parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("Failed to create {}", dir.display()))?;
+                }
+            } else if !path.is_file() {
+                return Err(missing(&path.display().to_string()).into());
             }
             let db = Db::open_sqlite(&path)?;
             if let Db::Sqlite(conn) = &db {
@@ -398,7 +542,10 @@ impl State {
             key.push(".key");
             (db, path.display().to_string(), PathBuf::from(key))
         };
-        let key = load_key(&key_path, key_env)?;
+        let mut db = db;
+        // A key is made only with a new state whose trail is still empty.
+        let create_key = access == Access::Create && !trail_has_entries(&mut db);
+        let key = load_key(&key_path, key_env, create_key)?;
         let mut st = State {
             db,
             location,
@@ -411,6 +558,9 @@ impl State {
             subjects_seen: Default::default(),
         };
         st.migrate()?;
+        if access != Access::Read {
+            st.upgrade_seal()?;
+        }
         Ok(st)
     }
 
@@ -463,6 +613,7 @@ impl State {
             self.password_env.as_deref(),
             &self.base,
             self.key_env.as_deref(),
+            Access::Write,
         )?;
         st.holder = self.holder.clone();
         Ok(st)
@@ -525,9 +676,20 @@ impl State {
 
     /// Appends entries and makes the record change they describe, in one transaction: a hold
     /// is never placed without its entry, nor an entry written for a hold that was not placed.
+    /// The head and the seal are checked first, in the same transaction: a trail that was cut
+    /// or rewritten is never sealed over (the append fails with [`TrailBroken`]).
     pub fn append_with(
         &mut self,
         bodies: Vec<Body>,
+        change: impl FnOnce(&mut Db) -> Result<()>,
+    ) -> Result<()> {
+        self.append_inner(bodies, Sealing::Check, change)
+    }
+
+    fn append_inner(
+        &mut self,
+        bodies: Vec<Body>,
+        sealing: Sealing,
         change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
         let key = self.key.clone();
@@ -543,22 +705,48 @@ impl State {
         }
         // A change to holds or exceptions waits for any sweep's deletions in flight (see
         // `lock_protections`), so a hold recorded is one every later deletion sees.
-        let protections = bodies.iter().any(|b| {
-            matches!(
-                b.action,
-                Action::HoldPlaced
-                    | Action::HoldReleased
-                    | Action::ExceptionGranted
-                    | Action::ExceptionRenewed
-                    | Action::ExceptionRevoked
-            )
-        });
+        let protections = bodies.iter().any(|b| b.action.is_protection());
         let file_lock = if protections {
             self.protections_file_lock()?
         } else {
             None
         };
         let append = |db: &mut Db| {
+            let (head_seq, head_hash) = read_head(db)?;
+            let sealed_protections = match sealing {
+                Sealing::Check => match read_seal(db)? {
+                    Some(seal) => {
+                        let p = match &seal.protections {
+                            Some(p) => p.clone(),
+                            None => protections_head(db)?,
+                        };
+                        if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                            return Err(TrailBroken(problem).into());
+                        }
+                        p
+                    }
+                    None if head_seq == 0 => {
+                        return Err(TrailBroken(
+                            "the trail is empty and unsealed: this state was not made by `lethe init`, or its entries and seal were removed"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    None => {
+                        return Err(TrailBroken(
+                            "the trail has entries but no seal: the seal was removed".into(),
+                        )
+                        .into());
+                    }
+                },
+                Sealing::Create => {
+                    if head_seq != 0 || read_seal(db)?.is_some() {
+                        return Err(anyhow!("the state already has a trail"));
+                    }
+                    audit::GENESIS.to_string()
+                }
+                Sealing::Repair { ref protections } => protections.clone(),
+            };
             // Pairs another process added meanwhile are skipped; the rest go in bulk.
             let mut runs: Vec<&String> = new_subjects.iter().map(|(_, r)| r).collect();
             runs.sort();
@@ -578,19 +766,14 @@ impl State {
                 .map(|(h, run)| vals![h, run].to_vec())
                 .collect();
             db.insert_many("audit_subjects", &["subject_hash", "run_id"], fresh)?;
-            let (head_seq, head_hash) =
-                match db.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
-                    Some(r) => (r.int(0), r.text(1)),
-                    None => (0, audit::GENESIS.to_string()),
-                };
             let entries = audit::chain(head_seq, &head_hash, bodies);
             insert_entries(db, &entries)?;
             if let Some(last) = entries.last() {
-                db.execute(
-                        "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint) VALUES (1, ?1, ?2, ?3, ?4)
-                         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint",
-                        &vals![last.seq, &last.hash, key.seal(last.seq, &last.hash), key.fingerprint()],
-                    )?;
+                let mut p = sealed_protections;
+                for e in entries.iter().filter(|e| e.body.action.is_protection()) {
+                    p = audit::protections_link(&p, e.seq, &e.hash);
+                }
+                write_seal(db, &audit::Seal::new(&key, last.seq, &last.hash, &p))?;
             }
             change(db)
         };
@@ -605,6 +788,171 @@ impl State {
             self.subjects_seen.extend(new_subjects);
         }
         done
+    }
+
+    /// Starts the trail of a new state with its creation entry. A state whose trail already
+    /// has entries is left as it is.
+    pub fn create_trail(&mut self, body: Body) -> Result<()> {
+        self.append_inner(vec![body], Sealing::Create, |_| Ok(()))
+    }
+
+    /// Whether the trail has entries.
+    pub fn has_entries(&mut self) -> bool {
+        trail_has_entries(&mut self.db)
+    }
+
+    /// Checks, cheaply, that the trail may be extended: its head is the sealed head, under
+    /// this key. Every writing command calls it before it touches anything.
+    pub fn check_head(&mut self) -> Result<()> {
+        let key = self.key.clone();
+        let (head_seq, head_hash) = read_head(&mut self.db)?;
+        match read_seal(&mut self.db)? {
+            None if head_seq == 0 => Err(TrailBroken(
+                "the trail is empty and unsealed: this state was not made by `lethe init`, or its entries and seal were removed"
+                    .into(),
+            )
+            .into()),
+            None => Err(TrailBroken("the trail has entries but no seal: the seal was removed".into()).into()),
+            Some(seal) => {
+                let p = match &seal.protections {
+                    Some(p) => p.clone(),
+                    None => protections_head(&mut self.db)?,
+                };
+                match seal.problem(&key, head_seq, &head_hash, &p) {
+                    Some(problem) => Err(TrailBroken(problem).into()),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The trail's hold and exception entries, each checked against its own hash, their
+    /// chain checked against the seal (with the head): what protects items, as recorded.
+    /// A removed, replaced or altered one, or a cut or rewritten trail, is [`TrailBroken`].
+    pub fn protection_entries(&mut self) -> Result<Vec<Entry>> {
+        let key = self.key.clone();
+        let mut out = Vec::new();
+        let mut p = audit::GENESIS.to_string();
+        let mut problem = None;
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM audit WHERE action IN ({}) ORDER BY seq",
+            protection_actions()
+        );
+        self.db.query_each(&sql, &[], |r| {
+            let e = entry_from(&r);
+            if problem.is_none() && audit::entry_hash(&e.prev_hash, e.seq, &e.body) != e.hash {
+                problem = Some(format!(
+                    "entry {} (a {}) does not match its hash: it was altered",
+                    e.seq,
+                    e.body.action.as_str()
+                ));
+            }
+            p = audit::protections_link(&p, e.seq, &e.hash);
+            out.push(e);
+            Ok(())
+        })?;
+        if let Some(problem) = problem {
+            return Err(TrailBroken(problem).into());
+        }
+        let (head_seq, head_hash) = read_head(&mut self.db)?;
+        match read_seal(&mut self.db)? {
+            Some(seal) => {
+                if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                    return Err(TrailBroken(problem).into());
+                }
+            }
+            None => {
+                return Err(TrailBroken(
+                    "the trail has no seal: it was removed, or this state was not made by `lethe init`"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals written before the protections chain existed are rewritten once, over the same
+    /// head, if and only if they still verify: a trail that does not is never re-sealed.
+    fn upgrade_seal(&mut self) -> Result<()> {
+        let key = self.key.clone();
+        self.db.write(|db| {
+            let Some(seal) = read_seal(db)? else {
+                return Ok(());
+            };
+            if seal.protections.is_some() {
+                return Ok(());
+            }
+            let (head_seq, head_hash) = read_head(db)?;
+            let p = protections_head(db)?;
+            if seal.problem(&key, head_seq, &head_hash, &p).is_some() {
+                // Left as found: every writing command refuses it, verify says why.
+                return Ok(());
+            }
+            write_seal(db, &audit::Seal::new(&key, head_seq, &head_hash, &p))
+        })
+    }
+
+    /// Records that the trail is broken, as it was found, and seals it again: the repair
+    /// entry names every break since the last repair and a digest of every entry before it,
+    /// so verify keeps showing the break, and any later change before the repair. Also
+    /// rebuilds the subject index from the trail. `None` when there was nothing to repair.
+    pub fn repair(
+        &mut self,
+        by: &str,
+        reason: &str,
+        run_id: &str,
+    ) -> Result<Option<audit::RepairRecord>> {
+        let key = self.key.clone();
+        let v = self.walk()?;
+        let seal = read_seal(&mut self.db)?;
+        let seal_problem = v
+            .check_seal(&key, seal.as_ref())
+            .err()
+            .map(|b| b.to_string());
+        let pending: Vec<audit::Break> = v.since_repair().to_vec();
+        let derived = self.derived_problems(&v)?;
+        if pending.is_empty() && seal_problem.is_none() && derived.is_empty() {
+            return Ok(None);
+        }
+        let mut problems: Vec<String> = pending.iter().map(|b| b.to_string()).collect();
+        problems.extend(derived.iter().cloned());
+        let record = audit::RepairRecord {
+            by: by.to_string(),
+            reason: reason.to_string(),
+            acknowledged: pending.iter().map(audit::Break::tag).collect(),
+            problems,
+            seal_problem,
+            digest: v.digest().to_string(),
+        };
+        let body = Body {
+            decided_at: crate::util::now().to_rfc3339(),
+            run_id: run_id.to_string(),
+            action: Action::TrailRepaired,
+            target: String::new(),
+            item_key: String::new(),
+            category: String::new(),
+            reason: "repair".into(),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: None,
+            detail: serde_json::to_string(&record)?,
+        };
+        let protections = v.protections().to_string();
+        let entries = self.raw_protection_entries()?;
+        self.append_inner(vec![body], Sealing::Repair { protections }, |db| {
+            // Holds and exceptions are the trail's: set back to what it records.
+            crate::registry::restore_from_trail(db, &entries)?;
+            // The subject index is the trail's: made again from it.
+            db.execute("DELETE FROM audit_subjects", &[])?;
+            db.execute(
+                "INSERT INTO audit_subjects (subject_hash, run_id) SELECT DISTINCT subject_hash, run_id FROM audit WHERE subject_hash IS NOT NULL",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        self.subjects_seen.clear();
+        Ok(Some(record))
     }
 
     /// Excludes every change to holds and exceptions, by any process, until
@@ -753,35 +1101,97 @@ impl State {
         self.db.query_each(&sql, &args, |r| each(entry_from(&r)))
     }
 
-    /// Recomputes the whole chain and checks the seal over its head.
-    pub fn verify(&mut self) -> Result<VerifyReport> {
+    /// Every entry through a verifier, which goes on past any break.
+    fn walk(&mut self) -> Result<Verifier> {
         let mut v = Verifier::new(0, audit::GENESIS);
-        let mut problem = None;
         self.entries(&Filter::default(), |e| {
-            if problem.is_none()
-                && let Err(b) = v.push(&e)
-            {
-                problem = Some(b.to_string());
-            }
+            let _ = v.push(&e);
             Ok(())
         })?;
-        if problem.is_none() {
-            let seal = self
-                .db
-                .query_opt("SELECT seq, hash, mac FROM audit_seal WHERE id = 1", &[])?
-                .map(|r| (r.int(0), r.text(1), r.text(2)));
-            let seal_ref = seal.as_ref().map(|(s, h, m)| (*s, h.as_str(), m.as_str()));
-            if let Err(b) = v.check_seal(&self.key, seal_ref) {
-                problem = Some(b.to_string());
+        Ok(v)
+    }
+
+    /// Recomputes the whole chain (every break in it, not only the first), checks the seal
+    /// over its head and the protections chain, and checks every table derived from the
+    /// trail (holds, exceptions, the subject index) against it.
+    pub fn verify(&mut self) -> Result<VerifyReport> {
+        let key = self.key.clone();
+        let mut v = self.walk()?;
+        v.finish();
+        let mut problems: Vec<String> = v.breaks.iter().map(|b| b.to_string()).collect();
+        if v.count == 0 {
+            problems.push(audit::Break::Empty.to_string());
+        } else {
+            let seal = read_seal(&mut self.db)?;
+            if let Err(b) = v.check_seal(&key, seal.as_ref()) {
+                problems.push(b.to_string());
             }
         }
+        problems.extend(self.derived_problems(&v)?);
         let (head_seq, head_hash) = v.head();
+        let repairs = v
+            .repairs
+            .iter()
+            .map(|(seq, r)| {
+                format!(
+                    "entry {seq}: repaired by {} ({}): {}",
+                    r.by,
+                    r.reason,
+                    if r.problems.is_empty() {
+                        r.seal_problem.clone().unwrap_or_default()
+                    } else {
+                        r.problems.join("; ")
+                    }
+                )
+            })
+            .collect();
         Ok(VerifyReport {
             entries: v.count,
             head_seq,
             head_hash: head_hash.to_string(),
-            problem,
+            problem: problems.first().cloned(),
+            problems,
+            repairs,
         })
+    }
+
+    /// The trail's hold and exception entries as stored, unchecked.
+    fn raw_protection_entries(&mut self) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM audit WHERE action IN ({}) ORDER BY seq",
+            protection_actions()
+        );
+        let mut entries = Vec::new();
+        self.db.query_each(&sql, &[], |r| {
+            entries.push(entry_from(&r));
+            Ok(())
+        })?;
+        Ok(entries)
+    }
+
+    /// Where the tables kept beside the trail disagree with it: holds and exceptions (as the
+    /// trail's entries record them) and the subject index.
+    fn derived_problems(&mut self, _v: &Verifier) -> Result<Vec<String>> {
+        let entries = self.raw_protection_entries()?;
+        let mut problems = crate::registry::disagreements(self, &entries)?;
+        for (what, sql) in [
+            (
+                "is missing from the subject index",
+                "SELECT COUNT(*) FROM (SELECT DISTINCT subject_hash, run_id FROM audit WHERE subject_hash IS NOT NULL EXCEPT SELECT subject_hash, run_id FROM audit_subjects) AS lethe_x",
+            ),
+            (
+                "is in the subject index but not in the trail",
+                "SELECT COUNT(*) FROM (SELECT subject_hash, run_id FROM audit_subjects EXCEPT SELECT DISTINCT subject_hash, run_id FROM audit WHERE subject_hash IS NOT NULL) AS lethe_x",
+            ),
+        ] {
+            let n = self.db.query_opt(sql, &[])?.map(|r| r.int(0)).unwrap_or(0);
+            if n > 0 {
+                problems.push(format!(
+                    "the subject index (table audit_subjects) disagrees with the trail: {n} (subject, run) pair(s) {what}"
+                ));
+            }
+        }
+        Ok(problems)
     }
 }
 

@@ -137,6 +137,8 @@ fn key_from_environment_is_used_and_required_when_named() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("LETHE_TEST_KEY"), "{}", r.stderr);
     let secret = "correct horse battery staple 42";
+    let r = run_env(&cfg, &[("LETHE_TEST_KEY", secret)], &["init"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
     let out = lethe()
         .args(["sweep", "--apply", "--config"])
         .arg(&cfg)

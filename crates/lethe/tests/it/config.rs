@@ -90,7 +90,7 @@ created_at = "created_at"
     )
     .unwrap();
     for cmd in [&["sweep", "--apply"][..], &["check"][..]] {
-        let r = run(&cfg, cmd);
+        let r = super::run_raw(&cfg, cmd);
         let all = format!("{}{}", r.stdout, r.stderr);
         assert_eq!(r.code, Some(2), "{cmd:?}: {all}");
         assert!(

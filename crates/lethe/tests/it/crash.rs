@@ -60,6 +60,7 @@ fn killed_at(point: &str) {
     let d = Tmp::new(&format!("kill-{}", point.replace(':', "-")));
     drop(seed_training(&d, ROWS));
     let cfg = training_config(&d);
+    super::ensure_init(&cfg);
     let out = lethe()
         .args([
             "sweep",
@@ -150,6 +151,7 @@ fn two_sweeps_at_once_never_interleave() {
     let d = Tmp::new("concurrent");
     drop(seed_training(&d, ROWS));
     let cfg = training_config(&d);
+    super::ensure_init(&cfg);
     let spawn = || {
         lethe()
             .args([

@@ -351,6 +351,7 @@ fn run_without_dac_override(cfg: &Path, args: &[&str]) -> Run {
         std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
     };
     c.env_remove("LETHE_CONFIG").env_remove("LETHE_FAILPOINT");
+    super::ensure_init(cfg);
     c.args(args).arg("--config").arg(cfg);
     let out = c.output().expect("setpriv (util-linux) runs lethe");
     Run {

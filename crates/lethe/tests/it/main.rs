@@ -12,6 +12,7 @@ mod requests;
 mod roots;
 mod safety;
 mod sweep;
+mod trail;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -61,9 +62,38 @@ pub fn lethe() -> Command {
     c
 }
 
+/// Makes the config's state (`lethe init`) the first time a test uses the config (and again
+/// whenever the config's text changed): only `init` creates a state. Its outcome is not
+/// checked here: a test about a broken or missing state sees it in its own command.
+pub fn ensure_init(config: &Path) {
+    ensure_init_env(config, &[]);
+}
+
+/// [`ensure_init`] with the environment the test's commands get (an audit key, a password).
+pub fn ensure_init_env(config: &Path, env: &[(&str, &str)]) {
+    static DONE: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let mine = (config.to_path_buf(), text);
+    {
+        let done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&mine) {
+            return;
+        }
+    }
+    let mut c = lethe();
+    c.arg("init").arg("--config").arg(config);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if c.output().is_ok_and(|o| o.status.success()) {
+        DONE.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
+    }
+}
+
 /// `lethe ARGS --config CONFIG` started in the background, its output discarded (for a
 /// sweep a test kills, or races something against).
 pub fn spawn(config: &Path, args: &[&str]) -> std::process::Child {
+    ensure_init(config);
     lethe()
         .args(args)
         .arg("--config")
@@ -91,8 +121,26 @@ pub fn run(config: &Path, args: &[&str]) -> Run {
     run_env(config, &[], args)
 }
 
+/// `run` without making the state first: for what a command does when there is none.
+pub fn run_raw(config: &Path, args: &[&str]) -> Run {
+    let out: Output = lethe()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `run` with extra environment variables (credentials, a shared audit key).
 pub fn run_env(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    if args.first() != Some(&"init") {
+        ensure_init_env(config, env);
+    }
     let mut c = lethe();
     c.args(args).arg("--config").arg(config);
     for (k, v) in env {

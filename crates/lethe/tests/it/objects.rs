@@ -748,6 +748,7 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
     put_all(Arc::clone(&store), &expired_and_one_valid(40));
     let cfg = s3_config(&dir, server.port);
     let creds = S3_CREDS;
+    super::ensure_init_env(&cfg, &creds);
     let out = super::lethe()
         .args(["sweep", "--apply", "--config"])
         .arg(&cfg)

@@ -387,6 +387,13 @@ fn two_processes_sharing_a_postgres_state_never_fork_the_chain() {
         "created_at",
         "",
     );
+    ensure_init_env(
+        &cfg,
+        &[(
+            "LETHE_TEST_AUDIT_KEY",
+            "a shared key for every lethe process",
+        )],
+    );
     let spawn = || {
         lethe()
             .args([
@@ -450,6 +457,13 @@ fn killed_mid_apply_on_postgres_then_finished() {
         "logs",
         "created_at",
         "",
+    );
+    ensure_init_env(
+        &cfg,
+        &[(
+            "LETHE_TEST_AUDIT_KEY",
+            "a shared key for every lethe process",
+        )],
     );
     for point in ["after_pending:2", "after_delete:3"] {
         let out = lethe()

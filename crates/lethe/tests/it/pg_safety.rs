@@ -388,6 +388,7 @@ fn a_row_made_fresh_between_read_and_delete_is_kept() {
     let mut watch = pg.client("app");
     app.batch_execute("BEGIN; UPDATE logs SET created_at = now() WHERE id = 4;")
         .unwrap();
+    ensure_init_env(&cfg, &[(KEY_ENV, KEY)]);
     let started = Instant::now();
     let child = lethe()
         .args(["sweep", "--apply", "--json", "--config"])
