@@ -45,7 +45,14 @@ pub struct StateConfig {
     pub url: String,
     /// Environment variable holding the database password, never the password itself.
     pub password_env: Option<String>,
+    /// How long a sweep's lease on a target lasts unless renewed (`lease_ttl`, default
+    /// 120s): another sweep may take over a lease silent for longer, and a sweep that could
+    /// not renew its lease within it stops before its next delete.
+    pub lease_ttl: Duration,
 }
+
+/// The default `[state] lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug)]
 pub struct Category {
@@ -541,12 +548,20 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         Some(v) => Tbl::new("state", v, &mut ctx).and_then(|mut t| {
             let url = t.req_str(&mut ctx, "url");
             let password_env = t.opt_str(&mut ctx, "password_env");
+            let lease_ttl = t
+                .duration(&mut ctx, "lease_ttl")
+                .unwrap_or(DEFAULT_LEASE_TTL);
             t.finish(&mut ctx);
-            url.map(|url| StateConfig { url, password_env })
+            url.map(|url| StateConfig {
+                url,
+                password_env,
+                lease_ttl,
+            })
         }),
         None => Some(StateConfig {
             url: "sqlite://lethe-state.db".into(),
             password_env: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }),
     };
 

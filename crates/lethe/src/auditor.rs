@@ -58,9 +58,12 @@ impl Auditor {
     /// Hands entries to the writer; `pending` is the batch they record, if any.
     pub fn append(&self, bodies: Vec<Body>, pending: Option<i64>) -> Result<()> {
         if self.failed.load(Ordering::SeqCst) {
-            // The cause is reported by `flush`, which the sweep calls on its way out.
+            let cause = match self.flush() {
+                Err(e) => format!(": {e:#}"),
+                Ok(()) => String::new(),
+            };
             return Err(anyhow!(
-                "the audit writer failed; stopping before deleting more"
+                "the audit writer failed{cause}; stopping before deleting more"
             ));
         }
         self.tx

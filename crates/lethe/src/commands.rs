@@ -95,6 +95,7 @@ pub fn open_state(loaded: &Loaded, access: Access) -> Result<State> {
         c.audit.key_env.as_deref(),
         access,
     )?;
+    state.lease_ttl_secs = c.state.lease_ttl.as_secs().max(1);
     if access == Access::Write {
         state.check_head()?;
     }

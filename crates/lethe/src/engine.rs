@@ -124,21 +124,23 @@ struct PendingItem {
     d: Option<String>,
 }
 
-/// Crash-test hook: `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time
-/// (default first) execution reaches the named point. Used only by the crash tests.
+/// Crash-test hook: `LETHE_FAILPOINT=name[:n[:stop]]` kills the process with SIGKILL (or
+/// stops it with SIGSTOP, for a stall) the n-th time (default first) execution reaches the
+/// named point. Used only by the crash tests.
 struct Failpoint {
     name: String,
     left: u32,
+    stop: bool,
 }
 
 impl Failpoint {
     fn from_env() -> Option<Failpoint> {
         let v = std::env::var("LETHE_FAILPOINT").ok()?;
-        let (name, n) = match v.split_once(':') {
-            Some((a, b)) => (a.to_string(), b.parse().unwrap_or(1)),
-            None => (v, 1),
-        };
-        Some(Failpoint { name, left: n })
+        let mut parts = v.split(':');
+        let name = parts.next().unwrap_or_default().to_string();
+        let left = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        let stop = parts.next() == Some("stop");
+        Some(Failpoint { name, left, stop })
     }
 }
 
@@ -146,12 +148,16 @@ fn hit(fp: &mut Option<Failpoint>, point: &str) {
     if let Some(f) = fp
         && f.name == point
     {
+        let fire = f.left == 1;
         f.left = f.left.saturating_sub(1);
-        if f.left == 0 {
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
+        // Once: a stalled process that is resumed goes on past the point.
+        if fire {
+            let signal = if f.stop {
+                rustix::process::Signal::STOP
+            } else {
+                rustix::process::Signal::KILL
+            };
+            let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
         }
     }
 }
@@ -209,12 +215,30 @@ struct Sweeper<'a> {
     window_text: String,
     /// Subjects' keyed hashes already made in this run (bounded).
     subject_hashes: HashMap<String, String>,
+    /// When this run last renewed its lease on the target.
+    lease_renewed: Instant,
 }
 
 /// Subject hashes remembered at most, per target and run.
 const SUBJECT_HASHES_MAX: usize = 100_000;
 
 impl Sweeper<'_> {
+    /// The lease's lifetime, `[state] lease_ttl`.
+    fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.state.lease_ttl_secs.max(1) as u64)
+    }
+
+    /// Renews the lease when a quarter of its lifetime (at most 10 s) has passed since the
+    /// last renewal; an error if another sweep took it over meanwhile.
+    fn keep_lease(&mut self) -> Result<()> {
+        let every = (self.lease_ttl() / 4).min(std::time::Duration::from_secs(10));
+        if self.lease_renewed.elapsed() >= every {
+            self.state.renew_lease(&self.target.name)?;
+            self.lease_renewed = Instant::now();
+        }
+        Ok(())
+    }
+
     fn reason(&self) -> &'static str {
         if self.erasure { "erasure" } else { "retention" }
     }
@@ -510,6 +534,8 @@ impl Sweeper<'_> {
         pending: Option<i64>,
         entries: Vec<Body>,
     ) -> Result<()> {
+        // The lease is this run's, and renewed, before anything is written ahead or deleted.
+        self.keep_lease()?;
         let chunk_ids: Vec<Option<i64>> = match pending {
             Some(id) => vec![Some(id)],
             None if planned.is_empty() => vec![None],
@@ -565,6 +591,17 @@ impl Sweeper<'_> {
         } else {
             self.keep_protected_execute_rest(planned)
         };
+        // A run that stalled here (stopped, swapped out) past most of its lease may have
+        // been taken over: it commits nothing.
+        if self.lease_renewed.elapsed() >= self.lease_ttl() * 3 / 4 {
+            self.table.rollback();
+            anyhow::bail!(
+                "this run stalled for {:.0}s since it last renewed its lease on target {}, too close to [state] lease_ttl ({}s) to be sure no other sweep took over: its last deletions were rolled back and it stops",
+                self.lease_renewed.elapsed().as_secs_f64(),
+                self.target.name,
+                self.lease_ttl().as_secs()
+            );
+        }
         if let Err(e) = self.table.commit() {
             // Nothing was deleted after all; say so for each item the entries would claim.
             for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
@@ -708,7 +745,6 @@ impl Sweeper<'_> {
         };
         let started = Instant::now();
         let mut last_draw = Instant::now();
-        let mut last_renewal = Instant::now();
         // Several batches share one target transaction: each commit rewrites the pages of
         // the table's indexes it touched, so fewer, larger commits write far less. But a
         // transaction also holds the application off the rows (or, on SQLite, the whole
@@ -775,9 +811,11 @@ impl Sweeper<'_> {
                 }
                 self.auditor.append(entries, None)?;
             }
-            if last_renewal.elapsed().as_secs() >= 10 {
-                self.state.renew_lease(&self.target.name)?;
-                last_renewal = Instant::now();
+            if let Err(e) = self.keep_lease() {
+                if in_txn {
+                    self.table.rollback();
+                }
+                return Err(e);
             }
             if progress && last_draw.elapsed().as_millis() > 150 {
                 last_draw = Instant::now();
@@ -1041,6 +1079,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         decided_at: ctx.now.to_rfc3339(),
         window_text: target.window.retention.to_string(),
         subject_hashes: HashMap::new(),
+        lease_renewed: Instant::now(),
     };
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if s.table.commit_every_batch() {

@@ -196,6 +196,8 @@ pub struct State {
     key_env: Option<String>,
     /// (subject hash, run) pairs already in `audit_subjects`, so appends skip them.
     subjects_seen: std::collections::HashSet<(String, String)>,
+    /// `[state] lease_ttl`, in seconds.
+    pub lease_ttl_secs: i64,
 }
 
 /// Held while holds and exceptions may not change (see [`State::lock_protections`]);
@@ -556,6 +558,7 @@ impl State {
             base: base.to_path_buf(),
             key_env: key_env.map(str::to_string),
             subjects_seen: Default::default(),
+            lease_ttl_secs: LEASE_TTL_SECS,
         };
         st.migrate()?;
         if access != Access::Read {
@@ -616,6 +619,7 @@ impl State {
             Access::Write,
         )?;
         st.holder = self.holder.clone();
+        st.lease_ttl_secs = self.lease_ttl_secs;
         Ok(st)
     }
 
@@ -655,9 +659,28 @@ impl State {
 
     /// Appends entries to the chain and, in the same transaction, marks the pending batches
     /// they record as done, so a recovery never records them twice.
+    /// A batch another run already recorded (it took the target over, found this run's
+    /// write-ahead record and finished it) is never recorded twice: the append fails, and
+    /// the run that made it stops.
     pub fn append(&mut self, bodies: Vec<Body>, batches: &[i64]) -> Result<()> {
         let at = now().to_rfc3339();
-        self.append_with(bodies, |db| {
+        let guard = |db: &mut Db| {
+            for id in batches {
+                if db
+                    .query_opt(
+                        "SELECT 1 FROM batches_done WHERE pending_id = ?1",
+                        &vals![*id],
+                    )?
+                    .is_some()
+                {
+                    bail!(
+                        "the deletions of write-ahead record {id} were already recorded by another run, which took this target over after this one fell silent for longer than [state] lease_ttl; this run stops"
+                    );
+                }
+            }
+            Ok(())
+        };
+        self.append_inner(bodies, Sealing::Check, guard, |db| {
             // With a PostgreSQL state the pending records live in the same database: drop
             // them in this transaction too (one commit, not two).
             let pending_here = db.is_pg();
@@ -683,13 +706,15 @@ impl State {
         bodies: Vec<Body>,
         change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
-        self.append_inner(bodies, Sealing::Check, change)
+        self.append_inner(bodies, Sealing::Check, |_| Ok(()), change)
     }
 
+    /// `guard` runs first in the write transaction; an error from it writes nothing.
     fn append_inner(
         &mut self,
         bodies: Vec<Body>,
         sealing: Sealing,
+        guard: impl FnOnce(&mut Db) -> Result<()>,
         change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
         let key = self.key.clone();
@@ -712,6 +737,7 @@ impl State {
             None
         };
         let append = |db: &mut Db| {
+            guard(db)?;
             let (head_seq, head_hash) = read_head(db)?;
             let sealed_protections = match sealing {
                 Sealing::Check => match read_seal(db)? {
@@ -793,7 +819,7 @@ impl State {
     /// Starts the trail of a new state with its creation entry. A state whose trail already
     /// has entries is left as it is.
     pub fn create_trail(&mut self, body: Body) -> Result<()> {
-        self.append_inner(vec![body], Sealing::Create, |_| Ok(()))
+        self.append_inner(vec![body], Sealing::Create, |_| Ok(()), |_| Ok(()))
     }
 
     /// Whether the trail has entries.
@@ -940,7 +966,7 @@ impl State {
         };
         let protections = v.protections().to_string();
         let entries = self.raw_protection_entries()?;
-        self.append_inner(vec![body], Sealing::Repair { protections }, |db| {
+        self.append_inner(vec![body], Sealing::Repair { protections }, |_| Ok(()), |db| {
             // Holds and exceptions are the trail's: set back to what it records.
             crate::registry::restore_from_trail(db, &entries)?;
             // The subject index is the trail's: made again from it.
@@ -1004,8 +1030,9 @@ impl State {
     }
 
     /// Takes the target's lease, or says who holds it. A holder that is dead (same host,
-    /// process gone) or silent for [`LEASE_TTL_SECS`] loses it.
+    /// process gone) or silent for `lease_ttl_secs` loses it.
     pub fn acquire_lease(&mut self, target: &str) -> Result<Lease> {
+        let self_ttl = self.lease_ttl_secs;
         let me = self.holder.clone();
         let host = hostname();
         let pid = std::process::id() as i64;
@@ -1020,7 +1047,7 @@ impl State {
             {
                 let (hpid, hhost) = (r.int(1), r.text(2));
                 let dead = hhost == host && !process_alive(hpid);
-                let stale = now_s - r.int(4) > LEASE_TTL_SECS;
+                let stale = now_s - r.int(4) > self_ttl;
                 if !dead && !stale {
                     return Ok(Lease::Busy {
                         holder: format!("pid {hpid} on {hhost}"),
@@ -1037,12 +1064,20 @@ impl State {
         })
     }
 
+    /// Renews this process's lease on the target; an error when it is no longer this
+    /// process's (another sweep took it over after this one fell silent).
     pub fn renew_lease(&mut self, target: &str) -> Result<()> {
         let holder = self.holder.clone();
-        self.db.execute(
+        let n = self.db.execute(
             "UPDATE leases SET heartbeat = ?1 WHERE target = ?2 AND holder = ?3",
             &vals![now().unix_seconds(), target, holder],
         )?;
+        if n != 1 {
+            bail!(
+                "lost the lease on target {target}: another sweep took it over after this one was silent for longer than [state] lease_ttl ({}s); stopped before deleting anything more",
+                self.lease_ttl_secs
+            );
+        }
         Ok(())
     }
 

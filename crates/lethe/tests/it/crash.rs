@@ -322,3 +322,89 @@ fn killed_at_random_moments_while_holds_come_and_go() {
     let v = run(&cfg, &["audit", "verify"]);
     assert_eq!(v.code, Some(0), "seed {seed}: {}", v.stdout);
 }
+
+/// The state of a process, from /proc: 'T' when stopped.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_sweep_that_stalls_past_its_lease_records_nothing_twice_and_stops() {
+    let d = Tmp::new("stall");
+    drop(seed_training(&d, ROWS));
+    let cfg = training_config(&d);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "url = \"sqlite://state/lethe-state.db\"",
+        "url = \"sqlite://state/lethe-state.db\"\nlease_ttl = \"2s\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    ensure_init(&cfg);
+    // A stops itself (SIGSTOP) right after its second transaction committed, before that
+    // transaction's entries are appended: a stall, not a crash.
+    let mut a = lethe()
+        .args([
+            "sweep",
+            "--apply",
+            "--batch-size",
+            "20",
+            "--rows-per-commit",
+            "20",
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("LETHE_FAILPOINT", "after_delete:2:stop")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = a.id();
+    // A test that fails never leaves a stopped process behind.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(p) = rustix::process::Pid::from_raw(self.0 as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    let _guard = KillOnDrop(pid);
+    let started = std::time::Instant::now();
+    while proc_state(pid) != Some('T') {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the sweep never stalled"
+        );
+        if let Ok(Some(status)) = a.try_wait() {
+            panic!("the sweep ended instead of stalling: {status:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Silent for longer than its lease: another sweep takes the target over, finds the
+    // stalled run's write-ahead record and finishes everything.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let b = run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(b.code, Some(0), "{}{}", b.stdout, b.stderr);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::CONT,
+    )
+    .unwrap();
+    let out = a.wait_with_output().unwrap();
+    let a_said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the stalled sweep stops: {a_said}"
+    );
+    assert!(
+        a_said.contains("another run") || a_said.contains("lease"),
+        "{a_said}"
+    );
+    // Every expired row gone, each with exactly one deletion entry; nothing pending.
+    assert_finished(&d, &cfg);
+}
