@@ -373,7 +373,8 @@ impl State {
         } else {
             let path = sqlite_path(url, base).ok_or_else(|| {
                 UsageError(format!(
-                    "[state] url {url:?}: expected sqlite://PATH or postgres://..."
+                    "[state] url {:?}: expected sqlite://PATH or postgres://...",
+                    crate::db::redact(url)
                 ))
             })?;
             if let Some(dir) = path.parent()

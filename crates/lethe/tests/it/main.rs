@@ -11,6 +11,7 @@ mod pg_safety;
 mod requests;
 mod roots;
 mod safety;
+mod secrets;
 mod sweep;
 
 use std::path::{Path, PathBuf};

@@ -104,17 +104,21 @@ impl PgCluster {
             ],
         );
         if let Some(pw) = password {
-            let socket = format!(
-                "host={} port={} user=postgres dbname=postgres",
-                c.dir.0.display(),
-                c.port
-            );
-            let mut client = Client::connect(&socket, NoTls).unwrap();
-            client
+            c.socket_client("postgres")
                 .batch_execute(&format!("ALTER USER postgres PASSWORD '{pw}'"))
                 .unwrap();
         }
         c
+    }
+
+    /// A client over the Unix socket, which pg_hba.conf always trusts.
+    pub fn socket_client(&self, db: &str) -> Client {
+        let socket = format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.dir.0.display(),
+            self.port
+        );
+        Client::connect(&socket, NoTls).unwrap()
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -149,6 +153,10 @@ impl PgCluster {
         self.client(name)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir.0
     }
@@ -172,7 +180,7 @@ impl Drop for PgCluster {
 }
 
 /// A config for one PostgreSQL target; the state is in PostgreSQL too unless `state` says.
-fn config(
+pub fn config(
     dir: &Path,
     data_url: &str,
     state_url: &str,
@@ -209,7 +217,7 @@ key_env = "LETHE_TEST_AUDIT_KEY"
     cfg
 }
 
-fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
+pub fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
     run_env(
         cfg,
         &[(
