@@ -2,6 +2,7 @@
 //! written once with `?1` placeholders, values travel as [`Val`], and a write transaction
 //! is exclusive on both (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory lock).
 
+mod pg_tls;
 mod pg_url;
 
 use std::time::Duration as StdDuration;
@@ -408,8 +409,8 @@ pub const WRITE_LOCK: i64 = 7_415_289_561;
 pub const PROTECTIONS_LOCK: i64 = 7_415_289_562;
 
 /// Connects to PostgreSQL, taking the password from the named environment variable when
-/// there is one. Neither a password in the URL nor the variable's value reaches a message,
-/// whatever the driver says.
+/// there is one, over TLS if the URL's `sslmode` asks for it (see [`pg_tls`]). Neither a
+/// password in the URL nor the variable's value reaches a message, whatever the driver says.
 pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Client> {
     let url = pg_url::PgUrl::parse(url).map_err(crate::util::UsageError)?;
     let shown = &url.shown;
@@ -428,11 +429,32 @@ pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Cli
         secrets.push(pw);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
-    config.connect(postgres::NoTls).map_err(|e| {
-        anyhow::anyhow!(pg_url::scrub(
-            &format!("Failed to connect to {shown}: {}", chain(&e)),
-            &secrets
-        ))
+    let tls = pg_tls::for_url(url.sslmode.as_deref(), url.sslrootcert.as_deref())
+        .map_err(|e| crate::util::UsageError(format!("{shown}: {e}")))?;
+    let (client, checked) = match tls {
+        pg_tls::Tls::Off => (
+            config
+                .ssl_mode(postgres::config::SslMode::Disable)
+                .connect(postgres::NoTls),
+            None,
+        ),
+        pg_tls::Tls::On(mode, tls, checked) => (config.ssl_mode(mode).connect(tls), Some(checked)),
+    };
+    client.map_err(|e| {
+        let mut text = format!("Failed to connect to {shown}: {}", chain(&e));
+        match &checked {
+            Some(checked) if pg_tls::is_certificate_error(&e) => {
+                text.push_str(&format!(" ({checked})"));
+            }
+            None if e
+                .as_db_error()
+                .is_some_and(|d| d.message().contains("no encryption")) =>
+            {
+                text.push_str(" (without sslmode in the URL, Lethe connects without TLS)");
+            }
+            _ => {}
+        }
+        anyhow::anyhow!(pg_url::scrub(&text, &secrets))
     })
 }
 

@@ -1,6 +1,6 @@
-//! PostgreSQL URLs taken apart: the text handed to the driver, and the text shown in messages,
-//! in which every password (in the user part, or a `password=` parameter in any case) reads
-//! `***`.
+//! PostgreSQL URLs taken apart: the parameters Lethe reads itself (`sslmode`, `sslrootcert`),
+//! the text handed to the driver, and the text shown in messages, in which every password (in
+//! the user part, or a `password=` parameter in any case) reads `***`.
 //!
 //! The URL is read by the `url` crate, as a browser would: the user part ends at the last `@`
 //! before the host, so a password holding an `@`, written plainly or percent-encoded, is
@@ -12,13 +12,21 @@ use percent_encoding::percent_decode_str;
 /// What a password is replaced with in messages.
 pub const HIDDEN: &str = "***";
 
+/// Parameters Lethe reads itself and does not hand the driver, which knows no `sslrootcert`
+/// and no `sslmode` beyond `require`.
+const OWN_PARAMS: [&str; 2] = ["sslmode", "sslrootcert"];
+
 /// A PostgreSQL URL taken apart.
 #[derive(Debug)]
 pub struct PgUrl {
-    /// For the driver.
+    /// For the driver: the URL less [`OWN_PARAMS`].
     pub driver: String,
     /// For messages: the URL with every password hidden.
     pub shown: String,
+    /// `sslmode`, as given.
+    pub sslmode: Option<String>,
+    /// `sslrootcert`, as given: a file, or `system`.
+    pub sslrootcert: Option<String>,
     /// Every password the URL holds, as written and decoded: none may appear in a message,
     /// whatever the driver says.
     pub secrets: Vec<String>,
@@ -58,24 +66,52 @@ fn from_parsed(u: &url::Url) -> PgUrl {
             secrets.push(decode(value));
         }
     }
+    let (query, [sslmode, sslrootcert]) = take_own(u.query().unwrap_or(""));
+    let mut driver = u.clone();
+    driver.set_query((!query.is_empty()).then_some(query.as_str()));
     secrets.retain(|s| !s.is_empty());
     // Longest first, so that no shorter secret leaves part of a longer one behind.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
     PgUrl {
-        driver: u.to_string(),
+        driver: driver.to_string(),
         shown: redact_parsed(u).unwrap_or_else(|| hidden(u.as_str())),
+        sslmode,
+        sslrootcert,
         secrets,
     }
 }
 
 /// A URL with no `@` and no password parameter: shown as written.
 fn from_raw(url: &str) -> PgUrl {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (query, [sslmode, sslrootcert]) = take_own(query);
+    let driver = if query.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{query}")
+    };
     PgUrl {
-        driver: url.to_string(),
+        driver,
         shown: url.to_string(),
+        sslmode,
+        sslrootcert,
         secrets: Vec::new(),
     }
+}
+
+/// A query less [`OWN_PARAMS`] (the rest as written), and their values (the last given).
+fn take_own(query: &str) -> (String, [Option<String>; OWN_PARAMS.len()]) {
+    let mut own = [None, None];
+    let mut kept = Vec::new();
+    for (piece, key, value) in pieces(query) {
+        let key = decode(key);
+        match OWN_PARAMS.iter().position(|p| *p == key) {
+            Some(i) => own[i] = Some(decode(value)),
+            None => kept.push(piece),
+        }
+    }
+    (kept.join("&"), own)
 }
 
 /// A query's `key=value` pieces, as written: (piece, key, value).
@@ -202,8 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn the_password_reaches_the_driver_whole() {
-        let u = PgUrl::parse("postgres://u:p@SECRET@db:5433/x?application_name=a").unwrap();
+    fn own_parameters_are_taken_out_and_the_password_kept_whole() {
+        let u = PgUrl::parse(
+            "postgres://u:p@SECRET@db:5433/x?sslmode=verify-full&application_name=a&sslrootcert=%2Ftmp%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(u.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(u.sslrootcert.as_deref(), Some("/tmp/ca.pem"));
         assert_eq!(
             u.driver,
             "postgres://u:p%40SECRET@db:5433/x?application_name=a"
@@ -216,8 +257,9 @@ mod tests {
             scrub("failed: p@SECRET and p%40SECRET", &u.secrets),
             "failed: *** and ***"
         );
-        let raw = PgUrl::parse("postgres://h1:5432,h2:5433/x").unwrap();
+        let raw = PgUrl::parse("postgres://h1:5432,h2:5433/x?sslmode=require").unwrap();
         assert_eq!(raw.driver, "postgres://h1:5432,h2:5433/x");
+        assert_eq!(raw.sslmode.as_deref(), Some("require"));
         let bad = PgUrl::parse("postgres://u:SECRET@h1:5432,h2:5433/x").unwrap_err();
         assert!(
             !bad.contains("SECRET") && bad.contains("password_env"),

@@ -8,6 +8,7 @@ mod fs;
 mod objects;
 mod pg;
 mod pg_safety;
+mod pg_tls;
 mod requests;
 mod roots;
 mod safety;
