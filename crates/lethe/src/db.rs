@@ -2,11 +2,16 @@
 //! written once with `?1` placeholders, values travel as [`Val`], and a write transaction
 //! is exclusive on both (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory lock).
 
+mod pg_tls;
+mod pg_url;
+
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result};
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::ValueRef;
+
+pub use pg_url::redact;
 
 /// A value bound to, or read from, a statement.
 #[derive(Clone, Debug, PartialEq)]
@@ -404,21 +409,68 @@ pub const WRITE_LOCK: i64 = 7_415_289_561;
 pub const PROTECTIONS_LOCK: i64 = 7_415_289_562;
 
 /// Connects to PostgreSQL, taking the password from the named environment variable when
-/// there is one. Neither the URL's password nor the variable's value reaches a message.
+/// there is one, over TLS if the URL's `sslmode` asks for it (see [`pg_tls`]). Neither a
+/// password in the URL nor the variable's value reaches a message, whatever the driver says.
 pub fn connect_pg(url: &str, password_env: Option<&str>) -> Result<postgres::Client> {
-    let shown = redact(url);
-    let mut config: postgres::Config = url.parse().map_err(|e| {
-        crate::util::UsageError(format!("{shown} is not a valid PostgreSQL URL: {e}"))
+    let url = pg_url::PgUrl::parse(url).map_err(crate::util::UsageError)?;
+    let shown = &url.shown;
+    let mut secrets = url.secrets.clone();
+    let mut config: postgres::Config = url.driver.parse().map_err(|e| {
+        crate::util::UsageError(pg_url::scrub(
+            &format!("{shown} is not a valid PostgreSQL URL: {}", chain(&e)),
+            &secrets,
+        ))
     })?;
     if let Some(var) = password_env {
         let pw = std::env::var(var).map_err(|_| {
             crate::util::UsageError(format!("password_env names {var}, but {var} is not set"))
         })?;
-        config.password(pw);
+        config.password(pw.as_str());
+        secrets.push(pw);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
-    config
-        .connect(postgres::NoTls)
-        .map_err(|e| anyhow::anyhow!("Failed to connect to {shown}: {e}"))
+    let tls = pg_tls::for_url(url.sslmode.as_deref(), url.sslrootcert.as_deref())
+        .map_err(|e| crate::util::UsageError(format!("{shown}: {e}")))?;
+    let (client, checked) = match tls {
+        pg_tls::Tls::Off => (
+            config
+                .ssl_mode(postgres::config::SslMode::Disable)
+                .connect(postgres::NoTls),
+            None,
+        ),
+        pg_tls::Tls::On(mode, tls, checked) => (config.ssl_mode(mode).connect(tls), Some(checked)),
+    };
+    client.map_err(|e| {
+        let mut text = format!("Failed to connect to {shown}: {}", chain(&e));
+        match &checked {
+            Some(checked) if pg_tls::is_certificate_error(&e) => {
+                text.push_str(&format!(" ({checked})"));
+            }
+            None if e
+                .as_db_error()
+                .is_some_and(|d| d.message().contains("no encryption")) =>
+            {
+                text.push_str(" (without sslmode in the URL, Lethe connects without TLS)");
+            }
+            _ => {}
+        }
+        anyhow::anyhow!(pg_url::scrub(&text, &secrets))
+    })
+}
+
+/// An error and its causes, `: `-joined (the driver's own text names only its kind).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Escapes text for COPY's text format.
@@ -438,38 +490,5 @@ fn copy_escape(t: &str, out: &mut String) {
             '\r' => out.push_str("\\r"),
             c => out.push(c),
         }
-    }
-}
-
-/// A connection URL with its password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("postgres://lethe:s3cret@db:5432/x"),
-            "postgres://lethe:***@db:5432/x"
-        );
-        assert_eq!(redact("postgres://lethe@db/x"), "postgres://lethe@db/x");
-        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
     }
 }

@@ -515,7 +515,8 @@ impl State {
         } else {
             let path = sqlite_path(url, base).ok_or_else(|| {
                 UsageError(format!(
-                    "[state] url {url:?}: expected sqlite://PATH or postgres://..."
+                    "[state] url {:?}: expected sqlite://PATH or postgres://...",
+                    crate::db::redact(url)
                 ))
             })?;
             if access == Access::Create {

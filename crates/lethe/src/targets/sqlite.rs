@@ -123,8 +123,12 @@ pub struct SqliteTable {
 impl SqliteTable {
     /// Opens the target's database: read-only for a dry run, read-write (never create) to apply.
     pub fn open(cfg: &SqlTarget, window: &Window, base: &Path, write: bool) -> Result<Self> {
-        let path = sqlite_path(&cfg.url, base)
-            .ok_or_else(|| UsageError(format!("url {:?} is not a sqlite:// URL", cfg.url)))?;
+        let path = sqlite_path(&cfg.url, base).ok_or_else(|| {
+            UsageError(format!(
+                "url {:?} is not a sqlite:// URL",
+                crate::db::redact(&cfg.url)
+            ))
+        })?;
         if !path.is_file() {
             return Err(UsageError(format!("database {} does not exist", path.display())).into());
         }

@@ -8,9 +8,11 @@ mod fs;
 mod objects;
 mod pg;
 mod pg_safety;
+mod pg_tls;
 mod requests;
 mod roots;
 mod safety;
+mod secrets;
 mod sweep;
 mod trail;
 

@@ -39,6 +39,20 @@ fn pg_bin() -> PathBuf {
         .expect("PostgreSQL server binaries not found: run scripts/test, which installs postgresql")
 }
 
+/// How a test's cluster differs from the default one.
+#[derive(Default)]
+pub struct PgSetup<'a> {
+    /// TCP connections must give this password (scram); the socket stays trusted.
+    pub password: Option<&'a str>,
+    /// Files written into the data directory before the server starts, readable by the
+    /// server's user alone (a certificate and its key).
+    pub files: &'a [(&'a str, &'a [u8])],
+    /// Server settings, `name=value` each.
+    pub settings: &'a [&'a str],
+    /// pg_hba.conf's lines for TCP, in place of initdb's (the socket stays trusted).
+    pub hba: Option<&'a str>,
+}
+
 impl PgCluster {
     pub fn start() -> PgCluster {
         Self::start_with(None)
@@ -46,6 +60,14 @@ impl PgCluster {
 
     /// With a password, TCP connections must give it (scram); the socket stays trusted.
     pub fn start_with(password: Option<&str>) -> PgCluster {
+        Self::start_setup(PgSetup {
+            password,
+            ..PgSetup::default()
+        })
+    }
+
+    pub fn start_setup(setup: PgSetup) -> PgCluster {
+        let password = setup.password;
         let dir = Tmp::new("pg");
         let bin = pg_bin();
         let as_postgres = rustix::process::getuid().is_root();
@@ -84,11 +106,36 @@ impl PgCluster {
                 "UTF8",
             ],
         );
-        let opts = format!(
+        let hba = setup
+            .hba
+            .map(|h| format!("local all all trust\n{h}\n").into_bytes());
+        let files = setup
+            .files
+            .iter()
+            .map(|(name, text)| (*name, text.to_vec()))
+            .chain(hba.map(|h| ("pg_hba.conf", h)));
+        for (name, text) in files {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_postgres {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&path)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "chown to postgres failed");
+            }
+        }
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             c.port,
             c.dir.0.display()
         );
+        for s in setup.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
         let log = c.dir.path("log");
         c.run(
             "pg_ctl",
@@ -104,17 +151,21 @@ impl PgCluster {
             ],
         );
         if let Some(pw) = password {
-            let socket = format!(
-                "host={} port={} user=postgres dbname=postgres",
-                c.dir.0.display(),
-                c.port
-            );
-            let mut client = Client::connect(&socket, NoTls).unwrap();
-            client
+            c.socket_client("postgres")
                 .batch_execute(&format!("ALTER USER postgres PASSWORD '{pw}'"))
                 .unwrap();
         }
         c
+    }
+
+    /// A client over the Unix socket, which pg_hba.conf always trusts.
+    pub fn socket_client(&self, db: &str) -> Client {
+        let socket = format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.dir.0.display(),
+            self.port
+        );
+        Client::connect(&socket, NoTls).unwrap()
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -149,6 +200,10 @@ impl PgCluster {
         self.client(name)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir.0
     }
@@ -172,7 +227,7 @@ impl Drop for PgCluster {
 }
 
 /// A config for one PostgreSQL target; the state is in PostgreSQL too unless `state` says.
-fn config(
+pub fn config(
     dir: &Path,
     data_url: &str,
     state_url: &str,
@@ -209,7 +264,7 @@ key_env = "LETHE_TEST_AUDIT_KEY"
     cfg
 }
 
-fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
+pub fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
     run_env(
         cfg,
         &[(
@@ -220,7 +275,7 @@ fn lethe_pg(cfg: &Path, args: &[&str]) -> Run {
     )
 }
 
-fn pg_ids(c: &mut Client, table: &str) -> Vec<String> {
+pub fn pg_ids(c: &mut Client, table: &str) -> Vec<String> {
     c.query(&format!("SELECT id::text FROM {table} ORDER BY id"), &[])
         .unwrap()
         .iter()
