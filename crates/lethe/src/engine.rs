@@ -124,13 +124,20 @@ struct PendingItem {
     d: Option<String>,
 }
 
-/// Crash-test hook: `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time
-/// (default first) execution reaches the named point. Used only by the crash tests.
+/// Crash-test hook, built only with the `failpoints` feature (the crash tests' build):
+/// `LETHE_FAILPOINT=name[:n]` kills the process with SIGKILL the n-th time (default first)
+/// execution reaches the named point. Without the feature the type has no value at all: no
+/// point can fire, and the variable is never read.
+#[cfg(feature = "failpoints")]
 struct Failpoint {
     name: String,
     left: u32,
 }
 
+#[cfg(not(feature = "failpoints"))]
+enum Failpoint {}
+
+#[cfg(feature = "failpoints")]
 impl Failpoint {
     fn from_env() -> Option<Failpoint> {
         let v = std::env::var("LETHE_FAILPOINT").ok()?;
@@ -140,19 +147,42 @@ impl Failpoint {
         };
         Some(Failpoint { name, left: n })
     }
-}
 
-fn hit(fp: &mut Option<Failpoint>, point: &str) {
-    if let Some(f) = fp
-        && f.name == point
-    {
-        f.left = f.left.saturating_sub(1);
-        if f.left == 0 {
+    fn is(&self, point: &str) -> bool {
+        self.name == point
+    }
+
+    fn reached(&mut self) {
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
             let _ = rustix::process::kill_process(
                 rustix::process::getpid(),
                 rustix::process::Signal::KILL,
             );
         }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+impl Failpoint {
+    fn from_env() -> Option<Failpoint> {
+        None
+    }
+
+    fn is(&self, _point: &str) -> bool {
+        match *self {}
+    }
+
+    fn reached(&mut self) {
+        match *self {}
+    }
+}
+
+fn hit(fp: &mut Option<Failpoint>, point: &str) {
+    if let Some(f) = fp
+        && f.is(point)
+    {
+        f.reached();
     }
 }
 
@@ -1011,7 +1041,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     };
     let (created_at_format, expires_at_format) = formats(target);
     let failpoint = Failpoint::from_env();
-    let audit_kill = failpoint.as_ref().is_some_and(|f| f.name == "after_append");
+    let audit_kill = failpoint.as_ref().is_some_and(|f| f.is("after_append"));
     let auditor = Auditor::start(state, audit_kill)?;
     let pending = state.pending_store()?;
     let roots = roots_for(target, ctx.base);

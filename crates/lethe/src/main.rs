@@ -22,10 +22,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::util::UsageError;
 
+/// What `--version` prints: a build with the crash tests' hook says so, so that such a build
+/// is never mistaken for one to run (and the crash tests can tell they have one).
+const VERSION: &str = if cfg!(feature = "failpoints") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (failpoints: honours LETHE_FAILPOINT; a test build, not for production)"
+    )
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lethe",
-    version,
+    version = VERSION,
     about = "Retention and erasure for the data AI applications leave behind",
     long_about = "Lethe finds what has outlived its retention window in every place your AI \
                   data lives, shows what it would delete (dry run is the default), deletes it \
