@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+mod cli_json;
 mod config;
 mod crash;
 mod fs;
