@@ -4,6 +4,7 @@
 mod audit;
 mod cli_json;
 mod config;
+mod config_checks;
 mod crash;
 mod fs;
 mod objects;
