@@ -6,6 +6,7 @@ mod cli_json;
 mod config;
 mod config_checks;
 mod crash;
+mod demo_dir;
 mod fs;
 mod objects;
 mod pg;
