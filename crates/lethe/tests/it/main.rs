@@ -8,6 +8,7 @@ mod config_checks;
 mod crash;
 mod demo_dir;
 mod fs;
+mod infinity;
 mod objects;
 mod pg;
 mod pg_safety;
