@@ -594,11 +594,17 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         targets_json.push(serde_json::Value::Object(facts));
     }
     if json {
-        output::json(&serde_json::json!({
+        let mut doc = serde_json::json!({
             "config": loaded.path.display().to_string(),
             "ok": ok,
             "targets": targets_json,
-        }))?;
+        });
+        if !ok {
+            // Exit 2, as for any refused config: an `error` says so to a script.
+            doc["error"] = "the config does not fit its targets: see each target's problems".into();
+            doc["exit"] = 2.into();
+        }
+        output::json(&doc)?;
     } else {
         outln!(
             "config {}: valid ({} categories, {} targets)",

@@ -206,3 +206,26 @@ fn a_failure_at_run_time_is_one_json_error_with_exit_1() {
         assert!(!r.stdout.contains("s3cret") && !r.stderr.contains("s3cret"));
     }
 }
+
+#[test]
+fn a_check_that_finds_problems_says_error() {
+    let d = Tmp::new("json-check");
+    let cfg = sqlite_config(&d, "");
+    let r = run(&cfg, &["check", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(r.json().get("error").is_none(), "{}", r.stdout);
+    // A column the table lacks: the config does not fit (exit 2).
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("created_at = \"created_at\"", "created_at = \"made_at\"");
+    std::fs::write(&cfg, text).unwrap();
+    let doc = one_error(&run(&cfg, &["check", "--json"]), 2);
+    assert_eq!(doc["ok"], false);
+    let problems = doc["targets"][0]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("made_at")),
+        "{doc}"
+    );
+}
