@@ -13,6 +13,14 @@ use crate::time::{Duration, TimeFormat};
 /// The commented example printed by `lethe default-config` and shown in the README.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
+/// The longest duration a config may give: 1000 years (`365250d`). Anything longer is a typo,
+/// and could overflow when added to a timestamp.
+pub const MAX_DURATION: Duration = Duration::from_days(365_250);
+
+/// The longest `lock_timeout`: a day. The databases count a lock wait in milliseconds, in 32
+/// bits (at most 24.8 days); a longer wait is a typo, not a policy.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_days(1);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub line: Option<usize>,
@@ -49,6 +57,8 @@ pub struct StateConfig {
     /// 120s): another sweep may take over a lease silent for longer, and a sweep that could
     /// not renew its lease within it stops before its next delete.
     pub lease_ttl: Duration,
+    /// Line of the `url` value, for messages about it; `None` when the default is used.
+    pub line: Option<usize>,
 }
 
 /// The default `[state] lease_ttl`.
@@ -325,14 +335,33 @@ impl<'a, 'i> Tbl<'a, 'i> {
         self.opt_str(ctx, k)
     }
 
+    /// A duration, longer than zero and at most [`MAX_DURATION`].
     fn duration(&mut self, ctx: &mut Ctx, k: &str) -> Option<Duration> {
+        self.duration_at_most(ctx, k, MAX_DURATION, "1000 years")
+    }
+
+    fn duration_at_most(
+        &mut self,
+        ctx: &mut Ctx,
+        k: &str,
+        max: Duration,
+        max_text: &str,
+    ) -> Option<Duration> {
         let (s, span) = self.string(ctx, k)?;
         match Duration::parse(&s) {
-            Ok(d) if d.as_secs() > 0 => Some(d),
-            Ok(_) => {
+            Ok(d) if d.as_secs() <= 0 => {
                 ctx.err(Some(span), self.key(k), "must be longer than zero");
                 None
             }
+            Ok(d) if d > max => {
+                ctx.err(
+                    Some(span),
+                    self.key(k),
+                    format!("{:?} is too long: at most {max} ({max_text})", s.trim()),
+                );
+                None
+            }
+            Ok(d) => Some(d),
             Err(e) => {
                 ctx.err(Some(span), self.key(k), e);
                 None
@@ -546,6 +575,7 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
 
     let state = match root.raw("state") {
         Some(v) => Tbl::new("state", v, &mut ctx).and_then(|mut t| {
+            let line = t.t.get("url").map(|u| ctx.line(u.span()));
             let url = t.req_str(&mut ctx, "url");
             let password_env = t.opt_str(&mut ctx, "password_env");
             let lease_ttl = t
@@ -556,12 +586,14 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
                 url,
                 password_env,
                 lease_ttl,
+                line,
             })
         }),
         None => Some(StateConfig {
             url: "sqlite://lethe-state.db".into(),
             password_env: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            line: None,
         }),
     };
 
@@ -593,7 +625,30 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
     }
 
     let mut targets = Vec::new();
-    if let Some(v) = root.raw("targets") {
+    let nothing_else = root.t.keys().all(|k| k.get_ref() == "targets");
+    match root.raw("targets") {
+        // A config without targets would run, find nothing, and say all is well.
+        None if nothing_else => ctx.err(
+            None,
+            "targets",
+            "the config is empty: it needs at least one [[targets]] entry (a place where data \
+             lives) and the [categories.NAME] its targets use; `lethe default-config` prints a \
+             commented example",
+        ),
+        None => ctx.err(
+            None,
+            "targets",
+            "no [[targets]] entry: the config names no place where data lives, so there is \
+             nothing to sweep or erase; add one (`lethe default-config` prints an example)",
+        ),
+        Some(v) if matches!(v.get_ref(), DeValue::Array(items) if items.is_empty()) => ctx.err(
+            Some(v.span()),
+            "targets",
+            "is empty: the config names no place where data lives; add a [[targets]] entry",
+        ),
+        Some(_) => {}
+    }
+    if let Some(v) = root.t.get("targets") {
         match v.get_ref() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -784,7 +839,7 @@ fn parse_target(
             let created_at_format = t.time_format(ctx, "created_at_format");
             let expires_at_format = t.time_format(ctx, "expires_at_format");
             let lock_timeout = if t.t.get("lock_timeout").is_some() {
-                t.duration(ctx, "lock_timeout")
+                t.duration_at_most(ctx, "lock_timeout", MAX_LOCK_TIMEOUT, "a day")
             } else {
                 Some(Duration::from_secs(5))
             };
@@ -1034,5 +1089,73 @@ key_env = "LETHE_AUDIT_KEY"
         assert_eq!(errs[0].key, "targets.b.options.aws_secret_access_key");
         assert_eq!(errs[0].line, Some(10));
         assert!(!errs[0].to_string().contains("hunter2"));
+    }
+
+    /// Issue 10, item 11: a duration too long to compute with is refused by key and line.
+    #[test]
+    fn durations_longer_than_1000_years_are_refused() {
+        let src = "[categories.d]\nretention = \"999999999999d\"\nmax = \"365251d\"\n\
+                   [categories.ok]\nretention = \"365250d\"\n\
+                   [[targets]]\nname = \"t\"\ntype = \"sql\"\nurl = \"sqlite://a.db\"\ntable = \"t\"\n\
+                   category = \"ok\"\nkey = \"id\"\ncreated_at = \"c\"\nretention = \"52180w\"\n\
+                   lock_timeout = \"25h\"\n\
+                   [exceptions]\nmax_extension = \"9999999999h\"\n\
+                   [erasure]\ndeadline = \"99999999999999m\"\n\
+                   [audit]\nretention = \"999999999999999s\"\n";
+        let errs = parse(src).err().unwrap_or_default();
+        let found: Vec<(&str, Option<usize>)> =
+            errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("categories.d.retention", Some(2)),
+                ("categories.d.max", Some(3)),
+                ("targets.t.retention", Some(14)),
+                ("targets.t.lock_timeout", Some(15)),
+                ("exceptions.max_extension", Some(17)),
+                ("erasure.deadline", Some(19)),
+                ("audit.retention", Some(21)),
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[0].message.contains("1000 years"), "{errs:?}");
+        assert!(errs[3].message.contains("a day"), "{errs:?}");
+        // At the bounds, all is well: 1000 years, a one-day lock wait.
+        let src = src
+            .replace("999999999999d", "365250d")
+            .replace("365251d", "365250d")
+            .replace("52180w", "52178w")
+            .replace("25h", "1d")
+            .replace("9999999999h", "30d")
+            .replace("99999999999999m", "30d")
+            .replace("999999999999999s", "2555d");
+        let c = parse(&src).map_err(|e| format!("{e:?}"));
+        assert_eq!(
+            c.map(|c| c.targets[0].window.retention),
+            Ok(Duration::from_days(365_246))
+        );
+    }
+
+    /// Issue 10, item 11: an empty config, or one without targets, says what is missing.
+    #[test]
+    fn a_config_without_targets_says_what_is_missing() {
+        for src in ["", "  \n# nothing yet\n"] {
+            let errs = parse(src).err().unwrap_or_default();
+            assert_eq!(errs.len(), 1, "{src:?}: {errs:?}");
+            assert_eq!(errs[0].key, "targets");
+            assert!(errs[0].message.contains("the config is empty"), "{errs:?}");
+            assert!(errs[0].message.contains("[[targets]]"), "{errs:?}");
+        }
+        let errs = parse("[state]\nurl = \"sqlite://s.db\"\n[categories.d]\nretention = \"1d\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "targets");
+        assert!(errs[0].message.contains("no [[targets]] entry"), "{errs:?}");
+        let errs = parse("\ntargets = []\n[categories.d]\nretention = \"1d\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].key.as_str(), errs[0].line), ("targets", Some(2)));
     }
 }

@@ -190,17 +190,28 @@ pub fn read_instant(v: Raw<'_>, format: Option<&TimeFormat>) -> Result<Option<Ti
         (Raw::Int(_) | Raw::Real(_), Some(f)) => {
             Err(format!("is a number, but the column's {f} says otherwise"))
         }
-        (Raw::Text(s), Some(f)) => Timestamp::parse_as(s, f).map(Some),
+        (Raw::Text(s), Some(f)) => match infinity(s) {
+            Some(read) => read,
+            None => Timestamp::parse_as(s, f).map(Some),
+        },
     }
 }
 
-/// Reads undeclared text: `infinity` is never (kept), `-infinity` is no date, and a date
-/// before 1900 is taken for what it usually is, a placeholder (`0001-01-01`), not a date.
-fn read_text(s: &str) -> Result<Option<Timestamp>, String> {
+/// PostgreSQL's infinities, as its typed columns read as text, whatever format is declared:
+/// `infinity` is never (kept), `-infinity` is no date.
+fn infinity(s: &str) -> Option<Result<Option<Timestamp>, String>> {
     match s.trim() {
-        "infinity" | "+infinity" => return Ok(Some(Timestamp::MAX)),
-        "-infinity" => return Err("is -infinity, not a date".into()),
-        _ => {}
+        "infinity" | "+infinity" => Some(Ok(Some(Timestamp::MAX))),
+        "-infinity" => Some(Err("is -infinity, not a date".into())),
+        _ => None,
+    }
+}
+
+/// Reads undeclared text: the infinities as [`infinity`] reads them, and a date before 1900
+/// is taken for what it usually is, a placeholder (`0001-01-01`), not a date.
+fn read_text(s: &str) -> Result<Option<Timestamp>, String> {
+    if let Some(read) = infinity(s) {
+        return read;
     }
     let t = Timestamp::parse(s)?;
     if t < Timestamp::EARLIEST_PLAUSIBLE {
@@ -659,5 +670,25 @@ mod tests {
             decide(now, &w, "t", "7", None, &young, &p),
             Verdict::Keep { .. }
         ));
+    }
+
+    /// Issue 10, item 15: the infinities read the same whatever format is declared.
+    #[test]
+    fn infinities_whatever_the_declared_format() {
+        let formats = [
+            None,
+            Some(TimeFormat::Iso8601),
+            Some(TimeFormat::UnixSeconds),
+            Some(TimeFormat::Strftime("%Y-%m-%d".into())),
+        ];
+        for f in &formats {
+            assert_eq!(
+                read_instant(Raw::Text(" infinity"), f.as_ref()),
+                Ok(Some(Timestamp::MAX)),
+                "{f:?}"
+            );
+            let minus = read_instant(Raw::Text("-infinity"), f.as_ref());
+            assert_eq!(minus, Err("is -infinity, not a date".to_string()), "{f:?}");
+        }
     }
 }

@@ -102,6 +102,8 @@ fn run(
     failpoint: bool,
     failed_flag: Arc<AtomicBool>,
 ) {
+    #[cfg(not(feature = "failpoints"))]
+    let _ = failpoint;
     let mut bodies: Vec<Body> = Vec::new();
     let mut batches: Vec<i64> = Vec::new();
     let mut since: Option<Instant> = None;
@@ -118,6 +120,9 @@ fn run(
             let done = state
                 .append(std::mem::take(bodies), batches)
                 .and_then(|()| {
+                    // The crash tests' hook (engine's `Failpoint`): built only with the
+                    // `failpoints` feature.
+                    #[cfg(feature = "failpoints")]
                     if failpoint {
                         let _ = rustix::process::kill_process(
                             rustix::process::getpid(),

@@ -88,6 +88,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// touches anything.
 pub fn open_state(loaded: &Loaded, access: Access) -> Result<State> {
     let c = &loaded.config;
+    // Refused before the state is opened, which would create its tables in the target's
+    // database.
+    if let Some((t, why)) = state_in_targets(loaded).into_iter().next() {
+        let problem = lethe_core::config::ConfigError {
+            line: c.state.line,
+            key: "state.url".into(),
+            message: format!(
+                "is the database of target {} (line {}), and Lethe's own state database must be no target's: {why}; nothing was touched",
+                t.name, t.line
+            ),
+        };
+        return Err(crate::util::ConfigProblems {
+            message: format!("{}:{problem}", loaded.path.display()),
+            problems: vec![problem],
+        }
+        .into());
+    }
     let mut state = State::open(
         &c.state.url,
         c.state.password_env.as_deref(),
@@ -298,25 +315,21 @@ pub fn shared_places(loaded: &Loaded) -> Vec<(&Target, String)> {
         .iter()
         .filter_map(|t| place_of(loaded, t).map(|p| (t, p)))
         .collect();
-    let mut out = Vec::new();
-    // Lethe's own state is no target: a sweep would wait on its own locks, or delete its
-    // own records.
-    let state_file = crate::state::sqlite_path(&loaded.config.state.url, &loaded.base)
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            format!("sqlite file {}:{} ", m.dev(), m.ino())
-        });
-    for (t, p) in &places {
-        if let (Some(state), Place::Table(ids)) = (&state_file, p)
-            && ids.iter().any(|id| id.starts_with(state.as_str()))
-        {
-            out.push((
-                *t,
-                "reaches Lethe's own state database ([state] url): keep the state in a database of its own".to_string(),
-            ));
-        }
-    }
+    let line = loaded
+        .config
+        .state
+        .line
+        .map(|l| format!(", line {l}"))
+        .unwrap_or_default();
+    let mut out: Vec<(&Target, String)> = state_in_targets(loaded)
+        .into_iter()
+        .map(|(t, why)| {
+            (
+                t,
+                format!("reaches Lethe's own state database (state.url{line}): {why}"),
+            )
+        })
+        .collect();
     for (i, (b, pb)) in places.iter().enumerate() {
         for (a, pa) in &places[..i] {
             let what = match (pa, pb) {
@@ -356,6 +369,135 @@ pub fn shared_places(loaded: &Loaded) -> Vec<(&Target, String)> {
         }
     }
     out
+}
+
+/// The SQL targets in Lethe's own state database (`[state] url`), each with why that is
+/// refused. Found from the URLs and files alone, opening no database, so that every command
+/// refuses such a config before the state is created in a target's database.
+pub fn state_in_targets(loaded: &Loaded) -> Vec<(&Target, String)> {
+    const WHY: &str = "keep the state in a database of its own (a sweep would wait on its own \
+                       locks, or delete Lethe's own records)";
+    let state = &loaded.config.state.url;
+    let state_files: Vec<PathBuf> = crate::state::sqlite_path(state, &loaded.base)
+        .map(|p| {
+            // The state's own second database, beside it (state.rs, `<state>.pending`).
+            let mut pending = p.clone().into_os_string();
+            pending.push(".pending");
+            vec![p, PathBuf::from(pending)]
+        })
+        .unwrap_or_default();
+    let state_pg = pg_database(state);
+    loaded
+        .config
+        .targets
+        .iter()
+        .filter(|t| {
+            let TargetKind::Sql(s) = &t.kind else {
+                return false;
+            };
+            match crate::state::sqlite_path(&s.url, &loaded.base) {
+                Some(file) => state_files.iter().any(|st| same_file(st, &file)),
+                None => state_pg
+                    .as_ref()
+                    .zip(pg_database(&s.url))
+                    .is_some_and(|(a, b)| a.same_database(&b)),
+            }
+        })
+        .map(|t| (t, WHY.to_string()))
+        .collect()
+}
+
+/// Whether two paths name one file: the same inode when both exist (links, `..`, hard
+/// links), else the same path once the directories that exist are resolved.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return x.dev() == y.dev() && x.ino() == y.ino();
+    }
+    let resolve = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .ok()
+            .or_else(|| {
+                let dir = std::fs::canonicalize(p.parent()?).ok()?;
+                Some(dir.join(p.file_name()?))
+            })
+            .unwrap_or_else(|| p.to_path_buf())
+    };
+    resolve(a) == resolve(b)
+}
+
+/// Where a PostgreSQL URL leads: its servers (host and port) and database.
+struct PgDatabase {
+    servers: Vec<(String, u16)>,
+    dbname: String,
+}
+
+impl PgDatabase {
+    fn same_database(&self, other: &PgDatabase) -> bool {
+        self.dbname == other.dbname && self.servers.iter().any(|s| other.servers.contains(s))
+    }
+}
+
+/// The servers and database a `postgres://` URL names, as written: the loopback names and
+/// a local socket are one host (a server on this machine listens on both), the default port
+/// is 5432 and the default database the user's name.
+fn pg_database(url: &str) -> Option<PgDatabase> {
+    use postgres::config::Host;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let c: postgres::Config = url.parse().ok()?;
+    let local = "this machine".to_string();
+    let mut hosts: Vec<String> = c
+        .get_hostaddrs()
+        .iter()
+        .map(|a| {
+            if a.is_loopback() {
+                local.clone()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts = c
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => {
+                    let name = name.trim_matches(['[', ']']).to_ascii_lowercase();
+                    let loopback = name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    if loopback { local.clone() } else { name }
+                }
+                Host::Unix(_) => local.clone(),
+            })
+            .collect();
+    }
+    if hosts.is_empty() {
+        hosts.push(local);
+    }
+    let ports = c.get_ports();
+    let servers = hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = match ports {
+                [] => 5432,
+                [one] => *one,
+                many => many.get(i).copied().unwrap_or(5432),
+            };
+            (h, port)
+        })
+        .collect();
+    let dbname = c
+        .get_dbname()
+        .or(c.get_user())
+        .unwrap_or_default()
+        .to_string();
+    Some(PgDatabase { servers, dbname })
 }
 
 fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
@@ -453,11 +595,17 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
         targets_json.push(serde_json::Value::Object(facts));
     }
     if json {
-        output::json(&serde_json::json!({
+        let mut doc = serde_json::json!({
             "config": loaded.path.display().to_string(),
             "ok": ok,
             "targets": targets_json,
-        }))?;
+        });
+        if !ok {
+            // Exit 2, as for any refused config: an `error` says so to a script.
+            doc["error"] = "the config does not fit its targets: see each target's problems".into();
+            doc["exit"] = 2.into();
+        }
+        output::json(&doc)?;
     } else {
         outln!(
             "config {}: valid ({} categories, {} targets)",

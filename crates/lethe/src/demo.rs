@@ -6,7 +6,7 @@ use crate::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lethe_core::time::{Duration, Timestamp};
 use rusqlite::{Connection, params};
 
@@ -99,24 +99,157 @@ fn ago(now: Timestamp, days: i64, rng: &mut Rng) -> Timestamp {
         .unwrap_or(now)
 }
 
+/// How many dataset files the demo writes (`datasets/ds-0000.jsonl` and on).
+const DATASET_FILES: usize = 36;
+/// What the demo writes outside the roots, to show that it is never deleted.
+const KEEP_ME: &str = "not Lethe's to delete\n";
+
+/// Whether a top-level file is one the demo made, or one the commands it suggests make
+/// beside them: SQLite's journals, and the state's key, second database and lock file.
+fn demo_file(name: &str) -> bool {
+    let journal = |base: &str| {
+        name.strip_prefix(base)
+            .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+    };
+    name == MARKER
+        || name == "lethe.toml"
+        || journal("ai_data.db")
+        || journal("lethe-state.db")
+        || journal("lethe-state.db.pending")
+        || name == "lethe-state.db.key"
+        || name == "lethe-state.db.protections-lock"
+        || name
+            .strip_prefix("lethe-state.db.key.tmp-")
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What is in a directory a demo was built in: the demo's own files, by name and kind, and
+/// everything else (relative paths), which a rerun must never remove.
+#[derive(Default)]
+struct Found {
+    demo: Vec<PathBuf>,
+    other: Vec<String>,
+}
+
+impl Found {
+    fn scan(dir: &Path) -> Result<Found> {
+        let mut found = Found::default();
+        for e in read_dir(dir)? {
+            let (name, kind) = (e.file_name(), e.file_type()?);
+            let path = e.path();
+            match name.to_str() {
+                Some("datasets") if kind.is_dir() => found.datasets(&path)?,
+                Some("outside") if kind.is_dir() => {
+                    for e in read_dir(&path)? {
+                        if e.file_name() == "keep-me.txt"
+                            && e.file_type()?.is_file()
+                            && std::fs::read(e.path()).ok().as_deref() == Some(KEEP_ME.as_bytes())
+                        {
+                            found.demo.push(e.path());
+                        } else {
+                            found.other(dir, &e.path());
+                        }
+                    }
+                }
+                // The config is one a user may edit to try things: kept unless as written.
+                Some("lethe.toml")
+                    if kind.is_file()
+                        && std::fs::read(&path).ok().as_deref()
+                            != Some(config_text().as_bytes()) =>
+                {
+                    found
+                        .other
+                        .push("lethe.toml (changed since the demo wrote it)".into());
+                }
+                Some(n) if kind.is_file() && demo_file(n) => found.demo.push(path),
+                _ => found.other(dir, &path),
+            }
+        }
+        found.other.sort();
+        Ok(found)
+    }
+
+    fn datasets(&mut self, path: &Path) -> Result<()> {
+        let root = path.parent().unwrap_or(path).to_path_buf();
+        for e in read_dir(path)? {
+            let (name, kind) = (e.file_name(), e.file_type()?);
+            let name = name.to_string_lossy();
+            let dataset = name
+                .strip_prefix("ds-")
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .is_some_and(|n| {
+                    n.len() == 4 && n.parse::<usize>().is_ok_and(|i| i < DATASET_FILES)
+                });
+            if (dataset && kind.is_file()) || (name == "link-to-outside.jsonl" && kind.is_symlink())
+            {
+                self.demo.push(e.path());
+            } else if name == "a-directory" && kind.is_dir() {
+                // Kept, and must stay empty: anything in it is someone else's.
+                for inner in read_dir(&e.path())? {
+                    self.other(&root, &inner.path());
+                }
+            } else {
+                self.other(&root, &e.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn other(&mut self, root: &Path, path: &Path) {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        self.other.push(rel.display().to_string());
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("Failed to read {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("Failed to read {}", dir.display()))?;
+    Ok(entries.into_iter())
+}
+
+/// Makes `dir` ready for a demo: new or empty, or one a demo was built in, whose own files
+/// (by name) are removed. Anything else in it is refused, named, and nothing is removed: a
+/// rerun never deletes a file the user put there.
 fn prepare_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let empty = std::fs::read_dir(dir)
-            .with_context(|| format!("Failed to read {}", dir.display()))?
-            .next()
-            .is_none();
-        if !empty && !dir.join(MARKER).exists() {
-            bail!(crate::util::UsageError(format!(
-                "{} exists and was not made by `lethe demo`; choose another directory",
+    let usage = |m: String| -> anyhow::Error { crate::util::UsageError(m).into() };
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(usage(format!(
+                "{} exists and is not a directory; choose another",
                 dir.display()
             )));
         }
-        if !empty {
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("Failed to clear the old demo in {}", dir.display()))?;
+        Ok(_) => {
+            let empty = read_dir(dir)?.next().is_none();
+            if !empty {
+                let marker = std::fs::symlink_metadata(dir.join(MARKER));
+                if !marker.is_ok_and(|m| m.is_file()) {
+                    return Err(usage(format!(
+                        "{} exists and was not made by `lethe demo`; choose another directory",
+                        dir.display()
+                    )));
+                }
+                let found = Found::scan(dir)?;
+                if !found.other.is_empty() {
+                    return Err(usage(format!(
+                        "{} holds what a rerun of `lethe demo` must not remove: {}; nothing was \
+                         touched. Move them out, or choose another directory",
+                        dir.display(),
+                        found.other.join(", ")
+                    )));
+                }
+                for p in &found.demo {
+                    std::fs::remove_file(p)
+                        .with_context(|| format!("Failed to remove {}", p.display()))?;
+                }
+            }
         }
+        Err(_) => {}
     }
-    std::fs::create_dir_all(dir.join("datasets"))?;
+    std::fs::create_dir_all(dir.join("datasets"))
+        .with_context(|| format!("Failed to create {}", dir.join("datasets").display()))?;
     std::fs::create_dir_all(dir.join("outside"))?;
     std::fs::write(dir.join(MARKER), "made by `lethe demo`; safe to delete\n")?;
     Ok(())
@@ -186,7 +319,7 @@ fn build(dir: &Path, now: Timestamp) -> Result<()> {
         }
         // Traps: a path outside the roots, a link out of them, a directory, a file already gone.
         let secret = dir.join("outside").join("keep-me.txt");
-        std::fs::write(&secret, "not Lethe's to delete\n")?;
+        std::fs::write(&secret, KEEP_ME)?;
         let link = datasets.join("link-to-outside.jsonl");
         std::os::unix::fs::symlink(&secret, &link)?;
         let subdir = datasets.join("a-directory");

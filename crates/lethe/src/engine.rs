@@ -124,15 +124,22 @@ struct PendingItem {
     d: Option<String>,
 }
 
-/// Crash-test hook: `LETHE_FAILPOINT=name[:n[:stop]]` kills the process with SIGKILL (or
-/// stops it with SIGSTOP, for a stall) the n-th time (default first) execution reaches the
-/// named point. Used only by the crash tests.
+/// Crash-test hook, built only with the `failpoints` feature (the crash tests' build):
+/// `LETHE_FAILPOINT=name[:n[:stop]]` kills the process with SIGKILL (or stops it with
+/// SIGSTOP, for a stall) the n-th time (default first) execution reaches the named point.
+/// Without the feature the type has no value at all: no point can fire, and the variable
+/// is never read.
+#[cfg(feature = "failpoints")]
 struct Failpoint {
     name: String,
     left: u32,
     stop: bool,
 }
 
+#[cfg(not(feature = "failpoints"))]
+enum Failpoint {}
+
+#[cfg(feature = "failpoints")]
 impl Failpoint {
     fn from_env() -> Option<Failpoint> {
         let v = std::env::var("LETHE_FAILPOINT").ok()?;
@@ -142,23 +149,46 @@ impl Failpoint {
         let stop = parts.next() == Some("stop");
         Some(Failpoint { name, left, stop })
     }
-}
 
-fn hit(fp: &mut Option<Failpoint>, point: &str) {
-    if let Some(f) = fp
-        && f.name == point
-    {
-        let fire = f.left == 1;
-        f.left = f.left.saturating_sub(1);
+    fn is(&self, point: &str) -> bool {
+        self.name == point
+    }
+
+    fn reached(&mut self) {
+        let fire = self.left == 1;
+        self.left = self.left.saturating_sub(1);
         // Once: a stalled process that is resumed goes on past the point.
         if fire {
-            let signal = if f.stop {
+            let signal = if self.stop {
                 rustix::process::Signal::STOP
             } else {
                 rustix::process::Signal::KILL
             };
             let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
         }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+impl Failpoint {
+    fn from_env() -> Option<Failpoint> {
+        None
+    }
+
+    fn is(&self, _point: &str) -> bool {
+        match *self {}
+    }
+
+    fn reached(&mut self) {
+        match *self {}
+    }
+}
+
+fn hit(fp: &mut Option<Failpoint>, point: &str) {
+    if let Some(f) = fp
+        && f.is(point)
+    {
+        f.reached();
     }
 }
 
@@ -1049,7 +1079,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     };
     let (created_at_format, expires_at_format) = formats(target);
     let failpoint = Failpoint::from_env();
-    let audit_kill = failpoint.as_ref().is_some_and(|f| f.name == "after_append");
+    let audit_kill = failpoint.as_ref().is_some_and(|f| f.is("after_append"));
     let auditor = Auditor::start(state, audit_kill)?;
     let pending = state.pending_store()?;
     let roots = roots_for(target, ctx.base);

@@ -20,12 +20,23 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::util::UsageError;
+use crate::util::{ConfigProblems, UsageError};
+
+/// What `--version` prints: a build with the crash tests' hook says so, so that such a build
+/// is never mistaken for one to run (and the crash tests can tell they have one).
+const VERSION: &str = if cfg!(feature = "failpoints") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (failpoints: honours LETHE_FAILPOINT; a test build, not for production)"
+    )
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "lethe",
-    version,
+    version = VERSION,
     about = "Retention and erasure for the data AI applications leave behind",
     long_about = "Lethe finds what has outlived its retention window in every place your AI \
                   data lives, shows what it would delete (dry run is the default), deletes it \
@@ -262,29 +273,92 @@ pub enum ExportFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return bad_arguments(e),
+    };
+    let json = cli.json;
     match commands::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("error: {u}");
-                return ExitCode::from(2);
-            }
-            // A reader that stopped reading (`| head`) is not a failure.
-            let broken_pipe = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .map(|io| io.kind())
-                    .or_else(|| {
-                        c.downcast_ref::<serde_json::Error>()
-                            .and_then(|j| j.io_error_kind())
-                    })
-                    == Some(std::io::ErrorKind::BrokenPipe)
-            });
-            if broken_pipe {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => failed(&e, json),
     }
+}
+
+/// Whether `--json` is on the command line, for an error clap reports before it has parsed
+/// the flag: options only, up to a `--` that ends them.
+fn json_asked() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// A command line clap refused: exit 2, its message on stderr and, with `--json`, as one JSON
+/// document on stdout. `--help` and `--version` are no errors: printed as asked, exit 0.
+fn bad_arguments(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let _ = e.print();
+    if json_asked() {
+        let text = e.render().to_string();
+        let message = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            // Clap shows the help here; the JSON says what is missing, and the usage.
+            let usage = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Usage: "))
+                .unwrap_or("lethe <COMMAND>");
+            format!("a subcommand is required: {usage} (see --help)")
+        } else {
+            // The message is the first paragraph; the usage and hints follow a blank line.
+            let para: Vec<&str> = text
+                .lines()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let para = para.join(" ");
+            para.strip_prefix("error: ").unwrap_or(&para).to_string()
+        };
+        output::json_error(&message, 2, &[]);
+    }
+    ExitCode::from(2)
+}
+
+/// A command that returned an error: exit 2 for bad usage or config (nothing was touched),
+/// else 1; the message on stderr and, with `--json`, as one JSON document on stdout.
+fn failed(e: &anyhow::Error, json: bool) -> ExitCode {
+    if let Some(c) = e.downcast_ref::<ConfigProblems>() {
+        eprintln!("error: {c}");
+        if json {
+            output::json_error(&c.to_string(), 2, &c.problems);
+        }
+        return ExitCode::from(2);
+    }
+    if let Some(u) = e.downcast_ref::<UsageError>() {
+        eprintln!("error: {u}");
+        if json {
+            output::json_error(&u.to_string(), 2, &[]);
+        }
+        return ExitCode::from(2);
+    }
+    // A reader that stopped reading (`| head`) is not a failure.
+    let broken_pipe = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .map(|io| io.kind())
+            .or_else(|| {
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(|j| j.io_error_kind())
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {e:#}");
+    if json {
+        output::json_error(&format!("{e:#}"), 1, &[]);
+    }
+    ExitCode::from(1)
 }

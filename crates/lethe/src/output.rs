@@ -5,16 +5,39 @@ use std::path::Path;
 
 use anyhow::Result;
 use lethe_core::audit::Entry;
+use lethe_core::config::ConfigError;
 use serde::Serialize;
 
 use crate::engine::SweepReport;
+
+/// Set once a JSON document has been printed: `--json` prints one document, so an error
+/// after it is told on stderr only.
+static PRINTED_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub fn json<T: Serialize>(v: &T) -> Result<()> {
     use std::io::Write;
     let s = serde_json::to_string_pretty(v)?;
     let mut out = std::io::stdout().lock();
+    PRINTED_JSON.store(true, std::sync::atomic::Ordering::SeqCst);
     writeln!(out, "{s}")?;
     Ok(())
+}
+
+/// The one document `--json` prints for an error: `{"error": "...", "exit": N}`, with
+/// `problems` (each with its key and line, when known) for a config that was refused.
+pub fn json_error(message: &str, exit: u8, problems: &[ConfigError]) {
+    if PRINTED_JSON.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let mut doc = serde_json::json!({ "error": message, "exit": exit });
+    if !problems.is_empty() {
+        doc["problems"] = problems
+            .iter()
+            .map(|p| serde_json::json!({ "key": p.key, "line": p.line, "message": p.message }))
+            .collect();
+    }
+    // Nothing more can be said if stdout is gone; the message is on stderr.
+    let _ = json(&doc);
 }
 
 /// The width of each column, in characters.

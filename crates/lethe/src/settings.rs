@@ -38,10 +38,13 @@ pub fn load(flag: Option<&Path>) -> Result<Loaded> {
             errs.len(),
             if errs.len() == 1 { "" } else { "s" }
         );
-        for e in errs {
+        for e in &errs {
             msg.push_str(&format!("\n  {}:{e}", path.display()));
         }
-        UsageError(msg)
+        crate::util::ConfigProblems {
+            message: msg,
+            problems: errs,
+        }
     })?;
     let base = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

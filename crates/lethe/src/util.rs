@@ -16,6 +16,23 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A config that does not parse, validate or fit: the whole message, and each problem with
+/// its key and line for `--json`. Mapped to exit status 2, as a [`UsageError`]; nothing was
+/// touched.
+#[derive(Debug)]
+pub struct ConfigProblems {
+    pub message: String,
+    pub problems: Vec<lethe_core::config::ConfigError>,
+}
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
 /// The wall clock. Read at the top of a command and passed down, never deep inside.
 pub fn now() -> Timestamp {
     let micros = std::time::SystemTime::now()

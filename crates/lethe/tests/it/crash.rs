@@ -61,7 +61,7 @@ fn killed_at(point: &str) {
     drop(seed_training(&d, ROWS));
     let cfg = training_config(&d);
     super::ensure_init(&cfg);
-    let out = lethe()
+    let out = lethe_failpoint(point)
         .args([
             "sweep",
             "--apply",
@@ -72,7 +72,6 @@ fn killed_at(point: &str) {
             "--config",
         ])
         .arg(&cfg)
-        .env("LETHE_FAILPOINT", point)
         .output()
         .unwrap();
     assert_eq!(
@@ -342,7 +341,7 @@ fn a_sweep_that_stalls_past_its_lease_records_nothing_twice_and_stops() {
     ensure_init(&cfg);
     // A stops itself (SIGSTOP) right after its second transaction committed, before that
     // transaction's entries are appended: a stall, not a crash.
-    let mut a = lethe()
+    let mut a = lethe_failpoint("after_delete:2:stop")
         .args([
             "sweep",
             "--apply",
@@ -353,7 +352,6 @@ fn a_sweep_that_stalls_past_its_lease_records_nothing_twice_and_stops() {
             "--config",
         ])
         .arg(&cfg)
-        .env("LETHE_FAILPOINT", "after_delete:2:stop")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -407,4 +405,55 @@ fn a_sweep_that_stalls_past_its_lease_records_nothing_twice_and_stops() {
     );
     // Every expired row gone, each with exactly one deletion entry; nothing pending.
     assert_finished(&d, &cfg);
+}
+
+/// Issue 10, item 14: the hook is built only with the `failpoints` feature. A build without
+/// it (every build but the crash tests') ignores LETHE_FAILPOINT: the sweep runs to the end.
+/// A build with it is killed at the point. `scripts/test` runs this test twice: against the
+/// test build (the feature on), and against a default `cargo build` (LETHE_TEST_BIN).
+#[test]
+fn the_failpoint_variable_is_ignored_without_the_feature() {
+    let other_binary = std::env::var_os("LETHE_TEST_BIN").is_some_and(|b| !b.is_empty());
+    let hooked = if other_binary {
+        has_failpoints()
+    } else {
+        // This build's binary has the hook exactly when this test was built with the feature.
+        assert_eq!(
+            has_failpoints(),
+            cfg!(feature = "failpoints"),
+            "--version says whether the hook is built in"
+        );
+        cfg!(feature = "failpoints")
+    };
+    let d = Tmp::new("failpoint-ignored");
+    drop(seed_training(&d, 20));
+    let cfg = training_config(&d);
+    ensure_init(&cfg);
+    let out = lethe()
+        .args(["sweep", "--apply", "--json", "--config"])
+        .arg(&cfg)
+        .env("LETHE_FAILPOINT", "after_pending:1")
+        .output()
+        .unwrap();
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    if hooked {
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "the hook kills the test build"
+        );
+        return;
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a build without the hook ignores LETHE_FAILPOINT: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alive: Vec<i64> = (1..=20).filter(|i| i % 2 == 1).collect();
+    assert_eq!(ids(&conn, "training_records"), alive);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["targets"][0]["deleted"], 10);
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }

@@ -113,10 +113,9 @@ fn holds_keep_files_and_a_killed_sweep_finishes() {
         ],
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let out = lethe()
+    let out = lethe_failpoint("mid_files")
         .args(["sweep", "--apply", "--config"])
         .arg(&cfg)
-        .env("LETHE_FAILPOINT", "mid_files")
         .output()
         .unwrap();
     assert_eq!(out.status.signal(), Some(9));

@@ -2,9 +2,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+mod cli_json;
 mod config;
+mod config_checks;
 mod crash;
+mod demo_dir;
 mod fs;
+mod infinity;
 mod objects;
 mod pg;
 mod pg_safety;
@@ -90,6 +94,31 @@ pub fn ensure_init_env(config: &Path, env: &[(&str, &str)]) {
     if c.output().is_ok_and(|o| o.status.success()) {
         DONE.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
     }
+}
+
+/// Whether the binary under test has the crash tests' hook (the `failpoints` feature): its
+/// `--version` says so.
+pub fn has_failpoints() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let out = lethe().arg("--version").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("failpoints")
+    })
+}
+
+/// `lethe()` with the crash tests' hook armed at `point` (`LETHE_FAILPOINT`). A binary built
+/// without the hook fails the test here, saying how to build one: a crash test must never
+/// pass without having crashed anything.
+pub fn lethe_failpoint(point: &str) -> Command {
+    assert!(
+        has_failpoints(),
+        "this crash test needs a lethe built with the `failpoints` feature (LETHE_FAILPOINT is \
+         ignored otherwise): run scripts/test, or cargo test --workspace --features \
+         lethe/failpoints (with LETHE_TEST_BIN, point it at such a build)"
+    );
+    let mut c = lethe();
+    c.env("LETHE_FAILPOINT", point);
+    c
 }
 
 /// `lethe ARGS --config CONFIG` started in the background, its output discarded (for a

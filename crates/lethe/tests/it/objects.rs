@@ -749,11 +749,10 @@ fn s3_sweep_killed_after_deleting_is_finished_by_the_next_run() {
     let cfg = s3_config(&dir, server.port);
     let creds = S3_CREDS;
     super::ensure_init_env(&cfg, &creds);
-    let out = super::lethe()
+    let out = super::lethe_failpoint("after_delete")
         .args(["sweep", "--apply", "--config"])
         .arg(&cfg)
         .envs(creds)
-        .env("LETHE_FAILPOINT", "after_delete")
         .output()
         .unwrap();
     assert_eq!(

@@ -521,7 +521,7 @@ fn killed_mid_apply_on_postgres_then_finished() {
         )],
     );
     for point in ["after_pending:2", "after_delete:3"] {
-        let out = lethe()
+        let out = lethe_failpoint(point)
             .args([
                 "sweep",
                 "--apply",
@@ -536,7 +536,6 @@ fn killed_mid_apply_on_postgres_then_finished() {
                 "LETHE_TEST_AUDIT_KEY",
                 "a shared key for every lethe process",
             )
-            .env("LETHE_FAILPOINT", point)
             .output()
             .unwrap();
         use std::os::unix::process::ExitStatusExt;
