@@ -760,7 +760,7 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
         } => {
             let mut w: Box<dyn Write> = match out {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
+                    crate::util::create_private(p)
                         .with_context(|| format!("Failed to create {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),

@@ -311,7 +311,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
     )?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p)
+            crate::util::create_private(p)
                 .with_context(|| format!("Failed to create {}", p.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),

@@ -529,6 +529,10 @@ impl State {
             } else if !path.is_file() {
                 return Err(missing(&path.display().to_string()).into());
             }
+            if access == Access::Create {
+                crate::util::touch_private(&path)
+                    .with_context(|| format!("Failed to create {}", path.display()))?;
+            }
             let db = Db::open_sqlite(&path)?;
             if let Db::Sqlite(conn) = &db {
                 set_wal(conn)
@@ -633,6 +637,8 @@ impl State {
                 .ok_or_else(|| anyhow!("state url is not sqlite"))?;
             let mut p = path.into_os_string();
             p.push(".pending");
+            crate::util::touch_private(Path::new(&p))
+                .with_context(|| format!("Failed to create {}", Path::new(&p).display()))?;
             let db = Db::open_sqlite(Path::new(&p))?;
             if let Db::Sqlite(conn) = &db {
                 conn.pragma_update(None, "synchronous", "FULL")?;

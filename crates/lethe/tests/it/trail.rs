@@ -592,3 +592,36 @@ fn a_hold_cut_out_of_the_trail_and_its_table_still_protects() {
         );
     }
 }
+
+#[test]
+fn state_files_and_exports_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Tmp::new("private");
+    let st = State::Lite(d.path("state/lethe-state.db"));
+    let cfg = setup(&d, &st);
+    let r = run(&cfg, &["export", "--subject", "user-3", "-o", d.path("access.json").to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run(&cfg, &["audit", "export", "-o", d.path("trail.jsonl").to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mut checked = 0;
+    for name in [
+        "state/lethe-state.db",
+        "state/lethe-state.db-wal",
+        "state/lethe-state.db-shm",
+        "state/lethe-state.db.pending",
+        "state/lethe-state.db.key",
+        "state/lethe-state.db.protections-lock",
+        "access.json",
+        "trail.jsonl",
+    ] {
+        let p = d.path(name);
+        if !p.exists() {
+            assert!(name.ends_with("-wal") || name.ends_with("-shm"), "{name} missing");
+            continue;
+        }
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+        checked += 1;
+    }
+    assert!(checked >= 6);
+}
