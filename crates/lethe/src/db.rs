@@ -349,6 +349,40 @@ impl Db {
         Ok(())
     }
 
+    /// Inserts (a, b) pairs into a table whose primary key is both columns; pairs already
+    /// there are skipped by the database (one statement per pair on SQLite, one statement in
+    /// all on PostgreSQL).
+    pub fn insert_pairs_ignoring_known(
+        &mut self,
+        table: &str,
+        cols: (&str, &str),
+        pairs: &[(String, String)],
+    ) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (a, b) = cols;
+        match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare_cached(&format!(
+                    "INSERT INTO {table} ({a}, {b}) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+                ))?;
+                for (x, y) in pairs {
+                    st.execute(rusqlite::params![x, y])?;
+                }
+            }
+            Db::Pg(c) => {
+                let xs: Vec<&str> = pairs.iter().map(|(x, _)| x.as_str()).collect();
+                let ys: Vec<&str> = pairs.iter().map(|(_, y)| y.as_str()).collect();
+                let st = c.statement(&format!(
+                    "INSERT INTO {table} ({a}, {b}) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
+                ))?;
+                c.client.execute(&st, &[&xs, &ys])?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<DbRow>> {
         let mut out = Vec::new();
         self.query_each(sql, params, |r| {

@@ -250,7 +250,7 @@ struct Sweeper<'a> {
 }
 
 /// Subject hashes remembered at most, per target and run.
-const SUBJECT_HASHES_MAX: usize = 100_000;
+const SUBJECT_HASHES_MAX: usize = 20_000;
 
 impl Sweeper<'_> {
     /// The lease's lifetime, `[state] lease_ttl`.

@@ -180,6 +180,9 @@ impl std::fmt::Display for TrailBroken {
 
 impl std::error::Error for TrailBroken {}
 
+/// (subject, run) pairs a state remembers having written, at most.
+const SUBJECTS_SEEN_MAX: usize = 20_000;
+
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
 pub const LEASE_TTL_SECS: i64 = 120;
 
@@ -780,25 +783,13 @@ impl State {
                 }
                 Sealing::Repair { ref protections } => protections.clone(),
             };
-            // Pairs another process added meanwhile are skipped; the rest go in bulk.
-            let mut runs: Vec<&String> = new_subjects.iter().map(|(_, r)| r).collect();
-            runs.sort();
-            runs.dedup();
-            let mut known = std::collections::HashSet::new();
-            for run in runs {
-                for r in db.query(
-                    "SELECT subject_hash FROM audit_subjects WHERE run_id = ?1",
-                    &vals![run],
-                )? {
-                    known.insert((r.text(0), run.clone()));
-                }
-            }
-            let fresh: Vec<Vec<Val>> = new_subjects
-                .iter()
-                .filter(|p| !known.contains(*p))
-                .map(|(h, run)| vals![h, run].to_vec())
-                .collect();
-            db.insert_many("audit_subjects", &["subject_hash", "run_id"], fresh)?;
+            // Pairs already there (another process's, or this run's beyond what it
+            // remembers) are skipped by the database, not by reading them all back.
+            db.insert_pairs_ignoring_known(
+                "audit_subjects",
+                ("subject_hash", "run_id"),
+                &new_subjects,
+            )?;
             let entries = audit::chain(head_seq, &head_hash, bodies);
             insert_entries(db, &entries)?;
             if let Some(last) = entries.last() {
@@ -818,6 +809,11 @@ impl State {
         .context("Failed to append to the audit trail");
         drop(file_lock);
         if done.is_ok() {
+            // Remembered to skip them next time, within a bound: a run over millions of
+            // people keeps a few megabytes, not a set of every one.
+            if self.subjects_seen.len() + new_subjects.len() > SUBJECTS_SEEN_MAX {
+                self.subjects_seen.clear();
+            }
             self.subjects_seen.extend(new_subjects);
         }
         done

@@ -452,3 +452,66 @@ fn target_flag_limits_the_sweep_and_rejects_unknown_names() {
     assert_eq!(r.code, Some(0));
     assert_eq!(r.json()["targets"].as_array().map(Vec::len), Some(1));
 }
+
+/// The peak resident memory of a finished `lethe` run, in kB (from /proc while it runs).
+fn peak_kb(cfg: &std::path::Path, args: &[&str]) -> u64 {
+    crate::ensure_init(cfg);
+    let mut child = crate::lethe()
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            assert!(st.success(), "{args:?} failed");
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 10, item 13: what a run remembers about the subjects it has seen is bounded; a run
+/// over 150,000 people needs about the memory of a run over 10,000.
+#[test]
+fn memory_does_not_grow_with_the_number_of_subjects() {
+    let mut peaks = Vec::new();
+    for n in [10_000i64, 150_000] {
+        let d = Tmp::new(&format!("subjects-{n}"));
+        let conn = Connection::open(d.path("ai.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE training_records (id INTEGER PRIMARY KEY, dataset_name TEXT NOT NULL,
+               user_id TEXT NOT NULL, file_path TEXT NOT NULL, created_at TEXT NOT NULL,
+               retention_days INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let old = naive(400 * DAY);
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO training_records SELECT i, 'ds', 'user-' || i, '', ?2, 30 FROM n",
+            rusqlite::params![n, old],
+        )
+        .unwrap();
+        drop(conn);
+        std::fs::create_dir_all(d.path("files")).unwrap();
+        let cfg = training_config(&d);
+        peaks.push(peak_kb(&cfg, &["sweep", "--no-progress"]));
+    }
+    let (small, large) = (peaks[0], peaks[1]);
+    assert!(
+        large < small + 20 * 1024,
+        "peak RSS {small} kB for 10,000 subjects but {large} kB for 150,000"
+    );
+}

@@ -599,9 +599,26 @@ fn state_files_and_exports_are_private() {
     let d = Tmp::new("private");
     let st = State::Lite(d.path("state/lethe-state.db"));
     let cfg = setup(&d, &st);
-    let r = run(&cfg, &["export", "--subject", "user-3", "-o", d.path("access.json").to_str().unwrap()]);
+    let r = run(
+        &cfg,
+        &[
+            "export",
+            "--subject",
+            "user-3",
+            "-o",
+            d.path("access.json").to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let r = run(&cfg, &["audit", "export", "-o", d.path("trail.jsonl").to_str().unwrap()]);
+    let r = run(
+        &cfg,
+        &[
+            "audit",
+            "export",
+            "-o",
+            d.path("trail.jsonl").to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let mut checked = 0;
     for name in [
@@ -616,7 +633,10 @@ fn state_files_and_exports_are_private() {
     ] {
         let p = d.path(name);
         if !p.exists() {
-            assert!(name.ends_with("-wal") || name.ends_with("-shm"), "{name} missing");
+            assert!(
+                name.ends_with("-wal") || name.ends_with("-shm"),
+                "{name} missing"
+            );
             continue;
         }
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
