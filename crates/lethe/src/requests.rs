@@ -56,6 +56,39 @@ fn subject_targets(loaded: &Loaded) -> Result<Vec<&Target>> {
     Ok(t)
 }
 
+/// `None` when some target holds an item of `subject`; otherwise what to tell the person
+/// placing a hold on it (naming any target that could not be read).
+fn subject_matches(loaded: &Loaded, subject: &str) -> Result<Option<String>> {
+    let mut unread = Vec::new();
+    let Ok(targets) = subject_targets(loaded) else {
+        return Ok(Some(format!(
+            "no target in {} maps a subject, so no item of {subject:?} can be found or protected until one does (`subject = \"COLUMN\"`); the hold is placed all the same",
+            loaded.path.display()
+        )));
+    };
+    for t in &targets {
+        let found = match open_source(t, &loaded.base, false) {
+            Some(Ok(mut table)) => table.of_subject(subject, 1).map(|rows| !rows.is_empty()),
+            Some(Err(e)) => Err(e),
+            None => continue,
+        };
+        match found {
+            Ok(true) => return Ok(None),
+            Ok(false) => {}
+            Err(e) => unread.push(format!("{}: {e:#}", t.name)),
+        }
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let mut warning = format!(
+        "no item of {subject:?} was found in any target that maps a subject ({}): check the spelling; the hold is placed all the same and protects items of this subject that appear later",
+        names.join(", ")
+    );
+    if !unread.is_empty() {
+        warning.push_str(&format!("; could not read {}", unread.join("; ")));
+    }
+    Ok(Some(warning))
+}
+
 fn target<'a>(loaded: &'a Loaded, name: &str) -> Result<&'a Target> {
     loaded.config.target(name).ok_or_else(|| {
         let known: Vec<&str> = loaded
@@ -439,6 +472,13 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     "say what to hold: --subject ID, --target NAME --key KEY, or --target NAME",
                 ));
             }
+            // A subject hold is placed whether or not the subject has items today (it
+            // protects what appears later), but the placer is told when it matches nothing:
+            // a typo in the subject would otherwise protect nobody, silently.
+            let unmatched = match subject {
+                Some(s) => subject_matches(loaded, s)?,
+                None => None,
+            };
             let mut state = open_state(loaded, Access::Write)?;
             let subject_hash = subject.map(|s| state.key.subject_hash(s));
             let id = registry::place_hold(
@@ -459,11 +499,24 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
                     _ => Ok(()),
                 },
             )?;
-            json_id(
-                &id,
-                json,
-                "hold placed; it stays until released with `lethe hold release`",
-            )?;
+            match unmatched {
+                None => json_id(
+                    &id,
+                    json,
+                    "hold placed; it stays until released with `lethe hold release`",
+                )?,
+                Some(warning) => {
+                    if json {
+                        output::json(
+                            &serde_json::json!({ "id": id, "matched": 0, "warning": warning }),
+                        )?;
+                    } else {
+                        outln!("{id}");
+                        eprintln!("warning: {warning}");
+                        eprintln!("hold placed; it stays until released with `lethe hold release`");
+                    }
+                }
+            }
         }
         HoldCommand::List => {
             let mut state = open_state(loaded, Access::Read)?;

@@ -500,3 +500,80 @@ fn access_export_lists_rows_and_files_and_is_recorded_without_contents() {
     assert!(!rec.to_string().contains("user-5") && !rec.to_string().contains("row 5"));
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Issue 10, item 12: a hold on a subject with no item today is placed, and the placer is
+/// told so (a typo would otherwise protect nobody, silently).
+#[test]
+fn a_hold_on_a_subject_with_no_items_says_so() {
+    let d = Tmp::new("hold-nobody");
+    drop(seed_training(&d, 4));
+    let cfg = training_config(&d);
+    let r = run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "user-3",
+            "--case",
+            "C",
+            "--reason",
+            "r",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.json()["warning"].is_null(), "{}", r.stdout);
+    let r = run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "usr-3",
+            "--case",
+            "C",
+            "--reason",
+            "r",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let v = r.json();
+    assert!(
+        v["id"].as_str().is_some_and(|i| i.starts_with("hold-")),
+        "{v}"
+    );
+    assert_eq!(v["matched"], 0);
+    assert!(
+        v["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("usr-3") && w.contains("training_records")),
+        "{v}"
+    );
+    let r = run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "usr-3",
+            "--case",
+            "C",
+            "--reason",
+            "r",
+        ],
+    );
+    assert_eq!(r.code, Some(0));
+    assert!(
+        r.stderr.contains("warning: no item of \"usr-3\""),
+        "{}",
+        r.stderr
+    );
+    let holds = run(&cfg, &["hold", "list", "--json"]).json();
+    assert_eq!(
+        holds.as_array().map(Vec::len),
+        Some(3),
+        "every hold was placed"
+    );
+}
