@@ -119,6 +119,46 @@ pub fn open_state(loaded: &Loaded, access: Access) -> Result<State> {
     Ok(state)
 }
 
+/// Deletions in flight (written ahead, made or not, not yet in the trail) in a target the
+/// config no longer has would never be recorded: such a config is refused (exit 2) until the
+/// target is back, under any name (records are kept by the target's identity).
+pub fn refuse_dropped_pending(state: &State, loaded: &Loaded) -> Result<()> {
+    let mut store = state.pending_store()?;
+    let known: Vec<(&str, String)> = loaded
+        .config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), crate::targets::identity(t, &loaded.base)))
+        .collect();
+    let mut lost = Vec::new();
+    for f in store.targets()? {
+        let here = match &f.identity {
+            Some(i) => known.iter().any(|(_, k)| k == i),
+            None => known.iter().any(|(n, _)| *n == f.name),
+        };
+        if !here {
+            lost.push(format!(
+                "{} write-ahead batch(es) of run {} in target {} ({})",
+                f.batches,
+                f.run,
+                f.name,
+                f.identity
+                    .as_deref()
+                    .unwrap_or("written before identities were kept")
+            ));
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{}: deletions were made or begun there and are not yet in the audit trail, but {} has no target at that place. Put the target back (under any name), run `lethe sweep --apply` so that they are recorded, then remove it",
+        lost.join("; "),
+        loaded.path.display()
+    ))
+    .into())
+}
+
 /// `lethe init`: makes the state and its key, and starts the trail with its creation entry.
 fn init(loaded: &Loaded, json: bool) -> Result<ExitCode> {
     let (state, created) = init_state(loaded)?;
@@ -196,6 +236,7 @@ pub fn sweep(loaded: &Loaded, args: &SweepArgs) -> Result<engine::SweepReport> {
     preflight(loaded, &chosen, args.apply)?;
     let now = now();
     let mut state = open_state(loaded, Access::Write)?;
+    refuse_dropped_pending(&state, loaded)?;
     let opts = SweepOptions {
         apply: args.apply,
         batch: args.batch_size as usize,

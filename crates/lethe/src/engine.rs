@@ -247,6 +247,8 @@ struct Sweeper<'a> {
     subject_hashes: HashMap<String, String>,
     /// When this run last renewed its lease on the target.
     lease_renewed: Instant,
+    /// The target's identity ([`crate::targets::identity`]): write-ahead records are kept by it.
+    identity: String,
 }
 
 /// Subject hashes remembered at most, per target and run.
@@ -574,9 +576,12 @@ impl Sweeper<'_> {
                     .chunks(PENDING_CHUNK)
                     .map(|c| serde_json::to_string(&c.iter().map(|p| &p.item).collect::<Vec<_>>()))
                     .collect::<Result<Vec<_>, _>>()?;
-                let ids = self
-                    .pending
-                    .add_many(self.run_id, &self.target.name, &payloads)?;
+                let ids = self.pending.add_many(
+                    self.run_id,
+                    &self.target.name,
+                    &self.identity,
+                    &payloads,
+                )?;
                 hit(&mut self.failpoint, "after_pending");
                 ids.into_iter().map(Some).collect()
             }
@@ -711,7 +716,9 @@ impl Sweeper<'_> {
 
     /// Finishes batches an interrupted apply left behind.
     fn recover(&mut self) -> Result<()> {
-        for (id, old_run, payload) in self.pending.list(&self.target.name)? {
+        for (id, old_run, payload, old_name) in
+            self.pending.list(&self.target.name, &self.identity)?
+        {
             if self.state.batch_done(id)? {
                 // Its entries were appended; only the pending record was left behind.
                 if self.apply {
@@ -751,7 +758,13 @@ impl Sweeper<'_> {
                 b.expires_at = item.e;
                 b.window = item.w;
                 b.reason = item.r;
-                b.detail = format!("deleted by interrupted run {old_run}; recorded on recovery");
+                b.detail = if old_name == self.target.name {
+                    format!("deleted by interrupted run {old_run}; recorded on recovery")
+                } else {
+                    format!(
+                        "deleted by interrupted run {old_run} (the target was then named {old_name}); recorded on recovery"
+                    )
+                };
                 self.report.found += 1;
                 self.report.deleted += 1;
                 entries.push(b);
@@ -1110,6 +1123,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         window_text: target.window.retention.to_string(),
         subject_hashes: HashMap::new(),
         lease_renewed: Instant::now(),
+        identity: crate::targets::identity(target, ctx.base),
     };
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if s.table.commit_every_batch() {

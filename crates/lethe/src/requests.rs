@@ -159,6 +159,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
     preflight(loaded, &targets, args.apply)?;
     let now = now();
     let mut state = open_state(loaded, Access::Write)?;
+    crate::commands::refuse_dropped_pending(&state, loaded)?;
     let hash = state.key.subject_hash(subject);
     let req = match registry::open_request(&mut state, &hash)? {
         Some(r) => r,

@@ -152,6 +152,10 @@ ALTER TABLE audit ALTER COLUMN target TYPE TEXT COLLATE "C",
 ALTER TABLE audit_seal ADD COLUMN protections TEXT;
 CREATE INDEX audit_protections ON audit(seq) WHERE action IN ('hold_placed', 'hold_released', 'exception_granted', 'exception_renewed', 'exception_revoked');
 "#,
+    // Write-ahead records are kept by the target's identity, not its name.
+    r#"
+ALTER TABLE pending ADD COLUMN identity TEXT;
+"#,
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads
@@ -212,6 +216,17 @@ pub struct ProtectionsLock {
 /// The write-ahead record of deletions in flight. Beside a SQLite state it is a small file
 /// of its own (`<state>.pending`), so that recording the next batch never waits for the
 /// audit writer's transaction; with a PostgreSQL state it is a table in the same database.
+/// A target with write-ahead batches not yet in the trail.
+pub struct InFlight {
+    /// The target's name when they were written.
+    pub name: String,
+    /// What the target is; `None` for records written before identities were kept.
+    pub identity: Option<String>,
+    pub batches: i64,
+    /// One of the runs that wrote them.
+    pub run: String,
+}
+
 pub struct PendingStore {
     db: Db,
 }
@@ -222,6 +237,7 @@ impl PendingStore {
         &mut self,
         run_id: &str,
         target: &str,
+        identity: &str,
         payloads: &[String],
     ) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(payloads.len());
@@ -230,8 +246,8 @@ impl PendingStore {
             for payload in payloads {
                 let id = (u64::from_str_radix(&random_hex(8)?, 16)? & (i64::MAX as u64)) as i64;
                 self.db.execute(
-                    "INSERT INTO pending (id, run_id, target, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    &vals![id, run_id, target, now().to_rfc3339(), payload.as_str()],
+                    "INSERT INTO pending (id, run_id, target, created_at, payload, identity) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    &vals![id, run_id, target, now().to_rfc3339(), payload.as_str(), identity],
                 )?;
                 ids.push(id);
             }
@@ -251,16 +267,40 @@ impl PendingStore {
         }
     }
 
-    /// Batches an interrupted run left behind for a target: (id, run_id, payload).
-    pub fn list(&mut self, target: &str) -> Result<Vec<(i64, String, String)>> {
+    /// Batches an interrupted run left behind in a target, found by its identity (by its
+    /// name for records written before identities were kept): (id, run_id, payload, the
+    /// target's name then).
+    pub fn list(
+        &mut self,
+        target: &str,
+        identity: &str,
+    ) -> Result<Vec<(i64, String, String, String)>> {
         Ok(self
             .db
             .query(
-                "SELECT id, run_id, payload FROM pending WHERE target = ?1 ORDER BY created_at, id",
-                &vals![target],
+                "SELECT id, run_id, payload, target FROM pending WHERE identity = ?2 OR (identity IS NULL AND target = ?1) ORDER BY created_at, id",
+                &vals![target, identity],
             )?
             .into_iter()
-            .map(|r| (r.int(0), r.text(1), r.text(2)))
+            .map(|r| (r.int(0), r.text(1), r.text(2), r.text(3)))
+            .collect())
+    }
+
+    /// Every target with batches in flight.
+    pub fn targets(&mut self) -> Result<Vec<InFlight>> {
+        Ok(self
+            .db
+            .query(
+                "SELECT target, identity, COUNT(*), MIN(run_id) FROM pending GROUP BY target, identity ORDER BY target",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| InFlight {
+                name: r.text(0),
+                identity: r.opt_text(1),
+                batches: r.int(2),
+                run: r.text(3),
+            })
             .collect())
     }
 
@@ -650,8 +690,16 @@ impl State {
         };
         if !db.is_pg() {
             db.batch(
-                "CREATE TABLE IF NOT EXISTS pending (id BIGINT PRIMARY KEY, run_id TEXT NOT NULL, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS pending (id BIGINT PRIMARY KEY, run_id TEXT NOT NULL, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL, identity TEXT)",
             )?;
+            // A file written before identities were kept gains the column.
+            let has_identity = db
+                .query("SELECT name FROM pragma_table_info('pending')", &[])?
+                .iter()
+                .any(|r| r.text(0) == "identity");
+            if !has_identity {
+                db.batch("ALTER TABLE pending ADD COLUMN identity TEXT")?;
+            }
         }
         Ok(PendingStore { db })
     }

@@ -361,6 +361,27 @@ pub fn open_table(
     }
 }
 
+/// What a target is, whatever it is called: the place its items live (the database file or
+/// server and table, the directory, the bucket and prefix). Write-ahead records are kept by
+/// it, so that renaming a target never orphans the deletions in flight in it.
+pub fn identity(target: &Target, base: &Path) -> String {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let without_query = |u: &str| u.split(['?', '#']).next().unwrap_or(u).to_string();
+    match &target.kind {
+        TargetKind::Sql(sql) => match crate::state::sqlite_path(&sql.url, base) {
+            Some(p) => format!("sqlite:{}|{}", canonical(&p).display(), sql.table),
+            None => format!(
+                "{}|{}",
+                without_query(&crate::db::redact(&sql.url)),
+                sql.table
+            ),
+        },
+        TargetKind::Filesystem(fs) => format!("fs:{}", canonical(&base.join(&fs.root)).display()),
+        TargetKind::ObjectStore(o) => format!("objects:{}", without_query(&o.url)),
+        other => format!("{}:{}", other.type_name(), target.name),
+    }
+}
+
 /// Opens any supported target as a source of items; `None` for kinds this build cannot sweep.
 pub fn open_source(target: &Target, base: &Path, write: bool) -> Option<Result<Box<dyn SqlTable>>> {
     match &target.kind {

@@ -457,3 +457,92 @@ fn the_failpoint_variable_is_ignored_without_the_feature() {
     assert_eq!(report["targets"][0]["deleted"], 10);
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Issue 10, item 5: deletions in flight are kept by the target's identity. A config that
+/// drops the target is refused; renamed, the target's interrupted work is finished and
+/// recorded once.
+#[test]
+fn work_in_flight_follows_a_renamed_target_and_blocks_one_that_was_dropped() {
+    let d = Tmp::new("rename-pending");
+    let conn = seed_training(&d, ROWS);
+    conn.execute_batch(
+        "CREATE TABLE other (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL);
+         INSERT INTO other VALUES (1, '2000-01-01T00:00:00Z');",
+    )
+    .unwrap();
+    drop(conn);
+    let cfg = training_config(&d);
+    ensure_init(&cfg);
+    let out = lethe_failpoint("after_delete:2")
+        .args([
+            "sweep",
+            "--apply",
+            "--batch-size",
+            "25",
+            "--rows-per-commit",
+            "25",
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "killed after deleting");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+
+    // Dropped: the only target is now another table. Refused, nothing touched.
+    let dropped = original
+        .replace("name = \"training_records\"", "name = \"other\"")
+        .replace("table = \"training_records\"", "table = \"other\"")
+        .replace("retention_days = \"retention_days\"\n", "")
+        .replace("subject = \"user_id\"\n", "")
+        .replace("file = \"file_path\"\n", "")
+        .replace("file_roots = [\"files\"]\n", "");
+    std::fs::write(&cfg, &dropped).unwrap();
+    let r = run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("training_records") && r.stderr.contains("write-ahead"),
+        "{}",
+        r.stderr
+    );
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    assert_eq!(
+        ids(&conn, "other"),
+        vec![1],
+        "nothing deleted while refused"
+    );
+
+    // Renamed: the interrupted batches are found by what the target is, and finished.
+    std::fs::write(
+        &cfg,
+        original.replace("name = \"training_records\"", "name = \"datasets\""),
+    )
+    .unwrap();
+    let r = run(&cfg, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let alive: Vec<i64> = (1..=ROWS).filter(|i| i % 2 == 1).collect();
+    assert_eq!(ids(&conn, "training_records"), alive);
+    let mut deletions: HashMap<String, usize> = HashMap::new();
+    let mut renamed_note = false;
+    for e in export(&cfg) {
+        if e["action"] == "deleted" {
+            *deletions
+                .entry(e["item_key"].as_str().unwrap().to_string())
+                .or_default() += 1;
+            renamed_note |= e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("then named training_records");
+        }
+    }
+    assert_eq!(deletions.len(), (ROWS / 2) as usize);
+    assert!(
+        deletions.values().all(|n| *n == 1),
+        "one deletion entry per item"
+    );
+    assert!(
+        renamed_note,
+        "recovered entries say what the target was called"
+    );
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+}
