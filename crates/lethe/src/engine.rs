@@ -309,8 +309,16 @@ impl Sweeper<'_> {
     }
 
     /// Reads the holds and exceptions in force now.
-    fn refresh_protections(&mut self) -> Result<()> {
-        self.protections = crate::registry::protections(self.state, self.now)?;
+    ///
+    /// `checked`: also check them against the trail (its sealed hold and exception entries):
+    /// always before deleting; a batch planned in a target transaction is looked at again,
+    /// checked, before any of it is deleted, so planning reads only the tables.
+    fn refresh_protections(&mut self, checked: bool) -> Result<()> {
+        self.protections = if checked {
+            crate::registry::protections(self.state, self.now)?
+        } else {
+            crate::registry::protections_unchecked(self.state, self.now)?
+        };
         Ok(())
     }
 
@@ -342,7 +350,8 @@ impl Sweeper<'_> {
         refresh: bool,
     ) -> Result<Vec<Planned>> {
         if refresh {
-            self.refresh_protections()?;
+            // Checked in a dry run, whose report nothing looks at again.
+            self.refresh_protections(!self.apply)?;
         }
         let mut planned = Vec::with_capacity(rows.len());
         for row in rows {
@@ -619,7 +628,7 @@ impl Sweeper<'_> {
     /// Looks at the holds and exceptions once more, keeps what they now protect, deletes
     /// the rest and commits the target. Called with the state's write lock held.
     fn recheck_and_execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
-        self.refresh_protections()?;
+        self.refresh_protections(true)?;
         let mut done = if self.protections.is_empty() {
             // Nothing can protect an item: no sorting into kept and deleted to do.
             self.execute(planned)

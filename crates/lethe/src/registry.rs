@@ -720,6 +720,18 @@ pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
         ))
         .into());
     }
+    Ok(from_records(table_holds, table_excs))
+}
+
+/// The holds and exceptions in force as the tables say, not checked against the trail: for
+/// planning only, never for the last look before a deletion.
+pub fn protections_unchecked(state: &mut State, now: Timestamp) -> Result<Protections> {
+    let table_holds = holds(state)?;
+    let table_excs = exceptions(state, now)?;
+    Ok(from_records(table_holds, table_excs))
+}
+
+fn from_records(table_holds: Vec<HoldRecord>, table_excs: Vec<ExceptionRecord>) -> Protections {
     let holds: Vec<Hold> = table_holds
         .into_iter()
         .filter(|h| h.released_at.is_none())
@@ -745,7 +757,7 @@ pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
             until: Timestamp::from_micros(x.until_micros),
         })
         .collect();
-    Ok(Protections::new(&holds, &exc))
+    Protections::new(&holds, &exc)
 }
 
 #[derive(Debug, Serialize)]
