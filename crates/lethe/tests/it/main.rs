@@ -14,6 +14,7 @@ mod pg;
 mod pg_safety;
 mod pg_tls;
 mod requests;
+mod review;
 mod roots;
 mod safety;
 mod secrets;
