@@ -251,8 +251,9 @@ pub fn protections_link(prev: &str, seq: i64, hash: &str) -> String {
     hex(&h.finalize())
 }
 
-/// The next digest of the trail as stored: `prev` extended by an entry's seq and stored
-/// hash. A repair entry records it, so the trail before a repair cannot change afterwards.
+/// The next digest of the trail as stored: `prev` extended by an entry's seq and what it
+/// holds (its stored hash and the hash of its contents). A repair entry records it, so the
+/// trail before a repair cannot change afterwards.
 pub fn digest_link(prev: &str, seq: i64, hash: &str) -> String {
     protections_link(prev, seq, hash)
 }
@@ -466,7 +467,10 @@ impl Verifier {
         if e.body.action == Action::TrailRepaired && found.is_none() {
             self.take_repair(e);
         }
-        self.digest = digest_link(&self.digest, e.seq, &e.hash);
+        // The digest covers each entry's contents too, not only its stored hash: an entry
+        // a repair acknowledged as altered cannot be changed again afterwards unseen.
+        let content = entry_hash(&e.prev_hash, e.seq, &e.body);
+        self.digest = digest_link(&self.digest, e.seq, &format!("{}:{content}", e.hash));
         if e.body.action.is_protection() {
             self.protections = protections_link(&self.protections, e.seq, &e.hash);
         }

@@ -190,6 +190,17 @@ pub fn init_state(loaded: &Loaded) -> Result<(State, bool)> {
         state.check_head()?;
         false
     } else {
+        // An empty trail beside a state that was used is a trail whose entries were removed:
+        // never started again as if new.
+        let history = state.history()?;
+        if !history.is_empty() {
+            return Err(crate::state::TrailBroken(format!(
+                "the trail at {} is empty, but the state was used before ({}): its entries were removed. `lethe audit verify` reports it; `lethe init` does not start it again",
+                state.location,
+                history.join(", ")
+            ))
+            .into());
+        }
         let body = lethe_core::audit::Body {
             decided_at: now().to_rfc3339(),
             run_id: crate::state::new_id("init")?,

@@ -117,6 +117,7 @@ fn demo_file(name: &str) -> bool {
         || journal("lethe-state.db")
         || journal("lethe-state.db.pending")
         || name == "lethe-state.db.key"
+        || name == "lethe-state.db.head"
         || name == "lethe-state.db.protections-lock"
         || name
             .strip_prefix("lethe-state.db.key.tmp-")

@@ -39,7 +39,7 @@ fn event(now: Timestamp, action: Action, run_id: &str) -> Body {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct HoldRecord {
     pub id: String,
     pub scope: String,
@@ -143,7 +143,11 @@ pub fn release_hold(
 }
 
 pub fn holds(state: &mut State) -> Result<Vec<HoldRecord>> {
-    let rows = state.db().query(
+    holds_in(state.db())
+}
+
+fn holds_in(db: &mut crate::db::Db) -> Result<Vec<HoldRecord>> {
+    let rows = db.query(
         "SELECT id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at, released_at, released_by, release_reason FROM holds ORDER BY placed_at, id",
         &[],
     )?;
@@ -166,7 +170,7 @@ pub fn holds(state: &mut State) -> Result<Vec<HoldRecord>> {
         .collect())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ExceptionRecord {
     pub id: String,
     pub target: String,
@@ -189,7 +193,11 @@ pub struct ExceptionRecord {
 }
 
 pub fn exceptions(state: &mut State, now: Timestamp) -> Result<Vec<ExceptionRecord>> {
-    let rows = state.db().query(
+    exceptions_in(state.db(), now)
+}
+
+fn exceptions_in(db: &mut crate::db::Db, now: Timestamp) -> Result<Vec<ExceptionRecord>> {
+    let rows = db.query(
         "SELECT id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal, superseded_by, revoked_at, revoked_by, revoke_reason FROM exceptions ORDER BY granted_at, id",
         &[],
     )?;
@@ -361,39 +369,68 @@ pub fn revoke_exception(
     })
 }
 
-/// A hold as the trail records it.
-#[derive(Debug, PartialEq, Eq)]
-struct ChainHold {
-    scope: &'static str,
-    target: Option<String>,
-    item_key: Option<String>,
-    subject_hash: Option<String>,
-    released: bool,
-}
-
-/// An exception as the trail records it.
-#[derive(Debug, PartialEq, Eq)]
-struct ChainException {
-    target: String,
-    item_key: String,
-    until: String,
-    revoked: bool,
-    superseded: bool,
-}
-
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Holds and exceptions, by id, as the trail's entries record them.
-fn from_trail(
+/// Where the trail and the tables differ on what is protected, in both directions.
+#[derive(Default)]
+pub struct Differences {
+    /// In force in the trail, not in the tables: a sweep on the tables would delete what the
+    /// trail protects. A sweep refuses to delete while there is any.
+    pub trail_only: Vec<String>,
+    /// In force in the tables, not in the trail: more is kept than the trail records.
+    pub tables_only: Vec<String>,
+    /// Holds (as id, hold) the trail has in force and the tables do not.
+    holds_to_restore: Vec<(String, HoldFacts)>,
+    /// Exceptions (id, exception) the trail has in force and the tables do not.
+    exceptions_to_restore: Vec<(String, ExceptionFacts)>,
+    /// Table holds in force the trail does not record.
+    holds_to_record: Vec<HoldRecord>,
+    /// Table exceptions in force the trail does not record as they are.
+    exceptions_to_record: Vec<ExceptionRecord>,
+}
+
+#[derive(Clone)]
+struct HoldFacts {
+    scope: &'static str,
+    target: Option<String>,
+    item_key: Option<String>,
+    subject_hash: Option<String>,
+    placed_at: String,
+    detail: String,
+}
+
+#[derive(Clone)]
+struct ExceptionFacts {
+    target: String,
+    item_key: String,
+    until: String,
+    until_micros: i64,
+    item_expires_at: String,
+    granted_at: String,
+    detail: String,
+}
+
+fn same_hold(h: &HoldRecord, f: &HoldFacts) -> bool {
+    h.released_at.is_none()
+        && h.scope == f.scope
+        && h.target == f.target
+        && h.item_key == f.item_key
+        && h.subject_hash == f.subject_hash
+}
+
+/// Compares what protects items in the trail's hold and exception entries (`entries`, in
+/// order) with the holds and exceptions tables, by what they protect: a hold in force on
+/// the same thing, an exception in force on the same item until at least as late.
+fn differences(
     entries: &[Entry],
-) -> (
-    BTreeMap<String, ChainHold>,
-    BTreeMap<String, ChainException>,
-) {
-    let mut holds = BTreeMap::new();
-    let mut excs: BTreeMap<String, ChainException> = BTreeMap::new();
+    table_holds: &[HoldRecord],
+    table_excs: &[ExceptionRecord],
+) -> Differences {
+    let mut d = Differences::default();
+    let mut holds: BTreeMap<String, (HoldFacts, bool)> = BTreeMap::new();
+    let mut excs: BTreeMap<String, (ExceptionFacts, bool)> = BTreeMap::new();
     for e in entries {
         let b = &e.body;
         match b.action {
@@ -405,304 +442,210 @@ fn from_trail(
                 } else {
                     "target"
                 };
-                holds.insert(
-                    b.run_id.clone(),
-                    ChainHold {
-                        scope,
-                        target: non_empty(&b.target),
-                        item_key: non_empty(&b.item_key),
-                        subject_hash: b.subject_hash.clone(),
-                        released: false,
-                    },
-                );
+                let facts = HoldFacts {
+                    scope,
+                    target: non_empty(&b.target),
+                    item_key: non_empty(&b.item_key),
+                    subject_hash: b.subject_hash.clone(),
+                    placed_at: b.decided_at.clone(),
+                    detail: b.detail.clone(),
+                };
+                holds.insert(b.run_id.clone(), (facts, true));
             }
             Action::HoldReleased => {
                 if let Some(h) = holds.get_mut(&b.run_id) {
-                    h.released = true;
+                    h.1 = false;
                 }
             }
             Action::ExceptionGranted | Action::ExceptionRenewed => {
-                // A new exception supersedes the item's current one, as `grant_exception` does.
-                if let Some(cur) = excs.values_mut().find(|x| {
-                    x.target == b.target && x.item_key == b.item_key && !x.superseded && !x.revoked
-                }) {
-                    cur.superseded = true;
+                // A new exception supersedes the item's exception in force, as
+                // `grant_exception` does.
+                for (x, live) in excs.values_mut() {
+                    if x.target == b.target && x.item_key == b.item_key {
+                        *live = false;
+                    }
                 }
-                excs.insert(
-                    b.run_id.clone(),
-                    ChainException {
-                        target: b.target.clone(),
-                        item_key: b.item_key.clone(),
-                        until: b
-                            .window
-                            .strip_prefix("until ")
-                            .unwrap_or_default()
-                            .to_string(),
-                        revoked: false,
-                        superseded: false,
-                    },
-                );
+                let until = b
+                    .window
+                    .strip_prefix("until ")
+                    .unwrap_or_default()
+                    .to_string();
+                let until_micros = Timestamp::parse(&until).map_or(i64::MIN, |t| t.as_micros());
+                let facts = ExceptionFacts {
+                    target: b.target.clone(),
+                    item_key: b.item_key.clone(),
+                    until,
+                    until_micros,
+                    item_expires_at: b.expires_at.clone().unwrap_or_default(),
+                    granted_at: b.decided_at.clone(),
+                    detail: b.detail.clone(),
+                };
+                excs.insert(b.run_id.clone(), (facts, true));
             }
             Action::ExceptionRevoked => {
                 if let Some(x) = excs.get_mut(&b.run_id) {
-                    x.revoked = true;
+                    x.1 = false;
                 }
             }
             _ => {}
         }
     }
-    (holds, excs)
+    let live_table_excs: Vec<&ExceptionRecord> = table_excs
+        .iter()
+        .filter(|x| x.revoked_at.is_none() && x.superseded_by.is_none())
+        .collect();
+    for (id, (f, live)) in &holds {
+        if *live && !table_holds.iter().any(|h| same_hold(h, f)) {
+            d.trail_only.push(format!(
+                "hold {id} is in force in the trail but not in the holds table"
+            ));
+            d.holds_to_restore.push((id.clone(), f.clone()));
+        }
+    }
+    for h in table_holds.iter().filter(|h| h.released_at.is_none()) {
+        let recorded = holds.values().any(|(f, live)| *live && same_hold(h, f));
+        if !recorded {
+            d.tables_only.push(format!(
+                "hold {} is in force in the holds table but the trail does not record it",
+                h.id
+            ));
+            d.holds_to_record.push(h.clone());
+        }
+    }
+    for (id, (f, live)) in &excs {
+        let covered = live_table_excs.iter().any(|x| {
+            x.target == f.target && x.item_key == f.item_key && x.until_micros >= f.until_micros
+        });
+        if *live && !covered {
+            d.trail_only.push(format!(
+                "exception {id} is in force in the trail (until {}) but not in the exceptions table",
+                f.until
+            ));
+            d.exceptions_to_restore.push((id.clone(), f.clone()));
+        }
+    }
+    for x in &live_table_excs {
+        let recorded = excs.values().any(|(f, live)| {
+            *live
+                && f.target == x.target
+                && f.item_key == x.item_key
+                && f.until_micros >= x.until_micros
+        });
+        if !recorded {
+            d.tables_only.push(format!(
+                "exception {} is in force in the exceptions table (until {}) but the trail does not record it",
+                x.id, x.until
+            ));
+            d.exceptions_to_record.push((*x).clone());
+        }
+    }
+    d
 }
 
-/// Makes the holds and exceptions tables say what the trail says (the repair's part for
-/// them), in the caller's transaction: a hold or exception the trail records is put back
-/// (or its release, revocation or renewal), and one the trail never recorded is released
-/// or revoked. Returns what was changed, for the repair record.
-pub fn restore_from_trail(db: &mut crate::db::Db, entries: &[Entry]) -> Result<Vec<String>> {
+/// The repair's part for holds and exceptions, which only ever adds protection: whatever
+/// the trail has in force is put back in the tables (a row made again, a release or
+/// revocation undone), and whatever the tables have in force that the trail does not record
+/// is recorded in it (`record`: the entries to append). Nothing is released or revoked: the
+/// side that protects more wins. Returns what was changed, in words.
+pub fn cover_both_ways(
+    db: &mut crate::db::Db,
+    entries: &[Entry],
+    record: &mut Vec<Body>,
+    now: Timestamp,
+    run_id: &str,
+) -> Result<Vec<String>> {
+    let table_holds = holds_in(db)?;
+    let table_excs = exceptions_in(db, now)?;
+    let d = differences(entries, &table_holds, &table_excs);
     let mut changed = Vec::new();
-    let mut placed: BTreeMap<&str, &Entry> = BTreeMap::new();
-    let mut released: BTreeMap<&str, &Entry> = BTreeMap::new();
-    let mut granted: Vec<&Entry> = Vec::new();
-    let mut revoked: BTreeMap<&str, &Entry> = BTreeMap::new();
-    for e in entries {
-        match e.body.action {
-            Action::HoldPlaced => {
-                placed.insert(&e.body.run_id, e);
-            }
-            Action::HoldReleased => {
-                released.insert(&e.body.run_id, e);
-            }
-            Action::ExceptionGranted | Action::ExceptionRenewed => granted.push(e),
-            Action::ExceptionRevoked => {
-                revoked.insert(&e.body.run_id, e);
-            }
-            _ => {}
-        }
-    }
-    let (chain_holds, chain_excs) = from_trail(entries);
-    let table: Vec<(String, Option<String>)> = db
-        .query("SELECT id, released_at FROM holds", &[])?
-        .into_iter()
-        .map(|r| (r.text(0), r.opt_text(1)))
-        .collect();
     let restored = "(restored from the trail by audit repair)";
-    for (id, h) in &chain_holds {
-        let Some(p) = placed.get(id.as_str()) else {
-            continue;
-        };
-        let rel = released.get(id.as_str());
-        let n = db.execute(
-            "UPDATE holds SET scope = ?2, target = ?3, item_key = ?4, subject_hash = ?5, released_at = ?6, released_by = ?7, release_reason = ?8
-             WHERE id = ?1 AND NOT (scope = ?2 AND target IS NOT DISTINCT FROM ?3 AND item_key IS NOT DISTINCT FROM ?4 AND subject_hash IS NOT DISTINCT FROM ?5 AND (released_at IS NULL) = ?9)",
-            &vals![
-                id,
-                h.scope,
-                &h.target,
-                &h.item_key,
-                &h.subject_hash,
-                rel.map(|r| r.body.decided_at.clone()),
-                rel.map(|_| restored),
-                rel.map(|_| restored),
-                !h.released
-            ],
+    for (id, f) in &d.holds_to_restore {
+        let free = !table_holds.iter().any(|h| &h.id == id);
+        let row_id = if free { id.clone() } else { new_id("hold")? };
+        db.execute(
+            "INSERT INTO holds (id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &vals![&row_id, f.scope, &f.target, &f.item_key, &f.subject_hash, restored, &f.detail, restored, &f.placed_at],
         )?;
-        if n > 0 {
-            changed.push(format!("hold {id}: set back to what the trail records"));
-        }
-        if !table.iter().any(|(t, _)| t == id) {
-            db.execute(
-                "INSERT INTO holds (id, scope, target, item_key, subject_hash, case_id, reason, placed_by, placed_at, released_at, released_by, release_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                &vals![
-                    id,
-                    h.scope,
-                    &h.target,
-                    &h.item_key,
-                    &h.subject_hash,
-                    restored,
-                    &p.body.detail,
-                    restored,
-                    &p.body.decided_at,
-                    rel.map(|r| r.body.decided_at.clone()),
-                    rel.map(|_| restored),
-                    rel.map(|_| restored)
-                ],
-            )?;
-            changed.push(format!("hold {id}: put back from entry {}", p.seq));
+        changed.push(format!(
+            "hold {id}: put back in the holds table as {row_id}"
+        ));
+        if row_id != *id {
+            let mut b = event(now, Action::HoldPlaced, &row_id);
+            b.target = f.target.clone().unwrap_or_default();
+            b.item_key = f.item_key.clone().unwrap_or_default();
+            b.subject_hash = f.subject_hash.clone();
+            b.reason = "legal_hold".into();
+            b.detail = format!("hold {row_id} restores hold {id} (audit repair {run_id})");
+            record.push(b);
         }
     }
-    let at = crate::util::now().to_rfc3339();
-    for (id, rel) in &table {
-        if !chain_holds.contains_key(id) && rel.is_none() {
-            db.execute(
-                "UPDATE holds SET released_at = ?2, released_by = 'lethe audit repair', release_reason = 'never recorded in the trail' WHERE id = ?1",
-                &vals![id, &at],
-            )?;
-            changed.push(format!("hold {id}: never recorded in the trail, released"));
+    for (id, f) in &d.exceptions_to_restore {
+        let free = !table_excs.iter().any(|x| &x.id == id);
+        let row_id = if free { id.clone() } else { new_id("exc")? };
+        db.execute(
+            "INSERT INTO exceptions (id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            &vals![&row_id, &f.target, &f.item_key, &f.until, f.until_micros, &f.item_expires_at, restored, &f.detail, restored, &f.granted_at, 0i64],
+        )?;
+        changed.push(format!(
+            "exception {id}: put back in the exceptions table as {row_id}"
+        ));
+        if row_id != *id {
+            let mut b = event(now, Action::ExceptionRenewed, &row_id);
+            b.target = f.target.clone();
+            b.item_key = f.item_key.clone();
+            b.reason = "exception".into();
+            b.expires_at = Some(f.item_expires_at.clone());
+            b.window = format!("until {}", f.until);
+            b.detail =
+                format!("exception {row_id} restores exception {id} (audit repair {run_id})");
+            record.push(b);
         }
     }
-    let table_x: Vec<String> = db
-        .query("SELECT id FROM exceptions", &[])?
-        .into_iter()
-        .map(|r| r.text(0))
-        .collect();
-    for (renewal, g) in granted.iter().enumerate() {
-        let id = g.body.run_id.as_str();
-        let Some(x) = chain_excs.get(id) else {
-            continue;
-        };
-        let superseded_by = granted
-            .iter()
-            .skip(renewal + 1)
-            .find(|n| n.body.target == x.target && n.body.item_key == x.item_key)
-            .filter(|_| x.superseded)
-            .map(|n| n.body.run_id.clone());
-        let rev = revoked.get(id);
-        let until_micros = Timestamp::parse(&x.until)
-            .map(|t| t.as_micros())
-            .unwrap_or(0);
-        if table_x.iter().any(|t| t == id) {
-            let n = db.execute(
-                "UPDATE exceptions SET target = ?2, item_key = ?3, until = ?4, until_micros = ?5, superseded_by = ?6, revoked_at = ?7
-                 WHERE id = ?1 AND NOT (target = ?2 AND item_key = ?3 AND until = ?4 AND (superseded_by IS NULL) = ?8 AND (revoked_at IS NULL) = ?9)",
-                &vals![
-                    id,
-                    &x.target,
-                    &x.item_key,
-                    &x.until,
-                    until_micros,
-                    &superseded_by,
-                    rev.map(|r| r.body.decided_at.clone()),
-                    superseded_by.is_none(),
-                    rev.is_none()
-                ],
-            )?;
-            if n > 0 {
-                changed.push(format!(
-                    "exception {id}: set back to what the trail records"
-                ));
-            }
-        } else {
-            db.execute(
-                "INSERT INTO exceptions (id, target, item_key, until, until_micros, item_expires_at, owner, reason, granted_by, granted_at, renewal, superseded_by, revoked_at, revoked_by, revoke_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                &vals![
-                    id,
-                    &x.target,
-                    &x.item_key,
-                    &x.until,
-                    until_micros,
-                    g.body.expires_at.clone().unwrap_or_default(),
-                    restored,
-                    &g.body.detail,
-                    restored,
-                    &g.body.decided_at,
-                    0i64,
-                    &superseded_by,
-                    rev.map(|r| r.body.decided_at.clone()),
-                    rev.map(|_| restored),
-                    rev.map(|_| restored)
-                ],
-            )?;
-            changed.push(format!("exception {id}: put back from entry {}", g.seq));
-        }
+    for h in &d.holds_to_record {
+        let mut b = event(now, Action::HoldPlaced, &h.id);
+        b.target = h.target.clone().unwrap_or_default();
+        b.item_key = h.item_key.clone().unwrap_or_default();
+        b.subject_hash = h.subject_hash.clone();
+        b.reason = "legal_hold".into();
+        b.detail = format!(
+            "hold {} on {}, in force in the holds table, recorded by audit repair {run_id}; case {}: {}",
+            h.id, h.scope, h.case_id, h.reason
+        );
+        record.push(b);
+        changed.push(format!(
+            "hold {}: recorded in the trail as the holds table has it",
+            h.id
+        ));
     }
-    for id in &table_x {
-        if !chain_excs.contains_key(id) {
-            let n = db.execute(
-                "UPDATE exceptions SET revoked_at = ?2, revoked_by = 'lethe audit repair', revoke_reason = 'never recorded in the trail' WHERE id = ?1 AND revoked_at IS NULL",
-                &vals![id, &at],
-            )?;
-            if n > 0 {
-                changed.push(format!(
-                    "exception {id}: never recorded in the trail, revoked"
-                ));
-            }
-        }
+    for x in &d.exceptions_to_record {
+        let mut b = event(now, Action::ExceptionRenewed, &x.id);
+        b.target = x.target.clone();
+        b.item_key = x.item_key.clone();
+        b.reason = "exception".into();
+        b.expires_at = Some(x.item_expires_at.clone());
+        b.window = format!("until {}", x.until);
+        b.detail = format!(
+            "exception {} until {}, in force in the exceptions table, recorded by audit repair {run_id}",
+            x.id, x.until
+        );
+        record.push(b);
+        changed.push(format!(
+            "exception {}: recorded in the trail as the exceptions table has it",
+            x.id
+        ));
     }
     Ok(changed)
 }
 
-/// Where the holds and exceptions tables disagree with the trail's entries about them
-/// (`entries`: the trail's protection entries, in order). Empty when they agree.
+/// Where the holds and exceptions tables and the trail's entries about them differ, both
+/// ways (what verify reports). Empty when they protect the same things.
 pub fn disagreements(state: &mut State, entries: &[Entry]) -> Result<Vec<String>> {
     let table_holds = holds(state)?;
     let table_excs = exceptions(state, Timestamp::from_micros(0))?;
-    Ok(disagreements_with(entries, &table_holds, &table_excs))
-}
-
-fn disagreements_with(
-    entries: &[Entry],
-    table_holds: &[HoldRecord],
-    table_excs: &[ExceptionRecord],
-) -> Vec<String> {
-    let (chain_holds, chain_excs) = from_trail(entries);
-    let mut out = Vec::new();
-    for h in table_holds {
-        let row = ChainHold {
-            scope: match h.scope.as_str() {
-                "subject" => "subject",
-                "item" => "item",
-                _ => "target",
-            },
-            target: h.target.clone(),
-            item_key: h.item_key.clone(),
-            subject_hash: h.subject_hash.clone(),
-            released: h.released_at.is_some(),
-        };
-        match chain_holds.get(&h.id) {
-            None => out.push(format!(
-                "hold {} is in the holds table but was never recorded in the trail",
-                h.id
-            )),
-            Some(c) if c.released != row.released => out.push(format!(
-                "hold {} is {} in the holds table but {} in the trail",
-                h.id,
-                if row.released { "released" } else { "in force" },
-                if c.released { "released" } else { "in force" },
-            )),
-            Some(c) if *c != row => out.push(format!(
-                "hold {} covers something else in the holds table than in the trail",
-                h.id
-            )),
-            Some(_) => {}
-        }
-    }
-    for id in chain_holds.keys() {
-        if !table_holds.iter().any(|h| &h.id == id) {
-            out.push(format!(
-                "hold {id} is recorded in the trail but missing from the holds table"
-            ));
-        }
-    }
-    for x in table_excs {
-        let row = ChainException {
-            target: x.target.clone(),
-            item_key: x.item_key.clone(),
-            until: x.until.clone(),
-            revoked: x.revoked_at.is_some(),
-            superseded: x.superseded_by.is_some(),
-        };
-        match chain_excs.get(&x.id) {
-            None => out.push(format!(
-                "exception {} is in the exceptions table but was never recorded in the trail",
-                x.id
-            )),
-            Some(c) if *c != row => out.push(format!(
-                "exception {} differs between the exceptions table and the trail (item, until, revoked or renewed)",
-                x.id
-            )),
-            Some(_) => {}
-        }
-    }
-    for id in chain_excs.keys() {
-        if !table_excs.iter().any(|x| &x.id == id) {
-            out.push(format!(
-                "exception {id} is recorded in the trail but missing from the exceptions table"
-            ));
-        }
-    }
-    out
+    let d = differences(entries, &table_holds, &table_excs);
+    let mut out = d.trail_only;
+    out.extend(d.tables_only);
+    Ok(out)
 }
 
 /// Active holds and live exceptions, as the decision takes them: from the tables, after
@@ -712,11 +655,13 @@ pub fn protections(state: &mut State, now: Timestamp) -> Result<Protections> {
     let entries = state.protection_entries()?;
     let table_holds = holds(state)?;
     let table_excs = exceptions(state, now)?;
-    let disagree = disagreements_with(&entries, &table_holds, &table_excs);
-    if !disagree.is_empty() {
+    // The decision reads the tables: refused when they protect less than the trail. (When
+    // they protect more, more is kept; verify reports it.)
+    let d = differences(&entries, &table_holds, &table_excs);
+    if !d.trail_only.is_empty() {
         return Err(TrailBroken(format!(
             "the holds or exceptions kept beside the trail disagree with it ({}); no deletion is made on protections that cannot be trusted",
-            disagree.join("; ")
+            d.trail_only.join("; ")
         ))
         .into());
     }

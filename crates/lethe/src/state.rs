@@ -156,6 +156,10 @@ CREATE INDEX audit_protections ON audit(seq) WHERE action IN ('hold_placed', 'ho
     r#"
 ALTER TABLE pending ADD COLUMN identity TEXT;
 "#,
+    // Repair entries are read before every batch a sweep deletes (what they acknowledged).
+    r#"
+CREATE INDEX audit_repairs ON audit(seq) WHERE action = 'trail_repaired';
+"#,
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads
@@ -205,6 +209,11 @@ pub struct State {
     subjects_seen: std::collections::HashSet<(String, String)>,
     /// `[state] lease_ttl`, in seconds.
     pub lease_ttl_secs: i64,
+    /// Whether the key was there before this process opened the state (from key_env, or a
+    /// key file it did not make).
+    key_existed: bool,
+    /// The anchor outside the state's database: the last head this machine sealed.
+    head_path: PathBuf,
 }
 
 /// Held while holds and exceptions may not change (see [`State::lock_protections`]);
@@ -420,6 +429,42 @@ fn load_key(key_path: &Path, key_env: Option<&str>, create: bool) -> Result<Audi
         .map_err(|e| anyhow!("audit key file {}: {e}", key_path.display()))
 }
 
+/// The anchor's (seq, hash), if there is one; `Err` says why it cannot be trusted.
+fn read_anchor(path: &Path, key: &AuditKey) -> Result<Option<(i64, String)>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let unreadable = || format!("the head anchor {} is unreadable", path.display());
+    let mut parts = text.trim().splitn(3, ' ');
+    let (Some(seq), Some(hash), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(unreadable());
+    };
+    let seq = seq.parse::<i64>().map_err(|_| unreadable())?;
+    if key.seal(seq, hash, "anchor") != mac {
+        return Err(format!(
+            "the head anchor {} was not made with this audit key",
+            path.display()
+        ));
+    }
+    Ok(Some((seq, hash.to_string())))
+}
+
+/// Why the trail does not hold the anchored entry (seq, hash) unchanged, if it does not.
+fn anchor_mismatch(db: &mut Db, seq: i64, hash: &str) -> Result<Option<String>> {
+    let stored = db
+        .query_opt("SELECT hash FROM audit WHERE seq = ?1", &vals![seq])?
+        .map(|r| r.text(0));
+    Ok(match stored {
+        Some(h) if h == hash => None,
+        Some(_) => Some(format!(
+            "entry {seq}, which this machine sealed, is no longer the entry it sealed: the trail was rolled back or rewritten"
+        )),
+        None => Some(format!(
+            "this machine sealed the trail at entry {seq}, which the trail no longer has: it was rolled back to an older copy (with its older seal)"
+        )),
+    })
+}
+
 /// How an append treats the seal it extends.
 enum Sealing {
     /// The head must be the sealed head (every ordinary write).
@@ -595,6 +640,7 @@ impl State {
         let mut db = db;
         // A key is made only with a new state whose trail is still empty.
         let create_key = access == Access::Create && !trail_has_entries(&mut db);
+        let key_existed = key_env.is_some() || key_path.exists();
         let key = load_key(&key_path, key_env, create_key)?;
         let mut st = State {
             db,
@@ -607,6 +653,8 @@ impl State {
             key_env: key_env.map(str::to_string),
             subjects_seen: Default::default(),
             lease_ttl_secs: LEASE_TTL_SECS,
+            key_existed,
+            head_path: key_path.with_extension("head"),
         };
         st.migrate()?;
         if access != Access::Read {
@@ -794,8 +842,18 @@ impl State {
         } else {
             None
         };
+        let anchor = match sealing {
+            Sealing::Check => read_anchor(&self.head_path, &key).map_err(TrailBroken)?,
+            _ => None,
+        };
+        let mut sealed_head: Option<(i64, String)> = None;
         let append = |db: &mut Db| {
             guard(db)?;
+            if let Some((seq, hash)) = &anchor
+                && let Some(problem) = anchor_mismatch(db, *seq, hash)?
+            {
+                return Err(TrailBroken(problem).into());
+            }
             let (head_seq, head_hash) = read_head(db)?;
             let sealed_protections = match sealing {
                 Sealing::Check => match read_seal(db)? {
@@ -846,6 +904,7 @@ impl State {
                     p = audit::protections_link(&p, e.seq, &e.hash);
                 }
                 write_seal(db, &audit::Seal::new(&key, last.seq, &last.hash, &p))?;
+                sealed_head = Some((last.seq, last.hash.clone()));
             }
             change(db)
         };
@@ -856,6 +915,11 @@ impl State {
         }
         .context("Failed to append to the audit trail");
         drop(file_lock);
+        if done.is_ok()
+            && let Some((seq, hash)) = &sealed_head
+        {
+            self.write_anchor(*seq, hash);
+        }
         if done.is_ok() {
             // Remembered to skip them next time, within a bound: a run over millions of
             // people keeps a few megabytes, not a set of every one.
@@ -878,6 +942,42 @@ impl State {
         trail_has_entries(&mut self.db)
     }
 
+    /// What a state whose trail is empty has all the same, and a new one never has: a key
+    /// file it did not make, runs, registers, a seal, write-ahead records. Empty for a state
+    /// `lethe init` may start.
+    pub fn history(&mut self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        if self.key_existed && self.key_env.is_none() {
+            found.push("an audit key file made before".to_string());
+        }
+        if self.head_path.exists() {
+            found.push(format!("a head anchor ({})", self.head_path.display()));
+        }
+        for table in [
+            "audit_seal",
+            "runs",
+            "holds",
+            "exceptions",
+            "requests",
+            "batches_done",
+            "audit_subjects",
+            "leases",
+        ] {
+            let n = self
+                .db
+                .query_opt(&format!("SELECT COUNT(*) FROM {table}"), &[])?
+                .map(|r| r.int(0))
+                .unwrap_or(0);
+            if n > 0 {
+                found.push(format!("{n} row(s) in {table}"));
+            }
+        }
+        if !self.pending_store()?.targets()?.is_empty() {
+            found.push("write-ahead records".into());
+        }
+        Ok(found)
+    }
+
     /// Checks, cheaply, that the trail may be extended: its head is the sealed head, under
     /// this key. Every writing command calls it before it touches anything.
     pub fn check_head(&mut self) -> Result<()> {
@@ -895,11 +995,48 @@ impl State {
                     Some(p) => p.clone(),
                     None => protections_head(&mut self.db)?,
                 };
-                match seal.problem(&key, head_seq, &head_hash, &p) {
+                if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                    return Err(TrailBroken(problem).into());
+                }
+                match self.anchor_problem()? {
                     Some(problem) => Err(TrailBroken(problem).into()),
                     None => Ok(()),
                 }
             }
+        }
+    }
+
+    /// The anchor: the last head this machine sealed, kept beside the key, outside the
+    /// state's database (`<state>.head`), under the key's MAC. A state rolled back to an
+    /// older trail and its older seal (both valid) is caught by it: the trail must still hold
+    /// that entry, unchanged. `None` when there is no anchor or the trail holds it.
+    fn anchor_problem(&mut self) -> Result<Option<String>> {
+        match read_anchor(&self.head_path, &self.key) {
+            Err(problem) => Ok(Some(problem)),
+            Ok(None) => Ok(None),
+            Ok(Some((seq, hash))) => anchor_mismatch(&mut self.db, seq, &hash),
+        }
+    }
+
+    /// Records the head just sealed in the anchor (written whole, then renamed into place).
+    fn write_anchor(&self, seq: i64, hash: &str) {
+        let line = format!("{seq} {hash} {}\n", self.key.seal(seq, hash, "anchor"));
+        let mut tmp = self.head_path.clone().into_os_string();
+        tmp.push(format!(
+            ".tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let tmp = PathBuf::from(tmp);
+        let written = crate::util::create_private(&tmp)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(line.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &self.head_path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -911,13 +1048,36 @@ impl State {
         let mut out = Vec::new();
         let mut p = audit::GENESIS.to_string();
         let mut problem = None;
+        // Entries a repair acknowledged as altered stay as they were found; their stored
+        // hashes are in the sealed protections chain all the same.
+        let mut acknowledged = std::collections::HashSet::new();
+        self.db.query_each(
+            "SELECT detail FROM audit WHERE action = 'trail_repaired' ORDER BY seq",
+            &[],
+            |r| {
+                if let Ok(rec) = serde_json::from_str::<audit::RepairRecord>(&r.text(0)) {
+                    for tag in rec.acknowledged {
+                        if let Some(n) = tag
+                            .strip_prefix("altered ")
+                            .and_then(|n| n.parse::<i64>().ok())
+                        {
+                            acknowledged.insert(n);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
         let sql = format!(
             "SELECT {ENTRY_COLS} FROM audit WHERE action IN ({}) ORDER BY seq",
             protection_actions()
         );
         self.db.query_each(&sql, &[], |r| {
             let e = entry_from(&r);
-            if problem.is_none() && audit::entry_hash(&e.prev_hash, e.seq, &e.body) != e.hash {
+            if problem.is_none()
+                && !acknowledged.contains(&e.seq)
+                && audit::entry_hash(&e.prev_hash, e.seq, &e.body) != e.hash
+            {
                 problem = Some(format!(
                     "entry {} (a {}) does not match its hash: it was altered",
                     e.seq,
@@ -1017,9 +1177,13 @@ impl State {
         };
         let protections = v.protections().to_string();
         let entries = self.raw_protection_entries()?;
+        let mut record_after: Vec<Body> = Vec::new();
+        let now = crate::util::now();
         self.append_inner(vec![body], Sealing::Repair { protections }, |_| Ok(()), |db| {
-            // Holds and exceptions are the trail's: set back to what it records.
-            crate::registry::restore_from_trail(db, &entries)?;
+            // Holds and exceptions: only ever more protection. What the trail has in force
+            // goes back in the tables; what the tables have in force and the trail does not
+            // record is recorded just after the repair entry.
+            crate::registry::cover_both_ways(db, &entries, &mut record_after, now, run_id)?;
             // The subject index is the trail's: made again from it.
             db.execute("DELETE FROM audit_subjects", &[])?;
             db.execute(
@@ -1029,6 +1193,9 @@ impl State {
             Ok(())
         })?;
         self.subjects_seen.clear();
+        if !record_after.is_empty() {
+            self.append_with(record_after, |_| Ok(()))?;
+        }
         Ok(Some(record))
     }
 
@@ -1214,6 +1381,9 @@ impl State {
             }
         }
         problems.extend(self.derived_problems(&v)?);
+        if let Some(p) = self.anchor_problem()? {
+            problems.push(p);
+        }
         let (head_seq, head_hash) = v.head();
         let repairs = v
             .repairs

@@ -627,6 +627,7 @@ fn state_files_and_exports_are_private() {
         "state/lethe-state.db-shm",
         "state/lethe-state.db.pending",
         "state/lethe-state.db.key",
+        "state/lethe-state.db.head",
         "state/lethe-state.db.protections-lock",
         "access.json",
         "trail.jsonl",
