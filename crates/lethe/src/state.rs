@@ -535,6 +535,31 @@ fn read_head(db: &mut Db) -> Result<(i64, String)> {
     )
 }
 
+/// The trail's head and its seal, in one read.
+fn read_head_and_seal(db: &mut Db) -> Result<((i64, String), Option<audit::Seal>)> {
+    let row = db.query_opt(
+        "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1),
+                s.seq, s.hash, s.mac, s.protections, s.key_fingerprint
+         FROM (SELECT 1 AS one) AS lethe_one LEFT JOIN audit_seal s ON s.id = 1",
+        &[],
+    )?;
+    let Some(r) = row else {
+        return Ok(((0, audit::GENESIS.to_string()), None));
+    };
+    let head = match r.opt_text(1) {
+        Some(hash) => (r.int(0), hash),
+        None => (0, audit::GENESIS.to_string()),
+    };
+    let seal = r.opt_text(3).map(|hash| audit::Seal {
+        seq: r.int(2),
+        hash,
+        mac: r.text(4),
+        protections: r.opt_text(5),
+        key_fingerprint: r.text(6),
+    });
+    Ok((head, seal))
+}
+
 /// Writes the seal over a head.
 fn write_seal(db: &mut Db, seal: &audit::Seal) -> Result<()> {
     db.execute(
@@ -854,9 +879,9 @@ impl State {
             {
                 return Err(TrailBroken(problem).into());
             }
-            let (head_seq, head_hash) = read_head(db)?;
+            let ((head_seq, head_hash), seal) = read_head_and_seal(db)?;
             let sealed_protections = match sealing {
-                Sealing::Check => match read_seal(db)? {
+                Sealing::Check => match seal {
                     Some(seal) => {
                         let p = match &seal.protections {
                             Some(p) => p.clone(),
@@ -882,7 +907,7 @@ impl State {
                     }
                 },
                 Sealing::Create => {
-                    if head_seq != 0 || read_seal(db)?.is_some() {
+                    if head_seq != 0 || seal.is_some() {
                         return Err(anyhow!("the state already has a trail"));
                     }
                     audit::GENESIS.to_string()
@@ -982,8 +1007,8 @@ impl State {
     /// this key. Every writing command calls it before it touches anything.
     pub fn check_head(&mut self) -> Result<()> {
         let key = self.key.clone();
-        let (head_seq, head_hash) = read_head(&mut self.db)?;
-        match read_seal(&mut self.db)? {
+        let ((head_seq, head_hash), seal) = read_head_and_seal(&mut self.db)?;
+        match seal {
             None if head_seq == 0 => Err(TrailBroken(
                 "the trail is empty and unsealed: this state was not made by `lethe init`, or its entries and seal were removed"
                     .into(),
@@ -1091,8 +1116,8 @@ impl State {
         if let Some(problem) = problem {
             return Err(TrailBroken(problem).into());
         }
-        let (head_seq, head_hash) = read_head(&mut self.db)?;
-        match read_seal(&mut self.db)? {
+        let ((head_seq, head_hash), seal) = read_head_and_seal(&mut self.db)?;
+        match seal {
             Some(seal) => {
                 if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
                     return Err(TrailBroken(problem).into());
