@@ -188,6 +188,9 @@ impl std::fmt::Display for TrailBroken {
 
 impl std::error::Error for TrailBroken {}
 
+/// How often, at most, the head anchor is written while appends go on.
+const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// (subject, run) pairs a state remembers having written, at most.
 const SUBJECTS_SEEN_MAX: usize = 20_000;
 
@@ -214,6 +217,17 @@ pub struct State {
     key_existed: bool,
     /// The anchor outside the state's database: the last head this machine sealed.
     head_path: PathBuf,
+    /// A head sealed but not yet in the anchor, and when the anchor was last written: it is
+    /// written at most every few seconds (and when the state is closed), not on every
+    /// append: an anchor a little behind is still an entry the trail must hold.
+    anchor_due: Option<(i64, String)>,
+    anchor_written: std::time::Instant,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.flush_anchor();
+    }
 }
 
 /// Held while holds and exceptions may not change (see [`State::lock_protections`]);
@@ -680,6 +694,8 @@ impl State {
             lease_ttl_secs: LEASE_TTL_SECS,
             key_existed,
             head_path: key_path.with_extension("head"),
+            anchor_due: None,
+            anchor_written: std::time::Instant::now(),
         };
         st.migrate()?;
         if access != Access::Read {
@@ -941,9 +957,12 @@ impl State {
         .context("Failed to append to the audit trail");
         drop(file_lock);
         if done.is_ok()
-            && let Some((seq, hash)) = &sealed_head
+            && let Some(head) = sealed_head
         {
-            self.write_anchor(*seq, hash);
+            self.anchor_due = Some(head);
+            if self.anchor_written.elapsed() >= ANCHOR_EVERY {
+                self.flush_anchor();
+            }
         }
         if done.is_ok() {
             // Remembered to skip them next time, within a bound: a run over millions of
@@ -1040,6 +1059,14 @@ impl State {
             Err(problem) => Ok(Some(problem)),
             Ok(None) => Ok(None),
             Ok(Some((seq, hash))) => anchor_mismatch(&mut self.db, seq, &hash),
+        }
+    }
+
+    /// Writes the last head this process sealed, if not written yet, to the anchor.
+    pub fn flush_anchor(&mut self) {
+        if let Some((seq, hash)) = self.anchor_due.take() {
+            self.write_anchor(seq, &hash);
+            self.anchor_written = std::time::Instant::now();
         }
     }
 

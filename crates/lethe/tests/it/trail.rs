@@ -646,3 +646,38 @@ fn state_files_and_exports_are_private() {
     }
     assert!(checked >= 6);
 }
+
+#[test]
+fn a_replaced_or_missing_key_is_caught_on_a_postgres_state() {
+    let pg = PgCluster::start();
+    pg.create_db("state_key");
+    let d = Tmp::new("pg-key");
+    let st = State::Pg(pg.url("state_key"));
+    let cfg = setup(&d, &st);
+    // With a PostgreSQL state the key comes from a file beside the config, or key_env.
+    let key = d.path("lethe-state.key");
+    let good = std::fs::read_to_string(&key).unwrap();
+    let (code, v) = verify(&cfg);
+    assert_eq!(code, Some(0), "{v}");
+    std::fs::write(
+        &key,
+        "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
+    )
+    .unwrap();
+    let (code, v) = verify(&cfg);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["problems"].to_string().contains("key was replaced"),
+        "{v}"
+    );
+    let r = run(&cfg, &["sweep"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    std::fs::remove_file(&key).unwrap();
+    let r = run_raw(&cfg, &["audit", "verify"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    assert!(!key.exists(), "never made again");
+    std::fs::write(&key, good).unwrap();
+    let (code, v) = verify(&cfg);
+    assert_eq!(code, Some(0), "{v}");
+}
