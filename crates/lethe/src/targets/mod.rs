@@ -377,7 +377,16 @@ pub fn identity(target: &Target, base: &Path) -> String {
             ),
         },
         TargetKind::Filesystem(fs) => format!("fs:{}", canonical(&base.join(&fs.root)).display()),
-        TargetKind::ObjectStore(o) => format!("objects:{}", without_query(&o.url)),
+        // The endpoint is part of where a bucket is: two servers may each have `datasets`.
+        TargetKind::ObjectStore(o) => {
+            let endpoints: Vec<String> = o
+                .options
+                .iter()
+                .filter(|(k, _)| k.to_ascii_lowercase().contains("endpoint"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("objects:{}|{}", without_query(&o.url), endpoints.join(","))
+        }
         other => format!("{}:{}", other.type_name(), target.name),
     }
 }
