@@ -4,93 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use lethe_core::audit::{Action, Body, Entry, entry_hash};
+use lethe_core::audit::{Action, Entry, entry_hash};
+
+use crate::trail::{State, StateDb};
 use rusqlite::Connection;
 
 use crate::*;
 
-const COLS: &str = "seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash";
-
 /// The SQLite state opened directly, as an intruder would.
-struct StateDb(Connection);
-
-impl StateDb {
-    fn open(d: &Tmp) -> StateDb {
-        StateDb(Connection::open(d.path("state/lethe-state.db")).unwrap())
-    }
-
-    fn exec(&self, sql: &str) {
-        self.0.execute_batch(sql).unwrap();
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.0.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    fn entries(&self) -> Vec<Entry> {
-        let mut st = self
-            .0
-            .prepare(&format!("SELECT {COLS} FROM audit ORDER BY seq"))
-            .unwrap();
-        st.query_map([], |r| {
-            let t = |i: usize| -> rusqlite::Result<String> {
-                Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
-            };
-            Ok(Entry {
-                seq: r.get(0)?,
-                body: Body {
-                    decided_at: t(1)?,
-                    run_id: t(2)?,
-                    action: Action::parse(&t(3)?).unwrap(),
-                    target: t(4)?,
-                    item_key: t(5)?,
-                    category: t(6)?,
-                    reason: t(7)?,
-                    window: t(8)?,
-                    expires_at: r.get(9)?,
-                    subject_hash: r.get(10)?,
-                    detail: t(11)?,
-                },
-                prev_hash: t(12)?,
-                hash: t(13)?,
-            })
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-    }
-
-    /// Replaces the whole trail with `entries`, as given (no hash is made here).
-    fn write(&mut self, entries: &[Entry]) {
-        let tx = self.0.transaction().unwrap();
-        tx.execute("DELETE FROM audit", []).unwrap();
-        for e in entries {
-            let b = &e.body;
-            tx.execute(
-                &format!(
-                    "INSERT INTO audit ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                ),
-                rusqlite::params![
-                    e.seq,
-                    b.decided_at,
-                    b.run_id,
-                    b.action.as_str(),
-                    b.target,
-                    b.item_key,
-                    b.category,
-                    b.reason,
-                    b.window,
-                    b.expires_at,
-                    b.subject_hash,
-                    b.detail,
-                    e.prev_hash,
-                    e.hash
-                ],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+fn open_state(d: &Tmp) -> StateDb {
+    StateDb::open(&State::Lite(d.path("state/lethe-state.db")))
 }
 
 /// Re-hashes the chain from entry index `from` on, keeping seqs (anyone can, without the key).
@@ -187,7 +110,7 @@ fn review_exception_until_micros_edit_deletes_the_excepted_item() {
         ],
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let db = StateDb::open(&d);
+    let mut db = open_state(&d);
     db.exec("UPDATE exceptions SET until_micros = 0");
     let r = run(&cfg, &["sweep", "--apply"]);
     assert!(
@@ -211,21 +134,25 @@ fn review_rollback_to_an_old_seal_hides_a_later_hold() {
     let cfg = training_config(&d);
     let r = run(&cfg, &["sweep"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let db = StateDb::open(&d);
+    let mut db = open_state(&d);
     let n = db.count("SELECT MAX(seq) FROM audit");
     let (seq, hash, mac, prot, fp): (i64, String, String, Option<String>, String) =
-        db.0.query_row(
-            "SELECT seq, hash, mac, protections, key_fingerprint FROM audit_seal",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .unwrap();
+        Connection::open(d.path("state/lethe-state.db"))
+            .unwrap()
+            .query_row(
+                "SELECT seq, hash, mac, protections, key_fingerprint FROM audit_seal",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
     hold_item(&cfg, "2");
     // the intruder rolls the state back to the copy
     db.exec(&format!(
         "DELETE FROM audit WHERE seq > {n}; DELETE FROM holds;"
     ));
-    db.0.execute(
+    Connection::open(d.path("state/lethe-state.db"))
+        .unwrap()
+        .execute(
         "UPDATE audit_seal SET seq = ?1, hash = ?2, mac = ?3, protections = ?4, key_fingerprint = ?5",
         rusqlite::params![seq, hash, mac, prot, fp],
     )
@@ -249,7 +176,7 @@ fn review_rollback_to_an_old_seal_hides_a_later_hold() {
 fn review_repair_honours_a_forged_hold_release() {
     let d = Tmp::new("rv-repair-forged");
     let cfg = setup(&d);
-    let mut db = StateDb::open(&d);
+    let mut db = open_state(&d);
     let mut es = db.entries();
     let placed = es
         .iter()
@@ -286,7 +213,7 @@ fn review_repair_honours_a_forged_hold_release() {
 fn review_repair_of_a_cut_hold_entry_releases_it_and_never_recovers() {
     let d = Tmp::new("rv-repair-cut");
     let cfg = setup(&d);
-    let mut db = StateDb::open(&d);
+    let mut db = open_state(&d);
     let mut es = db.entries();
     es.retain(|e| e.body.action != Action::HoldPlaced);
     db.write(&es);
@@ -317,7 +244,7 @@ fn review_an_entry_broken_before_a_repair_can_be_rewritten_after_it() {
     for link in [true, false] {
         let d = Tmp::new("rv-after-repair");
         let cfg = setup(&d);
-        let mut db = StateDb::open(&d);
+        let mut db = open_state(&d);
         let mut es = db.entries();
         let i = es
             .iter()
@@ -356,7 +283,7 @@ fn review_an_entry_broken_before_a_repair_can_be_rewritten_after_it() {
 fn review_a_repaired_altered_hold_entry_blocks_sweeps_for_good() {
     let d = Tmp::new("rv-stuck");
     let cfg = setup(&d);
-    let mut db = StateDb::open(&d);
+    let mut db = open_state(&d);
     let mut es = db.entries();
     let i = es
         .iter()
@@ -386,7 +313,7 @@ fn review_a_repaired_altered_hold_entry_blocks_sweeps_for_good() {
 fn review_init_on_a_wiped_state_starts_a_clean_trail() {
     let d = Tmp::new("rv-wiped");
     let cfg = setup(&d);
-    let db = StateDb::open(&d);
+    let mut db = open_state(&d);
     db.exec(
         "DELETE FROM audit; DELETE FROM audit_seal; DELETE FROM holds; DELETE FROM audit_subjects;",
     );

@@ -10,7 +10,7 @@ use crate::pg::PgCluster;
 use crate::*;
 
 /// A state's database, opened directly as an intruder would.
-enum StateDb {
+pub enum StateDb {
     Lite(rusqlite::Connection),
     Pg(postgres::Client),
 }
@@ -18,28 +18,28 @@ enum StateDb {
 const COLS: &str = "seq, decided_at, run_id, action, target, item_key, category, reason, policy_window, expires_at, subject_hash, detail, prev_hash, hash";
 
 impl StateDb {
-    fn open(state: &State) -> StateDb {
+    pub fn open(state: &State) -> StateDb {
         match state {
             State::Lite(p) => StateDb::Lite(rusqlite::Connection::open(p).unwrap()),
             State::Pg(url) => StateDb::Pg(postgres::Client::connect(url, postgres::NoTls).unwrap()),
         }
     }
 
-    fn exec(&mut self, sql: &str) {
+    pub fn exec(&mut self, sql: &str) {
         match self {
             StateDb::Lite(c) => c.execute_batch(sql).unwrap(),
             StateDb::Pg(c) => c.batch_execute(sql).unwrap(),
         }
     }
 
-    fn count(&mut self, sql: &str) -> i64 {
+    pub fn count(&mut self, sql: &str) -> i64 {
         match self {
             StateDb::Lite(c) => c.query_row(sql, [], |r| r.get(0)).unwrap(),
             StateDb::Pg(c) => c.query_one(sql, &[]).unwrap().get(0),
         }
     }
 
-    fn entries(&mut self) -> Vec<Entry> {
+    pub fn entries(&mut self) -> Vec<Entry> {
         let sql = format!("SELECT {COLS} FROM audit ORDER BY seq");
         let texts: Vec<(i64, Vec<Option<String>>)> = match self {
             StateDb::Lite(c) => {
@@ -94,7 +94,7 @@ impl StateDb {
     }
 
     /// Replaces the whole trail with `entries`, as stored (no hash is made here).
-    fn write(&mut self, entries: &[Entry]) {
+    pub fn write(&mut self, entries: &[Entry]) {
         let ins = format!(
             "INSERT INTO audit ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
@@ -170,7 +170,7 @@ fn recompute(entries: &mut [Entry]) {
     }
 }
 
-enum State {
+pub enum State {
     Lite(PathBuf),
     Pg(String),
 }
