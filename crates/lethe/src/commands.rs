@@ -1,6 +1,5 @@
 //! One function per command: load what it needs, act, print, and choose the exit status.
 
-use crate::outln;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,12 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use lethe_core::config::{DEFAULT_CONFIG, Target, TargetKind};
 
-use crate::engine::{self, Job, SweepOptions};
-use crate::settings::{self, Loaded};
-use crate::state::{Access, Filter, State};
-use crate::targets::{open_source, roots_for};
-use crate::util::{UsageError, now};
 use crate::{AuditCommand, Cli, Command, ExportFormat, SweepArgs, output, requests};
+use lethe_ops::engine::{self, Job, SweepOptions};
+use lethe_ops::settings::{self, Loaded};
+use lethe_ops::state::{Access, Filter, State};
+use lethe_ops::targets::{open_source, roots_for};
+use lethe_ops::util::{UsageError, now};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -99,7 +98,7 @@ pub fn open_state(loaded: &Loaded, access: Access) -> Result<State> {
                 t.name, t.line
             ),
         };
-        return Err(crate::util::ConfigProblems {
+        return Err(lethe_ops::util::ConfigProblems {
             message: format!("{}:{problem}", loaded.path.display()),
             problems: vec![problem],
         }
@@ -128,7 +127,12 @@ pub fn refuse_dropped_pending(state: &State, loaded: &Loaded) -> Result<()> {
         .config
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), crate::targets::identity(t, &loaded.base)))
+        .map(|t| {
+            (
+                t.name.as_str(),
+                lethe_ops::targets::identity(t, &loaded.base),
+            )
+        })
         .collect();
     let mut lost = Vec::new();
     for f in store.targets()? {
@@ -194,7 +198,7 @@ pub fn init_state(loaded: &Loaded) -> Result<(State, bool)> {
         // never started again as if new.
         let history = state.history()?;
         if !history.is_empty() {
-            return Err(crate::state::TrailBroken(format!(
+            return Err(lethe_ops::state::TrailBroken(format!(
                 "the trail at {} is empty, but the state was used before ({}): its entries were removed. `lethe audit verify` reports it; `lethe init` does not start it again",
                 state.location,
                 history.join(", ")
@@ -203,7 +207,7 @@ pub fn init_state(loaded: &Loaded) -> Result<(State, bool)> {
         }
         let body = lethe_core::audit::Body {
             decided_at: now().to_rfc3339(),
-            run_id: crate::state::new_id("init")?,
+            run_id: lethe_ops::state::new_id("init")?,
             action: lethe_core::audit::Action::TrailCreated,
             target: String::new(),
             item_key: String::new(),
@@ -430,7 +434,7 @@ pub fn state_in_targets(loaded: &Loaded) -> Vec<(&Target, String)> {
     const WHY: &str = "keep the state in a database of its own (a sweep would wait on its own \
                        locks, or delete Lethe's own records)";
     let state = &loaded.config.state.url;
-    let state_files: Vec<PathBuf> = crate::state::sqlite_path(state, &loaded.base)
+    let state_files: Vec<PathBuf> = lethe_ops::state::sqlite_path(state, &loaded.base)
         .map(|p| {
             // The state's own second database, beside it (state.rs, `<state>.pending`).
             let mut pending = p.clone().into_os_string();
@@ -447,7 +451,7 @@ pub fn state_in_targets(loaded: &Loaded) -> Vec<(&Target, String)> {
             let TargetKind::Sql(s) = &t.kind else {
                 return false;
             };
-            match crate::state::sqlite_path(&s.url, &loaded.base) {
+            match lethe_ops::state::sqlite_path(&s.url, &loaded.base) {
                 Some(file) => state_files.iter().any(|st| same_file(st, &file)),
                 None => state_pg
                     .as_ref()
@@ -702,8 +706,8 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
                 )
                 .into());
             }
-            let by = crate::registry::actor(by.as_deref());
-            let run_id = crate::state::new_id("repair")?;
+            let by = lethe_ops::registry::actor(by.as_deref());
+            let run_id = lethe_ops::state::new_id("repair")?;
             let record = state.repair(&by, reason, &run_id)?;
             if json {
                 output::json(&serde_json::json!({
@@ -812,7 +816,7 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
         } => {
             let mut w: Box<dyn Write> = match out {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    crate::util::create_private(p)
+                    lethe_ops::util::create_private(p)
                         .with_context(|| format!("Failed to create {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),

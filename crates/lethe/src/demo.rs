@@ -2,7 +2,6 @@
 //! written the way SQLAlchemy writes them on SQLite), a few traps a real store has, a
 //! lethe.toml, and a dry-run sweep over it all. No network, nothing else to set up.
 
-use crate::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,8 +10,8 @@ use lethe_core::time::{Duration, Timestamp};
 use rusqlite::{Connection, params};
 
 use crate::SweepArgs;
-use crate::engine::DEFAULT_BATCH;
-use crate::util::now;
+use lethe_ops::engine::DEFAULT_BATCH;
+use lethe_ops::util::now;
 
 const MARKER: &str = ".lethe-demo";
 
@@ -214,7 +213,7 @@ fn read_dir(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>> {
 /// (by name) are removed. Anything else in it is refused, named, and nothing is removed: a
 /// rerun never deletes a file the user put there.
 fn prepare_dir(dir: &Path) -> Result<()> {
-    let usage = |m: String| -> anyhow::Error { crate::util::UsageError(m).into() };
+    let usage = |m: String| -> anyhow::Error { lethe_ops::util::UsageError(m).into() };
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => {
             return Err(usage(format!(
@@ -354,13 +353,13 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
     let config = dir.join("lethe.toml");
     std::fs::write(&config, config_text())?;
 
-    let loaded = crate::settings::load(Some(&config))?;
+    let loaded = lethe_ops::settings::load(Some(&config))?;
     crate::commands::init_state(&loaded)?;
     let args = SweepArgs {
         apply: false,
         targets: Vec::new(),
         batch_size: DEFAULT_BATCH as u32,
-        rows_per_commit: crate::engine::DEFAULT_ROWS_PER_COMMIT as u32,
+        rows_per_commit: lethe_ops::engine::DEFAULT_ROWS_PER_COMMIT as u32,
         no_progress: true,
     };
     let report = crate::commands::sweep(&loaded, &args)?;

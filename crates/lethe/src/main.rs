@@ -1,26 +1,28 @@
 //! `lethe`: the command line. Parses arguments, loads the config, runs one command, and maps
 //! the outcome to an exit status: 0 done, 1 ran but something failed, 2 bad usage or config.
 
-mod auditor;
+/// `println!` that does not panic when stdout is closed (`lethe audit log | head`): what
+/// could not be printed is dropped, as a reader that left wanted.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod commands;
-mod db;
 mod demo;
-mod engine;
-mod files;
 mod output;
-mod registry;
 mod requests;
-mod settings;
-mod state;
-mod targets;
-mod util;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::util::{ConfigProblems, UsageError};
+use lethe_ops::engine;
+use lethe_ops::util::{ConfigProblems, UsageError};
 
 /// What `--version` prints: a build with the crash tests' hook says so, so that such a build
 /// is never mistaken for one to run (and the crash tests can tell they have one).

@@ -1,6 +1,5 @@
 //! What people read: sweep summaries and audit entries as aligned tables, or JSON.
 
-use crate::outln;
 use std::path::Path;
 
 use anyhow::Result;
@@ -8,7 +7,7 @@ use lethe_core::audit::Entry;
 use lethe_core::config::ConfigError;
 use serde::Serialize;
 
-use crate::engine::SweepReport;
+use lethe_ops::engine::SweepReport;
 
 /// Set once a JSON document has been printed: `--json` prints one document, so an error
 /// after it is told on stderr only.

@@ -1,7 +1,6 @@
 //! Commands for people rather than schedules: erasure and access requests, legal holds and
 //! the exception register.
 
-use crate::outln;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -11,14 +10,14 @@ use lethe_core::expiry::{self, Facts};
 use lethe_core::time::{Duration, Timestamp};
 
 use crate::commands::{open_state, preflight};
-use crate::engine::{self, Job, SweepOptions};
-use crate::files::Roots;
-use crate::registry::{self, NewException, NewHold};
-use crate::settings::Loaded;
-use crate::state::{Access, Filter, State};
-use crate::targets::{Key, Row, open_source};
-use crate::util::{UsageError, now};
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
+use lethe_ops::engine::{self, Job, SweepOptions};
+use lethe_ops::files::Roots;
+use lethe_ops::registry::{self, NewException, NewHold};
+use lethe_ops::settings::Loaded;
+use lethe_ops::state::{Access, Filter, State};
+use lethe_ops::targets::{Key, Row, open_source};
+use lethe_ops::util::{UsageError, now};
 
 /// Days before a deadline at which `erase list` starts flagging a request.
 const NEAR_DEADLINE_DAYS: i64 = 7;
@@ -345,7 +344,7 @@ pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> 
     )?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::io::BufWriter::new(
-            crate::util::create_private(p)
+            lethe_ops::util::create_private(p)
                 .with_context(|| format!("Failed to create {}", p.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),

@@ -42,16 +42,6 @@ pub fn now() -> Timestamp {
     Timestamp::from_micros(micros)
 }
 
-/// `println!` that does not panic when stdout is closed (`lethe audit log | head`): what
-/// could not be printed is dropped, as a reader that left wanted.
-#[macro_export]
-macro_rules! outln {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
 /// Creates (or truncates) a file only its owner can read and write (0600): the state, its
 /// write-ahead record, exports of the trail and of a person's data hold what nobody else
 /// should read. An existing file keeps its mode.
