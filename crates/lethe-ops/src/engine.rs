@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::auditor::Auditor;
 use crate::files::{FileState, OwnedFile, Roots};
 use crate::state::{Lease, PendingStore, State};
-use crate::targets::{Key, Row, SqlTable, open_source, roots_for};
+use crate::targets::{Connector, Deletion, Key, Lookup, Row, answers, open_source, roots_for};
 
 pub const DEFAULT_BATCH: usize = 5_000;
 /// Rows deleted per target transaction by default (several batches).
@@ -223,7 +223,7 @@ struct Sweeper<'a> {
     auditor: Auditor,
     pending: PendingStore,
     target: &'a Target,
-    table: Box<dyn SqlTable>,
+    table: Box<dyn Connector>,
     roots: Roots,
     /// Active holds and exceptions, read again before every batch is judged: a hold whose
     /// command has returned protects every batch planned after it.
@@ -529,10 +529,14 @@ impl Sweeper<'_> {
             .filter(|d| d.outcome.is_ok())
             .map(|d| d.item.k.clone())
             .collect();
+        // Deleted only by the connector's own word for each key: an answer list of the
+        // wrong length is no answer for any of them.
         let deleted = if keys.is_empty() {
             Ok(Vec::new())
         } else {
-            self.table.delete_each(&keys)
+            self.table
+                .delete(&keys)
+                .and_then(|each| answers("delete", &keys, each))
         };
         match deleted {
             Ok(each) => {
@@ -540,8 +544,8 @@ impl Sweeper<'_> {
                 let mut each = each.into_iter();
                 for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
                     match each.next() {
-                        Some(Ok(())) => self.report.deleted += 1,
-                        Some(Err(e)) => d.outcome = Err(format!("delete failed: {e}")),
+                        Some(Deletion::Deleted | Deletion::AlreadyGone) => self.report.deleted += 1,
+                        Some(Deletion::Failed(e)) => d.outcome = Err(format!("delete failed: {e}")),
                         None => d.outcome = Err("delete failed: no answer for this item".into()),
                     }
                 }
@@ -753,16 +757,43 @@ impl Sweeper<'_> {
             let job_erasure = self.erasure;
             self.erasure = was_erasure;
             self.table.begin()?;
-            let rows = match self.table.fetch(&keys) {
+            let looked = self
+                .table
+                .lookup(&keys)
+                .and_then(|each| answers("lookup", &keys, each));
+            let looked = match looked {
                 Ok(r) => r,
                 Err(e) => {
                     self.table.rollback();
-                    return Err(e);
+                    return Err(e.context(format!(
+                        "pending batch {id} of run {old_run} could not be looked up; it stays pending and the next run tries again"
+                    )));
                 }
             };
-            let present: HashSet<Key> = rows.iter().filter_map(|r| r.key.clone().ok()).collect();
+            // Gone only by the store's word: an item it cannot speak of keeps the whole
+            // batch pending (recorded neither deleted nor failed on a guess).
+            if let Some((k, why)) = keys.iter().zip(&looked).find_map(|(k, l)| match l {
+                Lookup::Unknown(why) => Some((k, why)),
+                _ => None,
+            }) {
+                self.table.rollback();
+                anyhow::bail!(
+                    "pending batch {id} of run {old_run}: item {k} could not be looked up ({why}); the batch stays pending and the next run tries again"
+                );
+            }
+            let mut rows = Vec::new();
+            let mut gone: HashSet<Key> = HashSet::new();
+            for (k, l) in keys.iter().zip(looked) {
+                match l {
+                    Lookup::Found(row) => rows.push(row),
+                    Lookup::Gone => {
+                        gone.insert(k.clone());
+                    }
+                    Lookup::Unknown(_) => {}
+                }
+            }
             let mut entries = Vec::new();
-            for item in items.into_iter().filter(|i| !present.contains(&i.k)) {
+            for item in items.into_iter().filter(|i| gone.contains(&i.k)) {
                 let mut b = self.body(&item.k.to_string(), Action::Deleted, item.s);
                 b.expires_at = item.e;
                 b.window = item.w;
@@ -814,6 +845,10 @@ impl Sweeper<'_> {
                 txn_started = Instant::now();
             }
             let rows = match self.subject {
+                Some(_) if !self.table.capabilities().subjects => Err(anyhow::anyhow!(
+                    "target {} cannot find a subject's items",
+                    self.target.name
+                )),
                 Some(subject) => self.table.of_subject(subject, batch),
                 None => self.table.candidates(self.now, batch),
             };
@@ -1135,7 +1170,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         identity: crate::targets::identity(target, ctx.base),
     };
     let batch = ctx.opts.batch.max(1);
-    let rows_per_commit = if s.table.commit_every_batch() {
+    let rows_per_commit = if !s.table.capabilities().transactions {
         batch
     } else {
         ctx.opts.rows_per_commit
@@ -1167,7 +1202,7 @@ pub fn formats(target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
 }
 
 /// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.
-pub fn count_due(table: &mut dyn SqlTable, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
+pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
     let none = Protections::default();
     let (created_at_format, expires_at_format) = formats(target);
     let (mut due, mut bad) = (0u64, 0u64);

@@ -16,7 +16,7 @@ use lethe_ops::files::Roots;
 use lethe_ops::registry::{self, NewException, NewHold};
 use lethe_ops::settings::Loaded;
 use lethe_ops::state::{Access, Filter, State};
-use lethe_ops::targets::{Key, Row, open_source};
+use lethe_ops::targets::{Key, Lookup, Row, answers, open_source};
 use lethe_ops::util::{UsageError, now};
 
 /// Days before a deadline at which `erase list` starts flagging a request.
@@ -115,11 +115,28 @@ fn find_item(loaded: &Loaded, t: &Target, key: &str) -> Result<Row> {
     let mut table = source?;
     let keys = Key::readings(key);
     let shown: Vec<String> = keys.iter().map(Key::to_string).collect();
-    table
-        .fetch(&keys)?
-        .into_iter()
-        .find(|r| matches!(&r.key, Ok(k) if shown.contains(&k.to_string())))
-        .ok_or_else(|| usage(format!("target {} has no item with key {key:?}", t.name)))
+    let looked = answers("lookup", &keys, table.lookup(&keys)?)?;
+    let mut unknown = None;
+    for l in looked {
+        match l {
+            Lookup::Found(r) if matches!(&r.key, Ok(k) if shown.contains(&k.to_string())) => {
+                return Ok(r);
+            }
+            Lookup::Found(_) | Lookup::Gone => {}
+            Lookup::Unknown(why) => unknown = Some(why),
+        }
+    }
+    match unknown {
+        // The store could not say: never reported as "no such item".
+        Some(why) => Err(anyhow::anyhow!(
+            "target {}: the item with key {key:?} could not be looked up: {why}",
+            t.name
+        )),
+        None => Err(usage(format!(
+            "target {} has no item with key {key:?}",
+            t.name
+        ))),
+    }
 }
 
 /// `--until`: a date means through the end of that day (UTC); a time means that instant.

@@ -19,7 +19,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use lethe_core::config::{FsTarget, path_glob};
 use lethe_core::time::Timestamp;
 
-use super::{Key, Row, SqlTable, Value};
+use super::{Capabilities, Connector, Deletion, Key, Lookup, Row, Value};
 
 pub struct FsTree {
     /// The root as resolved when opened; rows name files under it.
@@ -114,7 +114,7 @@ impl FsTree {
     }
 }
 
-impl SqlTable for FsTree {
+impl Connector for FsTree {
     fn check_schema(&mut self) -> Result<Vec<String>> {
         match std::fs::symlink_metadata(&self.root) {
             Ok(m) if m.is_dir() => Ok(Vec::new()),
@@ -126,21 +126,13 @@ impl SqlTable for FsTree {
         }
     }
 
-    fn index_warnings(&mut self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-
-    fn key_range(&mut self) -> Option<(i64, i64)> {
-        None
-    }
-
-    fn count(&mut self) -> Result<u64> {
+    fn count(&mut self) -> Result<Option<u64>> {
         let mut n = 0u64;
         let mut walk = self.restart();
         loop {
             let rows = walk.candidates(Timestamp::from_micros(0), 10_000)?;
             if rows.is_empty() {
-                return Ok(n);
+                return Ok(Some(n));
             }
             n += rows.len() as u64;
         }
@@ -241,50 +233,42 @@ impl SqlTable for FsTree {
         Ok(out)
     }
 
-    fn of_subject(&mut self, _subject: &str, _limit: usize) -> Result<Vec<Row>> {
-        Ok(Vec::new())
+    /// A file is found while it is a regular file under the root; gone only when the
+    /// system says no such file. Anything else (unreadable directory, a directory or link
+    /// in its place) is unknown, never taken for gone.
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let rel = k.to_string();
+                let plain = !rel.is_empty()
+                    && Path::new(&rel)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !plain {
+                    return Lookup::Unknown(format!("{rel:?} is not a path under the root"));
+                }
+                match std::fs::symlink_metadata(self.root.join(&rel)) {
+                    Ok(meta) if meta.is_file() => Lookup::Found(self.row(&rel, &meta)),
+                    Ok(_) => Lookup::Unknown(format!(
+                        "{rel} is no longer a regular file under {}",
+                        self.root.display()
+                    )),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lookup::Gone,
+                    Err(e) => Lookup::Unknown(format!("{rel}: {e}")),
+                }
+            })
+            .collect())
     }
 
-    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
-        let mut out = Vec::new();
-        for k in keys {
-            let rel = k.to_string();
-            if let Ok(meta) = std::fs::symlink_metadata(self.root.join(&rel))
-                && meta.is_file()
-            {
-                out.push(self.row(&rel, &meta));
-            }
-        }
-        Ok(out)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
-
-    fn commit_every_batch(&self) -> bool {
-        true
-    }
-
-    fn begin(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn rollback(&mut self) {}
 
     /// The files themselves were removed as the items' owned files: the engine hands over
     /// only items whose file removal succeeded.
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
-        Ok(vec![Ok(()); keys.len()])
-    }
-
-    fn export_subject(
-        &mut self,
-        _subject_col: &str,
-        _subject: &str,
-        _each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
-    ) -> Result<()> {
-        Ok(())
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
+        Ok(vec![Deletion::Deleted; keys.len()])
     }
 }
 

@@ -191,7 +191,11 @@ pub trait Deleter {
 /// down to the refusing rows, so one row never keeps the rest of its group. Rows locked by
 /// someone else for longer than the lock timeout are reported busy, not waited for.
 /// `Err` only when the transaction itself is lost.
-pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Deletion>> {
+    let as_deletion = |r: Result<(), String>| match r {
+        Ok(()) => Deletion::Deleted,
+        Err(why) => Deletion::Failed(why),
+    };
     let mut out: Vec<Option<Result<(), String>>> = vec![None; keys.len()];
     // The whole group first, as it comes: almost always every row goes at once.
     d.savepoint()?;
@@ -199,7 +203,10 @@ pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<
         Ok(removed) => {
             d.release()?;
             let gone = removed.keys();
-            return Ok(keys.iter().map(|k| removed.outcome(k, &gone)).collect());
+            return Ok(keys
+                .iter()
+                .map(|k| as_deletion(removed.outcome(k, &gone)))
+                .collect());
         }
         Err(e) => {
             d.rollback_to()
@@ -211,7 +218,7 @@ pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Result<
     }
     Ok(out
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(NOT_CONFIRMED.to_string())))
+        .map(|o| as_deletion(o.unwrap_or_else(|| Err(NOT_CONFIRMED.to_string()))))
         .collect())
 }
 
@@ -280,24 +287,123 @@ fn refused(
     delete_group(d, keys, right, out)
 }
 
-/// A table that holds a target's items, on SQLite or PostgreSQL.
-pub trait SqlTable {
-    /// The table and every configured column exist with usable types.
-    fn check_schema(&mut self) -> Result<Vec<String>>;
-    /// Columns that sweeps or erasures filter on but no index covers, with the fix.
-    fn index_warnings(&mut self) -> Result<Vec<String>>;
-    /// The smallest and largest key when keys are integers, to show progress.
-    fn key_range(&mut self) -> Option<(i64, i64)>;
-    fn count(&mut self) -> Result<u64>;
-    /// The next rows that may be due at `now`. The connector keeps its own place: each call
-    /// goes on where the last one stopped (whatever the rows' keys), until it returns fewer
-    /// than `limit`. Rows whose key cannot be named come back with a `problem`.
+/// What a connector says of one key it was asked to look up.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// The item is there, as it reads now.
+    Found(Row),
+    /// The store says no such item exists (no row, no file, a 404).
+    Gone,
+    /// The store could not say (an error, a timeout, a key it cannot name). Never taken
+    /// for gone: a connector that read a 503 as a 404 would record deletions that never
+    /// happened.
+    Unknown(String),
+}
+
+/// What a connector says of one item it was asked to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The store confirmed it removed the item.
+    Deleted,
+    /// The store says the item was already gone: nothing is left to delete.
+    AlreadyGone,
+    /// Not deleted, and why: the item is kept and judged again next run.
+    Failed(String),
+}
+
+impl Deletion {
+    /// Whether the item is gone from the store, by the store's own word.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Deletion::Deleted | Deletion::AlreadyGone)
+    }
+}
+
+/// The optional abilities a connector declares; the engine uses none it was not told of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `begin`/`commit`/`rollback` make a batch's deletions one unit that a crash or an
+    /// error undoes; without them each batch is deleted as soon as it is judged.
+    pub transactions: bool,
+    /// `of_subject` finds one data subject's items (erasure, subject holds).
+    pub subjects: bool,
+    /// `export_subject` gives one data subject's items whole (GDPR Art. 15).
+    pub export: bool,
+}
+
+/// A place a target's items live: a table on SQLite or PostgreSQL, a directory tree, an
+/// object store prefix. Three methods are required: list the candidates a page at a time,
+/// look items up by key, and delete by key, the last two with one answer per key. The
+/// engine judges, protects, writes ahead and records; a connector only reads and deletes.
+///
+/// The engine counts an item deleted only from [`Deletion::Deleted`] or
+/// [`Deletion::AlreadyGone`], and gone only from [`Lookup::Gone`]; a missing answer, or any
+/// answer list of the wrong length, is a failure for every key of the call.
+pub trait Connector: Send {
+    /// The next page of items that may be due at `now`, at most `limit`. The connector
+    /// keeps its own place: each call goes on where the last one stopped, until a page
+    /// comes back shorter than `limit`. Items whose key or facts cannot be read come back
+    /// with a `problem` (reported, never deleted on a guess).
     fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>>;
-    /// The next rows whose subject is exactly `subject` (same text, whatever the column's
-    /// type or collation), continuing like `candidates`.
-    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>>;
-    /// Rows that may be due (or of the subject) whose key is NULL: they cannot be named or
-    /// deleted, only counted and reported.
+
+    /// One answer per key, in the order of `keys`. `Err` only when nothing can be said of
+    /// any key (the store is unreachable).
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>>;
+
+    /// Deletes by key, one answer per key in the order of `keys`: `Deleted` only for an
+    /// item the store confirms it removed. With transactions, between `begin` and `commit`,
+    /// and only an item still as this transaction read it. `Err` when nothing can be said
+    /// of any key.
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>>;
+
+    /// What this connector can do beyond the three required methods.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Starts the transaction a batch of deletions runs in (with `transactions`).
+    fn begin(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn rollback(&mut self) {}
+
+    /// The next items whose subject is exactly `subject` (with `subjects`), continuing
+    /// like `candidates`.
+    fn of_subject(&mut self, _subject: &str, _limit: usize) -> Result<Vec<Row>> {
+        anyhow::bail!("this kind of target cannot find a subject's items")
+    }
+
+    /// Every field of one subject's items, as JSON objects (with `export`).
+    fn export_subject(
+        &mut self,
+        _subject_col: &str,
+        _subject: &str,
+        _each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+    ) -> Result<()> {
+        anyhow::bail!("this kind of target cannot export a subject's items")
+    }
+
+    /// Problems that keep the store from being swept as configured (a missing table or
+    /// column, a key no unique index covers, an unreadable root): each one a sentence.
+    fn check_schema(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Things that work but are slow or risky, with the fix (a column no index covers).
+    fn index_warnings(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// How many items the target holds, when the store can count them.
+    fn count(&mut self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// The smallest and largest key when keys are integers, to show progress.
+    fn key_range(&mut self) -> Option<(i64, i64)> {
+        None
+    }
+    /// Items that may be due (or of the subject) whose key is NULL: they cannot be named
+    /// or deleted, only counted and reported.
     fn null_keys(&mut self, _now: Timestamp, _subject: Option<&str>) -> Result<u64> {
         Ok(0)
     }
@@ -309,16 +415,6 @@ pub trait SqlTable {
     fn identity(&mut self) -> Result<Option<Vec<String>>> {
         Ok(None)
     }
-    /// The rows with these keys that still exist.
-    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>>;
-    /// Starts the write transaction a batch of deletions runs in.
-    fn begin(&mut self) -> Result<()>;
-    fn commit(&mut self) -> Result<()>;
-    fn rollback(&mut self);
-    /// Deletes by key with one outcome per key, `Ok` only for an item the store confirms
-    /// it removed; between `begin` and `commit`. A table deletes a row only while it is as
-    /// this transaction read it. `Err` when nothing can be said of any key.
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>>;
     /// Items seen that lack a required tag, for stores that carry tags.
     fn untagged(&self) -> Option<u64> {
         None
@@ -327,22 +423,40 @@ pub trait SqlTable {
     fn delete_stats(&self) -> Option<(u64, u64)> {
         None
     }
-    /// Delete each batch as soon as it is judged: a store without transactions cannot stop
-    /// an item from changing between its judgement and its deletion, so keep that short.
-    fn commit_every_batch(&self) -> bool {
-        false
-    }
     /// What the user should know about this source after a sweep.
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
-    /// Every column of one subject's rows, as JSON objects.
-    fn export_subject(
-        &mut self,
-        subject_col: &str,
-        subject: &str,
-        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
-    ) -> Result<()>;
+}
+
+/// Checks a connector's answers: one per key, or the call failed for every key.
+pub fn answers<T>(what: &str, keys: &[Key], answers: Vec<T>) -> Result<Vec<T>> {
+    if answers.len() != keys.len() {
+        anyhow::bail!(
+            "the connector gave {} {what} answers for {} keys: none is trusted",
+            answers.len(),
+            keys.len()
+        );
+    }
+    Ok(answers)
+}
+
+/// Looks keys up the usual way for a store that reads rows by key: each key found among
+/// `rows` is `Found`, each key missing `Gone`. Only for a read that returned without error
+/// and returns every row with these keys. Keys are matched by their text (`1` and `"1"`
+/// alike, as a person types them): a row that might be the one asked for is found, never
+/// taken for gone.
+pub fn found_or_gone(keys: &[Key], rows: Vec<Row>) -> Vec<Lookup> {
+    let by_key: std::collections::HashMap<String, Row> = rows
+        .into_iter()
+        .filter_map(|r| r.key.clone().ok().map(|k| (k.to_string(), r)))
+        .collect();
+    keys.iter()
+        .map(|k| match by_key.get(&k.to_string()) {
+            Some(row) => Lookup::Found(row.clone()),
+            None => Lookup::Gone,
+        })
+        .collect()
 }
 
 /// Opens a target's table: read-only unless `write`; never creates anything.
@@ -351,7 +465,7 @@ pub fn open_table(
     window: &Window,
     base: &Path,
     write: bool,
-) -> Result<Box<dyn SqlTable>> {
+) -> Result<Box<dyn Connector>> {
     if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
         Ok(Box::new(postgres::PgTable::open(cfg, window, write)?))
     } else {
@@ -392,16 +506,20 @@ pub fn identity(target: &Target, base: &Path) -> String {
 }
 
 /// Opens any supported target as a source of items; `None` for kinds this build cannot sweep.
-pub fn open_source(target: &Target, base: &Path, write: bool) -> Option<Result<Box<dyn SqlTable>>> {
+pub fn open_source(
+    target: &Target,
+    base: &Path,
+    write: bool,
+) -> Option<Result<Box<dyn Connector>>> {
     match &target.kind {
         TargetKind::Sql(sql) => Some(open_table(sql, &target.window, base, write)),
         TargetKind::Filesystem(fs) => {
-            Some(fs::FsTree::open(fs, base).map(|t| Box::new(t) as Box<dyn SqlTable>))
+            Some(fs::FsTree::open(fs, base).map(|t| Box::new(t) as Box<dyn Connector>))
         }
         TargetKind::ObjectStore(o) => Some(match local_root(o) {
-            Some(fs) => fs::FsTree::open(&fs, base).map(|t| Box::new(t) as Box<dyn SqlTable>),
+            Some(fs) => fs::FsTree::open(&fs, base).map(|t| Box::new(t) as Box<dyn Connector>),
             None => objects::ObjectTarget::open(o, &o.required_tags)
-                .map(|t| Box::new(t) as Box<dyn SqlTable>),
+                .map(|t| Box::new(t) as Box<dyn Connector>),
         }),
         _ => None,
     }
@@ -433,5 +551,47 @@ pub fn roots_for(target: &Target, base: &Path) -> crate::files::Roots {
             None => crate::files::Roots::default(),
         },
         _ => crate::files::Roots::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: Key) -> Row {
+        Row {
+            key: Ok(key),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn a_key_is_gone_only_when_the_read_did_not_return_it() {
+        let keys = [Key::Int(1), Key::Text("2".into()), Key::Int(3)];
+        // The store returned rows 2 (as an integer) and 1, not 3.
+        let got = found_or_gone(&keys, vec![row(Key::Int(2)), row(Key::Int(1))]);
+        assert!(matches!(&got[0], Lookup::Found(r) if r.key == Ok(Key::Int(1))));
+        assert!(matches!(&got[1], Lookup::Found(r) if r.key == Ok(Key::Int(2))));
+        assert!(matches!(got[2], Lookup::Gone));
+    }
+
+    #[test]
+    fn answers_of_the_wrong_length_are_trusted_for_no_key() {
+        let keys = [Key::Int(1), Key::Int(2)];
+        assert!(answers("delete", &keys, vec![Deletion::Deleted]).is_err());
+        assert!(answers("delete", &keys, vec![Deletion::Deleted; 3]).is_err());
+        let ok = answers(
+            "delete",
+            &keys,
+            vec![Deletion::Deleted, Deletion::AlreadyGone],
+        );
+        assert!(ok.is_ok_and(|a| a.iter().all(Deletion::is_gone)));
+        assert!(!Deletion::Failed("x".into()).is_gone());
     }
 }

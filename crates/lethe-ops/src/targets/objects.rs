@@ -33,7 +33,7 @@ use object_store::{
     Attribute, BackoffConfig, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
-use super::{Key, Row, SqlTable, Value};
+use super::{Capabilities, Connector, Deletion, Key, Lookup, Row, Value};
 use crate::util::UsageError;
 
 /// HEAD requests in flight while reading metadata.
@@ -505,7 +505,7 @@ impl ObjectTarget {
     }
 }
 
-impl SqlTable for ObjectTarget {
+impl Connector for ObjectTarget {
     fn check_schema(&mut self) -> Result<Vec<String>> {
         let mut listing = self.listing();
         let first = self.rt.block_on(async move { listing.next().await });
@@ -523,15 +523,7 @@ impl SqlTable for ObjectTarget {
         })
     }
 
-    fn index_warnings(&mut self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-
-    fn key_range(&mut self) -> Option<(i64, i64)> {
-        None
-    }
-
-    fn count(&mut self) -> Result<u64> {
+    fn count(&mut self) -> Result<Option<u64>> {
         let url = self.url.clone();
         let mut list = self.listing();
         self.rt.block_on(async move {
@@ -540,7 +532,7 @@ impl SqlTable for ObjectTarget {
                 m.map_err(|e| anyhow!("Failed to list {url}: {e}"))?;
                 n += 1;
             }
-            Ok(n)
+            Ok(Some(n))
         })
     }
 
@@ -558,29 +550,30 @@ impl SqlTable for ObjectTarget {
         self.fill(limit, Some(subject))
     }
 
-    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
+    /// A HEAD per key: found with its metadata, gone on a 404, unknown on anything else
+    /// (an error, a throttle, a key that is not an object path as written).
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let store = Arc::clone(&self.store);
         self.judged.clear();
         // A key is the listed path verbatim; one the client does not name as written was
         // never read or planned here.
-        let mut bad = Vec::new();
-        let paths: Vec<Path> = keys
-            .iter()
-            .filter_map(|k| {
-                let key = k.to_string();
-                match Path::parse(&key) {
-                    Ok(p) if p.as_ref() == key => Some(p),
-                    Ok(_) => {
-                        bad.push(Self::unusable(key, "not an object path as written".into()));
-                        None
-                    }
-                    Err(e) => {
-                        bad.push(Self::unusable(key, format!("not an object path: {e}")));
-                        None
-                    }
+        let mut out: Vec<Option<Lookup>> = Vec::with_capacity(keys.len());
+        let mut paths: Vec<Path> = Vec::new();
+        for k in keys {
+            let key = k.to_string();
+            match Path::parse(&key) {
+                Ok(p) if p.as_ref() == key => {
+                    paths.push(p);
+                    out.push(None);
                 }
-            })
-            .collect();
+                Ok(_) => out.push(Some(Lookup::Unknown(format!(
+                    "{key}: not an object path as written"
+                )))),
+                Err(e) => out.push(Some(Lookup::Unknown(format!(
+                    "{key}: not an object path: {e}"
+                )))),
+            }
+        }
         let heads: Vec<Head> = self.rt.block_on(
             stream::iter(paths)
                 .map(|location| {
@@ -596,29 +589,36 @@ impl SqlTable for ObjectTarget {
                 .buffered(HEADS_IN_FLIGHT)
                 .collect(),
         );
-        let mut rows: Vec<Row> = heads
+        let mut heads = heads.into_iter();
+        Ok(out
             .into_iter()
-            .flatten()
-            .map(|(meta, md)| self.row(&meta, md.as_ref()))
-            .collect();
-        rows.extend(bad);
-        Ok(rows)
+            .map(|o| match o {
+                Some(known) => known,
+                None => match heads.next() {
+                    None => Lookup::Unknown("no answer for this object".into()),
+                    Some(None) => Lookup::Gone,
+                    Some(Some((meta, Ok(md)))) => Lookup::Found(self.row(&meta, Ok(&md))),
+                    Some(Some((meta, Err(why)))) => {
+                        Lookup::Unknown(format!("{}: {why}", meta.location))
+                    }
+                },
+            })
+            .collect())
     }
 
-    fn begin(&mut self) -> Result<()> {
-        Ok(())
+    fn capabilities(&self) -> Capabilities {
+        let subjects = self.subject_key.is_some();
+        Capabilities {
+            transactions: false,
+            subjects,
+            export: subjects,
+        }
     }
-
-    fn commit(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn rollback(&mut self) {}
 
     /// Bulk deletes, one request per chunk, with a result per object; what the bulk path
     /// could not delete is tried once more on its own. In a versioned S3 bucket each object's
     /// judged version is deleted, not whatever is current by then.
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
         /// Where one key's outcome comes from.
         enum Route {
             Refused(String),
@@ -733,12 +733,16 @@ impl SqlTable for ObjectTarget {
                 .cloned()
                 .unwrap_or_else(|| Err("no answer for this object".into()))
         };
+        let outcome = |r: Result<(), String>| match r {
+            Ok(()) => Deletion::Deleted,
+            Err(why) => Deletion::Failed(why),
+        };
         Ok(routes
             .into_iter()
             .map(|r| match r {
-                Route::Refused(why) => Err(why),
-                Route::Plain(i) => answer(&plain_out, i),
-                Route::Version(i) => answer(&version_out, i),
+                Route::Refused(why) => Deletion::Failed(why),
+                Route::Plain(i) => outcome(answer(&plain_out, i)),
+                Route::Version(i) => outcome(answer(&version_out, i)),
             })
             .collect())
     }
@@ -781,10 +785,6 @@ impl SqlTable for ObjectTarget {
 
     fn delete_stats(&self) -> Option<(u64, u64)> {
         Some((self.stats.bulk_requests, self.stats.single_requests))
-    }
-
-    fn commit_every_batch(&self) -> bool {
-        true
     }
 
     fn notes(&self) -> Vec<String> {

@@ -23,7 +23,10 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use postgres::Client;
 use postgres::error::SqlState;
 
-use super::{Deleter, Key, Removed, Row, SqlTable, Value, busy_message, delete_confirmed};
+use super::{
+    Capabilities, Connector, Deleter, Deletion, Key, Lookup, Removed, Row, Value, busy_message,
+    delete_confirmed, found_or_gone,
+};
 use crate::db::redact;
 
 const MARGIN_SECS: i64 = 86_400;
@@ -724,7 +727,7 @@ impl Deleter for PgTable {
     }
 }
 
-impl SqlTable for PgTable {
+impl Connector for PgTable {
     fn check_schema(&mut self) -> Result<Vec<String>> {
         let cols = self.columns()?;
         if cols.is_empty() {
@@ -855,9 +858,11 @@ impl SqlTable for PgTable {
         Some((a?.parse().ok()?, b?.parse().ok()?))
     }
 
-    fn count(&mut self) -> Result<u64> {
+    fn count(&mut self) -> Result<Option<u64>> {
         let sql = format!("SELECT count(*) FROM {}", self.table);
-        Ok(self.client.query_one(sql.as_str(), &[])?.get::<_, i64>(0) as u64)
+        Ok(Some(
+            self.client.query_one(sql.as_str(), &[])?.get::<_, i64>(0) as u64,
+        ))
     }
 
     fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
@@ -941,7 +946,15 @@ impl SqlTable for PgTable {
         ))
     }
 
-    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            transactions: true,
+            subjects: true,
+            export: true,
+        }
+    }
+
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let arrays = self.key_arrays(keys);
         let (unnest, on) = self.join_keys(false);
         let sql = format!("{}, {unnest} WHERE {on}", self.select);
@@ -954,7 +967,8 @@ impl SqlTable for PgTable {
             Ok(r) => r,
             Err(e) => return Err(self.busy_or(e)),
         };
-        Ok(rows.iter().map(|r| self.read_row(r)).collect())
+        let rows = rows.iter().map(|r| self.read_row(r)).collect();
+        Ok(found_or_gone(keys, rows))
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -975,7 +989,7 @@ impl SqlTable for PgTable {
         let _ = self.client.batch_execute("ROLLBACK");
     }
 
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
         delete_confirmed(self, keys)
     }
 

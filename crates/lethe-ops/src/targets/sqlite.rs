@@ -20,7 +20,10 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::{Deleter, Key, Removed, Row, SqlTable, Value, busy_message, delete_confirmed};
+use super::{
+    Capabilities, Connector, Deleter, Deletion, Key, Lookup, Removed, Row, Value, busy_message,
+    delete_confirmed, found_or_gone,
+};
 use crate::state::sqlite_path;
 use crate::util::UsageError;
 
@@ -484,7 +487,7 @@ impl Deleter for SqliteTable {
     }
 }
 
-impl SqlTable for SqliteTable {
+impl Connector for SqliteTable {
     /// Checks that the table and every configured column exist with usable types, and
     /// that the key names one row.
     fn check_schema(&mut self) -> Result<Vec<String>> {
@@ -568,9 +571,11 @@ impl SqlTable for SqliteTable {
             .and_then(|(a, b)| Some((a?, b?)))
     }
 
-    fn count(&mut self) -> Result<u64> {
+    fn count(&mut self) -> Result<Option<u64>> {
         let sql = format!("SELECT count(*) FROM {}", self.table);
-        Ok(self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(Some(
+            self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64
+        ))
     }
 
     fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
@@ -665,7 +670,15 @@ impl SqlTable for SqliteTable {
     }
 
     /// The rows with these keys that still exist.
-    fn fetch(&mut self, keys: &[Key]) -> Result<Vec<Row>> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            transactions: true,
+            subjects: true,
+            export: true,
+        }
+    }
+
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let sql = if self.nkeys == 1 {
             format!(
                 "{} WHERE {} IN (SELECT value FROM json_each(?1))",
@@ -687,7 +700,7 @@ impl SqlTable for SqliteTable {
                 read_row(r, nkeys).map(|(row, _)| row)
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        Ok(found_or_gone(keys, rows))
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -709,7 +722,7 @@ impl SqlTable for SqliteTable {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
-    fn delete_each(&mut self, keys: &[Key]) -> Result<Vec<Result<(), String>>> {
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
         delete_confirmed(self, keys)
     }
 
