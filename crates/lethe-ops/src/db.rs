@@ -173,7 +173,7 @@ fn sqlite_params(params: &[Val]) -> Vec<rusqlite::types::Value> {
         .collect()
 }
 
-fn from_sqlite(v: ValueRef<'_>) -> Val {
+pub fn from_sqlite(v: ValueRef<'_>) -> Val {
     match v {
         ValueRef::Null => Val::Null,
         ValueRef::Integer(i) => Val::Int(i),

@@ -19,147 +19,28 @@ use crate::db::{Db, DbRow, Val};
 use crate::util::{UsageError, now};
 use crate::vals;
 
-/// Schema steps, in order. `{SEQ}` and `{ID}` differ between the backends; all else is
-/// written once.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE audit (
-    seq {SEQ},
-    decided_at TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    item_key TEXT NOT NULL,
-    category TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    policy_window TEXT NOT NULL,
-    expires_at TEXT,
-    subject_hash TEXT,
-    detail TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX audit_item ON audit(target, item_key);
-CREATE INDEX audit_subject ON audit(subject_hash) WHERE subject_hash IS NOT NULL;
-CREATE INDEX audit_run ON audit(run_id);
-CREATE TABLE audit_seal (
-    id BIGINT PRIMARY KEY CHECK (id = 1),
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    key_fingerprint TEXT NOT NULL
-);
-CREATE TABLE pending (
-    id {ID},
-    run_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX pending_target ON pending(target);
-CREATE TABLE leases (
-    target TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    host TEXT NOT NULL,
-    acquired_at TEXT NOT NULL,
-    heartbeat BIGINT NOT NULL
-);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    dry_run BIGINT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    summary TEXT
-);
-"#,
-    r#"
-CREATE TABLE holds (
-    id TEXT PRIMARY KEY,
-    scope TEXT NOT NULL CHECK (scope IN ('subject', 'item', 'target')),
-    target TEXT,
-    item_key TEXT,
-    subject_hash TEXT,
-    case_id TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    placed_by TEXT NOT NULL,
-    placed_at TEXT NOT NULL,
-    released_at TEXT,
-    released_by TEXT,
-    release_reason TEXT
-);
-CREATE TABLE exceptions (
-    id TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    item_key TEXT NOT NULL,
-    until TEXT NOT NULL,
-    until_micros BIGINT NOT NULL,
-    item_expires_at TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    granted_by TEXT NOT NULL,
-    granted_at TEXT NOT NULL,
-    renewal BIGINT NOT NULL,
-    superseded_by TEXT,
-    revoked_at TEXT,
-    revoked_by TEXT,
-    revoke_reason TEXT
-);
-CREATE INDEX exceptions_item ON exceptions(target, item_key);
-CREATE TABLE requests (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    subject_hash TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    deadline TEXT NOT NULL,
-    status TEXT NOT NULL,
-    counts TEXT NOT NULL DEFAULT '[]',
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX requests_subject ON requests(subject_hash);
-"#,
-    r#"
-CREATE TABLE batches_done (
-    pending_id BIGINT PRIMARY KEY,
-    finished_at TEXT NOT NULL
-);
-"#,
-    // A per-entry index on a keyed hash takes its keys in random order and rewrote much of
-    // itself on every append; which runs touched a subject is enough to find its entries.
-    r#"
-CREATE TABLE audit_subjects (
-    subject_hash TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    PRIMARY KEY (subject_hash, run_id)
-);
-INSERT INTO audit_subjects (subject_hash, run_id)
-    SELECT DISTINCT subject_hash, run_id FROM audit WHERE subject_hash IS NOT NULL;
-DROP INDEX audit_subject;
-"#,
-    // PostgreSQL only. A write-ahead record is read back only after a crash: compressing
-    // it cost the server more than the deletions did. The trail's keys compare bytewise:
-    // a locale's collation is slower and means nothing for keys and hashes.
-    r#"{PG_ONLY}
-ALTER TABLE pending ALTER COLUMN payload SET STORAGE EXTERNAL;
-ALTER TABLE audit ALTER COLUMN target TYPE TEXT COLLATE "C",
-    ALTER COLUMN item_key TYPE TEXT COLLATE "C",
-    ALTER COLUMN run_id TYPE TEXT COLLATE "C";
-"#,
-    // The seal also covers the chain of protection entries (holds, exceptions), which are
-    // read on their own before every batch: none can be removed or replaced unnoticed.
-    r#"
-ALTER TABLE audit_seal ADD COLUMN protections TEXT;
-CREATE INDEX audit_protections ON audit(seq) WHERE action IN ('hold_placed', 'hold_released', 'exception_granted', 'exception_renewed', 'exception_revoked');
-"#,
-    // Write-ahead records are kept by the target's identity, not its name.
-    r#"
-ALTER TABLE pending ADD COLUMN identity TEXT;
-"#,
-    // Repair entries are read before every batch a sweep deletes (what they acknowledged).
-    r#"
-CREATE INDEX audit_repairs ON audit(seq) WHERE action = 'trail_repaired';
-"#,
+/// Schema steps, in order, one file per step and backend (`migrations/sqlite`,
+/// `migrations/postgres`). Step N brings a state to schema version N; a step one backend
+/// does not need is an empty file there, so that both number their versions alike.
+const MIGRATIONS_SQLITE: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_trail.sql"),
+    include_str!("../migrations/sqlite/0002_registers.sql"),
+    include_str!("../migrations/sqlite/0003_batches_done.sql"),
+    include_str!("../migrations/sqlite/0004_audit_subjects.sql"),
+    include_str!("../migrations/sqlite/0005_pending_storage.sql"),
+    include_str!("../migrations/sqlite/0006_seal_protections.sql"),
+    include_str!("../migrations/sqlite/0007_pending_identity.sql"),
+    include_str!("../migrations/sqlite/0008_repairs_index.sql"),
+];
+const MIGRATIONS_POSTGRES: &[&str] = &[
+    include_str!("../migrations/postgres/0001_trail.sql"),
+    include_str!("../migrations/postgres/0002_registers.sql"),
+    include_str!("../migrations/postgres/0003_batches_done.sql"),
+    include_str!("../migrations/postgres/0004_audit_subjects.sql"),
+    include_str!("../migrations/postgres/0005_pending_storage.sql"),
+    include_str!("../migrations/postgres/0006_seal_protections.sql"),
+    include_str!("../migrations/postgres/0007_pending_identity.sql"),
+    include_str!("../migrations/postgres/0008_repairs_index.sql"),
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads
@@ -716,24 +597,19 @@ impl State {
                     0
                 }
             };
-            let known = MIGRATIONS.len() as i64;
+            let steps = if pg {
+                MIGRATIONS_POSTGRES
+            } else {
+                MIGRATIONS_SQLITE
+            };
+            let known = steps.len() as i64;
             if version > known {
                 bail!(
                     "state {location} was written by a newer Lethe (schema {version}, this one knows {known})"
                 );
             }
-            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                let m = match m.strip_prefix("{PG_ONLY}") {
-                    Some(_) if !pg => continue,
-                    Some(rest) => rest,
-                    None => m,
-                };
-                let sql = if pg {
-                    m.replace("{SEQ}", "BIGINT PRIMARY KEY").replace("{ID}", "BIGSERIAL PRIMARY KEY")
-                } else {
-                    m.replace("{SEQ}", "INTEGER PRIMARY KEY").replace("{ID}", "INTEGER PRIMARY KEY")
-                };
-                db.batch(&sql)
+            for (i, sql) in steps.iter().enumerate().skip(version as usize) {
+                db.batch(sql)
                     .with_context(|| format!("Failed to apply state migration {}", i + 1))?;
             }
             db.execute("UPDATE lethe_schema SET version = ?1", &vals![known])?;
@@ -1572,4 +1448,33 @@ pub fn sqlite_path(url: &str, base: &Path) -> Option<PathBuf> {
         return None;
     }
     Some(base.join(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_number_their_schema_steps_alike() {
+        assert_eq!(MIGRATIONS_SQLITE.len(), MIGRATIONS_POSTGRES.len());
+        for (i, (lite, pg)) in MIGRATIONS_SQLITE
+            .iter()
+            .zip(MIGRATIONS_POSTGRES)
+            .enumerate()
+        {
+            let head = format!("-- state schema step {}\n", i + 1);
+            assert!(lite.starts_with(&head), "sqlite step {}", i + 1);
+            assert!(pg.starts_with(&head), "postgres step {}", i + 1);
+        }
+    }
+
+    #[test]
+    fn every_sqlite_step_applies_to_a_fresh_database() -> Result<()> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        for (i, step) in MIGRATIONS_SQLITE.iter().enumerate() {
+            conn.execute_batch(step)
+                .with_context(|| format!("step {}", i + 1))?;
+        }
+        Ok(())
+    }
 }

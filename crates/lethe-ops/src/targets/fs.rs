@@ -87,30 +87,16 @@ impl FsTree {
             .map(|d| Value::Text(Timestamp::from_micros(d.as_micros() as i64).to_rfc3339()))
             .unwrap_or(Value::Null);
         Row {
-            key: Ok(Key::Text(rel.to_string())),
             created_at: mtime,
-            retention_days: Value::Null,
-            expires_at: Value::Null,
-            subject: Ok(None),
             file: Ok(Some(self.root.join(rel).to_string_lossy().into_owned())),
-            problem: None,
-            detail: None,
+            ..Row::new(Key::Text(rel.to_string()))
         }
     }
 
     /// An item that cannot be judged or deleted, named by its (lossy) relative path: the
     /// engine reports it failed and never deletes it.
     fn failed(rel: &Path, problem: String) -> Row {
-        Row {
-            key: Ok(Key::Text(rel.to_string_lossy().into_owned())),
-            created_at: Value::Null,
-            retention_days: Value::Null,
-            expires_at: Value::Null,
-            subject: Ok(None),
-            file: Ok(None),
-            problem: Some(problem),
-            detail: None,
-        }
+        Row::unusable(Key::Text(rel.to_string_lossy().into_owned()), problem)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod fs;
 pub mod objects;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -128,7 +129,31 @@ pub struct Row {
     pub detail: Option<String>,
 }
 
-/// What `delete_each` says of a row the database did not confirm removing.
+impl Row {
+    /// An item known by its key alone; the connector fills in what it reads.
+    pub fn new(key: Key) -> Row {
+        Row {
+            key: Ok(key),
+            created_at: Value::Null,
+            retention_days: Value::Null,
+            expires_at: Value::Null,
+            subject: Ok(None),
+            file: Ok(None),
+            problem: None,
+            detail: None,
+        }
+    }
+
+    /// An item that cannot be judged or deleted, and why: reported failed, never deleted.
+    pub fn unusable(key: Key, problem: String) -> Row {
+        Row {
+            problem: Some(problem),
+            ..Row::new(key)
+        }
+    }
+}
+
+/// What `delete` says of a row the database did not confirm removing.
 pub const NOT_CONFIRMED: &str = "not deleted: the database did not confirm removing the row (a trigger, rule or row-level security policy kept it, or it changed after it was judged); kept, judged again next run";
 
 /// Bounded waits: an application's lock makes Lethe give up on a row or a table after
@@ -166,9 +191,17 @@ impl Removed {
 
 /// The SQL side of a confirmed delete, for [`delete_confirmed`].
 pub trait Deleter {
-    fn savepoint(&mut self) -> Result<()>;
-    fn release(&mut self) -> Result<()>;
-    fn rollback_to(&mut self) -> Result<()>;
+    /// Runs one statement that returns no rows.
+    fn execute(&mut self, statement: &str) -> Result<()>;
+    fn savepoint(&mut self) -> Result<()> {
+        self.execute("SAVEPOINT lethe_group")
+    }
+    fn release(&mut self) -> Result<()> {
+        self.execute("RELEASE SAVEPOINT lethe_group")
+    }
+    fn rollback_to(&mut self) -> Result<()> {
+        self.execute("ROLLBACK TO SAVEPOINT lethe_group")
+    }
     /// Deletes these rows (only those still as they were judged) and says which the
     /// database removed.
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed>;
@@ -287,6 +320,10 @@ fn refused(
     delete_group(d, keys, right, out)
 }
 
+/// Where `export_subject` hands each of a subject's items, as a JSON object.
+pub type ExportSink<'a> =
+    &'a mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>;
+
 /// What a connector says of one key it was asked to look up.
 #[derive(Clone, Debug)]
 pub enum Lookup {
@@ -328,6 +365,15 @@ pub struct Capabilities {
     pub subjects: bool,
     /// `export_subject` gives one data subject's items whole (GDPR Art. 15).
     pub export: bool,
+}
+
+impl Capabilities {
+    /// A store that can do all of it (a SQL table).
+    pub const ALL: Capabilities = Capabilities {
+        transactions: true,
+        subjects: true,
+        export: true,
+    };
 }
 
 /// A place a target's items live: a table on SQLite or PostgreSQL, a directory tree, an
@@ -376,12 +422,7 @@ pub trait Connector: Send {
     }
 
     /// Every field of one subject's items, as JSON objects (with `export`).
-    fn export_subject(
-        &mut self,
-        _subject_col: &str,
-        _subject: &str,
-        _each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
-    ) -> Result<()> {
+    fn export_subject(&mut self, _col: &str, _subject: &str, _each: ExportSink) -> Result<()> {
         anyhow::bail!("this kind of target cannot export a subject's items")
     }
 
@@ -559,16 +600,7 @@ mod tests {
     use super::*;
 
     fn row(key: Key) -> Row {
-        Row {
-            key: Ok(key),
-            created_at: Value::Null,
-            retention_days: Value::Null,
-            expires_at: Value::Null,
-            subject: Ok(None),
-            file: Ok(None),
-            problem: None,
-            detail: None,
-        }
+        Row::new(key)
     }
 
     #[test]

@@ -33,7 +33,7 @@ use object_store::{
     Attribute, BackoffConfig, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
-use super::{Capabilities, Connector, Deletion, Key, Lookup, Row, Value};
+use super::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
 use crate::util::UsageError;
 
 /// HEAD requests in flight while reading metadata.
@@ -333,16 +333,8 @@ impl ObjectTarget {
     fn row(&mut self, meta: &ObjectMeta, md: Result<&BTreeMap<String, String>, &String>) -> Row {
         let modified = Timestamp::from_micros(meta.last_modified.timestamp_micros());
         let key = meta.location.to_string();
-        let mut row = Row {
-            key: Ok(Key::Text(key.clone())),
-            created_at: Value::Text(modified.to_rfc3339()),
-            retention_days: Value::Null,
-            expires_at: Value::Null,
-            subject: Ok(None),
-            file: Ok(None),
-            problem: None,
-            detail: None,
-        };
+        let mut row = Row::new(Key::Text(key.clone()));
+        row.created_at = Value::Text(modified.to_rfc3339());
         match md {
             Ok(md) => {
                 if let Some(e) = md.get(EXPIRES_AT) {
@@ -373,19 +365,6 @@ impl ObjectTarget {
     }
 
     /// The row of a key the store client cannot name: a failed item, by its own name.
-    fn unusable(key: String, why: String) -> Row {
-        Row {
-            key: Ok(Key::Text(key)),
-            created_at: Value::Null,
-            retention_days: Value::Null,
-            expires_at: Value::Null,
-            subject: Ok(None),
-            file: Ok(None),
-            problem: Some(why),
-            detail: None,
-        }
-    }
-
     /// The next `limit` objects of the listing with their metadata, and the keys the store
     /// client cannot name; fewer at the listing's end.
     fn next_heads(&mut self, limit: usize) -> Result<(Vec<Head>, Vec<Unnamed>)> {
@@ -438,7 +417,7 @@ impl ObjectTarget {
             let (heads, unusable) = self.next_heads(limit)?;
             // Whose such a key is cannot be known either: an erasure reports it too.
             for (key, why) in unusable {
-                self.buffer.push_back(Self::unusable(key, why));
+                self.buffer.push_back(Row::unusable(Key::Text(key), why));
             }
             for (meta, md) in heads.into_iter().flatten() {
                 if meta.version.is_some() {
@@ -751,7 +730,7 @@ impl Connector for ObjectTarget {
         &mut self,
         _subject_col: &str,
         subject: &str,
-        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
+        each: ExportSink,
     ) -> Result<()> {
         self.restart();
         loop {

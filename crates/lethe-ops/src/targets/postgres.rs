@@ -23,9 +23,10 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use postgres::Client;
 use postgres::error::SqlState;
 
+use super::sql::{self, ColumnType, quote_ident};
 use super::{
-    Capabilities, Connector, Deleter, Deletion, Key, Lookup, Removed, Row, Value, busy_message,
-    delete_confirmed, found_or_gone,
+    Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
+    busy_message, delete_confirmed, found_or_gone,
 };
 use crate::db::redact;
 
@@ -34,10 +35,6 @@ const MARGIN_SECS: i64 = 86_400;
 /// longer is let through and judged in Rust, so no value can make the filter overflow.
 const MAX_FILTER_SECS: u64 = 1_000 * 365 * 86_400;
 const ALIAS: &str = "lethe_t";
-
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// `schema.table` or `table`, quoted.
 fn quote_table(name: &str) -> (Option<String>, String, String) {
@@ -85,6 +82,16 @@ fn kind(pg_type: &str) -> Kind {
         Kind::Text
     } else {
         Kind::Other
+    }
+}
+
+/// What a column of this type holds, for the checks every SQL target shares.
+fn column_type(pg_type: &str) -> ColumnType {
+    match kind(pg_type) {
+        Kind::Timestamptz | Kind::Timestamp | Kind::Date => ColumnType::Timestamp,
+        Kind::Number => ColumnType::Number,
+        Kind::Text => ColumnType::Text,
+        Kind::Other => ColumnType::Other,
     }
 }
 
@@ -607,18 +614,8 @@ fn text_val(v: Option<String>) -> Value {
 }
 
 impl Deleter for PgTable {
-    fn savepoint(&mut self) -> Result<()> {
-        Ok(self.client.batch_execute("SAVEPOINT lethe_group")?)
-    }
-
-    fn release(&mut self) -> Result<()> {
-        Ok(self.client.batch_execute("RELEASE SAVEPOINT lethe_group")?)
-    }
-
-    fn rollback_to(&mut self) -> Result<()> {
-        Ok(self
-            .client
-            .batch_execute("ROLLBACK TO SAVEPOINT lethe_group")?)
+    fn execute(&mut self, statement: &str) -> Result<()> {
+        Ok(self.client.batch_execute(statement)?)
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
@@ -730,36 +727,7 @@ impl Deleter for PgTable {
 impl Connector for PgTable {
     fn check_schema(&mut self) -> Result<Vec<String>> {
         let cols = self.columns()?;
-        if cols.is_empty() {
-            return Ok(vec![format!(
-                "table {:?} does not exist in {}",
-                self.cfg.table, self.location
-            )]);
-        }
-        let mut problems = Vec::new();
-        for (role, col) in self.cfg.columns() {
-            let Some((_, ty)) = cols.iter().find(|(n, _)| n == col) else {
-                let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-                problems.push(format!(
-                    "{role} = {col:?}: table {:?} has no such column (columns: {})",
-                    self.cfg.table,
-                    names.join(", ")
-                ));
-                continue;
-            };
-            let k = kind(ty);
-            let usable = match role {
-                "created_at" | "expires_at" => k != Kind::Other,
-                "retention_days" => matches!(k, Kind::Number | Kind::Text),
-                "file" => k == Kind::Text,
-                _ => true,
-            };
-            if !usable {
-                problems.push(format!(
-                    "{role} = {col:?}: column type {ty} cannot be read for this role"
-                ));
-            }
-        }
+        let mut problems = sql::column_problems(&self.cfg, &cols, column_type, &self.location);
         if !problems.is_empty() {
             return Ok(problems);
         }
@@ -794,15 +762,8 @@ impl Connector for PgTable {
         )?;
         let unique: Vec<(String, Vec<String>)> =
             rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let ok = unique
-            .iter()
-            .any(|(_, cols)| !cols.is_empty() && cols.iter().all(|c| self.cfg.key.contains(c)));
-        if !ok {
-            problems.push(super::sqlite::not_unique_message(
-                &self.cfg,
-                &self.table,
-                &unique,
-            ));
+        if !sql::key_is_unique(&self.cfg, &unique) {
+            problems.push(sql::not_unique(&self.cfg, &self.table, &unique));
         }
         Ok(problems)
     }
@@ -822,11 +783,7 @@ impl Connector for PgTable {
                 )?
                 .get(0);
             if !indexed {
-                out.push(format!(
-                    "column {col:?} has no index; sweeps and erasures scan the whole table. Run: CREATE INDEX ON {} ({});",
-                    self.table,
-                    quote_ident(col)
-                ));
+                out.push(sql::missing_index(col, &self.table, None));
             }
         }
         let cascades = self.client.query(
@@ -836,10 +793,7 @@ impl Connector for PgTable {
         )?;
         for r in cascades {
             let (other, act): (String, String) = (r.get(0), r.get(1));
-            out.push(format!(
-                "table {other} references {} with ON DELETE {act}: deleting a row here also changes its rows in {other}, which no policy judged and no hold on this target protects",
-                self.cfg.table
-            ));
+            out.push(sql::cascade(&other, &self.cfg.table, &act));
         }
         Ok(out)
     }
@@ -877,10 +831,7 @@ impl Connector for PgTable {
             return Ok(Vec::new());
         };
         let rows = self.page(&filter, subject, limit)?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
-            .collect())
+        Ok(sql::only_subject(rows, subject))
     }
 
     fn null_keys(&mut self, now: Timestamp, subject: Option<&str>) -> Result<u64> {
@@ -947,11 +898,7 @@ impl Connector for PgTable {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            transactions: true,
-            subjects: true,
-            export: true,
-        }
+        Capabilities::ALL
     }
 
     fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
@@ -993,12 +940,7 @@ impl Connector for PgTable {
         delete_confirmed(self, keys)
     }
 
-    fn export_subject(
-        &mut self,
-        subject_col: &str,
-        subject: &str,
-        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
-    ) -> Result<()> {
+    fn export_subject(&mut self, subject_col: &str, subject: &str, each: ExportSink) -> Result<()> {
         let s = quote_ident(subject_col);
         let sql = format!(
             "SELECT to_jsonb(t)::text FROM {} t WHERE t.{s}::text = $1 AND t.{s}::text COLLATE \"C\" = $1 ORDER BY {}",

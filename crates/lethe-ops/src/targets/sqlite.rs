@@ -20,9 +20,10 @@ use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
+use super::sql::{self, ColumnType, quote_ident};
 use super::{
-    Capabilities, Connector, Deleter, Deletion, Key, Lookup, Removed, Row, Value, busy_message,
-    delete_confirmed, found_or_gone,
+    Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
+    busy_message, delete_confirmed, found_or_gone,
 };
 use crate::state::sqlite_path;
 use crate::util::UsageError;
@@ -32,8 +33,26 @@ const MARGIN_DAYS: f64 = 1.0;
 /// Per-item retentions the filter computes with; anything else is let through and judged.
 const MAX_FILTER_DAYS: f64 = 3_650_000.0;
 
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// What a declared column type holds, by SQLite's affinity rules (section 3.1 of its
+/// datatype page), with dates and times told apart from other numbers.
+fn column_type(declared: &str) -> ColumnType {
+    let t = declared.to_ascii_uppercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if t.is_empty() {
+        ColumnType::Untyped
+    } else if has(&["INT"]) {
+        ColumnType::Number
+    } else if has(&["CHAR", "CLOB", "TEXT"]) {
+        ColumnType::Text
+    } else if has(&["BLOB"]) {
+        ColumnType::Blob
+    } else if has(&["REAL", "FLOA", "DOUB", "NUM"]) {
+        ColumnType::Number
+    } else if has(&["DATE", "TIME"]) {
+        ColumnType::Timestamp
+    } else {
+        ColumnType::Other
+    }
 }
 
 /// SQL that turns a stored timestamp into a Julian day, or NULL when it cannot be read
@@ -325,7 +344,7 @@ impl SqliteTable {
             };
             unique.push((name, cols));
         }
-        Ok(Some(not_unique_message(&self.cfg, &self.table, &unique)))
+        Ok(Some(sql::not_unique(&self.cfg, &self.table, &unique)))
     }
 
     /// Foreign keys elsewhere that delete or change rows in other tables when a row of
@@ -348,10 +367,7 @@ impl SqliteTable {
                 .collect::<rusqlite::Result<_>>()?;
             for act in acts {
                 if matches!(act.as_str(), "CASCADE" | "SET NULL" | "SET DEFAULT") {
-                    out.push(format!(
-                        "table {t:?} references {:?} with ON DELETE {act}: deleting a row here also changes its rows in {t:?}, which no policy judged and no hold on this target protects",
-                        self.cfg.table
-                    ));
+                    out.push(sql::cascade(&t, &self.cfg.table, &act));
                 }
             }
         }
@@ -379,40 +395,6 @@ fn integer_primary_key(conn: &Connection, table: &str) -> Result<Option<String>>
     })
 }
 
-/// The refusal for a key that does not name one row, with what would do.
-pub fn not_unique_message(
-    cfg: &SqlTarget,
-    table: &str,
-    unique: &[(String, Vec<String>)],
-) -> String {
-    let key = if cfg.key.len() == 1 {
-        format!("key = {:?}", cfg.key[0])
-    } else {
-        format!("key = {:?}", cfg.key)
-    };
-    let fix = match unique.first() {
-        Some((name, cols)) => {
-            let cols = if cols.len() == 1 {
-                format!("{:?}", cols[0])
-            } else {
-                format!("{cols:?}")
-            };
-            format!("{name} would do: key = {cols}")
-        }
-        None => format!(
-            "the table has no primary key or unique index; create one (CREATE UNIQUE INDEX ON {table} ({})) or name columns that have one",
-            cfg.key
-                .iter()
-                .map(|k| quote_ident(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    format!(
-        "{key}: no primary key or unique index of {table} covers only these columns, so two rows could share a key and a deletion meant for one would take both; {fix}"
-    )
-}
-
 /// A lock wait that ran out reads as the target being busy.
 fn busy_or(e: rusqlite::Error, path: &Path, timeout: lethe_core::time::Duration) -> anyhow::Error {
     if is_busy(&e) {
@@ -431,16 +413,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 impl Deleter for SqliteTable {
-    fn savepoint(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("SAVEPOINT lethe_group")?)
-    }
-
-    fn release(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("RELEASE lethe_group")?)
-    }
-
-    fn rollback_to(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("ROLLBACK TO lethe_group")?)
+    fn execute(&mut self, statement: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(statement)?)
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
@@ -498,56 +472,12 @@ impl Connector for SqliteTable {
             .query_map([&self.cfg.table], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         drop(st);
-        if cols.is_empty() {
-            return Ok(vec![format!(
-                "table {:?} does not exist in {}",
-                self.cfg.table,
-                self.path.display()
-            )]);
-        }
-        let mut problems = Vec::new();
-        for (role, col) in self.cfg.columns() {
-            let Some((_, ty)) = cols.iter().find(|(n, _)| n == col) else {
-                let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-                problems.push(format!(
-                    "{role} = {col:?}: table {:?} has no such column (columns: {})",
-                    self.cfg.table,
-                    names.join(", ")
-                ));
-                continue;
-            };
-            let t = ty.to_ascii_uppercase();
-            let usable = match role {
-                "created_at" | "expires_at" => {
-                    t.is_empty()
-                        || [
-                            "DATE", "TIME", "TEXT", "CHAR", "CLOB", "INT", "REAL", "NUM", "FLOA",
-                            "DOUB",
-                        ]
-                        .iter()
-                        .any(|k| t.contains(k))
-                }
-                "retention_days" => {
-                    t.is_empty()
-                        || ["INT", "NUM", "REAL", "FLOA", "DOUB"]
-                            .iter()
-                            .any(|k| t.contains(k))
-                }
-                "file" => t.is_empty() || ["TEXT", "CHAR", "CLOB"].iter().any(|k| t.contains(k)),
-                _ => !t.contains("BLOB"),
-            };
-            if !usable {
-                problems.push(format!(
-                    "{role} = {col:?}: column type {ty} cannot hold {}",
-                    match role {
-                        "created_at" | "expires_at" => "a timestamp",
-                        "retention_days" => "a number of days",
-                        "file" => "a path",
-                        _ => "a key",
-                    }
-                ));
-            }
-        }
+        let mut problems = sql::column_problems(
+            &self.cfg,
+            &cols,
+            column_type,
+            &self.path.display().to_string(),
+        );
         if problems.is_empty()
             && let Some(p) = self.unique_key_problem()?
         {
@@ -591,10 +521,7 @@ impl Connector for SqliteTable {
             return Ok(Vec::new());
         };
         let rows = self.page(&filter, &subject, limit)?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
-            .collect())
+        Ok(sql::only_subject(rows, subject))
     }
 
     fn null_keys(&mut self, now: Timestamp, subject: Option<&str>) -> Result<u64> {
@@ -635,12 +562,7 @@ impl Connector for SqliteTable {
     }
 
     /// Every column of one subject's rows, as JSON objects, for an access export.
-    fn export_subject(
-        &mut self,
-        subject_col: &str,
-        subject: &str,
-        each: &mut dyn FnMut(serde_json::Map<String, serde_json::Value>) -> Result<()>,
-    ) -> Result<()> {
+    fn export_subject(&mut self, subject_col: &str, subject: &str, each: ExportSink) -> Result<()> {
         let s = quote_ident(subject_col);
         let sql = format!(
             "SELECT * FROM {} WHERE {s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1 ORDER BY {}",
@@ -669,13 +591,8 @@ impl Connector for SqliteTable {
         Ok(())
     }
 
-    /// The rows with these keys that still exist.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            transactions: true,
-            subjects: true,
-            export: true,
-        }
+        Capabilities::ALL
     }
 
     fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
@@ -737,11 +654,10 @@ impl Connector for SqliteTable {
                 .conn
                 .query_row(sql, rusqlite::params![self.cfg.table, col], |r| r.get(0))?;
             if n == 0 {
-                out.push(format!(
-                    "column {col:?} has no index; sweeps and erasures scan the whole table. Run: CREATE INDEX {} ON {} ({});",
-                    quote_ident(&format!("ix_{}_{}", self.cfg.table, col)),
-                    self.table,
-                    quote_ident(col)
+                out.push(sql::missing_index(
+                    col,
+                    &self.table,
+                    Some(&format!("ix_{}_{}", self.cfg.table, col)),
                 ));
             }
         }
@@ -762,13 +678,17 @@ fn keys_json(keys: &[Key]) -> String {
     serde_json::Value::Array(keys.iter().map(one).collect()).to_string()
 }
 
+/// A stored value as the state's SQL layer reads it; bytes are kept apart (they are no
+/// timestamp, number or name).
 fn value(v: ValueRef<'_>) -> Value {
     match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Int(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
         ValueRef::Blob(_) => Value::Blob,
+        other => match crate::db::from_sqlite(other) {
+            crate::db::Val::Null => Value::Null,
+            crate::db::Val::Int(i) => Value::Int(i),
+            crate::db::Val::Real(f) => Value::Real(f),
+            crate::db::Val::Text(t) => Value::Text(t),
+        },
     }
 }
 

@@ -1,0 +1,3 @@
+-- state schema step 5
+-- PostgreSQL only (column storage); nothing to do on SQLite. The step is kept so that
+-- both backends number their schema versions alike.

@@ -1,0 +1,171 @@
+//! What the SQL targets share, whatever the database holds them: quoting identifiers,
+//! checking a target's columns against the table, and the advice and refusals they give.
+//! Each backend says only how its own type names map to [`ColumnType`] and how it reads
+//! its catalog; everything here is written once.
+
+use lethe_core::config::SqlTarget;
+
+/// An identifier quoted for SQL (both SQLite and PostgreSQL double the quote).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What a column can hold, as far as judging and deleting go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A date or time type.
+    Timestamp,
+    /// Integers, decimals and floats.
+    Number,
+    /// Text of any length.
+    Text,
+    /// No declared type (SQLite): any value, judged when read.
+    Untyped,
+    /// Raw bytes.
+    Blob,
+    /// Anything else (arrays, JSON, UUIDs, ...).
+    Other,
+}
+
+impl ColumnType {
+    /// Whether a column of this type can play `role` in a target's config.
+    fn fits(self, role: &str) -> bool {
+        use ColumnType::*;
+        match role {
+            "created_at" | "expires_at" => matches!(self, Timestamp | Number | Text | Untyped),
+            "retention_days" => matches!(self, Number | Text | Untyped),
+            "file" => matches!(self, Text | Untyped),
+            // Keys and subjects are read as text; bytes have no text to name them by.
+            _ => self != Blob,
+        }
+    }
+}
+
+/// What a role's column must hold, for the message when it cannot.
+fn role_needs(role: &str) -> &'static str {
+    match role {
+        "created_at" | "expires_at" => "a timestamp",
+        "retention_days" => "a number of days",
+        "file" => "a path",
+        "subject" => "a subject",
+        _ => "a key",
+    }
+}
+
+/// The problems with a target's columns: each configured column must exist in `cols`
+/// (name and declared type, as the database lists them) with a type that fits its role.
+/// `where_` says where the table was looked for, when it has no columns at all.
+pub fn column_problems(
+    cfg: &SqlTarget,
+    cols: &[(String, String)],
+    type_of: impl Fn(&str) -> ColumnType,
+    where_: &str,
+) -> Vec<String> {
+    if cols.is_empty() {
+        return vec![format!("table {:?} does not exist in {where_}", cfg.table)];
+    }
+    let mut problems = Vec::new();
+    for (role, col) in cfg.columns() {
+        match cols.iter().find(|(n, _)| n == col) {
+            None => {
+                let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+                problems.push(format!(
+                    "{role} = {col:?}: table {:?} has no such column (columns: {})",
+                    cfg.table,
+                    names.join(", ")
+                ));
+            }
+            Some((_, ty)) if !type_of(ty).fits(role) => problems.push(format!(
+                "{role} = {col:?}: column type {ty} cannot hold {}",
+                role_needs(role)
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// The rows whose subject reads exactly `subject`: a filter in SQL may match more (case,
+/// collation, numeric affinity), never fewer.
+pub fn only_subject(rows: Vec<super::Row>, subject: &str) -> Vec<super::Row> {
+    rows.into_iter()
+        .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
+        .collect()
+}
+
+/// The advice for a column sweeps or erasures filter on that no index leads with.
+pub fn missing_index(col: &str, table_sql: &str, index_name: Option<&str>) -> String {
+    let name = index_name
+        .map(|n| format!("{} ", quote_ident(n)))
+        .unwrap_or_default();
+    format!(
+        "column {col:?} has no index; sweeps and erasures scan the whole table. Run: CREATE INDEX {name}ON {table_sql} ({});",
+        quote_ident(col)
+    )
+}
+
+/// The warning for a table whose rows another table's foreign key changes on delete.
+pub fn cascade(other: &str, table: &str, action: &str) -> String {
+    format!(
+        "table {other:?} references {table:?} with ON DELETE {action}: deleting a row here also changes its rows in {other:?}, which no policy judged and no hold on this target protects"
+    )
+}
+
+/// The refusal for a key that does not name one row, with what would do: `unique` lists
+/// the table's primary key and unique indexes (a name to show, and its columns).
+pub fn not_unique(cfg: &SqlTarget, table: &str, unique: &[(String, Vec<String>)]) -> String {
+    let key = if cfg.key.len() == 1 {
+        format!("key = {:?}", cfg.key[0])
+    } else {
+        format!("key = {:?}", cfg.key)
+    };
+    let fix = match unique.first() {
+        Some((name, cols)) => {
+            let cols = if cols.len() == 1 {
+                format!("{:?}", cols[0])
+            } else {
+                format!("{cols:?}")
+            };
+            format!("{name} would do: key = {cols}")
+        }
+        None => format!(
+            "the table has no primary key or unique index; create one (CREATE UNIQUE INDEX ON {table} ({})) or name columns that have one",
+            cfg.key
+                .iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "{key}: no primary key or unique index of {table} covers only these columns, so two rows could share a key and a deletion meant for one would take both; {fix}"
+    )
+}
+
+/// Whether some unique index covers only key columns (so a key names at most one row).
+pub fn key_is_unique(cfg: &SqlTarget, unique: &[(String, Vec<String>)]) -> bool {
+    unique
+        .iter()
+        .any(|(_, cols)| !cols.is_empty() && cols.iter().all(|c| cfg.key.contains(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_with_their_quotes_doubled() {
+        assert_eq!(quote_ident("id"), "\"id\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn roles_take_only_types_that_can_hold_them() {
+        use ColumnType::*;
+        assert!(Timestamp.fits("created_at") && Text.fits("expires_at"));
+        assert!(!Blob.fits("created_at") && !Other.fits("created_at"));
+        assert!(Number.fits("retention_days") && !Timestamp.fits("retention_days"));
+        assert!(Text.fits("file") && !Number.fits("file"));
+        assert!(Other.fits("key") && !Blob.fits("key") && !Blob.fits("subject"));
+    }
+}
