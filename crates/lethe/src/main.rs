@@ -12,7 +12,6 @@ macro_rules! outln {
 }
 
 mod commands;
-mod demo;
 mod output;
 mod requests;
 
