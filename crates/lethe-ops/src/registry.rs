@@ -10,7 +10,7 @@ use lethe_core::time::Timestamp;
 use serde::Serialize;
 
 use crate::state::{State, TrailBroken, new_id};
-use crate::util::UsageError;
+use crate::util::{Conflict, NotFound, UsageError};
 use crate::vals;
 
 /// Who is acting: `--by`, else the OS user.
@@ -116,9 +116,9 @@ pub fn release_hold(
     let cur = holds(state)?
         .into_iter()
         .find(|h| h.id == id)
-        .ok_or_else(|| UsageError(format!("no hold {id} (see `lethe hold list`)")))?;
+        .ok_or_else(|| NotFound(format!("no hold {id} (see `lethe hold list`)")))?;
     if cur.released_at.is_some() {
-        return Err(UsageError(format!("hold {id} was already released")).into());
+        return Err(Conflict(format!("hold {id} was already released")).into());
     }
     let mut body = event(now, Action::HoldReleased, id);
     body.target = cur.target.clone().unwrap_or_default();
@@ -350,9 +350,9 @@ pub fn revoke_exception(
     let cur = exceptions(state, now)?
         .into_iter()
         .find(|x| x.id == id)
-        .ok_or_else(|| UsageError(format!("no exception {id} (see `lethe exception list`)")))?;
+        .ok_or_else(|| NotFound(format!("no exception {id} (see `lethe exception list`)")))?;
     if cur.status != "active" {
-        return Err(UsageError(format!("exception {id} is {}, not active", cur.status)).into());
+        return Err(Conflict(format!("exception {id} is {}, not active", cur.status)).into());
     }
     let mut body = event(now, Action::ExceptionRevoked, id);
     body.target = cur.target.clone();
@@ -705,7 +705,7 @@ fn from_records(table_holds: Vec<HoldRecord>, table_excs: Vec<ExceptionRecord>) 
     Protections::new(&holds, &exc)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Request {
     pub id: String,
     pub kind: String,

@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
 use lethe_core::config::{self, Config};
 
+use crate::error::Result;
 use crate::util::UsageError;
 
+/// A config as loaded: what every operation takes.
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,

@@ -1,4 +1,5 @@
-//! Small things every command needs: the clock, and the error that means "exit 2".
+//! Small things every command needs: the clock, and the refusals (bad usage or config, a
+//! name that names nothing, a change the registers refuse), which touch nothing.
 
 use std::fmt;
 
@@ -32,6 +33,31 @@ impl fmt::Display for ConfigProblems {
 }
 
 impl std::error::Error for ConfigProblems {}
+
+/// No such target, item, hold, exception or request. Nothing was touched.
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// The change contradicts what the registers hold (a hold already released, an exception no
+/// longer active). Nothing was touched.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
 
 /// The wall clock. Read at the top of a command and passed down, never deep inside.
 pub fn now() -> Timestamp {

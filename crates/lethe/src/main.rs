@@ -12,7 +12,6 @@ macro_rules! outln {
 }
 
 mod commands;
-mod demo;
 mod output;
 mod requests;
 
@@ -22,7 +21,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use lethe_ops::engine;
-use lethe_ops::util::{ConfigProblems, UsageError};
 
 /// What `--version` prints: a build with the crash tests' hook says so, so that such a build
 /// is never mistaken for one to run (and the crash tests can tell they have one).
@@ -282,7 +280,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     match commands::run(cli) {
         Ok(code) => code,
-        Err(e) => failed(&e, json),
+        Err(e) => failed(e, json),
     }
 }
 
@@ -328,32 +326,36 @@ fn bad_arguments(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// A command that returned an error: exit 2 for bad usage or config (nothing was touched),
-/// else 1; the message on stderr and, with `--json`, as one JSON document on stdout.
-fn failed(e: &anyhow::Error, json: bool) -> ExitCode {
-    if let Some(c) = e.downcast_ref::<ConfigProblems>() {
+/// A command that returned an error: exit 2 for a refusal (bad usage or config, a name that
+/// names nothing, a change the registers refuse: nothing was touched), else 1; the message
+/// on stderr and, with `--json`, as one JSON document on stdout.
+fn failed(e: anyhow::Error, json: bool) -> ExitCode {
+    let e = lethe_ops::Error::from(e);
+    if let lethe_ops::Error::Config(c) = &e {
         eprintln!("error: {c}");
         if json {
             output::json_error(&c.to_string(), 2, &c.problems);
         }
         return ExitCode::from(2);
     }
-    if let Some(u) = e.downcast_ref::<UsageError>() {
-        eprintln!("error: {u}");
+    if e.is_refusal() {
+        eprintln!("error: {e}");
         if json {
-            output::json_error(&u.to_string(), 2, &[]);
+            output::json_error(&e.to_string(), 2, &[]);
         }
         return ExitCode::from(2);
     }
     // A reader that stopped reading (`| head`) is not a failure.
-    let broken_pipe = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .map(|io| io.kind())
-            .or_else(|| {
-                c.downcast_ref::<serde_json::Error>()
-                    .and_then(|j| j.io_error_kind())
-            })
-            == Some(std::io::ErrorKind::BrokenPipe)
+    let broken_pipe = e.chain_error().is_some_and(|e| {
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .map(|io| io.kind())
+                .or_else(|| {
+                    c.downcast_ref::<serde_json::Error>()
+                        .and_then(|j| j.io_error_kind())
+                })
+                == Some(std::io::ErrorKind::BrokenPipe)
+        })
     });
     if broken_pipe {
         return ExitCode::SUCCESS;

@@ -220,40 +220,6 @@ pub fn entries(entries: &[Entry], total: u64) {
     }
 }
 
-pub const CSV_HEADER: &str = "seq,decided_at,run_id,action,target,item_key,category,reason,window,expires_at,subject_hash,detail,prev_hash,hash";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-pub fn csv_row(e: &Entry) -> String {
-    let b = &e.body;
-    [
-        e.seq.to_string(),
-        b.decided_at.clone(),
-        b.run_id.clone(),
-        b.action.as_str().into(),
-        b.target.clone(),
-        b.item_key.clone(),
-        b.category.clone(),
-        b.reason.clone(),
-        b.window.clone(),
-        b.expires_at.clone().unwrap_or_default(),
-        b.subject_hash.clone().unwrap_or_default(),
-        b.detail.clone(),
-        e.prev_hash.clone(),
-        e.hash.clone(),
-    ]
-    .iter()
-    .map(|f| csv_field(f))
-    .collect::<Vec<_>>()
-    .join(",")
-}
-
 /// Prints rows as a left-aligned table, first row the header.
 pub fn print_table(rows: &[Vec<String>]) {
     let widths = widths(rows);

@@ -1,17 +1,18 @@
-//! `lethe demo`: a self-contained example shaped like the seed AI application (its two tables,
+//! The demo: a self-contained example shaped like the seed AI application (its two tables,
 //! written the way SQLAlchemy writes them on SQLite), a few traps a real store has, a
 //! lethe.toml, and a dry-run sweep over it all. No network, nothing else to set up.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lethe_core::time::{Duration, Timestamp};
 use rusqlite::{Connection, params};
+use serde::Serialize;
 
-use crate::SweepArgs;
-use lethe_ops::engine::DEFAULT_BATCH;
-use lethe_ops::util::now;
+use crate::engine::SweepReport;
+use crate::ops::init::init;
+use crate::ops::sweep::{SweepRequest, sweep};
+use crate::util::now;
 
 const MARKER: &str = ".lethe-demo";
 
@@ -213,7 +214,7 @@ fn read_dir(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>> {
 /// (by name) are removed. Anything else in it is refused, named, and nothing is removed: a
 /// rerun never deletes a file the user put there.
 fn prepare_dir(dir: &Path) -> Result<()> {
-    let usage = |m: String| -> anyhow::Error { lethe_ops::util::UsageError(m).into() };
+    let usage = |m: String| -> anyhow::Error { crate::util::UsageError(m).into() };
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => {
             return Err(usage(format!(
@@ -343,51 +344,35 @@ fn config_text() -> String {
     lethe_core::config::DEFAULT_CONFIG.to_string()
 }
 
-pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
+/// A demo built and dry-run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoRun {
+    /// Where it was built, resolved.
+    pub dir: PathBuf,
+    /// Its config, in `dir`.
+    pub config: PathBuf,
+    /// The dry run over it.
+    pub report: SweepReport,
+}
+
+/// Builds a demo in `dir` (new, empty, or one a demo was built in: its own files are
+/// replaced, anything else there is refused), makes its state, and dry-runs a sweep over it.
+pub fn run(dir: &Path) -> crate::error::Result<DemoRun> {
     let now = now();
     prepare_dir(dir)?;
     // Rows hold absolute paths, as applications write them.
-    let dir = &std::fs::canonicalize(dir)
+    let dir = std::fs::canonicalize(dir)
         .with_context(|| format!("Failed to resolve {}", dir.display()))?;
-    build(dir, now).with_context(|| format!("Failed to build the demo in {}", dir.display()))?;
+    build(&dir, now).with_context(|| format!("Failed to build the demo in {}", dir.display()))?;
     let config = dir.join("lethe.toml");
     std::fs::write(&config, config_text())?;
 
-    let loaded = lethe_ops::settings::load(Some(&config))?;
-    crate::commands::init_state(&loaded)?;
-    let args = SweepArgs {
-        apply: false,
-        targets: Vec::new(),
-        batch_size: DEFAULT_BATCH as u32,
-        rows_per_commit: lethe_ops::engine::DEFAULT_ROWS_PER_COMMIT as u32,
-        no_progress: true,
-    };
-    let report = crate::commands::sweep(&loaded, &args)?;
-    if json {
-        crate::output::json(&report)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let shown: PathBuf = pathdiff(&config);
-    outln!(
-        "Built a demo in {}: an SQLite database shaped like an AI app (inference_logs, \
-         training_records), dataset files under datasets/, and lethe.toml.\n",
-        dir.display()
-    );
-    crate::output::sweep(&report, &crate::output::Heading::sweep(&report, &shown));
-    outln!(
-        "\nThe failed items are deliberate: a timestamp nobody can read, a file outside \
-         file_roots, a symbolic link out of them and a directory. Lethe reports them and never \
-         deletes them on a guess.\n\
-         Next: lethe check --config {c}\n      lethe audit verify --config {c}",
-        c = shown.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The config path as the user would type it: relative to the working directory when inside it.
-fn pathdiff(p: &Path) -> PathBuf {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| p.to_path_buf())
+    let loaded = crate::settings::load(Some(&config))?;
+    init(&loaded)?;
+    let report = sweep(&loaded, &SweepRequest::default())?;
+    Ok(DemoRun {
+        dir,
+        config,
+        report,
+    })
 }

@@ -1,0 +1,210 @@
+//! The audit trail: verify it, look entries up, export it whole, and repair it after a break
+//! was investigated.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use lethe_core::audit::{Entry, RepairRecord};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ops::common::{Destination, open_state, open_unchecked};
+use crate::settings::Loaded;
+use crate::state::{Access, Filter};
+
+/// What verifying the trail found: intact when `ok`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyOutcome {
+    pub ok: bool,
+    pub entries: u64,
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// The audit key the trail is sealed with.
+    pub key_fingerprint: String,
+    /// The first problem, if any.
+    pub problem: Option<String>,
+    pub problems: Vec<String>,
+    /// Repairs recorded in the trail: what each acknowledged.
+    pub repairs: Vec<String>,
+}
+
+/// Recomputes the hash chain and checks its seal. A broken trail is an outcome (`ok`
+/// false), not an error.
+pub fn verify(loaded: &Loaded) -> Result<VerifyOutcome> {
+    let mut state = open_state(loaded, Access::Read)?;
+    let r = state.verify()?;
+    Ok(VerifyOutcome {
+        ok: r.problem.is_none(),
+        entries: r.entries,
+        head_seq: r.head_seq,
+        head_hash: r.head_hash,
+        key_fingerprint: state.key.fingerprint(),
+        problem: r.problem,
+        problems: r.problems,
+        repairs: r.repairs,
+    })
+}
+
+/// Which entries to look up: an item (target and key), a whole target, a data subject, a
+/// run or request, or any of them together.
+#[derive(Clone, Debug)]
+pub struct LogQuery {
+    pub target: Option<String>,
+    /// An item's key: with `target` only.
+    pub key: Option<String>,
+    /// A data subject, as the targets hold it (matched by its keyed hash).
+    pub subject: Option<String>,
+    /// A run or request id.
+    pub run: Option<String>,
+    /// At most this many entries, the newest.
+    pub limit: usize,
+}
+
+/// The entries a query found, oldest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogPage {
+    /// The newest `limit` of them.
+    pub entries: Vec<Entry>,
+    /// How many matched in all.
+    pub total: u64,
+}
+
+/// Looks entries up in the trail.
+pub fn log(loaded: &Loaded, q: &LogQuery) -> Result<LogPage> {
+    let mut state = open_state(loaded, Access::Read)?;
+    if let Some(s) = &q.subject
+        && s.is_empty()
+    {
+        return Err(Error::usage("--subject must not be empty"));
+    }
+    if q.target.is_none() && q.subject.is_none() && q.run.is_none() {
+        return Err(Error::usage(
+            "say what to look up: --target NAME [--key KEY], --subject ID or --run ID",
+        ));
+    }
+    if q.key.is_some() && q.target.is_none() {
+        return Err(Error::usage("--key needs --target"));
+    }
+    let filter = Filter {
+        target: q.target.clone(),
+        key: q.key.clone(),
+        subject_hash: q.subject.as_ref().map(|s| state.key.subject_hash(s)),
+        run_id: q.run.clone(),
+    };
+    let mut entries = VecDeque::new();
+    let mut total = 0u64;
+    state.entries(&filter, |e| {
+        total += 1;
+        if entries.len() == q.limit {
+            entries.pop_front();
+        }
+        entries.push_back(e);
+        Ok(())
+    })?;
+    Ok(LogPage {
+        entries: entries.into(),
+        total,
+    })
+}
+
+/// How the whole trail is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrailFormat {
+    /// One JSON document per entry, per line.
+    Jsonl,
+    /// A header, then one row per entry.
+    Csv,
+}
+
+/// The CSV export's header: the columns of [`csv_row`].
+pub const CSV_HEADER: &str = "seq,decided_at,run_id,action,target,item_key,category,reason,window,expires_at,subject_hash,detail,prev_hash,hash";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One entry as a CSV row (RFC 4180 quoting), in the columns of [`CSV_HEADER`].
+pub fn csv_row(e: &Entry) -> String {
+    let b = &e.body;
+    [
+        e.seq.to_string(),
+        b.decided_at.clone(),
+        b.run_id.clone(),
+        b.action.as_str().into(),
+        b.target.clone(),
+        b.item_key.clone(),
+        b.category.clone(),
+        b.reason.clone(),
+        b.window.clone(),
+        b.expires_at.clone().unwrap_or_default(),
+        b.subject_hash.clone().unwrap_or_default(),
+        b.detail.clone(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+    .iter()
+    .map(|f| csv_field(f))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// Writes the whole trail, as it is read; returns how many entries were written.
+pub fn export_trail(loaded: &Loaded, format: TrailFormat, to: Destination<'_>) -> Result<u64> {
+    let mut state = open_state(loaded, Access::Read)?;
+    let mut w = to.open()?;
+    let mut n = 0u64;
+    if format == TrailFormat::Csv {
+        writeln!(w, "{CSV_HEADER}")?;
+    }
+    state.entries(&Filter::default(), |e| {
+        n += 1;
+        match format {
+            TrailFormat::Jsonl => {
+                serde_json::to_writer(&mut w, &e)?;
+                writeln!(w)?;
+            }
+            TrailFormat::Csv => writeln!(w, "{}", csv_row(&e))?,
+        }
+        Ok(())
+    })?;
+    w.flush()?;
+    Ok(n)
+}
+
+/// Who repairs the trail, and why it may be extended again.
+#[derive(Clone, Debug)]
+pub struct RepairRequest {
+    /// What was found, who decided: recorded in the trail.
+    pub reason: String,
+    /// Who is repairing [default: the OS user].
+    pub by: Option<String>,
+}
+
+/// What a repair recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct RepairOutcome {
+    /// The repair's id in the trail.
+    pub run_id: String,
+    /// What was recorded; `None` when the trail verified and nothing was written.
+    pub record: Option<RepairRecord>,
+}
+
+/// Records a break of the trail in the trail and seals it as found, so that writing
+/// operations run again (verify keeps showing what was broken). Runs on a broken trail: its
+/// head is not checked.
+pub fn repair(loaded: &Loaded, req: &RepairRequest) -> Result<RepairOutcome> {
+    let mut state = open_unchecked(loaded, Access::Write)?;
+    if req.reason.trim().is_empty() {
+        return Err(Error::usage(
+            "--reason must say why the trail may be extended again",
+        ));
+    }
+    let by = crate::registry::actor(req.by.as_deref());
+    let run_id = crate::state::new_id("repair")?;
+    let record = state.repair(&by, &req.reason, &run_id)?;
+    Ok(RepairOutcome { run_id, record })
+}

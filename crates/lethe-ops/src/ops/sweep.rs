@@ -1,0 +1,78 @@
+//! `sweep`: find what has outlived its window in the chosen targets and delete it (or, in a
+//! dry run, say what would be deleted).
+
+use crate::engine::{self, Job, SweepOptions, SweepReport};
+use crate::error::{Error, Result};
+use crate::ops::common::{open_state, preflight, refuse_dropped_pending};
+use crate::settings::Loaded;
+use crate::state::Access;
+use crate::util::now;
+
+/// What to sweep, and how.
+#[derive(Clone, Debug)]
+pub struct SweepRequest {
+    /// Delete; without it nothing in any target changes.
+    pub apply: bool,
+    /// The targets to sweep, by name; empty for every target.
+    pub targets: Vec<String>,
+    /// Items per batch (memory and lock time grow with it).
+    pub batch_size: usize,
+    /// Rows deleted per transaction on the target, at most.
+    pub rows_per_commit: usize,
+    /// Show a progress bar on a terminal (stderr).
+    pub progress: bool,
+}
+
+impl Default for SweepRequest {
+    /// A dry run over every target, in the default batches, without a progress bar.
+    fn default() -> SweepRequest {
+        SweepRequest {
+            apply: false,
+            targets: Vec::new(),
+            batch_size: engine::DEFAULT_BATCH,
+            rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
+            progress: false,
+        }
+    }
+}
+
+/// Sweeps the chosen targets. A target that fails is reported in the report
+/// ([`SweepReport::has_failures`]), not as an error: the others are swept.
+pub fn sweep(loaded: &Loaded, req: &SweepRequest) -> Result<SweepReport> {
+    let c = &loaded.config;
+    let mut chosen = Vec::new();
+    for name in &req.targets {
+        match c.target(name) {
+            Some(t) => chosen.push(t),
+            None => {
+                let known: Vec<&str> = c.targets.iter().map(|t| t.name.as_str()).collect();
+                return Err(Error::not_found(format!(
+                    "--target {name}: no such target in {} (targets: {})",
+                    loaded.path.display(),
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = c.targets.iter().collect();
+    }
+    preflight(loaded, &chosen, req.apply)?;
+    let now = now();
+    let mut state = open_state(loaded, Access::Write)?;
+    refuse_dropped_pending(&state, loaded)?;
+    let opts = SweepOptions {
+        apply: req.apply,
+        batch: req.batch_size,
+        rows_per_commit: req.rows_per_commit,
+        progress: req.progress,
+    };
+    Ok(engine::sweep(
+        &mut state,
+        &chosen,
+        &loaded.base,
+        now,
+        &Job::Retention,
+        &opts,
+    )?)
+}
