@@ -1,9 +1,11 @@
 //! `lethe.toml`: parsed and validated in one pass that reports every problem at once, each
 //! with the key and line it concerns. Pure: paths are kept as written; the caller resolves them.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -109,108 +111,40 @@ pub struct Target {
     pub window: Window,
     /// Line of the `[[targets]]` entry, for messages about it.
     pub line: usize,
-    pub kind: TargetKind,
+    /// The `type`, as its connector names it.
+    pub type_name: &'static str,
+    /// What names an item's data subject (a column, a metadata entry), for the kinds of
+    /// target that map one: the items erasure, export and subject holds reach.
+    pub subject: Option<String>,
+    /// Everything else the target says, as the connector of its type read it.
+    pub spec: Arc<dyn TargetSpec>,
 }
 
-#[derive(Clone, Debug)]
-pub enum TargetKind {
-    Sql(SqlTarget),
-    Filesystem(FsTarget),
-    ObjectStore(ObjectStoreTarget),
-    VendorFiles(VendorTarget),
-}
-
-impl TargetKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            TargetKind::Sql(_) => "sql",
-            TargetKind::Filesystem(_) => "filesystem",
-            TargetKind::ObjectStore(_) => "object_store",
-            TargetKind::VendorFiles(v) => v.vendor,
-        }
+impl Target {
+    /// The target's own settings, when they are of this connector's type.
+    pub fn spec<T: TargetSpec>(&self) -> Option<&T> {
+        self.spec.as_any().downcast_ref::<T>()
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct SqlTarget {
-    pub url: String,
-    /// Environment variable holding the database password, never the password itself.
-    pub password_env: Option<String>,
-    pub table: String,
-    /// The columns that name one row: one (`key = "id"`) or several (`key = ["tenant", "id"]`).
-    /// They must be covered by a unique index; the connector refuses them otherwise.
-    pub key: Vec<String>,
-    pub created_at: String,
-    /// How created_at is stored, when numbers or text in it are not self-describing.
-    pub created_at_format: Option<TimeFormat>,
-    /// How expires_at is stored (same forms as created_at_format).
-    pub expires_at_format: Option<TimeFormat>,
-    /// How long a sweep waits for a lock held by someone else before it reports the table
-    /// busy, or a row failed, and goes on (`lock_timeout`, default 5s).
-    pub lock_timeout: Duration,
-    pub retention_days: Option<String>,
-    pub expires_at: Option<String>,
-    pub subject: Option<String>,
-    pub file: Option<String>,
-    pub file_roots: Vec<String>,
+/// A target's own settings, as the connector of its `type` parsed them.
+pub trait TargetSpec: fmt::Debug + Send + Sync + 'static {
+    /// For the connector that made it, to read it back ([`Target::spec`]).
+    fn as_any(&self) -> &dyn Any;
 }
 
-impl SqlTarget {
-    /// Every column the target reads, with the config key that names it.
-    pub fn columns(&self) -> Vec<(&'static str, &str)> {
-        let mut v: Vec<(&'static str, &str)> =
-            self.key.iter().map(|k| ("key", k.as_str())).collect();
-        v.push(("created_at", &self.created_at));
-        for (k, c) in [
-            ("retention_days", &self.retention_days),
-            ("expires_at", &self.expires_at),
-            ("subject", &self.subject),
-            ("file", &self.file),
-        ] {
-            if let Some(c) = c {
-                v.push((k, c.as_str()));
-            }
-        }
-        v
+/// A `type` of target: its connector reads its own keys, purely (no IO), through a
+/// [`Section`] that reports every problem with its key and line. The config keeps only
+/// what every target has: name, type, category, window and subject.
+pub trait TargetParser: Sync {
+    /// The `type` value that selects it.
+    fn type_name(&self) -> &'static str;
+    /// Whether `subject` means something for this kind of target.
+    fn maps_subject(&self) -> bool {
+        false
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct FsTarget {
-    pub root: String,
-    pub suffixes: Vec<String>,
-    /// Globs over a file's path relative to the root (see [`path_glob`]).
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub prune_empty_dirs: bool,
-}
-
-/// An `include`/`exclude` pattern of a `filesystem` target, matched against a file's path
-/// relative to the root: `*` and `?` stay within one path segment, `**` crosses segments,
-/// `[...]` is a character class. Patterns are anchored at the root: a leading `/` means the
-/// root, so `/runs/**` and `runs/**` are the same pattern.
-pub fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
-    globset::GlobBuilder::new(pattern.trim_start_matches('/'))
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("{pattern:?} is not a valid pattern: {}", e.kind()))
-}
-
-#[derive(Clone, Debug)]
-pub struct ObjectStoreTarget {
-    pub url: String,
-    pub options: BTreeMap<String, String>,
-    pub subject: Option<String>,
-    /// `[tags] required`, copied here: objects lacking one are counted as untagged.
-    pub required_tags: Vec<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct VendorTarget {
-    pub vendor: &'static str,
-    pub api_key_env: String,
-    pub base_url: Option<String>,
-    pub purpose: Option<String>,
+    /// The target's own settings; `None` when a problem was reported.
+    fn parse(&self, section: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>>;
 }
 
 /// An option key that names a secret (a key, token, password or signature): such values
@@ -237,12 +171,12 @@ impl Config {
     }
 }
 
-struct Ctx<'s> {
-    src: &'s str,
+struct Ctx {
+    src: String,
     errors: Vec<ConfigError>,
 }
 
-impl Ctx<'_> {
+impl Ctx {
     fn line(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.src.len());
         self.src.as_bytes()[..end]
@@ -262,15 +196,15 @@ impl Ctx<'_> {
 }
 
 /// One TOML table being read: remembers which keys were taken, so the rest are unknown.
-struct Tbl<'a, 'i> {
+struct Tbl<'a> {
     path: String,
     span: Range<usize>,
-    t: &'a DeTable<'i>,
+    t: &'a DeTable<'a>,
     seen: HashSet<String>,
 }
 
-impl<'a, 'i> Tbl<'a, 'i> {
-    fn new(path: impl Into<String>, v: &'a Spanned<DeValue<'i>>, ctx: &mut Ctx) -> Option<Self> {
+impl<'a> Tbl<'a> {
+    fn new(path: impl Into<String>, v: &'a Spanned<DeValue<'a>>, ctx: &mut Ctx) -> Option<Self> {
         let path = path.into();
         match v.get_ref() {
             DeValue::Table(t) => Some(Tbl {
@@ -298,7 +232,7 @@ impl<'a, 'i> Tbl<'a, 'i> {
         }
     }
 
-    fn raw(&mut self, k: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+    fn raw(&mut self, k: &str) -> Option<&'a Spanned<DeValue<'a>>> {
         self.seen.insert(k.to_string());
         self.t.get(k)
     }
@@ -553,10 +487,77 @@ impl<'a, 'i> Tbl<'a, 'i> {
     }
 }
 
+/// One `[[targets]]` entry's own keys, for the connector of its `type` to read. Every
+/// getter reports what is wrong with its key (by name and line) and returns `None` (or an
+/// empty value); a key no getter asked for is reported unknown once the connector is done.
+pub struct Section<'c, 'a> {
+    ctx: &'c mut Ctx,
+    t: &'c mut Tbl<'a>,
+    subject: Option<&'c str>,
+}
+
+impl Section<'_, '_> {
+    /// The target's `subject`, read by the config itself (it is common to every kind).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject
+    }
+    /// Whether the entry has this key at all.
+    pub fn has(&self, key: &str) -> bool {
+        self.t.t.get(key).is_some()
+    }
+    /// The full name of a key of this entry, as messages show it (`targets.NAME.key`).
+    pub fn key(&self, key: &str) -> String {
+        self.t.key(key)
+    }
+    /// Reports a problem with a key of this entry (on the entry's line).
+    pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        let full = self.t.key(key);
+        self.ctx.err(Some(self.t.span.clone()), full, message);
+    }
+    pub fn required_str(&mut self, key: &str) -> Option<String> {
+        self.t.req_str(self.ctx, key)
+    }
+    pub fn optional_str(&mut self, key: &str) -> Option<String> {
+        self.t.opt_str(self.ctx, key)
+    }
+    pub fn boolean(&mut self, key: &str) -> Option<bool> {
+        self.t.boolean(self.ctx, key)
+    }
+    /// A duration, longer than zero and at most `max` (described as `max_text`).
+    pub fn duration_at_most(
+        &mut self,
+        key: &str,
+        max: Duration,
+        max_text: &str,
+    ) -> Option<Duration> {
+        self.t.duration_at_most(self.ctx, key, max, max_text)
+    }
+    /// `key`: one column name, or a list of them for a composite key.
+    pub fn key_columns(&mut self) -> Option<Vec<String>> {
+        self.t.key_columns(self.ctx)
+    }
+    pub fn time_format(&mut self, key: &str) -> Option<TimeFormat> {
+        self.t.time_format(self.ctx, key)
+    }
+    /// A list of strings, each also checked by `check` (its error names the item's key).
+    pub fn strings(
+        &mut self,
+        key: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<String> {
+        self.t.strings_checked(self.ctx, key, check)
+    }
+    /// A table of strings (`[targets.options]`); a key that names a credential is refused.
+    pub fn string_map(&mut self, key: &str) -> BTreeMap<String, String> {
+        self.t.string_map(self.ctx, key)
+    }
+}
+
 /// Parses and validates a whole config. Returns every problem found, not just the first.
-pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
+/// with the targets of the types `kinds` read (each connector's parser).
+pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<ConfigError>> {
     let mut ctx = Ctx {
-        src,
+        src: src.to_string(),
         errors: Vec::new(),
     };
     let doc = match DeTable::parse(src) {
@@ -652,7 +653,7 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         match v.get_ref() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(t) = parse_target(&mut ctx, i, item, &categories) {
+                    if let Some(t) = parse_target(&mut ctx, i, item, &categories, kinds) {
                         targets.push(t);
                     }
                 }
@@ -740,13 +741,6 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
         return Err(ctx.errors);
     }
-    if let Some(tags) = &tags {
-        for t in &mut targets {
-            if let TargetKind::ObjectStore(o) = &mut t.kind {
-                o.required_tags = tags.required.clone();
-            }
-        }
-    }
     match (state, tags) {
         (Some(state), Some(tags)) => Ok(Config {
             state,
@@ -761,13 +755,12 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-const TARGET_TYPES: &str = "sql, filesystem, object_store, openai_files, anthropic_files";
-
 fn parse_target(
     ctx: &mut Ctx,
     i: usize,
     v: &Spanned<DeValue>,
     categories: &BTreeMap<String, Category>,
+    kinds: &[&dyn TargetParser],
 ) -> Option<Target> {
     let line = ctx.line(v.span());
     // Messages name the target by its name once known: "targets[1]" means little to a reader.
@@ -829,129 +822,49 @@ fn parse_target(
         }
     });
 
-    let kind = match ty.as_deref() {
-        Some("sql") => {
-            let url = t.req_str(ctx, "url");
-            let password_env = t.opt_str(ctx, "password_env");
-            let table = t.req_str(ctx, "table");
-            let key = t.key_columns(ctx);
-            let created_at = t.req_str(ctx, "created_at");
-            let created_at_format = t.time_format(ctx, "created_at_format");
-            let expires_at_format = t.time_format(ctx, "expires_at_format");
-            let lock_timeout = if t.t.get("lock_timeout").is_some() {
-                t.duration_at_most(ctx, "lock_timeout", MAX_LOCK_TIMEOUT, "a day")
-            } else {
-                Some(Duration::from_secs(5))
-            };
-            let retention_days = t.opt_str(ctx, "retention_days");
-            let expires_at = t.opt_str(ctx, "expires_at");
-            let subject = t.opt_str(ctx, "subject");
-            let file = t.opt_str(ctx, "file");
-            let file_roots = t.strings(ctx, "file_roots");
-            if file.is_some() && file_roots.is_empty() {
-                ctx.err(
-                    Some(t.span.clone()),
-                    t.key("file_roots"),
-                    "a target with `file` needs file_roots: files outside them are never deleted",
-                );
-            }
-            if let Some(u) = &url
-                && !(u.starts_with("sqlite:")
-                    || u.starts_with("postgres://")
-                    || u.starts_with("postgresql://"))
-            {
-                ctx.err(
-                    Some(t.span.clone()),
-                    t.key("url"),
-                    "expected sqlite://PATH or postgres://...",
-                );
-            }
-            match (url, table, key, created_at, lock_timeout) {
-                (Some(url), Some(table), Some(key), Some(created_at), Some(lock_timeout)) => {
-                    Some(TargetKind::Sql(SqlTarget {
-                        url,
-                        password_env,
-                        table,
-                        key,
-                        created_at,
-                        created_at_format,
-                        expires_at_format,
-                        lock_timeout,
-                        retention_days,
-                        expires_at,
-                        subject,
-                        file,
-                        file_roots,
-                    }))
-                }
-                _ => None,
-            }
-        }
-        Some("filesystem") => {
-            let root = t.req_str(ctx, "root");
-            let suffixes = t.strings(ctx, "suffixes");
-            let is_glob = |p: &str| path_glob(p).map(|_| ());
-            let include = t.strings_checked(ctx, "include", is_glob);
-            let exclude = t.strings_checked(ctx, "exclude", is_glob);
-            let prune_empty_dirs = t.boolean(ctx, "prune_empty_dirs").unwrap_or(false);
-            root.map(|root| {
-                TargetKind::Filesystem(FsTarget {
-                    root,
-                    suffixes,
-                    include,
-                    exclude,
-                    prune_empty_dirs,
-                })
-            })
-        }
-        Some("object_store") => {
-            let url = t.req_str(ctx, "url");
-            let options = t.string_map(ctx, "options");
-            let subject = t.opt_str(ctx, "subject");
-            url.map(|url| {
-                TargetKind::ObjectStore(ObjectStoreTarget {
-                    url,
-                    options,
-                    subject,
-                    required_tags: Vec::new(),
-                })
-            })
-        }
-        Some(v @ ("openai_files" | "anthropic_files")) => {
-            let vendor = if v == "openai_files" {
-                "openai_files"
-            } else {
-                "anthropic_files"
-            };
-            let api_key_env = t.req_str(ctx, "api_key_env");
-            let base_url = t.opt_str(ctx, "base_url");
-            let purpose = t.opt_str(ctx, "purpose");
-            api_key_env.map(|api_key_env| {
-                TargetKind::VendorFiles(VendorTarget {
-                    vendor,
-                    api_key_env,
-                    base_url,
-                    purpose,
-                })
-            })
-        }
-        Some(other) => {
+    let subject = t.opt_str(ctx, "subject");
+    let kind = ty.as_deref().and_then(|ty| {
+        let found = kinds.iter().find(|k| k.type_name() == ty);
+        if found.is_none() {
+            let known: Vec<&str> = kinds.iter().map(|k| k.type_name()).collect();
             ctx.err(
                 Some(t.span.clone()),
                 t.key("type"),
-                format!("unknown target type {other:?} (expected one of: {TARGET_TYPES})"),
+                format!(
+                    "unknown target type {ty:?} (expected one of: {})",
+                    known.join(", ")
+                ),
             );
-            None
         }
-        None => None,
-    };
+        found
+    });
+    let spec = kind.and_then(|kind| {
+        if subject.is_some() && !kind.maps_subject() {
+            ctx.err(
+                Some(t.span.clone()),
+                t.key("subject"),
+                format!(
+                    "a {} target has no subject to map; erase and export reach the targets that do",
+                    kind.type_name()
+                ),
+            );
+        }
+        let mut section = Section {
+            ctx: &mut *ctx,
+            t: &mut t,
+            subject: subject.as_deref(),
+        };
+        kind.parse(&mut section)
+    });
     t.finish(ctx);
     Some(Target {
         name: name?,
         category: category?,
         window: window?,
         line,
-        kind: kind?,
+        type_name: kind?.type_name(),
+        subject,
+        spec: spec?,
     })
 }
 
@@ -959,203 +872,82 @@ fn parse_target(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_default_config_parses() {
-        let c = parse(DEFAULT_CONFIG).map_err(|e| format!("{e:?}"));
-        let c = c.as_ref().map(|c| c.targets.len());
-        assert!(matches!(c, Ok(n) if n >= 2), "{c:?}");
+    /// A kind of target with one key of its own, as a connector would read it.
+    #[derive(Debug)]
+    struct Spot {
+        place: String,
     }
 
-    #[test]
-    fn the_design_example_parses() {
-        let src = r#"
-[state]
-url = "sqlite://lethe-state.db"
-[categories.inference_log]
-retention = "30d"
-max = "90d"
-owner = "platform-sre"
-[categories.finetune_dataset]
-retention = "90d"
-[categories.model_artifact]
-retention = "60d"
-[[targets]]
-name = "inference_logs"
-type = "sql"
-url = "sqlite://ai_data.db"
-table = "inference_logs"
-category = "inference_log"
-key = "id"
-created_at = "created_at"
-retention_days = "retention_days"
-subject = "user_id"
-[[targets]]
-name = "checkpoints"
-type = "filesystem"
-root = "/data/models/checkpoints"
-category = "model_artifact"
-retention = "60d"
-suffixes = [".pt", ".pth"]
-[[targets]]
-name = "finetune-blobs"
-type = "object_store"
-url = "s3://datasets/finetune/"
-category = "finetune_dataset"
-[targets.options]
-aws_endpoint = "http://127.0.0.1:9000"
-aws_allow_http = "true"
-[tags]
-required = ["expires_at", "data_type", "owner", "sensitivity"]
-[exceptions]
-max_extension = "30d"
-max_renewals = 1
-[audit]
-retention = "2555d"
-key_env = "LETHE_AUDIT_KEY"
-"#;
-        let c = match parse(src) {
-            Ok(c) => c,
-            Err(e) => panic!("{e:?}"),
-        };
-        assert_eq!(c.targets.len(), 3);
-        assert_eq!(
-            c.targets[0].window,
-            Window {
-                retention: Duration::from_days(30),
-                max: Some(Duration::from_days(90))
-            }
-        );
-        assert_eq!(c.targets[0].line, 12);
-        match &c.targets[2].kind {
-            TargetKind::ObjectStore(o) => assert_eq!(o.options.len(), 2),
-            other => panic!("{other:?}"),
+    impl TargetSpec for Spot {
+        fn as_any(&self) -> &dyn Any {
+            self
         }
     }
 
-    #[test]
-    fn reports_every_problem_with_key_and_line() {
-        let src = "[state]\nurl = \"sqlite://x.db\"\ncolour = 1\n\n[categories.log]\nretention = \"30x\"\n\n[[targets]]\nname = \"logs\"\ntype = \"sql\"\nurl = \"sqlite://a.db\"\ncategory = \"nope\"\nkey = \"id\"\ncreated_at = \"ts\"\n";
-        let errs = match parse(src) {
-            Err(e) => e,
-            Ok(_) => panic!("should fail"),
-        };
-        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
-        assert!(has("line 3: state.colour: unknown key"), "{text:#?}");
-        assert!(has("line 6: categories.log.retention"), "{text:#?}");
-        assert!(has("targets.logs.table: is required"), "{text:#?}");
-        assert!(
-            has("targets.logs.category: no [categories.nope]"),
-            "{text:#?}"
-        );
-        assert!(errs.len() >= 4);
+    struct SpotKind;
+
+    impl TargetParser for SpotKind {
+        fn type_name(&self) -> &'static str {
+            "spot"
+        }
+        fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+            let place = s.required_str("place");
+            Some(Arc::new(Spot { place: place? }))
+        }
     }
 
-    #[test]
-    fn syntax_errors_name_the_line() {
-        let errs = parse("[state]\nurl = \n").err().unwrap_or_default();
-        assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].line, Some(2));
+    fn parse_spots(src: &str) -> Result<Config, Vec<ConfigError>> {
+        parse(src, &[&SpotKind])
     }
 
-    #[test]
-    fn file_without_roots_is_refused() {
-        let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"t\"\ntype = \"sql\"\nurl = \"sqlite://a.db\"\ntable = \"t\"\ncategory = \"d\"\nkey = \"id\"\ncreated_at = \"c\"\nfile = \"path\"\n";
-        let errs = parse(src).err().unwrap_or_default();
-        assert!(
-            errs.iter().any(|e| e.key == "targets.t.file_roots"),
-            "{errs:?}"
-        );
-    }
+    const HEAD: &str =
+        "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"t\"\ncategory = \"d\"\n";
 
     #[test]
-    fn bad_patterns_are_refused_by_key() {
-        let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"m\"\ntype = \"filesystem\"\nroot = \"x\"\ncategory = \"d\"\ninclude = [\"/ok/**\", \"run[1\"]\nexclude = [\"a{b\"]\n";
-        let errs = parse(src).err().unwrap_or_default();
-        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    fn a_kind_reads_its_own_keys_and_the_config_the_rest() {
+        let c = parse_spots(&format!("{HEAD}type = \"spot\"\nplace = \"here\"\n"));
+        let c = c.map_err(|e| format!("{e:?}"));
+        let t = c.as_ref().map(|c| &c.targets[0]);
+        assert_eq!(t.map(|t| t.type_name), Ok("spot"));
         assert_eq!(
-            keys,
-            ["targets.m.include[1]", "targets.m.exclude[0]"],
-            "{errs:?}"
+            t.ok()
+                .and_then(|t| t.spec::<Spot>())
+                .map(|s| s.place.as_str()),
+            Some("here")
         );
-        assert_eq!(errs[0].line, Some(8));
     }
 
     #[test]
-    fn credentials_in_store_options_are_refused() {
-        let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"b\"\ntype = \"object_store\"\nurl = \"s3://bucket/p/\"\ncategory = \"d\"\n[targets.options]\naws_region = \"eu-west-1\"\naws_secret_access_key = \"hunter2\"\n";
-        let errs = parse(src).err().unwrap_or_default();
-        assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!(errs[0].key, "targets.b.options.aws_secret_access_key");
-        assert_eq!(errs[0].line, Some(10));
-        assert!(!errs[0].to_string().contains("hunter2"));
-    }
-
-    /// Issue 10, item 11: a duration too long to compute with is refused by key and line.
-    #[test]
-    fn durations_longer_than_1000_years_are_refused() {
-        let src = "[categories.d]\nretention = \"999999999999d\"\nmax = \"365251d\"\n\
-                   [categories.ok]\nretention = \"365250d\"\n\
-                   [[targets]]\nname = \"t\"\ntype = \"sql\"\nurl = \"sqlite://a.db\"\ntable = \"t\"\n\
-                   category = \"ok\"\nkey = \"id\"\ncreated_at = \"c\"\nretention = \"52180w\"\n\
-                   lock_timeout = \"25h\"\n\
-                   [exceptions]\nmax_extension = \"9999999999h\"\n\
-                   [erasure]\ndeadline = \"99999999999999m\"\n\
-                   [audit]\nretention = \"999999999999999s\"\n";
-        let errs = parse(src).err().unwrap_or_default();
+    fn problems_of_a_kind_come_with_key_and_line_like_any_other() {
+        let errs = parse_spots(&format!("{HEAD}type = \"spot\"\nplaec = \"here\"\n"))
+            .err()
+            .unwrap_or_default();
         let found: Vec<(&str, Option<usize>)> =
             errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
         assert_eq!(
             found,
-            [
-                ("categories.d.retention", Some(2)),
-                ("categories.d.max", Some(3)),
-                ("targets.t.retention", Some(14)),
-                ("targets.t.lock_timeout", Some(15)),
-                ("exceptions.max_extension", Some(17)),
-                ("erasure.deadline", Some(19)),
-                ("audit.retention", Some(21)),
-            ],
-            "{errs:#?}"
-        );
-        assert!(errs[0].message.contains("1000 years"), "{errs:?}");
-        assert!(errs[3].message.contains("a day"), "{errs:?}");
-        // At the bounds, all is well: 1000 years, a one-day lock wait.
-        let src = src
-            .replace("999999999999d", "365250d")
-            .replace("365251d", "365250d")
-            .replace("52180w", "52178w")
-            .replace("25h", "1d")
-            .replace("9999999999h", "30d")
-            .replace("99999999999999m", "30d")
-            .replace("999999999999999s", "2555d");
-        let c = parse(&src).map_err(|e| format!("{e:?}"));
-        assert_eq!(
-            c.map(|c| c.targets[0].window.retention),
-            Ok(Duration::from_days(365_246))
+            [("targets.t.place", Some(3)), ("targets.t.plaec", Some(7))],
+            "{errs:?}"
         );
     }
 
-    /// Issue 10, item 11: an empty config, or one without targets, says what is missing.
     #[test]
-    fn a_config_without_targets_says_what_is_missing() {
-        for src in ["", "  \n# nothing yet\n"] {
-            let errs = parse(src).err().unwrap_or_default();
-            assert_eq!(errs.len(), 1, "{src:?}: {errs:?}");
-            assert_eq!(errs[0].key, "targets");
-            assert!(errs[0].message.contains("the config is empty"), "{errs:?}");
-            assert!(errs[0].message.contains("[[targets]]"), "{errs:?}");
-        }
-        let errs = parse("[state]\nurl = \"sqlite://s.db\"\n[categories.d]\nretention = \"1d\"\n")
+    fn an_unknown_type_names_the_known_ones_and_a_subject_needs_a_kind_that_maps_one() {
+        let errs = parse_spots(&format!("{HEAD}type = \"sopt\"\n"))
             .err()
             .unwrap_or_default();
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!(errs[0].key, "targets");
-        assert!(errs[0].message.contains("no [[targets]] entry"), "{errs:?}");
-        let errs = parse("\ntargets = []\n[categories.d]\nretention = \"1d\"\n")
-            .err()
-            .unwrap_or_default();
+        assert_eq!(errs[0].key, "targets.t.type");
+        assert!(
+            errs[0].message.contains("expected one of: spot"),
+            "{errs:?}"
+        );
+        let errs = parse_spots(&format!(
+            "{HEAD}type = \"spot\"\nplace = \"x\"\nsubject = \"user\"\n"
+        ))
+        .err()
+        .unwrap_or_default();
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!((errs[0].key.as_str(), errs[0].line), ("targets", Some(2)));
+        assert_eq!(errs[0].key, "targets.t.subject");
     }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{Target, TargetKind};
+use crate::config::Window;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cloud {
@@ -27,8 +27,7 @@ fn split_url(url: &str) -> Option<(&str, &str, &str)> {
 
 /// Whole days of the target's effective window (retention capped by max), rounded up: a
 /// store may keep an object up to a day longer than Lethe would, never shorter.
-pub fn days(target: &Target) -> i64 {
-    let w = target.window;
+pub fn days(w: Window) -> i64 {
     let secs = match w.max {
         Some(m) if m < w.retention => m.as_secs(),
         _ => w.retention.as_secs(),
@@ -36,16 +35,11 @@ pub fn days(target: &Target) -> i64 {
     ((secs + 86_399) / 86_400).max(1)
 }
 
-pub fn render(target: &Target, cloud: Cloud) -> Result<Value, String> {
-    let TargetKind::ObjectStore(os) = &target.kind else {
-        return Err(format!(
-            "target {} is of type {}; lifecycle policies are for object_store targets",
-            target.name,
-            target.kind.type_name()
-        ));
-    };
-    let (scheme, bucket, prefix) = split_url(&os.url)
-        .ok_or_else(|| format!("target {}: url {:?} has no bucket", target.name, os.url))?;
+/// The lifecycle policy for the objects under `url` (`scheme://bucket/prefix`) of the
+/// target `name`, whose window is `window`.
+pub fn render(name: &str, window: Window, url: &str, cloud: Cloud) -> Result<Value, String> {
+    let (scheme, bucket, prefix) =
+        split_url(url).ok_or_else(|| format!("target {name}: url {url:?} has no bucket"))?;
     let expected = match cloud {
         Cloud::S3 => ["s3", "s3a"].as_slice(),
         Cloud::Azure => ["az", "azure", "abfs", "abfss"].as_slice(),
@@ -54,7 +48,7 @@ pub fn render(target: &Target, cloud: Cloud) -> Result<Value, String> {
     if !expected.contains(&scheme) {
         return Err(format!(
             "target {} is on {scheme}://, not a {} store",
-            target.name,
+            name,
             match cloud {
                 Cloud::S3 => "S3",
                 Cloud::Azure => "Azure Blob",
@@ -62,8 +56,8 @@ pub fn render(target: &Target, cloud: Cloud) -> Result<Value, String> {
             }
         ));
     }
-    let days = days(target);
-    let id = format!("lethe-{}", target.name);
+    let days = days(window);
+    let id = format!("lethe-{name}");
     Ok(match cloud {
         Cloud::S3 => json!({
             "Rules": [{
@@ -106,26 +100,28 @@ pub fn render(target: &Target, cloud: Cloud) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::time::Duration;
 
-    fn target(url: &str, retention: &str, max: Option<&str>) -> Target {
-        let src = format!(
-            "[categories.d]\nretention = \"{retention}\"\n{}\n[[targets]]\nname = \"blobs\"\ntype = \"object_store\"\nurl = \"{url}\"\ncategory = \"d\"\n",
-            max.map(|m| format!("max = \"{m}\"")).unwrap_or_default()
-        );
-        match parse(&src) {
-            Ok(mut c) => c.targets.remove(0),
-            Err(e) => panic!("{e:?}"),
-        }
+    fn target(url: &str, retention: &str, max: Option<&str>) -> (&'static str, Window, String) {
+        let d = |t: &str| Duration::parse(t).unwrap_or(Duration::from_days(1));
+        let window = Window {
+            retention: d(retention),
+            max: max.map(d),
+        };
+        ("blobs", window, url.to_string())
+    }
+
+    fn render_for(t: &(&str, Window, String), cloud: Cloud) -> Result<Value, String> {
+        render(t.0, t.1, &t.2, cloud)
     }
 
     #[test]
     fn renders_each_cloud_with_the_window_in_days() {
-        let s3 = render(&target("s3://datasets/finetune/", "90d", None), Cloud::S3);
+        let s3 = render_for(&target("s3://datasets/finetune/", "90d", None), Cloud::S3);
         let s3 = s3.unwrap_or_default();
         assert_eq!(s3["Rules"][0]["Expiration"]["Days"], 90);
         assert_eq!(s3["Rules"][0]["Filter"]["Prefix"], "finetune/");
-        let az = render(
+        let az = render_for(
             &target("az://container/data/", "30d", Some("7d")),
             Cloud::Azure,
         )
@@ -136,11 +132,11 @@ mod tests {
             7
         );
         assert_eq!(d["filters"]["prefixMatch"][0], "container/data/");
-        let gs = render(&target("gs://b/p/", "36h", None), Cloud::Gcs).unwrap_or_default();
+        let gs = render_for(&target("gs://b/p/", "36h", None), Cloud::Gcs).unwrap_or_default();
         assert_eq!(
             gs["lifecycle"]["rule"][0]["condition"]["age"], 2,
             "rounded up"
         );
-        assert!(render(&target("s3://b/p", "1d", None), Cloud::Azure).is_err());
+        assert!(render_for(&target("s3://b/p", "1d", None), Cloud::Azure).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lethe_core::audit::{Action, Body};
-use lethe_core::config::{Target, TargetKind};
+use lethe_core::config::Target;
 use lethe_core::expiry::{self, Facts, Protections, Verdict};
 use lethe_core::time::{TimeFormat, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::auditor::Auditor;
 use crate::files::{FileState, OwnedFile, Roots};
 use crate::state::{Lease, PendingStore, State};
-use crate::targets::{Connector, Deletion, Key, Lookup, Row, answers, open_source, roots_for};
+use crate::targets::{
+    Connector, Deletion, Key, Lookup, Row, answers, kind_of, open_with, roots_for,
+};
 
 pub const DEFAULT_BATCH: usize = 5_000;
 /// Rows deleted per target transaction by default (several batches).
@@ -58,6 +60,8 @@ pub struct SweepOptions {
     /// table's write lock for less time.
     pub rows_per_commit: usize,
     pub progress: bool,
+    /// `[tags] required`: objects lacking one are counted as untagged.
+    pub required_tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -498,7 +502,10 @@ impl Sweeper<'_> {
     }
 
     /// Removes files then rows for planned items, inside the target transaction.
-    fn execute(&mut self, planned: Vec<Planned>) -> Vec<Done> {
+    ///
+    /// `Err` when a store without transactions could not say what it deleted: nothing is
+    /// recorded, the batch stays written ahead, and the next run looks each item up.
+    fn execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
         let removals = remove_files(&self.roots, &planned);
         hit(&mut self.failpoint, "mid_files");
         let mut done = Vec::with_capacity(planned.len());
@@ -550,10 +557,18 @@ impl Sweeper<'_> {
                     }
                 }
             }
-            Err(e) => {
+            // A transaction that failed deleted nothing: each row is kept, and failed.
+            Err(e) if self.table.capabilities().transactions => {
                 for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
                     d.outcome = Err(format!("row delete failed: {e:#}"));
                 }
+            }
+            // Elsewhere some may be gone: recorded neither deleted nor failed on a guess.
+            Err(e) => {
+                return Err(e.context(format!(
+                    "target {}: the store did not say which items of this batch it deleted; the batch stays written ahead and the next run looks each one up",
+                    self.target.name
+                )));
             }
         }
         for d in done.iter().filter(|d| d.outcome.is_err()) {
@@ -566,7 +581,7 @@ impl Sweeper<'_> {
                     .push((d.item.k.to_string(), why.clone()));
             }
         }
-        done
+        Ok(done)
     }
 
     /// Writes a transaction's planned deletions ahead (one durable record per chunk, all in
@@ -633,11 +648,18 @@ impl Sweeper<'_> {
     /// the rest and commits the target. Called with the state's write lock held.
     fn recheck_and_execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
         self.refresh_protections(true)?;
-        let mut done = if self.protections.is_empty() {
+        let done = if self.protections.is_empty() {
             // Nothing can protect an item: no sorting into kept and deleted to do.
             self.execute(planned)
         } else {
             self.keep_protected_execute_rest(planned)
+        };
+        let mut done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                self.table.rollback();
+                return Err(e);
+            }
         };
         // A run that stalled here (stopped, swapped out) past most of its lease may have
         // been taken over: it commits nothing.
@@ -663,7 +685,7 @@ impl Sweeper<'_> {
 
     /// Keeps, in place, the planned items a hold or exception now protects, and deletes
     /// the rest.
-    fn keep_protected_execute_rest(&mut self, planned: Vec<Planned>) -> Vec<Done> {
+    fn keep_protected_execute_rest(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
         let mut slots: Vec<Option<Done>> = Vec::with_capacity(planned.len());
         let mut to_run = Vec::with_capacity(planned.len());
         for p in planned {
@@ -682,11 +704,11 @@ impl Sweeper<'_> {
                 }
             }
         }
-        let mut ran = self.execute(to_run).into_iter();
-        slots
+        let mut ran = self.execute(to_run)?.into_iter();
+        Ok(slots
             .into_iter()
             .filter_map(|s| s.or_else(|| ran.next()))
-            .collect()
+            .collect())
     }
 
     /// The hold, or live exception, that protects a planned item now.
@@ -1037,13 +1059,10 @@ pub fn sweep(
             target: target.name.clone(),
             ..Default::default()
         };
-        if !matches!(
-            target.kind,
-            TargetKind::Sql(_) | TargetKind::Filesystem(_) | TargetKind::ObjectStore(_)
-        ) {
+        if !kind_of(target).can_sweep() {
             report.error = Some(format!(
                 "target type {} is not supported by this build yet",
-                target.kind.type_name()
+                target.type_name
             ));
             reports.push(report);
             continue;
@@ -1126,10 +1145,10 @@ struct RunCtx<'a> {
 }
 
 fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
-    let table = open_source(target, ctx.base, ctx.opts.apply)
-        .ok_or_else(|| anyhow::anyhow!("target type {} is not supported", target.kind.type_name()))?
+    let table = open_with(target, ctx.base, ctx.opts.apply, &ctx.opts.required_tags)
+        .ok_or_else(|| anyhow::anyhow!("target type {} is not supported", target.type_name))?
         .with_context(|| format!("target {}", target.name))?;
-    let prune = matches!(&target.kind, TargetKind::Filesystem(f) if f.prune_empty_dirs);
+    let prune = kind_of(target).prunes_empty_dirs(target);
     let subject = match ctx.job {
         Job::Erasure { subject, .. } => Some(subject.as_str()),
         Job::Retention => None,
@@ -1195,10 +1214,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
 
 /// How a target stores its instants, when its config says.
 pub fn formats(target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
-    match &target.kind {
-        TargetKind::Sql(sql) => (sql.created_at_format.clone(), sql.expires_at_format.clone()),
-        _ => (None, None),
-    }
+    kind_of(target).formats(target)
 }
 
 /// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lethe_core::config::{self, Config};
+use lethe_core::config::{self, Config, Target};
 
 use crate::error::Result;
+use crate::targets::{self, Connector};
 use crate::util::UsageError;
 
 /// A config as loaded: what every operation takes.
@@ -14,6 +15,14 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The config file's directory: relative paths in it are read from here.
     pub base: PathBuf,
+}
+
+impl Loaded {
+    /// Opens a target's store as this config says (read-only unless `write`); `None` for a
+    /// kind this build cannot sweep.
+    pub fn open(&self, target: &Target, write: bool) -> Option<anyhow::Result<Box<dyn Connector>>> {
+        targets::open_with(target, &self.base, write, &self.config.tags.required)
+    }
 }
 
 pub fn config_path(flag: Option<&Path>) -> PathBuf {
@@ -32,7 +41,7 @@ pub fn load(flag: Option<&Path>) -> Result<Loaded> {
         };
         UsageError(format!("cannot read config {}: {e}{hint}", path.display()))
     })?;
-    let config = config::parse(&src).map_err(|errs| {
+    let config = config::parse(&src, &targets::parsers()).map_err(|errs| {
         let mut msg = format!(
             "{} has {} problem{}; nothing was touched:",
             path.display(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lethe_core::config::{DEFAULT_CONFIG, TargetKind};
+use lethe_core::config::DEFAULT_CONFIG;
 
 use crate::{AuditCommand, Cli, CloudFormat, Command, ExportFormat, LifecycleCommand, output};
 use lethe_ops::ops::{self, Destination};
@@ -124,7 +124,7 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
             let mut line = format!(
                 "target {} ({}, window {}{}): {status}",
                 t.name,
-                t.kind.type_name(),
+                t.type_name,
                 t.window.retention,
                 t.window
                     .max
@@ -132,11 +132,7 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
                     .unwrap_or_default()
             );
             if let (Some(r), Some(d), Some(u)) = (found.rows, found.past_expiry, found.unreadable) {
-                let items = match t.kind {
-                    TargetKind::Filesystem(_) => "files",
-                    TargetKind::ObjectStore(_) => "objects",
-                    _ => "rows",
-                };
+                let items = lethe_ops::targets::kind_of(t).items();
                 line.push_str(&format!(
                     " — {r} {items}, {d} past expiry, {u} with unreadable timestamps"
                 ));

@@ -7,7 +7,7 @@ use crate::engine;
 use crate::error::Result;
 use crate::ops::places::shared_places;
 use crate::settings::Loaded;
-use crate::targets::{open_source, roots_for};
+use crate::targets::roots_for;
 use crate::util::now;
 
 /// What `check` found: the config fits its targets when `ok`.
@@ -67,7 +67,7 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
             unreadable: None,
             untagged: None,
         };
-        match open_source(t, &loaded.base, false) {
+        match loaded.open(t, false) {
             Some(source) => match source {
                 Err(e) => problems.push(format!("{e:#}")),
                 Ok(mut table) => {
@@ -96,7 +96,7 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
             },
             None => problems.push(format!(
                 "target type {} is not supported by this build yet",
-                t.kind.type_name()
+                t.type_name
             )),
         }
         found.ok = problems.is_empty();

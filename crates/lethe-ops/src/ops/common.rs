@@ -7,13 +7,13 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use lethe_core::config::{ConfigError, Target, TargetKind};
+use lethe_core::config::{ConfigError, Target};
 
 use crate::error::{Error, Result};
 use crate::ops::places::{shared_places, state_in_targets};
 use crate::settings::Loaded;
 use crate::state::{Access, State};
-use crate::targets::{Key, Lookup, Row, answers, open_source, roots_for};
+use crate::targets::{Key, Lookup, Row, answers, roots_for};
 use crate::util::ConfigProblems;
 
 /// Opens the config's state. A command that writes checks first that the trail may be
@@ -115,7 +115,7 @@ pub fn preflight(loaded: &Loaded, targets: &[&Target], write: bool) -> Result<()
         })
         .collect();
     for t in targets {
-        if let Some(source) = open_source(t, &loaded.base, write) {
+        if let Some(source) = loaded.open(t, write) {
             let found = source.and_then(|mut table| table.check_schema());
             let mut found = match found {
                 Ok(p) => p,
@@ -156,11 +156,7 @@ pub fn subject_arg(s: &str) -> Result<&str> {
 
 /// Whether a target maps a subject (a column, or an object metadata entry).
 pub fn maps_subject(t: &Target) -> bool {
-    match &t.kind {
-        TargetKind::Sql(s) => s.subject.is_some(),
-        TargetKind::ObjectStore(o) => o.subject.is_some(),
-        _ => false,
-    }
+    t.subject.is_some()
 }
 
 /// The targets that map a subject: the ones erasure, export and subject holds reach.
@@ -198,11 +194,10 @@ pub fn target<'a>(loaded: &'a Loaded, name: &str) -> Result<&'a Target> {
 
 /// The item of a target with this key, read-only; an unknown key names nothing.
 pub fn find_item(loaded: &Loaded, t: &Target, key: &str) -> Result<Row> {
-    let Some(source) = open_source(t, &loaded.base, false) else {
+    let Some(source) = loaded.open(t, false) else {
         return Err(Error::usage(format!(
             "target {} is of type {}; items cannot be named in it yet",
-            t.name,
-            t.kind.type_name()
+            t.name, t.type_name
         )));
     };
     let mut table = source.map_err(|e| Error::target(&t.name, e))?;

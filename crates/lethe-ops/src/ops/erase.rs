@@ -76,6 +76,7 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
         batch: engine::DEFAULT_BATCH,
         rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
         progress: req.progress,
+        required_tags: loaded.config.tags.required.clone(),
     };
     let report = engine::sweep(&mut state, &targets, &loaded.base, now, &job, &opts)?;
     let held: u64 = report.targets.iter().map(|t| t.held).sum();

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use lethe_core::config::TargetKind;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -12,7 +11,7 @@ use crate::ops::common::{Destination, open_state, preflight, subject_arg, subjec
 use crate::registry;
 use crate::settings::Loaded;
 use crate::state::Access;
-use crate::targets::open_source;
+use crate::targets::kind_of;
 use crate::util::now;
 
 /// What an access export wrote: its request id, and per target how many items and files.
@@ -59,23 +58,22 @@ pub fn export(loaded: &Loaded, subject: &str, to: Destination<'_>) -> Result<Acc
     let mut counts = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
         // (subject column, file column and key column when rows own files, roots)
-        let (subj_col, owned, file_roots) = match &t.kind {
-            TargetKind::Sql(sql) => (
-                &sql.subject,
-                sql.file.as_ref().map(|f| (f, &sql.key)),
-                sql.file_roots.as_slice(),
-            ),
-            TargetKind::ObjectStore(o) => (&o.subject, None, &[][..]),
-            _ => continue,
-        };
-        let Some(subj_col) = subj_col else {
+        let kind = kind_of(t);
+        let Some(subj_col) = &t.subject else {
             continue;
         };
-        let mut table = match open_source(t, &loaded.base, false) {
+        if !kind.can_sweep() {
+            continue;
+        }
+        let owned = kind.owned_files(t);
+        let mut table = match loaded.open(t, false) {
             Some(table) => table.map_err(|e| Error::target(&t.name, e))?,
             None => continue,
         };
-        let roots = Roots::new("file_roots", file_roots, &loaded.base);
+        let roots = match owned {
+            Some(_) => kind.roots(t, &loaded.base),
+            None => Roots::default(),
+        };
         if ti > 0 {
             write!(w, ",")?;
         }

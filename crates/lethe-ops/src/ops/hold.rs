@@ -7,7 +7,6 @@ use crate::ops::common::{find_item, open_state, subject_arg, subject_targets, ta
 use crate::registry::{self, HoldRecord};
 use crate::settings::Loaded;
 use crate::state::Access;
-use crate::targets::open_source;
 use crate::util::now;
 
 /// A hold to place: on a subject, on one item (`target` and `key`), or on a whole target.
@@ -103,7 +102,7 @@ fn subject_matches(loaded: &Loaded, subject: &str) -> Option<String> {
         ));
     };
     for t in &targets {
-        let found = match open_source(t, &loaded.base, false) {
+        let found = match loaded.open(t, false) {
             Some(Ok(mut table)) => table.of_subject(subject, 1).map(|rows| !rows.is_empty()),
             Some(Err(e)) => Err(e),
             None => continue,

@@ -1,6 +1,8 @@
 //! The cloud's own lifecycle policy for an object-store target's window.
 
 use lethe_core::lifecycle::{self, Cloud};
+
+use crate::targets::kind_of;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -24,7 +26,7 @@ pub fn policy(loaded: &Loaded, target: &str, cloud: Cloud) -> Result<LifecyclePo
             loaded.path.display()
         ))
     })?;
-    let policy = lifecycle::render(t, cloud).map_err(Error::usage)?;
+    let policy = kind_of(t).lifecycle(t, cloud).map_err(Error::usage)?;
     Ok(LifecyclePolicy {
         policy,
         caveat: lifecycle::CAVEAT,

@@ -5,53 +5,13 @@
 
 use std::path::PathBuf;
 
-use lethe_core::config::{Target, TargetKind};
+use lethe_core::config::Target;
 
 use crate::settings::Loaded;
-use crate::targets::open_source;
-
-/// What a target reaches, for finding two targets that reach the same place.
-enum Place {
-    /// A table, as its database names it whatever the URL's spelling, then the tables whose
-    /// rows include its own.
-    Table(Vec<String>),
-    /// A directory tree, resolved.
-    Tree(PathBuf),
-    /// A bucket or container and a prefix in it, by segments.
-    Prefix(String, Vec<String>),
-}
+use crate::targets::{Place, kind_of};
 
 fn place_of(loaded: &Loaded, t: &Target) -> Option<Place> {
-    match &t.kind {
-        TargetKind::Sql(_) => {
-            let mut table = open_source(t, &loaded.base, false)?.ok()?;
-            table.identity().ok().flatten().map(Place::Table)
-        }
-        TargetKind::Filesystem(f) => std::fs::canonicalize(loaded.base.join(&f.root))
-            .ok()
-            .map(Place::Tree),
-        TargetKind::ObjectStore(o) => match o.url.strip_prefix("file://") {
-            Some(p) => std::fs::canonicalize(loaded.base.join(p))
-                .ok()
-                .map(Place::Tree),
-            None => {
-                let (scheme, rest) = o.url.split_once("://")?;
-                let mut segs = rest.split('/').filter(|s| !s.is_empty());
-                let bucket = segs.next()?.to_string();
-                let store: Vec<String> = o
-                    .options
-                    .iter()
-                    .filter(|(k, _)| k.contains("endpoint") || k.contains("account"))
-                    .map(|(k, v)| format!("{k}={}", v.trim_end_matches('/')))
-                    .collect();
-                Some(Place::Prefix(
-                    format!("{scheme}://{bucket} {}", store.join(" ")),
-                    segs.map(str::to_string).collect(),
-                ))
-            }
-        },
-        _ => None,
-    }
+    kind_of(t).place(t, &loaded.base)
 }
 
 /// Pairs of targets that reach the same table, or overlapping trees or prefixes: a hold or
@@ -141,14 +101,14 @@ pub fn state_in_targets(loaded: &Loaded) -> Vec<(&Target, String)> {
         .targets
         .iter()
         .filter(|t| {
-            let TargetKind::Sql(s) = &t.kind else {
+            let Some(url) = kind_of(t).database_url(t) else {
                 return false;
             };
-            match crate::state::sqlite_path(&s.url, &loaded.base) {
+            match crate::state::sqlite_path(url, &loaded.base) {
                 Some(file) => state_files.iter().any(|st| same_file(st, &file)),
                 None => state_pg
                     .as_ref()
-                    .zip(pg_database(&s.url))
+                    .zip(pg_database(url))
                     .is_some_and(|(a, b)| a.same_database(&b)),
             }
         })

@@ -66,6 +66,7 @@ pub fn sweep(loaded: &Loaded, req: &SweepRequest) -> Result<SweepReport> {
         batch: req.batch_size,
         rows_per_commit: req.rows_per_commit,
         progress: req.progress,
+        required_tags: loaded.config.tags.required.clone(),
     };
     Ok(engine::sweep(
         &mut state,

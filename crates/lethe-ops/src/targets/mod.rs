@@ -1,18 +1,38 @@
 //! Where data lives. Each connector yields rows (or objects) with what they say about their
 //! own lifetime, and deletes by key.
 
-pub mod fs;
-pub mod objects;
-pub mod postgres;
-pub mod sql;
-pub mod sqlite;
+/// Declares the connector folders and lists their kinds: adding a connector is a folder
+/// below this one (with a `KINDS` list of its own) and one line here.
+macro_rules! connectors {
+    ($($(#[$attr:meta])* $folder:ident),* $(,)?) => {
+        $($(#[$attr])* pub mod $folder;)*
+
+        /// Every kind of target this build knows.
+        pub fn kinds() -> impl Iterator<Item = &'static dyn Kind> {
+            [$($(#[$attr])* $folder::KINDS,)*].into_iter().flatten().copied()
+        }
+    };
+}
+
+connectors! {
+    sql,
+    fs,
+    objects,
+    vendor,
+    #[cfg(feature = "jsonl-connector")]
+    jsonl,
+}
 
 use std::fmt;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lethe_core::config::{FsTarget, ObjectStoreTarget, SqlTarget, Target, TargetKind, Window};
+use lethe_core::config::{Target, TargetParser};
+use lethe_core::lifecycle::Cloud;
+use lethe_core::time::TimeFormat;
+
+use crate::files::Roots;
 use lethe_core::expiry::Raw;
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -500,49 +520,113 @@ pub fn found_or_gone(keys: &[Key], rows: Vec<Row>) -> Vec<Lookup> {
         .collect()
 }
 
-/// Opens a target's table: read-only unless `write`; never creates anything.
-pub fn open_table(
-    cfg: &SqlTarget,
-    window: &Window,
-    base: &Path,
-    write: bool,
-) -> Result<Box<dyn Connector>> {
-    if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgTable::open(cfg, window, write)?))
-    } else {
-        Ok(Box::new(sqlite::SqliteTable::open(
-            cfg, window, base, write,
-        )?))
+/// What a target reaches, for finding two targets that reach the same place.
+pub enum Place {
+    /// A table, as its database names it whatever the URL's spelling, then the tables whose
+    /// rows include its own.
+    Table(Vec<String>),
+    /// A directory tree, resolved.
+    Tree(PathBuf),
+    /// A bucket or container (with the store it is on) and a prefix in it, by segments.
+    Prefix(String, Vec<String>),
+}
+
+/// What opening a target needs beyond the target itself.
+pub struct Open<'a> {
+    /// The config file's directory: relative paths in the config are relative to it.
+    pub base: &'a Path,
+    /// Open for deleting; read-only otherwise. Opening never creates anything.
+    pub write: bool,
+    /// `[tags] required`: objects lacking one are counted as untagged.
+    pub required_tags: &'a [String],
+}
+
+/// A kind of target (`type = "..."`): its connector's config (parsed purely, through
+/// [`TargetParser`]) and how to reach it (with IO). One per connector folder, registered
+/// in [`KINDS`]; nothing else in Lethe names a kind.
+pub trait Kind: TargetParser {
+    /// Opens the target's store; `None` for a kind this build can parse but not sweep.
+    fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>>;
+    /// What the target is, whatever it is called: the place its items live (the database
+    /// file or server and table, the directory, the bucket and prefix). Write-ahead
+    /// records are kept by it, so that renaming a target never orphans the deletions in
+    /// flight in it.
+    fn identity(&self, target: &Target, _base: &Path) -> String {
+        format!("{}:{}", target.type_name, target.name)
+    }
+    /// The roots the files an item owns must lie under (none: items own no files).
+    fn roots(&self, _target: &Target, _base: &Path) -> Roots {
+        Roots::default()
+    }
+    /// What the target reaches, to refuse two targets on one place; `None` when it cannot
+    /// be told.
+    fn place(&self, _target: &Target, _base: &Path) -> Option<Place> {
+        None
+    }
+    /// The database URL, for targets that are tables (Lethe's state must be in none).
+    fn database_url<'t>(&self, _target: &'t Target) -> Option<&'t str> {
+        None
+    }
+    /// How the target stores created_at and expires_at, when its config says.
+    fn formats(&self, _target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
+        (None, None)
+    }
+    /// What its items are called in messages: rows, files, objects.
+    fn items(&self) -> &'static str {
+        "items"
+    }
+    /// Where an item names a file it owns (the file field, and the key fields that name
+    /// the item), for exports; `None` when items own no files.
+    fn owned_files<'t>(&self, _target: &'t Target) -> Option<(&'t str, &'t [String])> {
+        None
+    }
+    /// Whether this build can sweep it (a kind may be parsed, and checked, before it can).
+    fn can_sweep(&self) -> bool {
+        true
+    }
+    /// Whether directories left empty by its deletions are removed.
+    fn prunes_empty_dirs(&self, _target: &Target) -> bool {
+        false
+    }
+    /// The store's own lifecycle policy for the target's window, where it has one.
+    fn lifecycle(&self, target: &Target, _cloud: Cloud) -> Result<serde_json::Value, String> {
+        Err(format!(
+            "target {} is of type {}; lifecycle policies are for object_store targets",
+            target.name, target.type_name
+        ))
     }
 }
 
-/// What a target is, whatever it is called: the place its items live (the database file or
-/// server and table, the directory, the bucket and prefix). Write-ahead records are kept by
-/// it, so that renaming a target never orphans the deletions in flight in it.
-pub fn identity(target: &Target, base: &Path) -> String {
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let without_query = |u: &str| u.split(['?', '#']).next().unwrap_or(u).to_string();
-    match &target.kind {
-        TargetKind::Sql(sql) => match crate::state::sqlite_path(&sql.url, base) {
-            Some(p) => format!("sqlite:{}|{}", canonical(&p).display(), sql.table),
-            None => format!(
-                "{}|{}",
-                without_query(&crate::db::redact(&sql.url)),
-                sql.table
-            ),
-        },
-        TargetKind::Filesystem(fs) => format!("fs:{}", canonical(&base.join(&fs.root)).display()),
-        // The endpoint is part of where a bucket is: two servers may each have `datasets`.
-        TargetKind::ObjectStore(o) => {
-            let endpoints: Vec<String> = o
-                .options
-                .iter()
-                .filter(|(k, _)| k.to_ascii_lowercase().contains("endpoint"))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            format!("objects:{}|{}", without_query(&o.url), endpoints.join(","))
-        }
-        other => format!("{}:{}", other.type_name(), target.name),
+/// The parsers of every kind, for reading a config.
+pub fn parsers() -> Vec<&'static dyn TargetParser> {
+    kinds().map(|k| k as &dyn TargetParser).collect()
+}
+
+/// The kind of a parsed target (every target was parsed by one of [`kinds`]).
+pub fn kind_of(target: &Target) -> &'static dyn Kind {
+    kinds()
+        .find(|k| k.type_name() == target.type_name)
+        .unwrap_or(&Unparsed)
+}
+
+/// The kind of a target no connector of this build parsed: it cannot be opened.
+struct Unparsed;
+
+impl TargetParser for Unparsed {
+    fn type_name(&self) -> &'static str {
+        "unknown"
+    }
+    fn parse(
+        &self,
+        _s: &mut lethe_core::config::Section<'_, '_>,
+    ) -> Option<std::sync::Arc<dyn lethe_core::config::TargetSpec>> {
+        None
+    }
+}
+
+impl Kind for Unparsed {
+    fn open(&self, _target: &Target, _how: &Open) -> Option<Result<Box<dyn Connector>>> {
+        None
     }
 }
 
@@ -552,47 +636,42 @@ pub fn open_source(
     base: &Path,
     write: bool,
 ) -> Option<Result<Box<dyn Connector>>> {
-    match &target.kind {
-        TargetKind::Sql(sql) => Some(open_table(sql, &target.window, base, write)),
-        TargetKind::Filesystem(fs) => {
-            Some(fs::FsTree::open(fs, base).map(|t| Box::new(t) as Box<dyn Connector>))
-        }
-        TargetKind::ObjectStore(o) => Some(match local_root(o) {
-            Some(fs) => fs::FsTree::open(&fs, base).map(|t| Box::new(t) as Box<dyn Connector>),
-            None => objects::ObjectTarget::open(o, &o.required_tags)
-                .map(|t| Box::new(t) as Box<dyn Connector>),
-        }),
-        _ => None,
-    }
+    open_with(target, base, write, &[])
 }
 
-/// A `file://` object store is a directory tree: it is walked like a `filesystem` target
-/// (never following a link out of it), every file an item.
-fn local_root(o: &ObjectStoreTarget) -> Option<FsTarget> {
-    let path = o.url.strip_prefix("file://")?;
-    Some(FsTarget {
-        root: path.to_string(),
-        suffixes: Vec::new(),
-        include: Vec::new(),
-        exclude: Vec::new(),
-        prune_empty_dirs: false,
-    })
+/// [`open_source`], with `[tags] required`.
+pub fn open_with(
+    target: &Target,
+    base: &Path,
+    write: bool,
+    required_tags: &[String],
+) -> Option<Result<Box<dyn Connector>>> {
+    let how = Open {
+        base,
+        write,
+        required_tags,
+    };
+    kind_of(target).open(target, &how)
 }
 
-/// The roots a target's files must lie under: a sql target's `file_roots`, or a
-/// filesystem target's `root`.
-pub fn roots_for(target: &Target, base: &Path) -> crate::files::Roots {
-    match &target.kind {
-        TargetKind::Sql(sql) => crate::files::Roots::new("file_roots", &sql.file_roots, base),
-        TargetKind::Filesystem(fs) => {
-            crate::files::Roots::new("root", std::slice::from_ref(&fs.root), base)
-        }
-        TargetKind::ObjectStore(o) => match local_root(o) {
-            Some(fs) => crate::files::Roots::new("url", std::slice::from_ref(&fs.root), base),
-            None => crate::files::Roots::default(),
-        },
-        _ => crate::files::Roots::default(),
-    }
+/// What a target is, whatever it is called (see [`Kind::identity`]).
+pub fn identity(target: &Target, base: &Path) -> String {
+    kind_of(target).identity(target, base)
+}
+
+/// The roots a target's files must lie under (see [`Kind::roots`]).
+pub fn roots_for(target: &Target, base: &Path) -> Roots {
+    kind_of(target).roots(target, base)
+}
+
+/// A path as the system resolves it, or as written when it cannot be resolved.
+pub(crate) fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A URL without its query string and fragment.
+pub(crate) fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ fn default_config_is_valid_and_is_the_one_in_the_readme() {
     let out = lethe().arg("default-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(lethe_core::config::parse(&text).is_ok());
+    assert!(lethe_core::config::parse(&text, &lethe_ops::targets::parsers()).is_ok());
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     assert!(

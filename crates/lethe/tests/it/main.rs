@@ -9,6 +9,8 @@ mod crash;
 mod demo_dir;
 mod fs;
 mod infinity;
+#[cfg(feature = "jsonl-connector")]
+mod jsonl;
 mod objects;
 mod pg;
 mod pg_safety;
@@ -20,6 +22,16 @@ mod safety;
 mod secrets;
 mod sweep;
 mod trail;
+
+/// The toy connector's tests need the tests' build (`scripts/test` makes it): without the
+/// feature they would be skipped, so this fails instead, saying how to run them.
+#[cfg(not(feature = "jsonl-connector"))]
+#[test]
+fn the_jsonl_connector_tests_need_their_feature() {
+    panic!(
+        "run the tests with --features lethe/failpoints,lethe/jsonl-connector (as scripts/test does)"
+    );
+}
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

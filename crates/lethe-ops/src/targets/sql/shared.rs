@@ -3,7 +3,7 @@
 //! Each backend says only how its own type names map to [`ColumnType`] and how it reads
 //! its catalog; everything here is written once.
 
-use lethe_core::config::SqlTarget;
+use super::SqlTarget;
 
 /// An identifier quoted for SQL (both SQLite and PostgreSQL double the quote).
 pub fn quote_ident(name: &str) -> String {
@@ -87,7 +87,7 @@ pub fn column_problems(
 
 /// The rows whose subject reads exactly `subject`: a filter in SQL may match more (case,
 /// collation, numeric affinity), never fewer.
-pub fn only_subject(rows: Vec<super::Row>, subject: &str) -> Vec<super::Row> {
+pub fn only_subject(rows: Vec<crate::targets::Row>, subject: &str) -> Vec<crate::targets::Row> {
     rows.into_iter()
         .filter(|r| matches!(&r.subject, Ok(Some(s)) if s == subject))
         .collect()

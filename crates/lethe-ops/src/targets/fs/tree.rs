@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use globset::{GlobSet, GlobSetBuilder};
-use lethe_core::config::{FsTarget, path_glob};
+use super::{FsTarget, path_glob};
 use lethe_core::time::Timestamp;
 
-use super::{Capabilities, Connector, Deletion, Key, Lookup, Row, Value};
+use crate::targets::{Capabilities, Connector, Deletion, Key, Lookup, Row, Value};
 
 pub struct FsTree {
     /// The root as resolved when opened; rows name files under it.

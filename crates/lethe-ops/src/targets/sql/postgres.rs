@@ -18,13 +18,14 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{SqlTarget, Window};
+use lethe_core::config::Window;
 use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use postgres::Client;
 use postgres::error::SqlState;
 
-use super::sql::{self, ColumnType, quote_ident};
-use super::{
+use super::SqlTarget;
+use super::shared::{self as sql, ColumnType, quote_ident};
+use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
     busy_message, delete_confirmed, found_or_gone,
 };

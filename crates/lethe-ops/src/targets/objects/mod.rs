@@ -15,7 +15,10 @@
 //! was judged (ETag, last-modified, version); in a versioned S3 bucket exactly the version
 //! judged is deleted, so an object overwritten after its HEAD keeps its new version.
 
+mod config;
 mod s3;
+
+pub use config::{KINDS, ObjectStoreKind, ObjectStoreTarget};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +26,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use futures::stream::{self, BoxStream, StreamExt};
-use lethe_core::config::ObjectStoreTarget;
 use lethe_core::time::Timestamp;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -33,7 +35,7 @@ use object_store::{
     Attribute, BackoffConfig, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
-use super::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
+use crate::targets::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
 use crate::util::UsageError;
 
 /// HEAD requests in flight while reading metadata.
@@ -90,7 +92,6 @@ struct DeleteStats {
 }
 
 pub struct ObjectTarget {
-    rt: tokio::runtime::Runtime,
     store: Arc<dyn ObjectStore>,
     kind: Kind,
     prefix: Path,
@@ -267,12 +268,7 @@ impl ObjectTarget {
     pub fn open(cfg: &ObjectStoreTarget, required_tags: &[String]) -> Result<Self> {
         let (store, kind, prefix, raw) = build(&cfg.url, &cfg.options)
             .with_context(|| format!("Failed to set up {}", cfg.url))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("Failed to start the object store client")?;
         Ok(ObjectTarget {
-            rt,
             store,
             kind,
             prefix,
@@ -373,20 +369,25 @@ impl ObjectTarget {
         }
         let store = Arc::clone(&self.store);
         let url = self.url.clone();
-        let Some(listing) = self.listing.as_mut() else {
+        // The listing goes to the IO thread and comes back with the page; a listing lost
+        // to a failed task starts again on the next scan, after the error ends this one.
+        let Some(mut listing) = self.listing.take() else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let listed_all = &mut self.listed_all;
-        self.rt.block_on(async {
+        let (listing, listed_all, page) = crate::io::wait(async move {
             let mut metas = Vec::with_capacity(limit);
             let mut unusable = Vec::new();
+            let mut listed_all = false;
             while metas.len() + unusable.len() < limit {
                 match listing.next().await {
                     Some(Ok(Listed::Object(m))) => metas.push(m),
                     Some(Ok(Listed::Unusable { key, why })) => unusable.push((key, why)),
-                    Some(Err(e)) => return Err(anyhow!("Failed to list {url}: {e}")),
+                    Some(Err(e)) => {
+                        let failed = Err(anyhow!("Failed to list {url}: {e}"));
+                        return (listing, listed_all, failed);
+                    }
                     None => {
-                        *listed_all = true;
+                        listed_all = true;
                         break;
                     }
                 }
@@ -396,8 +397,11 @@ impl ObjectTarget {
                 .buffered(HEADS_IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await;
-            Ok((heads, unusable))
-        })
+            (listing, listed_all, Ok((heads, unusable)))
+        })?;
+        self.listing = Some(listing);
+        self.listed_all |= listed_all;
+        page
     }
 
     /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
@@ -487,7 +491,7 @@ impl ObjectTarget {
 impl Connector for ObjectTarget {
     fn check_schema(&mut self) -> Result<Vec<String>> {
         let mut listing = self.listing();
-        let first = self.rt.block_on(async move { listing.next().await });
+        let first = crate::io::wait(async move { listing.next().await.map(|r| r.map(|_| ())) })?;
         Ok(match first {
             Some(Err(e)) => {
                 let mut why = format!("cannot list {}: {e}", self.url);
@@ -505,14 +509,14 @@ impl Connector for ObjectTarget {
     fn count(&mut self) -> Result<Option<u64>> {
         let url = self.url.clone();
         let mut list = self.listing();
-        self.rt.block_on(async move {
+        crate::io::wait(async move {
             let mut n = 0u64;
             while let Some(m) = list.next().await {
                 m.map_err(|e| anyhow!("Failed to list {url}: {e}"))?;
                 n += 1;
             }
             Ok(Some(n))
-        })
+        })?
     }
 
     /// The next objects of the listing (it keeps its own place). Every
@@ -553,9 +557,9 @@ impl Connector for ObjectTarget {
                 )))),
             }
         }
-        let heads: Vec<Head> = self.rt.block_on(
+        let heads: Vec<Head> = crate::io::wait(
             stream::iter(paths)
-                .map(|location| {
+                .map(move |location| {
                     let meta = ObjectMeta {
                         location,
                         last_modified: Default::default(),
@@ -567,7 +571,7 @@ impl Connector for ObjectTarget {
                 })
                 .buffered(HEADS_IN_FLIGHT)
                 .collect(),
-        );
+        )?;
         let mut heads = heads.into_iter();
         Ok(out
             .into_iter()
@@ -634,7 +638,7 @@ impl Connector for ObjectTarget {
         let chunk = self.kind.chunk();
         let bulk_api = self.kind != Kind::Gcs;
         let mut stats = self.stats;
-        let (plain_out, version_out) = self.rt.block_on(async {
+        let (plain_out, version_out, stats) = crate::io::wait(async move {
             let mut out = Vec::with_capacity(plain.len());
             for part in plain.chunks(chunk) {
                 let first = if bulk_api {
@@ -678,7 +682,7 @@ impl Connector for ObjectTarget {
                     versions.len(),
                     Err("no client for versioned deletes".into()),
                 );
-                return (out, vout);
+                return (out, vout, stats);
             };
             for part in versions.chunks(Kind::S3.chunk()) {
                 stats.bulk_requests += 1;
@@ -703,8 +707,8 @@ impl Connector for ObjectTarget {
                 }
                 vout.extend(results);
             }
-            (out, vout)
-        });
+            (out, vout, stats)
+        })?;
         self.stats = stats;
         // One outcome per key, in order.
         let answer = |outs: &[Result<(), String>], i: usize| {

@@ -15,13 +15,14 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{SqlTarget, Window};
+use lethe_core::config::Window;
 use lethe_core::time::{PLAUSIBLE_SECS, TimeFormat, Timestamp};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::sql::{self, ColumnType, quote_ident};
-use super::{
+use super::SqlTarget;
+use super::shared::{self as sql, ColumnType, quote_ident};
+use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
     busy_message, delete_confirmed, found_or_gone,
 };

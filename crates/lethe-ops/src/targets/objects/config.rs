@@ -1,0 +1,129 @@
+//! `type = "object_store"`: a bucket or container prefix on S3, Azure Blob or GCS, or a
+//! `file://` directory (walked like a `filesystem` target).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use lethe_core::config::{Section, Target, TargetParser, TargetSpec};
+use lethe_core::lifecycle::{self, Cloud};
+
+use super::ObjectTarget;
+use crate::files::Roots;
+use crate::targets::fs::FsTarget;
+use crate::targets::{Connector, Kind, Open, Place, without_query};
+
+/// An `object_store` target's own settings.
+#[derive(Clone, Debug)]
+pub struct ObjectStoreTarget {
+    pub url: String,
+    pub options: BTreeMap<String, String>,
+    /// The metadata entry that names an object's data subject.
+    pub subject: Option<String>,
+}
+
+impl TargetSpec for ObjectStoreTarget {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl ObjectStoreTarget {
+    /// A `file://` store is a directory tree: walked like a `filesystem` target (never
+    /// following a link out of it), every file an item.
+    fn local(&self) -> Option<FsTarget> {
+        self.url.strip_prefix("file://").map(FsTarget::whole)
+    }
+}
+
+/// The `object_store` kind.
+pub struct ObjectStoreKind;
+
+/// The kinds of target this folder provides.
+pub static KINDS: &[&dyn Kind] = &[&ObjectStoreKind];
+
+fn spec(target: &Target) -> Option<&ObjectStoreTarget> {
+    target.spec::<ObjectStoreTarget>()
+}
+
+impl TargetParser for ObjectStoreKind {
+    fn type_name(&self) -> &'static str {
+        "object_store"
+    }
+
+    fn maps_subject(&self) -> bool {
+        true
+    }
+
+    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+        let url = s.required_str("url");
+        let options = s.string_map("options");
+        Some(Arc::new(ObjectStoreTarget {
+            url: url?,
+            options,
+            subject: s.subject().map(str::to_string),
+        }))
+    }
+}
+
+impl Kind for ObjectStoreKind {
+    fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>> {
+        let o = spec(target)?;
+        Some(match o.local() {
+            Some(fs) => fs.open(how.base),
+            None => ObjectTarget::open(o, how.required_tags)
+                .map(|t| Box::new(t) as Box<dyn Connector>),
+        })
+    }
+
+    /// The endpoint is part of where a bucket is: two servers may each have `datasets`.
+    fn identity(&self, target: &Target, _base: &Path) -> String {
+        let Some(o) = spec(target) else {
+            return format!("object_store:{}", target.name);
+        };
+        let endpoints: Vec<String> = o
+            .options
+            .iter()
+            .filter(|(k, _)| k.to_ascii_lowercase().contains("endpoint"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("objects:{}|{}", without_query(&o.url), endpoints.join(","))
+    }
+
+    fn roots(&self, target: &Target, base: &Path) -> Roots {
+        spec(target)
+            .and_then(ObjectStoreTarget::local)
+            .map(|fs| fs.roots("url", base))
+            .unwrap_or_default()
+    }
+
+    fn place(&self, target: &Target, base: &Path) -> Option<Place> {
+        let o = spec(target)?;
+        if let Some(fs) = o.local() {
+            return fs.place(base);
+        }
+        let (scheme, rest) = o.url.split_once("://")?;
+        let mut segs = rest.split('/').filter(|s| !s.is_empty());
+        let bucket = segs.next()?.to_string();
+        let store: Vec<String> = o
+            .options
+            .iter()
+            .filter(|(k, _)| k.contains("endpoint") || k.contains("account"))
+            .map(|(k, v)| format!("{k}={}", v.trim_end_matches('/')))
+            .collect();
+        Some(Place::Prefix(
+            format!("{scheme}://{bucket} {}", store.join(" ")),
+            segs.map(str::to_string).collect(),
+        ))
+    }
+
+    fn items(&self) -> &'static str {
+        "objects"
+    }
+
+    fn lifecycle(&self, target: &Target, cloud: Cloud) -> Result<serde_json::Value, String> {
+        let o = spec(target).ok_or_else(|| format!("target {} has no url", target.name))?;
+        lifecycle::render(&target.name, target.window, &o.url, cloud)
+    }
+}

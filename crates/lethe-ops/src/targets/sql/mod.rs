@@ -1,0 +1,209 @@
+//! `type = "sql"`: a table in SQLite (`sqlite://PATH`) or PostgreSQL (`postgres://...`).
+//! Each row is an item; a row may own a file (`file`, under `file_roots`).
+
+pub mod postgres;
+pub mod shared;
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use lethe_core::config::{MAX_LOCK_TIMEOUT, Section, Target, TargetParser, TargetSpec};
+use lethe_core::lifecycle::Cloud;
+use lethe_core::time::{Duration, TimeFormat};
+
+use super::{Connector, Kind, Open, Place, canonical, without_query};
+use crate::files::Roots;
+
+/// A `sql` target's own settings.
+#[derive(Clone, Debug)]
+pub struct SqlTarget {
+    pub url: String,
+    /// Environment variable holding the database password, never the password itself.
+    pub password_env: Option<String>,
+    pub table: String,
+    /// The columns that name one row: one (`key = "id"`) or several (`key = ["tenant", "id"]`).
+    /// They must be covered by a unique index; the connector refuses them otherwise.
+    pub key: Vec<String>,
+    pub created_at: String,
+    /// How created_at is stored, when numbers or text in it are not self-describing.
+    pub created_at_format: Option<TimeFormat>,
+    /// How expires_at is stored (same forms as created_at_format).
+    pub expires_at_format: Option<TimeFormat>,
+    /// How long a sweep waits for a lock held by someone else before it reports the table
+    /// busy, or a row failed, and goes on (`lock_timeout`, default 5s).
+    pub lock_timeout: Duration,
+    pub retention_days: Option<String>,
+    pub expires_at: Option<String>,
+    pub subject: Option<String>,
+    pub file: Option<String>,
+    pub file_roots: Vec<String>,
+}
+
+impl TargetSpec for SqlTarget {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl SqlTarget {
+    /// Every column the target reads, with the config key that names it.
+    pub fn columns(&self) -> Vec<(&'static str, &str)> {
+        let mut v: Vec<(&'static str, &str)> =
+            self.key.iter().map(|k| ("key", k.as_str())).collect();
+        v.push(("created_at", &self.created_at));
+        for (k, c) in [
+            ("retention_days", &self.retention_days),
+            ("expires_at", &self.expires_at),
+            ("subject", &self.subject),
+            ("file", &self.file),
+        ] {
+            if let Some(c) = c {
+                v.push((k, c.as_str()));
+            }
+        }
+        v
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+/// The `sql` kind.
+pub struct SqlKind;
+
+/// The kinds of target this folder provides.
+pub static KINDS: &[&dyn Kind] = &[&SqlKind];
+
+fn spec(target: &Target) -> Option<&SqlTarget> {
+    target.spec::<SqlTarget>()
+}
+
+impl TargetParser for SqlKind {
+    fn type_name(&self) -> &'static str {
+        "sql"
+    }
+
+    fn maps_subject(&self) -> bool {
+        true
+    }
+
+    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+        let url = s.required_str("url");
+        let password_env = s.optional_str("password_env");
+        let table = s.required_str("table");
+        let key = s.key_columns();
+        let created_at = s.required_str("created_at");
+        let created_at_format = s.time_format("created_at_format");
+        let expires_at_format = s.time_format("expires_at_format");
+        let lock_timeout = if s.has("lock_timeout") {
+            s.duration_at_most("lock_timeout", MAX_LOCK_TIMEOUT, "a day")
+        } else {
+            Some(Duration::from_secs(5))
+        };
+        let retention_days = s.optional_str("retention_days");
+        let expires_at = s.optional_str("expires_at");
+        let file = s.optional_str("file");
+        let file_roots = s.strings("file_roots", |_| Ok(()));
+        if file.is_some() && file_roots.is_empty() {
+            s.error(
+                "file_roots",
+                "a target with `file` needs file_roots: files outside them are never deleted",
+            );
+        }
+        if let Some(u) = &url
+            && !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+        {
+            s.error("url", "expected sqlite://PATH or postgres://...");
+        }
+        Some(Arc::new(SqlTarget {
+            url: url?,
+            password_env,
+            table: table?,
+            key: key?,
+            created_at: created_at?,
+            created_at_format,
+            expires_at_format,
+            lock_timeout: lock_timeout?,
+            retention_days,
+            expires_at,
+            subject: s.subject().map(str::to_string),
+            file,
+            file_roots,
+        }))
+    }
+}
+
+impl Kind for SqlKind {
+    fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>> {
+        let cfg = spec(target)?;
+        Some(if cfg.is_postgres() {
+            postgres::PgTable::open(cfg, &target.window, how.write)
+                .map(|t| Box::new(t) as Box<dyn Connector>)
+        } else {
+            sqlite::SqliteTable::open(cfg, &target.window, how.base, how.write)
+                .map(|t| Box::new(t) as Box<dyn Connector>)
+        })
+    }
+
+    fn identity(&self, target: &Target, base: &Path) -> String {
+        let Some(sql) = spec(target) else {
+            return format!("sql:{}", target.name);
+        };
+        match crate::state::sqlite_path(&sql.url, base) {
+            Some(p) => format!("sqlite:{}|{}", canonical(&p).display(), sql.table),
+            None => format!(
+                "{}|{}",
+                without_query(&crate::db::redact(&sql.url)),
+                sql.table
+            ),
+        }
+    }
+
+    fn roots(&self, target: &Target, base: &Path) -> Roots {
+        spec(target)
+            .map(|sql| Roots::new("file_roots", &sql.file_roots, base))
+            .unwrap_or_default()
+    }
+
+    /// The table as its database names it (opened read-only to ask).
+    fn place(&self, target: &Target, base: &Path) -> Option<Place> {
+        let mut table = self.open(target, &Open {
+            base,
+            write: false,
+            required_tags: &[],
+        })?
+        .ok()?;
+        table.identity().ok().flatten().map(Place::Table)
+    }
+
+    fn database_url<'t>(&self, target: &'t Target) -> Option<&'t str> {
+        spec(target).map(|s| s.url.as_str())
+    }
+
+    fn formats(&self, target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
+        spec(target)
+            .map(|s| (s.created_at_format.clone(), s.expires_at_format.clone()))
+            .unwrap_or_default()
+    }
+
+    fn items(&self) -> &'static str {
+        "rows"
+    }
+
+    fn owned_files<'t>(&self, target: &'t Target) -> Option<(&'t str, &'t [String])> {
+        let sql = spec(target)?;
+        Some((sql.file.as_deref()?, sql.key.as_slice()))
+    }
+
+    fn lifecycle(&self, target: &Target, _cloud: Cloud) -> Result<serde_json::Value, String> {
+        Err(format!(
+            "target {} is of type sql; lifecycle policies are for object_store targets",
+            target.name
+        ))
+    }
+}
