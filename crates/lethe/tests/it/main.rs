@@ -5,6 +5,7 @@ mod audit;
 mod cli_json;
 mod config;
 mod config_checks;
+mod conformance;
 mod crash;
 mod demo_dir;
 mod fs;

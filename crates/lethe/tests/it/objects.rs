@@ -21,9 +21,9 @@ use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
 
 use super::{Tmp, free_port, run_env};
 
-const AZ_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const AZ_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's published development key (not a secret).
-const AZ_KEY: &str =
+pub(crate) const AZ_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn repo_root() -> PathBuf {
@@ -43,9 +43,9 @@ fn tool(env: &str, rel: &str, how: &str) -> PathBuf {
 }
 
 /// A server process killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Server {
@@ -72,7 +72,7 @@ impl Drop for Server {
     }
 }
 
-fn moto(dir: &Path) -> Server {
+pub(crate) fn moto(dir: &Path) -> Server {
     let bin = tool(
         "LETHE_TEST_MOTO_SERVER",
         ".cache/venv/bin/moto_server",
@@ -91,7 +91,7 @@ fn moto(dir: &Path) -> Server {
     Server { child, port }.wait_ready("moto_server")
 }
 
-fn azurite(dir: &Path) -> Server {
+pub(crate) fn azurite(dir: &Path) -> Server {
     let bin = tool(
         "LETHE_TEST_AZURITE",
         ".cache/npm/node_modules/.bin/azurite-blob",
@@ -113,7 +113,7 @@ fn azurite(dir: &Path) -> Server {
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status and body.
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -147,30 +147,56 @@ fn http(
 }
 
 /// Creates an Azurite container with a Shared Key request (object_store cannot create one).
-fn az_create_container(port: u16, name: &str) {
+pub(crate) fn az_create_container(port: u16, name: &str) {
+    let (status, body) = az_request(port, "PUT", name, &[("restype", "container")], &[]);
+    assert_eq!(status, 201, "create container: {body}");
+}
+
+/// A body-less request to Azurite signed with the account's Shared Key: `resource` is the
+/// container (and blob) path, `query` its parameters, `headers` extra `x-ms-` headers.
+pub(crate) fn az_request(
+    port: u16,
+    method: &str,
+    resource: &str,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let date = httpdate_now();
-    let version = "2021-08-06";
-    let to_sign = format!(
-        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZ_ACCOUNT}/{AZ_ACCOUNT}/{name}\nrestype:container"
+    let mut ms: Vec<(String, String)> = vec![
+        ("x-ms-date".into(), date),
+        ("x-ms-version".into(), "2021-08-06".into()),
+    ];
+    ms.extend(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())),
     );
+    ms.sort();
+    let mut query: Vec<(&str, &str)> = query.to_vec();
+    query.sort();
+    let mut to_sign = format!("{method}\n\n\n\n\n\n\n\n\n\n\n\n");
+    for (k, v) in &ms {
+        to_sign.push_str(&format!("{k}:{v}\n"));
+    }
+    to_sign.push_str(&format!("/{AZ_ACCOUNT}/{AZ_ACCOUNT}/{resource}"));
+    for (k, v) in &query {
+        to_sign.push_str(&format!("\n{k}:{v}"));
+    }
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&B64.decode(AZ_KEY).unwrap()).unwrap();
     mac.update(to_sign.as_bytes());
     let sig = B64.encode(mac.finalize().into_bytes());
-    let (status, body) = http(
+    ms.push((
+        "Authorization".into(),
+        format!("SharedKey {AZ_ACCOUNT}:{sig}"),
+    ));
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    http(
         port,
-        "PUT",
-        &format!("/{AZ_ACCOUNT}/{name}?restype=container"),
-        &[
-            ("x-ms-date".into(), date),
-            ("x-ms-version".into(), version.into()),
-            (
-                "Authorization".into(),
-                format!("SharedKey {AZ_ACCOUNT}:{sig}"),
-            ),
-        ],
+        method,
+        &format!("/{AZ_ACCOUNT}/{resource}?{}", q.join("&")),
+        &ms,
         b"",
-    );
-    assert_eq!(status, 201, "create container: {body}");
+    )
 }
 
 fn httpdate_now() -> String {
@@ -189,7 +215,7 @@ fn httpdate_now() -> String {
     format!("{wd}, {d:02} {mon} {y} {} GMT", &time[..8])
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -197,9 +223,9 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// What to put: key and metadata entries.
-type Seed = Vec<(String, Vec<(&'static str, String)>)>;
+pub(crate) type Seed = Vec<(String, Vec<(&'static str, String)>)>;
 
-fn put_all(store: Arc<dyn ObjectStore>, seed: &Seed) {
+pub(crate) fn put_all(store: Arc<dyn ObjectStore>, seed: &Seed) {
     rt().block_on(async {
         futures::stream::iter(seed.iter().cloned())
             .map(|(key, md)| {
@@ -480,7 +506,7 @@ fn s3_config(dir: &Tmp, port: u16) -> PathBuf {
     )
 }
 
-const S3_CREDS: [(&str, &str); 2] = [
+pub(crate) const S3_CREDS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
 ];
@@ -581,20 +607,22 @@ fn azure_blob_batch_deletes_expired_blobs_under_the_prefix() {
 
 /// A proxy in front of a server that answers the first requests matching each rule with
 /// an error status instead of forwarding them, and logs what it did.
-struct Flaky {
-    port: u16,
+pub(crate) struct Flaky {
+    pub(crate) port: u16,
     /// (method, url, status answered by the proxy or 0 when forwarded)
     log: Arc<std::sync::Mutex<Vec<(String, String, u16)>>>,
+    /// The rules still to apply: a test may add some, or clear them, while the proxy runs.
+    pub(crate) rules: Arc<std::sync::Mutex<Vec<Rule>>>,
 }
 
 /// A rule: method, a string the request URL contains, the status to answer, how many times.
-type Rule = (&'static str, &'static str, u16, usize);
+pub(crate) type Rule = (&'static str, &'static str, u16, usize);
 
 /// Called with each forwarded request's method and URL once the server answered it, before
 /// the answer is passed on.
 type Hook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-fn flaky_proxy(upstream: u16, rules: Vec<Rule>) -> Flaky {
+pub(crate) fn flaky_proxy(upstream: u16, rules: Vec<Rule>) -> Flaky {
     hooked_proxy(upstream, rules, Arc::new(|_: &str, _: &str| {}))
 }
 
@@ -603,6 +631,7 @@ fn hooked_proxy(upstream: u16, rules: Vec<Rule>, hook: Hook) -> Flaky {
     let port = listener.local_addr().unwrap().port();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let rules = Arc::new(std::sync::Mutex::new(rules));
+    let rules2 = Arc::clone(&rules);
     let log2 = Arc::clone(&log);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -613,7 +642,11 @@ fn hooked_proxy(upstream: u16, rules: Vec<Rule>, hook: Hook) -> Flaky {
             std::thread::spawn(move || proxy_one(conn, upstream, &rules, &log, &*hook));
         }
     });
-    Flaky { port, log }
+    Flaky {
+        port,
+        log,
+        rules: rules2,
+    }
 }
 
 /// Serves one request on this connection, then closes it (the client reconnects).
