@@ -123,14 +123,22 @@ pub struct Target {
 impl Target {
     /// The target's own settings, when they are of this connector's type.
     pub fn spec<T: TargetSpec>(&self) -> Option<&T> {
-        self.spec.as_any().downcast_ref::<T>()
+        // Through the Arc: the Arc itself is a TargetSpec too (any plain type is).
+        (*self.spec).as_any().downcast_ref::<T>()
     }
 }
 
-/// A target's own settings, as the connector of its `type` parsed them.
+/// A target's own settings, as the connector of its `type` parsed them: any plain type
+/// (`Debug`, `Send`, `Sync`) is one.
 pub trait TargetSpec: fmt::Debug + Send + Sync + 'static {
     /// For the connector that made it, to read it back ([`Target::spec`]).
     fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> TargetSpec for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// A `type` of target: its connector reads its own keys, purely (no IO), through a
@@ -876,12 +884,6 @@ mod tests {
     #[derive(Debug)]
     struct Spot {
         place: String,
-    }
-
-    impl TargetSpec for Spot {
-        fn as_any(&self) -> &dyn Any {
-            self
-        }
     }
 
     struct SpotKind;

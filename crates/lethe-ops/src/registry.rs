@@ -639,6 +639,26 @@ pub fn cover_both_ways(
 
 /// Where the holds and exceptions tables and the trail's entries about them differ, both
 /// ways (what verify reports). Empty when they protect the same things.
+/// The registry as the state's verify and repair see it.
+pub struct Registry;
+
+impl crate::state::Registers for Registry {
+    fn disagreements(&self, state: &mut State, entries: &[Entry]) -> Result<Vec<String>> {
+        disagreements(state, entries)
+    }
+
+    fn cover_both_ways(
+        &self,
+        db: &mut crate::db::Db,
+        entries: &[Entry],
+        record: &mut Vec<Body>,
+        now: Timestamp,
+        run_id: &str,
+    ) -> Result<Vec<String>> {
+        cover_both_ways(db, entries, record, now, run_id)
+    }
+}
+
 pub fn disagreements(state: &mut State, entries: &[Entry]) -> Result<Vec<String>> {
     let table_holds = holds(state)?;
     let table_excs = exceptions(state, Timestamp::from_micros(0))?;

@@ -78,6 +78,25 @@ const SUBJECTS_SEEN_MAX: usize = 20_000;
 /// A lease not renewed for this long is taken over, so a dead holder never blocks forever.
 pub const LEASE_TTL_SECS: i64 = 120;
 
+/// The registers kept beside the trail (holds and exceptions), as verify and repair check
+/// them against it. The registry implements it: it is built on the state, so the state
+/// reaches it only through this trait.
+pub trait Registers {
+    /// Where the tables disagree with the trail's hold and exception entries.
+    fn disagreements(&self, state: &mut State, entries: &[Entry]) -> Result<Vec<String>>;
+    /// For a repair, in its transaction: puts back what the trail has in force, and lists
+    /// in `record` what the tables have in force and the trail does not (only ever more
+    /// protection).
+    fn cover_both_ways(
+        &self,
+        db: &mut Db,
+        entries: &[Entry],
+        record: &mut Vec<Body>,
+        now: lethe_core::time::Timestamp,
+        run_id: &str,
+    ) -> Result<Vec<String>>;
+}
+
 pub struct State {
     db: Db,
     /// Where the state lives, for messages (never with a password).
@@ -1064,6 +1083,7 @@ impl State {
     /// rebuilds the subject index from the trail. `None` when there was nothing to repair.
     pub fn repair(
         &mut self,
+        registers: &dyn Registers,
         by: &str,
         reason: &str,
         run_id: &str,
@@ -1076,7 +1096,7 @@ impl State {
             .err()
             .map(|b| b.to_string());
         let pending: Vec<audit::Break> = v.since_repair().to_vec();
-        let derived = self.derived_problems(&v)?;
+        let derived = self.derived_problems(registers)?;
         if pending.is_empty() && seal_problem.is_none() && derived.is_empty() {
             return Ok(None);
         }
@@ -1111,7 +1131,7 @@ impl State {
             // Holds and exceptions: only ever more protection. What the trail has in force
             // goes back in the tables; what the tables have in force and the trail does not
             // record is recorded just after the repair entry.
-            crate::registry::cover_both_ways(db, &entries, &mut record_after, now, run_id)?;
+            registers.cover_both_ways(db, &entries, &mut record_after, now, run_id)?;
             // The subject index is the trail's: made again from it.
             db.execute("DELETE FROM audit_subjects", &[])?;
             db.execute(
@@ -1295,7 +1315,7 @@ impl State {
     /// Recomputes the whole chain (every break in it, not only the first), checks the seal
     /// over its head and the protections chain, and checks every table derived from the
     /// trail (holds, exceptions, the subject index) against it.
-    pub fn verify(&mut self) -> Result<VerifyReport> {
+    pub fn verify(&mut self, registers: &dyn Registers) -> Result<VerifyReport> {
         let key = self.key.clone();
         let mut v = self.walk()?;
         v.finish();
@@ -1308,7 +1328,7 @@ impl State {
                 problems.push(b.to_string());
             }
         }
-        problems.extend(self.derived_problems(&v)?);
+        problems.extend(self.derived_problems(registers)?);
         if let Some(p) = self.anchor_problem()? {
             problems.push(p);
         }
@@ -1355,9 +1375,9 @@ impl State {
 
     /// Where the tables kept beside the trail disagree with it: holds and exceptions (as the
     /// trail's entries record them) and the subject index.
-    fn derived_problems(&mut self, _v: &Verifier) -> Result<Vec<String>> {
+    fn derived_problems(&mut self, registers: &dyn Registers) -> Result<Vec<String>> {
         let entries = self.raw_protection_entries()?;
-        let mut problems = crate::registry::disagreements(self, &entries)?;
+        let mut problems = registers.disagreements(self, &entries)?;
         for (what, sql) in [
             (
                 "is missing from the subject index",

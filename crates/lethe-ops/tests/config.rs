@@ -208,3 +208,18 @@ fn a_config_without_targets_says_what_is_missing() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!((errs[0].key.as_str(), errs[0].line), ("targets", Some(2)));
 }
+
+#[test]
+fn a_subject_on_a_file_url_store_is_refused_where_erasure_could_not_find_it() {
+    let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"b\"\ntype = \"object_store\"\nurl = \"file:///data/b\"\ncategory = \"d\"\nsubject = \"user\"\n";
+    let errs = parse(src).err().unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "targets.b.subject");
+    assert_eq!(errs[0].line, Some(3));
+    let src = src.replace("file:///data/b", "s3://bucket/b/");
+    assert!(parse(&src).is_ok());
+    let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"m\"\ntype = \"filesystem\"\nroot = \"x\"\ncategory = \"d\"\nsubject = \"user\"\n";
+    let errs = parse(src).err().unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "targets.m.subject");
+}

@@ -32,7 +32,7 @@ pub struct VerifyOutcome {
 /// false), not an error.
 pub fn verify(loaded: &Loaded) -> Result<VerifyOutcome> {
     let mut state = open_state(loaded, Access::Read)?;
-    let r = state.verify()?;
+    let r = state.verify(&crate::registry::Registry)?;
     Ok(VerifyOutcome {
         ok: r.problem.is_none(),
         entries: r.entries,
@@ -205,6 +205,6 @@ pub fn repair(loaded: &Loaded, req: &RepairRequest) -> Result<RepairOutcome> {
     }
     let by = crate::registry::actor(req.by.as_deref());
     let run_id = crate::state::new_id("repair")?;
-    let record = state.repair(&by, &req.reason, &run_id)?;
+    let record = state.repair(&crate::registry::Registry, &by, &req.reason, &run_id)?;
     Ok(RepairOutcome { run_id, record })
 }

@@ -1,6 +1,34 @@
 //! Where data lives. Each connector yields rows (or objects) with what they say about their
 //! own lifetime, and deletes by key.
 
+/// Declares a connector folder's kind: the unit struct, the `type` that selects it, whether
+/// `subject` means something for it, the function that reads its own keys (pure), and the
+/// folder's `KINDS`. The folder then implements [`Kind`] for the struct.
+macro_rules! kind {
+    ($kind:ident, $type_name:literal, subjects: $subjects:literal, parse: $parse:path) => {
+        /// This folder's kind of target.
+        pub struct $kind;
+
+        /// The kinds of target this folder provides.
+        pub static KINDS: &[&dyn $crate::targets::Kind] = &[&$kind];
+
+        impl lethe_core::config::TargetParser for $kind {
+            fn type_name(&self) -> &'static str {
+                $type_name
+            }
+            fn maps_subject(&self) -> bool {
+                $subjects
+            }
+            fn parse(
+                &self,
+                s: &mut lethe_core::config::Section<'_, '_>,
+            ) -> Option<std::sync::Arc<dyn lethe_core::config::TargetSpec>> {
+                $parse(s)
+            }
+        }
+    };
+}
+
 /// Declares the connector folders and lists their kinds: adding a connector is a folder
 /// below this one (with a `KINDS` list of its own) and one line here.
 macro_rules! connectors {
@@ -417,8 +445,10 @@ pub trait Connector: Send {
 
     /// Deletes by key, one answer per key in the order of `keys`: `Deleted` only for an
     /// item the store confirms it removed. With transactions, between `begin` and `commit`,
-    /// and only an item still as this transaction read it. `Err` when nothing can be said
-    /// of any key.
+    /// and only an item still as this transaction read it. The keys are those of the page
+    /// (or lookup) just read: a connector that deletes only what it judged (a version, an
+    /// ETag) answers `Failed` for a key it has not read. `Err` when nothing can be said of
+    /// any key.
     fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>>;
 
     /// What this connector can do beyond the three required methods.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use lethe_core::config::{Section, Target, TargetParser, TargetSpec};
+use lethe_core::config::{Section, Target, TargetSpec};
 
 use super::{Connector, Kind, Open, Place, canonical};
 use crate::files::Roots;
@@ -21,12 +21,6 @@ pub struct FsTarget {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub prune_empty_dirs: bool,
-}
-
-impl TargetSpec for FsTarget {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 impl FsTarget {
@@ -74,57 +68,44 @@ pub fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
         .map_err(|e| format!("{pattern:?} is not a valid pattern: {}", e.kind()))
 }
 
-/// The `filesystem` kind.
-pub struct FsKind;
+kind!(FsKind, "filesystem", subjects: false, parse: parse);
 
-/// The kinds of target this folder provides.
-pub static KINDS: &[&dyn Kind] = &[&FsKind];
-
-fn spec(target: &Target) -> Option<&FsTarget> {
-    target.spec::<FsTarget>()
-}
-
-impl TargetParser for FsKind {
-    fn type_name(&self) -> &'static str {
-        "filesystem"
-    }
-
-    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
-        let root = s.required_str("root");
-        let suffixes = s.strings("suffixes", |_| Ok(()));
-        let is_glob = |p: &str| path_glob(p).map(|_| ());
-        let include = s.strings("include", is_glob);
-        let exclude = s.strings("exclude", is_glob);
-        let prune_empty_dirs = s.boolean("prune_empty_dirs").unwrap_or(false);
-        Some(Arc::new(FsTarget {
-            root: root?,
-            suffixes,
-            include,
-            exclude,
-            prune_empty_dirs,
-        }))
-    }
+/// Reads a `filesystem` target's own keys.
+fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+    let root = s.required_str("root");
+    let suffixes = s.strings("suffixes", |_| Ok(()));
+    let is_glob = |p: &str| path_glob(p).map(|_| ());
+    let include = s.strings("include", is_glob);
+    let exclude = s.strings("exclude", is_glob);
+    let prune_empty_dirs = s.boolean("prune_empty_dirs").unwrap_or(false);
+    Some(Arc::new(FsTarget {
+        root: root?,
+        suffixes,
+        include,
+        exclude,
+        prune_empty_dirs,
+    }))
 }
 
 impl Kind for FsKind {
     fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>> {
-        Some(spec(target)?.open(how.base))
+        Some(target.spec::<FsTarget>()?.open(how.base))
     }
 
     fn identity(&self, target: &Target, base: &Path) -> String {
-        spec(target)
+        target.spec::<FsTarget>()
             .map(|f| f.identity(base))
             .unwrap_or_else(|| format!("filesystem:{}", target.name))
     }
 
     fn roots(&self, target: &Target, base: &Path) -> Roots {
-        spec(target)
+        target.spec::<FsTarget>()
             .map(|f| f.roots("root", base))
             .unwrap_or_default()
     }
 
     fn place(&self, target: &Target, base: &Path) -> Option<Place> {
-        spec(target)?.place(base)
+        target.spec::<FsTarget>()?.place(base)
     }
 
     fn items(&self) -> &'static str {
@@ -132,6 +113,6 @@ impl Kind for FsKind {
     }
 
     fn prunes_empty_dirs(&self, target: &Target) -> bool {
-        spec(target).is_some_and(|f| f.prune_empty_dirs)
+        target.spec::<FsTarget>().is_some_and(|f| f.prune_empty_dirs)
     }
 }

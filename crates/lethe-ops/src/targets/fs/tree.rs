@@ -251,10 +251,21 @@ impl Connector for FsTree {
         Capabilities::default()
     }
 
-    /// The files themselves were removed as the items' owned files: the engine hands over
-    /// only items whose file removal succeeded.
+    /// The files themselves were removed as the items' owned files (the engine hands over
+    /// only items whose file removal succeeded): each is confirmed gone from the tree, and
+    /// one still there (or that cannot be looked at) is failed, never confirmed on trust.
     fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
-        Ok(vec![Deletion::Deleted; keys.len()])
+        Ok(self
+            .lookup(keys)?
+            .into_iter()
+            .map(|l| match l {
+                Lookup::Gone => Deletion::Deleted,
+                Lookup::Found(_) => {
+                    Deletion::Failed("the file is still there: it was not removed".into())
+                }
+                Lookup::Unknown(why) => Deletion::Failed(why),
+            })
+            .collect())
     }
 }
 

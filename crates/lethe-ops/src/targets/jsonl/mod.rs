@@ -12,14 +12,15 @@
 //! ```
 //!
 //! Each line is an object with a text `id` (the key), a `created_at` timestamp and any other
-//! fields. A delete rewrites the file without the deleted lines (to a temporary file, then
-//! renamed over it), so a crash leaves the old file or the new one, never half of one.
+//! fields; one with `"locked": true` refuses to be deleted (as a trigger would). A delete
+//! rewrites the file without the deleted lines (to a temporary file, then renamed over it),
+//! so a crash leaves the old file or the new one, never half of one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use lethe_core::config::{Section, Target, TargetParser, TargetSpec};
+use lethe_core::config::{Section, Target, TargetSpec};
 use lethe_core::time::Timestamp;
 use serde_json::{Map, Value as Json};
 
@@ -34,34 +35,15 @@ pub struct JsonlTarget {
     pub subject: Option<String>,
 }
 
-impl TargetSpec for JsonlTarget {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+kind!(JsonlKind, "jsonl", subjects: true, parse: parse);
 
-/// The `jsonl` kind.
-pub struct JsonlKind;
-
-/// The kinds of target this folder provides.
-pub static KINDS: &[&dyn Kind] = &[&JsonlKind];
-
-impl TargetParser for JsonlKind {
-    fn type_name(&self) -> &'static str {
-        "jsonl"
-    }
-
-    fn maps_subject(&self) -> bool {
-        true
-    }
-
-    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
-        let path = s.required_str("path");
-        Some(Arc::new(JsonlTarget {
-            path: path?,
-            subject: s.subject().map(str::to_string),
-        }))
-    }
+/// Reads a `jsonl` target's own keys.
+fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+    let path = s.required_str("path");
+    Some(Arc::new(JsonlTarget {
+        path: path?,
+        subject: s.subject().map(str::to_string),
+    }))
 }
 
 impl Kind for JsonlKind {
@@ -177,15 +159,24 @@ impl Connector for JsonlFile {
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("Failed to read {}", self.path.display()))?;
         let wanted: Vec<String> = keys.iter().map(Key::to_string).collect();
-        let mut found = vec![false; keys.len()];
+        let mut answers = vec![Deletion::AlreadyGone; keys.len()];
         let mut kept = String::new();
         for line in text.lines() {
-            let id = match serde_json::from_str::<Json>(line) {
-                Ok(Json::Object(m)) => m.get("id").and_then(Json::as_str).map(str::to_string),
-                _ => None,
+            let (id, locked) = match serde_json::from_str::<Json>(line) {
+                Ok(Json::Object(m)) => (
+                    m.get("id").and_then(Json::as_str).map(str::to_string),
+                    m.get("locked") == Some(&Json::Bool(true)),
+                ),
+                _ => (None, false),
             };
+            // The store's own refusal, like a trigger's: an item marked locked stays.
             match id.and_then(|id| wanted.iter().position(|w| *w == id)) {
-                Some(i) => found[i] = true,
+                Some(i) if locked => {
+                    answers[i] = Deletion::Failed("the item is locked".into());
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+                Some(i) => answers[i] = Deletion::Deleted,
                 None => {
                     kept.push_str(line);
                     kept.push('\n');
@@ -196,10 +187,7 @@ impl Connector for JsonlFile {
         std::fs::write(&tmp, kept).with_context(|| format!("Failed to write {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("Failed to replace {}", self.path.display()))?;
-        Ok(found
-            .into_iter()
-            .map(|f| if f { Deletion::Deleted } else { Deletion::AlreadyGone })
-            .collect())
+        Ok(answers)
     }
 
     fn capabilities(&self) -> Capabilities {

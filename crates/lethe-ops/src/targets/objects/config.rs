@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use lethe_core::config::{Section, Target, TargetParser, TargetSpec};
+use lethe_core::config::{Section, Target, TargetSpec};
 use lethe_core::lifecycle::{self, Cloud};
 
 use super::ObjectTarget;
@@ -23,12 +23,6 @@ pub struct ObjectStoreTarget {
     pub subject: Option<String>,
 }
 
-impl TargetSpec for ObjectStoreTarget {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
 impl ObjectStoreTarget {
     /// A `file://` store is a directory tree: walked like a `filesystem` target (never
     /// following a link out of it), every file an item.
@@ -37,39 +31,31 @@ impl ObjectStoreTarget {
     }
 }
 
-/// The `object_store` kind.
-pub struct ObjectStoreKind;
+kind!(ObjectStoreKind, "object_store", subjects: true, parse: parse);
 
-/// The kinds of target this folder provides.
-pub static KINDS: &[&dyn Kind] = &[&ObjectStoreKind];
-
-fn spec(target: &Target) -> Option<&ObjectStoreTarget> {
-    target.spec::<ObjectStoreTarget>()
-}
-
-impl TargetParser for ObjectStoreKind {
-    fn type_name(&self) -> &'static str {
-        "object_store"
+/// Reads a `object_store` target's own keys.
+fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+    let url = s.required_str("url");
+    let options = s.string_map("options");
+    if let Some(u) = &url
+        && u.starts_with("file://")
+        && s.subject().is_some()
+    {
+        s.error(
+            "subject",
+            "a file:// store's files carry no metadata to name a subject: erasure could not find them",
+        );
     }
-
-    fn maps_subject(&self) -> bool {
-        true
-    }
-
-    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
-        let url = s.required_str("url");
-        let options = s.string_map("options");
-        Some(Arc::new(ObjectStoreTarget {
-            url: url?,
-            options,
-            subject: s.subject().map(str::to_string),
-        }))
-    }
+    Some(Arc::new(ObjectStoreTarget {
+        url: url?,
+        options,
+        subject: s.subject().map(str::to_string),
+    }))
 }
 
 impl Kind for ObjectStoreKind {
     fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>> {
-        let o = spec(target)?;
+        let o = target.spec::<ObjectStoreTarget>()?;
         Some(match o.local() {
             Some(fs) => fs.open(how.base),
             None => ObjectTarget::open(o, how.required_tags)
@@ -79,7 +65,7 @@ impl Kind for ObjectStoreKind {
 
     /// The endpoint is part of where a bucket is: two servers may each have `datasets`.
     fn identity(&self, target: &Target, _base: &Path) -> String {
-        let Some(o) = spec(target) else {
+        let Some(o) = target.spec::<ObjectStoreTarget>() else {
             return format!("object_store:{}", target.name);
         };
         let endpoints: Vec<String> = o
@@ -92,14 +78,14 @@ impl Kind for ObjectStoreKind {
     }
 
     fn roots(&self, target: &Target, base: &Path) -> Roots {
-        spec(target)
+        target.spec::<ObjectStoreTarget>()
             .and_then(ObjectStoreTarget::local)
             .map(|fs| fs.roots("url", base))
             .unwrap_or_default()
     }
 
     fn place(&self, target: &Target, base: &Path) -> Option<Place> {
-        let o = spec(target)?;
+        let o = target.spec::<ObjectStoreTarget>()?;
         if let Some(fs) = o.local() {
             return fs.place(base);
         }
@@ -123,7 +109,7 @@ impl Kind for ObjectStoreKind {
     }
 
     fn lifecycle(&self, target: &Target, cloud: Cloud) -> Result<serde_json::Value, String> {
-        let o = spec(target).ok_or_else(|| format!("target {} has no url", target.name))?;
+        let o = target.spec::<ObjectStoreTarget>().ok_or_else(|| format!("target {} has no url", target.name))?;
         lifecycle::render(&target.name, target.window, &o.url, cloud)
     }
 }

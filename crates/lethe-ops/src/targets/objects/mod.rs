@@ -406,8 +406,9 @@ impl ObjectTarget {
 
     /// Exactly `limit` rows (fewer only at the listing's end), of one subject if given.
     fn fill(&mut self, limit: usize, subject: Option<&str>) -> Result<Vec<Row>> {
-        // What was judged is kept for the rows handed out last and those still buffered:
-        // the engine deletes a batch before it reads the next (`commit_every_batch`).
+        // What was judged is kept only for the rows still buffered: without transactions
+        // the engine deletes each batch before it reads the next, so the batch handed out
+        // last is done with by now (a key asked for later is refused, never guessed at).
         let buffered: std::collections::HashSet<&str> = self
             .buffer
             .iter()

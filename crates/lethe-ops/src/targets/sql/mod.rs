@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use lethe_core::config::{MAX_LOCK_TIMEOUT, Section, Target, TargetParser, TargetSpec};
+use lethe_core::config::{MAX_LOCK_TIMEOUT, Section, Target, TargetSpec};
 use lethe_core::lifecycle::Cloud;
 use lethe_core::time::{Duration, TimeFormat};
 
@@ -41,12 +41,6 @@ pub struct SqlTarget {
     pub file_roots: Vec<String>,
 }
 
-impl TargetSpec for SqlTarget {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
 impl SqlTarget {
     /// Every column the target reads, with the config key that names it.
     pub fn columns(&self) -> Vec<(&'static str, &str)> {
@@ -71,76 +65,59 @@ impl SqlTarget {
     }
 }
 
-/// The `sql` kind.
-pub struct SqlKind;
+kind!(SqlKind, "sql", subjects: true, parse: parse);
 
-/// The kinds of target this folder provides.
-pub static KINDS: &[&dyn Kind] = &[&SqlKind];
-
-fn spec(target: &Target) -> Option<&SqlTarget> {
-    target.spec::<SqlTarget>()
-}
-
-impl TargetParser for SqlKind {
-    fn type_name(&self) -> &'static str {
-        "sql"
+/// Reads a `sql` target's own keys.
+fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
+    let url = s.required_str("url");
+    let password_env = s.optional_str("password_env");
+    let table = s.required_str("table");
+    let key = s.key_columns();
+    let created_at = s.required_str("created_at");
+    let created_at_format = s.time_format("created_at_format");
+    let expires_at_format = s.time_format("expires_at_format");
+    let lock_timeout = if s.has("lock_timeout") {
+        s.duration_at_most("lock_timeout", MAX_LOCK_TIMEOUT, "a day")
+    } else {
+        Some(Duration::from_secs(5))
+    };
+    let retention_days = s.optional_str("retention_days");
+    let expires_at = s.optional_str("expires_at");
+    let file = s.optional_str("file");
+    let file_roots = s.strings("file_roots", |_| Ok(()));
+    if file.is_some() && file_roots.is_empty() {
+        s.error(
+            "file_roots",
+            "a target with `file` needs file_roots: files outside them are never deleted",
+        );
     }
-
-    fn maps_subject(&self) -> bool {
-        true
+    if let Some(u) = &url
+        && !(u.starts_with("sqlite:")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
+    {
+        s.error("url", "expected sqlite://PATH or postgres://...");
     }
-
-    fn parse(&self, s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
-        let url = s.required_str("url");
-        let password_env = s.optional_str("password_env");
-        let table = s.required_str("table");
-        let key = s.key_columns();
-        let created_at = s.required_str("created_at");
-        let created_at_format = s.time_format("created_at_format");
-        let expires_at_format = s.time_format("expires_at_format");
-        let lock_timeout = if s.has("lock_timeout") {
-            s.duration_at_most("lock_timeout", MAX_LOCK_TIMEOUT, "a day")
-        } else {
-            Some(Duration::from_secs(5))
-        };
-        let retention_days = s.optional_str("retention_days");
-        let expires_at = s.optional_str("expires_at");
-        let file = s.optional_str("file");
-        let file_roots = s.strings("file_roots", |_| Ok(()));
-        if file.is_some() && file_roots.is_empty() {
-            s.error(
-                "file_roots",
-                "a target with `file` needs file_roots: files outside them are never deleted",
-            );
-        }
-        if let Some(u) = &url
-            && !(u.starts_with("sqlite:")
-                || u.starts_with("postgres://")
-                || u.starts_with("postgresql://"))
-        {
-            s.error("url", "expected sqlite://PATH or postgres://...");
-        }
-        Some(Arc::new(SqlTarget {
-            url: url?,
-            password_env,
-            table: table?,
-            key: key?,
-            created_at: created_at?,
-            created_at_format,
-            expires_at_format,
-            lock_timeout: lock_timeout?,
-            retention_days,
-            expires_at,
-            subject: s.subject().map(str::to_string),
-            file,
-            file_roots,
-        }))
-    }
+    Some(Arc::new(SqlTarget {
+        url: url?,
+        password_env,
+        table: table?,
+        key: key?,
+        created_at: created_at?,
+        created_at_format,
+        expires_at_format,
+        lock_timeout: lock_timeout?,
+        retention_days,
+        expires_at,
+        subject: s.subject().map(str::to_string),
+        file,
+        file_roots,
+    }))
 }
 
 impl Kind for SqlKind {
     fn open(&self, target: &Target, how: &Open) -> Option<Result<Box<dyn Connector>>> {
-        let cfg = spec(target)?;
+        let cfg = target.spec::<SqlTarget>()?;
         Some(if cfg.is_postgres() {
             postgres::PgTable::open(cfg, &target.window, how.write)
                 .map(|t| Box::new(t) as Box<dyn Connector>)
@@ -151,7 +128,7 @@ impl Kind for SqlKind {
     }
 
     fn identity(&self, target: &Target, base: &Path) -> String {
-        let Some(sql) = spec(target) else {
+        let Some(sql) = target.spec::<SqlTarget>() else {
             return format!("sql:{}", target.name);
         };
         match crate::state::sqlite_path(&sql.url, base) {
@@ -165,7 +142,7 @@ impl Kind for SqlKind {
     }
 
     fn roots(&self, target: &Target, base: &Path) -> Roots {
-        spec(target)
+        target.spec::<SqlTarget>()
             .map(|sql| Roots::new("file_roots", &sql.file_roots, base))
             .unwrap_or_default()
     }
@@ -182,11 +159,11 @@ impl Kind for SqlKind {
     }
 
     fn database_url<'t>(&self, target: &'t Target) -> Option<&'t str> {
-        spec(target).map(|s| s.url.as_str())
+        target.spec::<SqlTarget>().map(|s| s.url.as_str())
     }
 
     fn formats(&self, target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
-        spec(target)
+        target.spec::<SqlTarget>()
             .map(|s| (s.created_at_format.clone(), s.expires_at_format.clone()))
             .unwrap_or_default()
     }
@@ -196,7 +173,7 @@ impl Kind for SqlKind {
     }
 
     fn owned_files<'t>(&self, target: &'t Target) -> Option<(&'t str, &'t [String])> {
-        let sql = spec(target)?;
+        let sql = target.spec::<SqlTarget>()?;
         Some((sql.file.as_deref()?, sql.key.as_slice()))
     }
 

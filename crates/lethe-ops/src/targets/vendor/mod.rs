@@ -18,12 +18,6 @@ pub struct VendorTarget {
     pub purpose: Option<String>,
 }
 
-impl TargetSpec for VendorTarget {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
 /// A vendor's kind, by its `type`.
 pub struct VendorKind(&'static str);
 
