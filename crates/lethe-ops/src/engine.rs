@@ -504,8 +504,9 @@ impl Sweeper<'_> {
         };
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;
-        match verdict {
-            Verdict::Keep { .. } => None,
+        // A kept item's entry: the protection that keeps it, and how it was judged.
+        let (action, window, expires_at, detail) = match verdict {
+            Verdict::Keep { .. } => return None,
             Verdict::Invalid { reason } => {
                 let b = self.judge.body(&key_s, Action::Deleted, subject_hash);
                 report.fail(
@@ -513,39 +514,29 @@ impl Sweeper<'_> {
                     format!("{reason}; kept, not deleted on a guess"),
                     entries,
                 );
-                None
+                return None;
             }
             Verdict::Held {
                 expires_at,
                 basis,
                 hold_id,
-            } => {
-                report.found += 1;
-                report.held += 1;
-                let mut body = self.judge.body(&key_s, Action::Held, subject_hash);
-                body.window = basis.describe();
-                if !self.judge.erasure {
-                    body.expires_at = Some(expires_at.to_rfc3339());
-                }
-                body.detail = format!("withheld by legal hold {hold_id}");
-                entries.push(body);
-                None
-            }
+            } => (
+                Action::Held,
+                basis.describe(),
+                (!self.judge.erasure).then(|| expires_at.to_rfc3339()),
+                format!("withheld by legal hold {hold_id}"),
+            ),
             Verdict::Excepted {
                 expires_at,
                 basis,
                 exception_id,
                 until,
-            } => {
-                report.found += 1;
-                report.held += 1;
-                let mut body = self.judge.body(&key_s, Action::Excepted, subject_hash);
-                body.window = basis.describe();
-                body.expires_at = Some(expires_at.to_rfc3339());
-                body.detail = format!("exception {exception_id} until {until}");
-                entries.push(body);
-                None
-            }
+            } => (
+                Action::Excepted,
+                basis.describe(),
+                Some(expires_at.to_rfc3339()),
+                format!("exception {exception_id} until {until}"),
+            ),
             Verdict::Expired { expires_at, basis } => {
                 let item = PendingItem {
                     k: key,
@@ -555,9 +546,17 @@ impl Sweeper<'_> {
                     r: self.judge.reason().to_string(),
                     d: row.detail,
                 };
-                self.plan_deletion(item, key_s, row.file, entries)
+                return self.plan_deletion(item, key_s, row.file, entries);
             }
-        }
+        };
+        report.found += 1;
+        report.held += 1;
+        let mut body = self.judge.body(&key_s, action, subject_hash);
+        body.window = window;
+        body.expires_at = expires_at;
+        body.detail = detail;
+        entries.push(body);
+        None
     }
 
     /// An expired item: its file placed under the roots and looked at, then planned.

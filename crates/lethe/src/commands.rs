@@ -8,7 +8,7 @@ use anyhow::Result;
 use lethe_core::config::DEFAULT_CONFIG;
 
 use crate::{AuditCommand, Cli, CloudFormat, Command, ExportFormat, LifecycleCommand, output};
-use lethe_ops::ops::{self, Destination};
+use lethe_ops::ops;
 use lethe_ops::settings::{self, Loaded};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -265,11 +265,7 @@ fn audit_export(loaded: &Loaded, format: ExportFormat, out: Option<&Path>) -> Re
         ExportFormat::Csv => ops::TrailFormat::Csv,
     };
     let mut stdout = std::io::stdout().lock();
-    let to = match out {
-        Some(p) => Destination::File(p),
-        None => Destination::Writer(&mut stdout),
-    };
-    let n = ops::export_trail(loaded, format, to)?;
+    let n = ops::export_trail(loaded, format, output::destination(out, &mut stdout))?;
     if let Some(p) = out {
         eprintln!("wrote {n} entries to {}", p.display());
     }

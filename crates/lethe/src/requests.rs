@@ -8,7 +8,7 @@ use lethe_core::time::Timestamp;
 
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
 use lethe_ops::ops::erase::{NEAR_DEADLINE_DAYS, days_to_deadline, is_closed};
-use lethe_ops::ops::{self, Destination, exception, hold};
+use lethe_ops::ops::{self, exception, hold};
 use lethe_ops::registry::{HoldRecord, Request};
 use lethe_ops::settings::Loaded;
 use lethe_ops::util::now;
@@ -162,11 +162,7 @@ fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 /// Art. 15: every item of a subject, per target, as one JSON document, on stdout or in a file.
 pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    let to = match out {
-        Some(p) => Destination::File(p),
-        None => Destination::Writer(&mut stdout),
-    };
-    let x = ops::export(loaded, subject, to)?;
+    let x = ops::export(loaded, subject, output::destination(out, &mut stdout))?;
     if let Some(p) = out {
         eprintln!(
             "access export {} written to {}: {}",
