@@ -561,8 +561,8 @@ impl Section<'_, '_> {
     }
 }
 
-/// Parses and validates a whole config. Returns every problem found, not just the first.
-/// with the targets of the types `kinds` read (each connector's parser).
+/// Parses and validates a whole config, with the targets of the types `kinds` read (each
+/// connector's parser). Returns every problem found, not just the first.
 pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<ConfigError>> {
     let mut ctx = Ctx {
         src: src.to_string(),
@@ -582,57 +582,97 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
         return Err(ctx.errors);
     };
 
-    let state = match root.raw("state") {
-        Some(v) => Tbl::new("state", v, &mut ctx).and_then(|mut t| {
-            let line = t.t.get("url").map(|u| ctx.line(u.span()));
-            let url = t.req_str(&mut ctx, "url");
-            let password_env = t.opt_str(&mut ctx, "password_env");
-            let lease_ttl = t
-                .duration(&mut ctx, "lease_ttl")
-                .unwrap_or(DEFAULT_LEASE_TTL);
-            t.finish(&mut ctx);
-            url.map(|url| StateConfig {
-                url,
-                password_env,
-                lease_ttl,
-                line,
-            })
+    let state = parse_state(&mut root, &mut ctx);
+    let categories = parse_categories(&mut root, &mut ctx);
+    let targets = parse_targets(&mut root, &mut ctx, &categories, kinds);
+    let tags = parse_tags(&mut root, &mut ctx);
+    let exceptions = parse_exceptions(&mut root, &mut ctx);
+    let audit = parse_audit(&mut root, &mut ctx);
+    let erasure = parse_erasure(&mut root, &mut ctx);
+    root.finish(&mut ctx);
+
+    if !ctx.errors.is_empty() {
+        ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
+        return Err(ctx.errors);
+    }
+    match (state, tags) {
+        (Some(state), Some(tags)) => Ok(Config {
+            state,
+            categories,
+            targets,
+            tags,
+            exceptions,
+            audit,
+            erasure,
         }),
-        None => Some(StateConfig {
+        _ => Err(ctx.errors),
+    }
+}
+
+/// `[state]`, or the default SQLite state beside the config.
+fn parse_state(root: &mut Tbl<'_>, ctx: &mut Ctx) -> Option<StateConfig> {
+    let Some(v) = root.raw("state") else {
+        return Some(StateConfig {
             url: "sqlite://lethe-state.db".into(),
             password_env: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             line: None,
-        }),
+        });
     };
+    let mut t = Tbl::new("state", v, ctx)?;
+    let line = t.t.get("url").map(|u| ctx.line(u.span()));
+    let url = t.req_str(ctx, "url");
+    let password_env = t.opt_str(ctx, "password_env");
+    let lease_ttl = t.duration(ctx, "lease_ttl").unwrap_or(DEFAULT_LEASE_TTL);
+    t.finish(ctx);
+    url.map(|url| StateConfig {
+        url,
+        password_env,
+        lease_ttl,
+        line,
+    })
+}
 
+/// `[categories.NAME]`, by name.
+fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Category> {
     let mut categories = BTreeMap::new();
-    if let Some(v) = root.raw("categories")
-        && let Some(cats) = Tbl::new("categories", v, &mut ctx)
-    {
-        for (name, cv) in cats.t.iter() {
-            let name = name.get_ref().to_string();
-            let Some(mut t) = Tbl::new(format!("categories.{name}"), cv, &mut ctx) else {
-                continue;
-            };
-            let retention = t.duration(&mut ctx, "retention");
-            let max = t.duration(&mut ctx, "max");
-            let owner = t.opt_str(&mut ctx, "owner");
-            let runbook = t.opt_str(&mut ctx, "runbook");
-            t.finish(&mut ctx);
-            categories.insert(
-                name.clone(),
-                Category {
-                    name,
-                    retention,
-                    max,
-                    owner,
-                    runbook,
-                },
-            );
-        }
+    let Some(v) = root.raw("categories") else {
+        return categories;
+    };
+    let Some(cats) = Tbl::new("categories", v, ctx) else {
+        return categories;
+    };
+    for (name, cv) in cats.t.iter() {
+        let name = name.get_ref().to_string();
+        let Some(mut t) = Tbl::new(format!("categories.{name}"), cv, ctx) else {
+            continue;
+        };
+        let retention = t.duration(ctx, "retention");
+        let max = t.duration(ctx, "max");
+        let owner = t.opt_str(ctx, "owner");
+        let runbook = t.opt_str(ctx, "runbook");
+        t.finish(ctx);
+        categories.insert(
+            name.clone(),
+            Category {
+                name,
+                retention,
+                max,
+                owner,
+                runbook,
+            },
+        );
     }
+    categories
+}
 
+/// `[[targets]]`: at least one, each with a name of its own.
+fn parse_targets(
+    root: &mut Tbl<'_>,
+    ctx: &mut Ctx,
+    categories: &BTreeMap<String, Category>,
+    kinds: &[&dyn TargetParser],
+) -> Vec<Target> {
     let mut targets = Vec::new();
     let nothing_else = root.t.keys().all(|k| k.get_ref() == "targets");
     match root.raw("targets") {
@@ -661,7 +701,7 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
         match v.get_ref() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(t) = parse_target(&mut ctx, i, item, &categories, kinds) {
+                    if let Some(t) = parse_target(ctx, i, item, categories, kinds) {
                         targets.push(t);
                     }
                 }
@@ -686,27 +726,34 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
             }
         }
     }
+    targets
+}
 
-    let tags = match root.raw("tags") {
-        Some(v) => Tbl::new("tags", v, &mut ctx).map(|mut t| {
-            let required = t.strings(&mut ctx, "required");
-            t.finish(&mut ctx);
+/// `[tags]`.
+fn parse_tags(root: &mut Tbl<'_>, ctx: &mut Ctx) -> Option<TagsConfig> {
+    match root.raw("tags") {
+        Some(v) => Tbl::new("tags", v, ctx).map(|mut t| {
+            let required = t.strings(ctx, "required");
+            t.finish(ctx);
             TagsConfig { required }
         }),
         None => Some(TagsConfig::default()),
-    };
+    }
+}
 
+/// `[exceptions]`, each key defaulted.
+fn parse_exceptions(root: &mut Tbl<'_>, ctx: &mut Ctx) -> ExceptionsConfig {
     let mut exceptions = ExceptionsConfig {
         max_extension: Duration::from_days(30),
         max_renewals: 1,
     };
     if let Some(v) = root.raw("exceptions")
-        && let Some(mut t) = Tbl::new("exceptions", v, &mut ctx)
+        && let Some(mut t) = Tbl::new("exceptions", v, ctx)
     {
-        if let Some(d) = t.duration(&mut ctx, "max_extension") {
+        if let Some(d) = t.duration(ctx, "max_extension") {
             exceptions.max_extension = d;
         }
-        if let Some(n) = t.integer(&mut ctx, "max_renewals") {
+        if let Some(n) = t.integer(ctx, "max_renewals") {
             match u32::try_from(n) {
                 Ok(n) => exceptions.max_renewals = n,
                 Err(_) => ctx.err(
@@ -716,53 +763,45 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
                 ),
             }
         }
-        t.finish(&mut ctx);
+        t.finish(ctx);
     }
+    exceptions
+}
 
+/// `[audit]`.
+fn parse_audit(root: &mut Tbl<'_>, ctx: &mut Ctx) -> AuditConfig {
     let mut audit = AuditConfig {
         retention: None,
         key_env: None,
     };
     if let Some(v) = root.raw("audit")
-        && let Some(mut t) = Tbl::new("audit", v, &mut ctx)
+        && let Some(mut t) = Tbl::new("audit", v, ctx)
     {
-        audit.retention = t.duration(&mut ctx, "retention");
-        audit.key_env = t.opt_str(&mut ctx, "key_env");
-        t.finish(&mut ctx);
+        audit.retention = t.duration(ctx, "retention");
+        audit.key_env = t.opt_str(ctx, "key_env");
+        t.finish(ctx);
     }
+    audit
+}
 
+/// `[erasure]`.
+fn parse_erasure(root: &mut Tbl<'_>, ctx: &mut Ctx) -> ErasureConfig {
     let mut erasure = ErasureConfig {
         deadline: Duration::from_days(30),
     };
     if let Some(v) = root.raw("erasure")
-        && let Some(mut t) = Tbl::new("erasure", v, &mut ctx)
+        && let Some(mut t) = Tbl::new("erasure", v, ctx)
     {
-        if let Some(d) = t.duration(&mut ctx, "deadline") {
+        if let Some(d) = t.duration(ctx, "deadline") {
             erasure.deadline = d;
         }
-        t.finish(&mut ctx);
+        t.finish(ctx);
     }
-
-    root.finish(&mut ctx);
-
-    if !ctx.errors.is_empty() {
-        ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
-        return Err(ctx.errors);
-    }
-    match (state, tags) {
-        (Some(state), Some(tags)) => Ok(Config {
-            state,
-            categories,
-            targets,
-            tags,
-            exceptions,
-            audit,
-            erasure,
-        }),
-        _ => Err(ctx.errors),
-    }
+    erasure
 }
 
+/// One `[[targets]]` entry: the keys every target has, its window, and the rest as the
+/// connector of its type reads them.
 fn parse_target(
     ctx: &mut Ctx,
     i: usize,
@@ -792,60 +831,9 @@ fn parse_target(
     let ty = t.req_str(ctx, "type");
     let category = t.req_str(ctx, "category");
     let retention = t.duration(ctx, "retention");
-
-    let cat = category.as_ref().and_then(|c| {
-        let found = categories.get(c);
-        if found.is_none() {
-            let known: Vec<&str> = categories.keys().map(String::as_str).collect();
-            ctx.err(
-                Some(t.span.clone()),
-                t.key("category"),
-                format!(
-                    "no [categories.{c}] is defined (defined: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-        }
-        found
-    });
-    let window = cat.and_then(|c| match retention.or(c.retention) {
-        Some(r) => Some(Window {
-            retention: r,
-            max: c.max,
-        }),
-        None => {
-            ctx.err(
-                Some(t.span.clone()),
-                t.key("retention"),
-                format!(
-                    "no window: set retention here or in [categories.{}]",
-                    c.name
-                ),
-            );
-            None
-        }
-    });
-
+    let window = target_window(ctx, &t, category.as_deref(), retention, categories);
     let subject = t.opt_str(ctx, "subject");
-    let kind = ty.as_deref().and_then(|ty| {
-        let found = kinds.iter().find(|k| k.type_name() == ty);
-        if found.is_none() {
-            let known: Vec<&str> = kinds.iter().map(|k| k.type_name()).collect();
-            ctx.err(
-                Some(t.span.clone()),
-                t.key("type"),
-                format!(
-                    "unknown target type {ty:?} (expected one of: {})",
-                    known.join(", ")
-                ),
-            );
-        }
-        found
-    });
+    let kind = ty.as_deref().and_then(|ty| target_kind(ctx, &t, ty, kinds));
     let spec = kind.and_then(|kind| {
         if subject.is_some() && !kind.maps_subject() {
             ctx.err(
@@ -874,6 +862,72 @@ fn parse_target(
         subject,
         spec: spec?,
     })
+}
+
+/// A target's window: its own retention or its category's, capped by the category's max.
+fn target_window(
+    ctx: &mut Ctx,
+    t: &Tbl<'_>,
+    category: Option<&str>,
+    retention: Option<Duration>,
+    categories: &BTreeMap<String, Category>,
+) -> Option<Window> {
+    let c = category?;
+    let Some(cat) = categories.get(c) else {
+        let known: Vec<&str> = categories.keys().map(String::as_str).collect();
+        ctx.err(
+            Some(t.span.clone()),
+            t.key("category"),
+            format!(
+                "no [categories.{c}] is defined (defined: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    match retention.or(cat.retention) {
+        Some(r) => Some(Window {
+            retention: r,
+            max: cat.max,
+        }),
+        None => {
+            ctx.err(
+                Some(t.span.clone()),
+                t.key("retention"),
+                format!(
+                    "no window: set retention here or in [categories.{}]",
+                    cat.name
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The connector that reads targets of type `ty`.
+fn target_kind<'k>(
+    ctx: &mut Ctx,
+    t: &Tbl<'_>,
+    ty: &str,
+    kinds: &[&'k dyn TargetParser],
+) -> Option<&'k dyn TargetParser> {
+    let found = kinds.iter().find(|k| k.type_name() == ty).copied();
+    if found.is_none() {
+        let known: Vec<&str> = kinds.iter().map(|k| k.type_name()).collect();
+        ctx.err(
+            Some(t.span.clone()),
+            t.key("type"),
+            format!(
+                "unknown target type {ty:?} (expected one of: {})",
+                known.join(", ")
+            ),
+        );
+    }
+    found
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use lethe_core::audit::{Action, Body};
+use lethe_core::audit::{Action, AuditKey, Body};
 use lethe_core::config::Target;
 use lethe_core::expiry::{self, Facts, Protections, Verdict};
 use lethe_core::time::{TimeFormat, Timestamp};
@@ -196,7 +196,6 @@ fn hit(fp: &mut Option<Failpoint>, point: &str) {
     }
 }
 
-/// A planned deletion: the row, its file if any, and the entry that records it.
 /// A planned deletion, kept small: the entry is built only when handed to the writer, so a
 /// transaction of many batches holds a few hundred bytes per item, not a whole entry.
 struct Planned {
@@ -220,61 +219,75 @@ const TXN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// Items written ahead in one pending record, at most.
 const PENDING_CHUNK: usize = 5_000;
 
+/// A sweep of one target, in four steps per batch: **plan** (judge each row with the pure
+/// decision), **protect** (look at the holds and exceptions once more), **delete** (files,
+/// then rows) and **record** (hand the entries to the audit writer).
 struct Sweeper<'a> {
-    /// Remove directories a deletion leaves empty (filesystem targets that ask for it).
-    prune: bool,
-    state: &'a mut State,
-    auditor: Auditor,
-    pending: PendingStore,
-    target: &'a Target,
-    table: Box<dyn Connector>,
-    roots: Roots,
-    /// Active holds and exceptions, read again before every batch is judged: a hold whose
-    /// command has returned protects every batch planned after it.
-    protections: Protections,
-    now: Timestamp,
-    run_id: &'a str,
+    /// Whether this run deletes (`--apply`) or only reports.
     apply: bool,
-    report: TargetReport,
-    failpoint: Option<Failpoint>,
     /// The subject whose rows an erasure selects; `None` for a retention sweep.
     subject: Option<&'a str>,
-    /// Whether rows are judged as under an erasure request (set per batch on recovery).
-    erasure: bool,
-    /// How the target stores created_at and expires_at, when its config says.
-    created_at_format: Option<TimeFormat>,
-    expires_at_format: Option<TimeFormat>,
+    judge: Judge<'a>,
+    store: Store,
+    books: Books<'a>,
+}
+
+/// What judging a row needs: the run's instant and the target's window as the entries spell
+/// them, how the target stores its instants, and the holds and exceptions in force.
+struct Judge<'a> {
+    target: &'a Target,
+    run_id: &'a str,
+    now: Timestamp,
     /// `now` and the target's window as the entries spell them, made once.
     decided_at: String,
     window_text: String,
+    /// How the target stores created_at and expires_at, when its config says.
+    created_at_format: Option<TimeFormat>,
+    expires_at_format: Option<TimeFormat>,
+    /// Whether rows are judged as under an erasure request (set per batch on recovery).
+    erasure: bool,
+    /// Active holds and exceptions, read again before every batch is judged: a hold whose
+    /// command has returned protects every batch planned after it.
+    protections: Protections,
     /// Subjects' keyed hashes already made in this run (bounded).
     subject_hashes: HashMap<String, String>,
-    /// When this run last renewed its lease on the target.
-    lease_renewed: Instant,
+}
+
+/// Where the target's items are: its rows, and the roots their files live under.
+struct Store {
+    table: Box<dyn Connector>,
+    roots: Roots,
+    /// Remove directories a deletion leaves empty (filesystem targets that ask for it).
+    prune: bool,
+}
+
+/// The run's bookkeeping on the target: the state and its lease, the write-ahead records,
+/// the audit writer and the report.
+struct Books<'a> {
+    state: &'a mut State,
+    auditor: Auditor,
+    pending: PendingStore,
     /// The target's identity ([`crate::targets::identity`]): write-ahead records are kept by it.
     identity: String,
+    /// When this run last renewed its lease on the target.
+    lease_renewed: Instant,
+    report: TargetReport,
+    failpoint: Option<Failpoint>,
+}
+
+/// The batches planned in the target transaction open now (an apply).
+struct Txn {
+    open: bool,
+    started: Instant,
+    rows: usize,
+    planned: Vec<Planned>,
+    entries: Vec<Body>,
 }
 
 /// Subject hashes remembered at most, per target and run.
 const SUBJECT_HASHES_MAX: usize = 20_000;
 
-impl Sweeper<'_> {
-    /// The lease's lifetime, `[state] lease_ttl`.
-    fn lease_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.state.lease_ttl_secs.max(1) as u64)
-    }
-
-    /// Renews the lease when a quarter of its lifetime (at most 10 s) has passed since the
-    /// last renewal; an error if another sweep took it over meanwhile.
-    fn keep_lease(&mut self) -> Result<()> {
-        let every = (self.lease_ttl() / 4).min(std::time::Duration::from_secs(10));
-        if self.lease_renewed.elapsed() >= every {
-            self.state.renew_lease(&self.target.name)?;
-            self.lease_renewed = Instant::now();
-        }
-        Ok(())
-    }
-
+impl Judge<'_> {
     fn reason(&self) -> &'static str {
         if self.erasure { "erasure" } else { "retention" }
     }
@@ -299,194 +312,6 @@ impl Sweeper<'_> {
         }
     }
 
-    fn fail(&mut self, mut body: Body, detail: String, out: &mut Vec<Body>) {
-        self.report.failed += 1;
-        self.report.found += 1;
-        if self.report.failures.len() < SAMPLE {
-            self.report
-                .failures
-                .push((body.item_key.clone(), detail.clone()));
-        }
-        body.action = Action::Failed;
-        body.detail = detail;
-        out.push(body);
-    }
-
-    /// Reads the holds and exceptions in force now.
-    ///
-    /// `checked`: also check them against the trail (its sealed hold and exception entries):
-    /// always before deleting; a batch planned in a target transaction is looked at again,
-    /// checked, before any of it is deleted, so planning reads only the tables.
-    fn refresh_protections(&mut self, checked: bool) -> Result<()> {
-        self.protections = if checked {
-            crate::registry::protections(self.state, self.now)?
-        } else {
-            crate::registry::protections_unchecked(self.state, self.now)?
-        };
-        Ok(())
-    }
-
-    /// The keyed hash of a subject, remembered for the run: one person owns many rows.
-    fn subject_hash(&mut self, subject: &str) -> String {
-        if let Some(h) = self.subject_hashes.get(subject) {
-            return h.clone();
-        }
-        let h = self.state.key.subject_hash(subject);
-        // Bounded: a table of a million people does not keep a million hashes.
-        if self.subject_hashes.len() >= SUBJECT_HASHES_MAX {
-            self.subject_hashes.clear();
-        }
-        self.subject_hashes.insert(subject.to_string(), h.clone());
-        h
-    }
-
-    /// Judges a batch of rows; returns the deletions to make and the other entries to write.
-    /// An entry is built only for what is recorded now (failures, holds, exceptions); a
-    /// deletion is kept as its compact record until it is carried out.
-    ///
-    /// `refresh`: read the holds and exceptions first. Within one target transaction only
-    /// its first batch needs to: every planned deletion is looked at again under the
-    /// protections lock before it is carried out.
-    fn plan(
-        &mut self,
-        rows: Vec<Row>,
-        entries: &mut Vec<Body>,
-        refresh: bool,
-    ) -> Result<Vec<Planned>> {
-        if refresh {
-            // Checked in a dry run, whose report nothing looks at again.
-            self.refresh_protections(!self.apply)?;
-        }
-        let mut planned = Vec::with_capacity(rows.len());
-        for row in rows {
-            let key = match row.key {
-                Ok(k) => k,
-                Err(e) => {
-                    let b = self.body("?", Action::Failed, None);
-                    self.fail(b, e, entries);
-                    continue;
-                }
-            };
-            let key_s = key.to_string();
-            if let Some(why) = row.problem {
-                let b = self.body(&key_s, Action::Failed, None);
-                self.fail(b, format!("{why}; kept, not deleted on a guess"), entries);
-                continue;
-            }
-            let subject_hash = match &row.subject {
-                Ok(Some(s)) => Some(self.subject_hash(s)),
-                _ => None,
-            };
-            let facts = Facts {
-                created_at: row.created_at.raw(),
-                expires_at: Some(row.expires_at.raw()),
-                retention_days: Some(row.retention_days.raw()),
-                created_at_format: self.created_at_format.as_ref(),
-                expires_at_format: self.expires_at_format.as_ref(),
-            };
-            let verdict = if self.erasure {
-                expiry::decide_erasure(
-                    self.now,
-                    &self.target.name,
-                    &key_s,
-                    subject_hash.as_deref(),
-                    &self.protections,
-                )
-            } else {
-                expiry::decide(
-                    self.now,
-                    &self.target.window,
-                    &self.target.name,
-                    &key_s,
-                    subject_hash.as_deref(),
-                    &facts,
-                    &self.protections,
-                )
-            };
-            match verdict {
-                Verdict::Keep { .. } => {}
-                Verdict::Invalid { reason } => {
-                    let b = self.body(&key_s, Action::Deleted, subject_hash);
-                    self.fail(
-                        b,
-                        format!("{reason}; kept, not deleted on a guess"),
-                        entries,
-                    )
-                }
-                Verdict::Held {
-                    expires_at,
-                    basis,
-                    hold_id,
-                } => {
-                    self.report.found += 1;
-                    self.report.held += 1;
-                    let mut body = self.body(&key_s, Action::Held, subject_hash);
-                    body.window = basis.describe();
-                    if !self.erasure {
-                        body.expires_at = Some(expires_at.to_rfc3339());
-                    }
-                    body.detail = format!("withheld by legal hold {hold_id}");
-                    entries.push(body);
-                }
-                Verdict::Excepted {
-                    expires_at,
-                    basis,
-                    exception_id,
-                    until,
-                } => {
-                    self.report.found += 1;
-                    self.report.held += 1;
-                    let mut body = self.body(&key_s, Action::Excepted, subject_hash);
-                    body.window = basis.describe();
-                    body.expires_at = Some(expires_at.to_rfc3339());
-                    body.detail = format!("exception {exception_id} until {until}");
-                    entries.push(body);
-                }
-                Verdict::Expired { expires_at, basis } => {
-                    let item = PendingItem {
-                        k: key,
-                        s: subject_hash,
-                        e: (!self.erasure).then(|| expires_at.to_rfc3339()),
-                        w: basis.describe(),
-                        r: self.reason().to_string(),
-                        d: row.detail,
-                    };
-                    let file = match &row.file {
-                        Ok(None) => None,
-                        Ok(Some(p)) if p.is_empty() => None,
-                        Ok(Some(p)) => match self.roots.place(p).and_then(|mut f| {
-                            let st = self.roots.inspect_judged(&mut f)?;
-                            Ok((f, st))
-                        }) {
-                            Ok(f) => Some(f),
-                            Err(e) => {
-                                let b = self.entry(item, Action::Failed, String::new());
-                                self.fail(b, format!("{e}; row kept"), entries);
-                                continue;
-                            }
-                        },
-                        Err(e) => {
-                            let b = self.entry(item, Action::Failed, String::new());
-                            self.fail(b, format!("file path {e}; row kept"), entries);
-                            continue;
-                        }
-                    };
-                    self.report.found += 1;
-                    if !self.apply {
-                        if matches!(file, Some((_, FileState::Present))) {
-                            self.report.files_due += 1;
-                        }
-                        if self.report.due_sample.len() < SAMPLE {
-                            self.report.due_sample.push(key_s);
-                        }
-                    }
-                    planned.push(Planned { item, file });
-                }
-            }
-        }
-        Ok(planned)
-    }
-
     /// The entry for an item, built from its compact record.
     fn entry(&self, item: PendingItem, action: Action, detail: String) -> Body {
         let mut b = self.body(&item.k.to_string(), action, item.s);
@@ -501,214 +326,41 @@ impl Sweeper<'_> {
         b
     }
 
-    /// Removes files then rows for planned items, inside the target transaction.
-    ///
-    /// `Err` when a store without transactions could not say what it deleted: nothing is
-    /// recorded, the batch stays written ahead, and the next run looks each item up.
-    fn execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
-        let removals = remove_files(&self.roots, &planned);
-        hit(&mut self.failpoint, "mid_files");
-        let mut done = Vec::with_capacity(planned.len());
-        let mut files_removed = 0u64;
-        for (p, removal) in planned.into_iter().zip(removals) {
-            let outcome = match removal {
-                None => Ok(""),
-                Some(Ok(FileState::Present)) => {
-                    files_removed += 1;
-                    if self.prune
-                        && let Some((f, _)) = &p.file
-                    {
-                        self.roots.prune_empty_parents(f);
-                    }
-                    Ok("file removed")
-                }
-                Some(Ok(FileState::Missing)) => Ok("file already missing"),
-                Some(Err(e)) => Err(format!("{e}; row kept")),
-            };
-            done.push(Done {
-                item: p.item,
-                outcome,
-                protected: None,
-            });
+    /// The keyed hash of a subject, remembered for the run: one person owns many rows.
+    fn subject_hash(&mut self, key: &AuditKey, subject: &str) -> String {
+        if let Some(h) = self.subject_hashes.get(subject) {
+            return h.clone();
         }
-        let keys: Vec<Key> = done
-            .iter()
-            .filter(|d| d.outcome.is_ok())
-            .map(|d| d.item.k.clone())
-            .collect();
-        // Deleted only by the connector's own word for each key: an answer list of the
-        // wrong length is no answer for any of them.
-        let deleted = if keys.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.table
-                .delete(&keys)
-                .and_then(|each| answers("delete", &keys, each))
-        };
-        match deleted {
-            Ok(each) => {
-                self.report.files_removed += files_removed;
-                let mut each = each.into_iter();
-                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
-                    match each.next() {
-                        Some(Deletion::Deleted | Deletion::AlreadyGone) => self.report.deleted += 1,
-                        Some(Deletion::Failed(e)) => d.outcome = Err(format!("delete failed: {e}")),
-                        None => d.outcome = Err("delete failed: no answer for this item".into()),
-                    }
-                }
-            }
-            // A transaction that failed deleted nothing: each row is kept, and failed.
-            Err(e) if self.table.capabilities().transactions => {
-                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
-                    d.outcome = Err(format!("row delete failed: {e:#}"));
-                }
-            }
-            // Elsewhere some may be gone: recorded neither deleted nor failed on a guess.
-            Err(e) => {
-                return Err(e.context(format!(
-                    "target {}: the store did not say which items of this batch it deleted; the batch stays written ahead and the next run looks each one up",
-                    self.target.name
-                )));
-            }
+        let h = key.subject_hash(subject);
+        // Bounded: a table of a million people does not keep a million hashes.
+        if self.subject_hashes.len() >= SUBJECT_HASHES_MAX {
+            self.subject_hashes.clear();
         }
-        for d in done.iter().filter(|d| d.outcome.is_err()) {
-            self.report.failed += 1;
-            if self.report.failures.len() < SAMPLE
-                && let Err(why) = &d.outcome
-            {
-                self.report
-                    .failures
-                    .push((d.item.k.to_string(), why.clone()));
-            }
-        }
-        Ok(done)
+        self.subject_hashes.insert(subject.to_string(), h.clone());
+        h
     }
 
-    /// Writes a transaction's planned deletions ahead (one durable record per chunk, all in
-    /// one write), removes their files and rows, commits the target, and only then hands
-    /// the entries to the audit writer, chunk by chunk, each with its record. `pending` is
-    /// an existing record when finishing an interrupted batch.
-    fn apply_planned(
-        &mut self,
-        planned: Vec<Planned>,
-        pending: Option<i64>,
-        entries: Vec<Body>,
-    ) -> Result<()> {
-        // The lease is this run's, and renewed, before anything is written ahead or deleted.
-        self.keep_lease()?;
-        let chunk_ids: Vec<Option<i64>> = match pending {
-            Some(id) => vec![Some(id)],
-            None if planned.is_empty() => vec![None],
-            None => {
-                let payloads = planned
-                    .chunks(PENDING_CHUNK)
-                    .map(|c| serde_json::to_string(&c.iter().map(|p| &p.item).collect::<Vec<_>>()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let ids = self.pending.add_many(
-                    self.run_id,
-                    &self.target.name,
-                    &self.identity,
-                    &payloads,
-                )?;
-                hit(&mut self.failpoint, "after_pending");
-                ids.into_iter().map(Some).collect()
-            }
-        };
-        let chunk = if pending.is_some() {
-            planned.len().max(1)
+    /// The pure decision on one item: under the erasure request, or by its window.
+    fn verdict(&self, key: &str, subject_hash: Option<&str>, facts: &Facts) -> Verdict {
+        if self.erasure {
+            expiry::decide_erasure(
+                self.now,
+                &self.target.name,
+                key,
+                subject_hash,
+                &self.protections,
+            )
         } else {
-            PENDING_CHUNK
-        };
-        // The protections lock, which every hold, release and exception takes to be
-        // recorded, is held from this last look at them until the target commits: a hold
-        // whose command has returned is seen here, and one still being placed waits until
-        // these deletions are committed. The audit writer does not take it.
-        let lock = self.state.lock_protections()?;
-        let done = self.recheck_and_execute(planned);
-        self.state.unlock_protections(lock);
-        let done = done?;
-        hit(&mut self.failpoint, "after_delete");
-        let mut extra = Some(entries);
-        let mut rest = done.into_iter();
-        for id in chunk_ids {
-            let mut bodies = extra.take().unwrap_or_default();
-            for d in rest.by_ref().take(chunk) {
-                bodies.push(match (d.protected, d.outcome) {
-                    (Some((action, detail)), _) => self.entry(d.item, action, detail),
-                    (None, Ok(detail)) => self.entry(d.item, Action::Deleted, detail.to_string()),
-                    (None, Err(why)) => self.entry(d.item, Action::Failed, why),
-                });
-            }
-            self.auditor.append(bodies, id)?;
+            expiry::decide(
+                self.now,
+                &self.target.window,
+                &self.target.name,
+                key,
+                subject_hash,
+                facts,
+                &self.protections,
+            )
         }
-        Ok(())
-    }
-
-    /// Looks at the holds and exceptions once more, keeps what they now protect, deletes
-    /// the rest and commits the target. Called with the state's write lock held.
-    fn recheck_and_execute(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
-        self.refresh_protections(true)?;
-        let done = if self.protections.is_empty() {
-            // Nothing can protect an item: no sorting into kept and deleted to do.
-            self.execute(planned)
-        } else {
-            self.keep_protected_execute_rest(planned)
-        };
-        let mut done = match done {
-            Ok(done) => done,
-            Err(e) => {
-                self.table.rollback();
-                return Err(e);
-            }
-        };
-        // A run that stalled here (stopped, swapped out) past most of its lease may have
-        // been taken over: it commits nothing.
-        if self.lease_renewed.elapsed() >= self.lease_ttl() * 3 / 4 {
-            self.table.rollback();
-            anyhow::bail!(
-                "this run stalled for {:.0}s since it last renewed its lease on target {}, too close to [state] lease_ttl ({}s) to be sure no other sweep took over: its last deletions were rolled back and it stops",
-                self.lease_renewed.elapsed().as_secs_f64(),
-                self.target.name,
-                self.lease_ttl().as_secs()
-            );
-        }
-        if let Err(e) = self.table.commit() {
-            // Nothing was deleted after all; say so for each item the entries would claim.
-            for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
-                d.outcome = Err(format!("commit failed, row kept: {e:#}"));
-                self.report.deleted -= 1;
-                self.report.failed += 1;
-            }
-        }
-        Ok(done)
-    }
-
-    /// Keeps, in place, the planned items a hold or exception now protects, and deletes
-    /// the rest.
-    fn keep_protected_execute_rest(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
-        let mut slots: Vec<Option<Done>> = Vec::with_capacity(planned.len());
-        let mut to_run = Vec::with_capacity(planned.len());
-        for p in planned {
-            match self.protection_now(&p.item) {
-                Some(protection) => {
-                    self.report.held += 1;
-                    slots.push(Some(Done {
-                        item: p.item,
-                        outcome: Err(String::new()),
-                        protected: Some(protection),
-                    }));
-                }
-                None => {
-                    slots.push(None);
-                    to_run.push(p);
-                }
-            }
-        }
-        let mut ran = self.execute(to_run)?.into_iter();
-        Ok(slots
-            .into_iter()
-            .filter_map(|s| s.or_else(|| ran.next()))
-            .collect())
     }
 
     /// The hold, or live exception, that protects a planned item now.
@@ -737,114 +389,592 @@ impl Sweeper<'_> {
             _ => None,
         }
     }
+}
 
-    /// One batch in a transaction of its own (recovery).
-    fn apply_batch(
-        &mut self,
-        rows: Vec<Row>,
-        pending: Option<i64>,
-        mut entries: Vec<Body>,
-    ) -> Result<()> {
-        let planned = self.plan(rows, &mut entries, true)?;
-        self.apply_planned(planned, pending, entries)
+impl Books<'_> {
+    /// The lease's lifetime, `[state] lease_ttl`.
+    fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.state.lease_ttl_secs.max(1) as u64)
     }
 
-    /// Finishes batches an interrupted apply left behind.
-    fn recover(&mut self) -> Result<()> {
-        for (id, old_run, payload, old_name) in
-            self.pending.list(&self.target.name, &self.identity)?
-        {
-            if self.state.batch_done(id)? {
-                // Its entries were appended; only the pending record was left behind.
-                if self.apply {
-                    self.pending.remove(&[id])?;
-                }
-                continue;
+    /// Renews the lease when a quarter of its lifetime (at most 10 s) has passed since the
+    /// last renewal; an error if another sweep took it over meanwhile.
+    fn keep_lease(&mut self, target: &str) -> Result<()> {
+        let every = (self.lease_ttl() / 4).min(std::time::Duration::from_secs(10));
+        if self.lease_renewed.elapsed() >= every {
+            self.state.renew_lease(target)?;
+            self.lease_renewed = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+impl TargetReport {
+    /// Counts an item that could not be dealt with, and records it as failed.
+    fn fail(&mut self, mut body: Body, detail: String, out: &mut Vec<Body>) {
+        self.failed += 1;
+        self.found += 1;
+        if self.failures.len() < SAMPLE {
+            self.failures.push((body.item_key.clone(), detail.clone()));
+        }
+        body.action = Action::Failed;
+        body.detail = detail;
+        out.push(body);
+    }
+}
+
+impl Sweeper<'_> {
+    /// Rolls the target transaction back, if one is open, when `r` is an error.
+    fn or_rollback<T>(&mut self, r: Result<T>, open: bool) -> Result<T> {
+        if r.is_err() && open {
+            self.store.table.rollback();
+        }
+        r
+    }
+
+    /// Reads the holds and exceptions in force now.
+    ///
+    /// `checked`: also check them against the trail (its sealed hold and exception entries):
+    /// always before deleting; a batch planned in a target transaction is looked at again,
+    /// checked, before any of it is deleted, so planning reads only the tables.
+    fn refresh_protections(&mut self, checked: bool) -> Result<()> {
+        self.judge.protections = if checked {
+            crate::registry::protections(self.books.state, self.judge.now)?
+        } else {
+            crate::registry::protections_unchecked(self.books.state, self.judge.now)?
+        };
+        Ok(())
+    }
+
+    // Step 1, plan: judge each row with the pure decision.
+
+    /// Judges a batch of rows; returns the deletions to make and the other entries to write.
+    /// An entry is built only for what is recorded now (failures, holds, exceptions); a
+    /// deletion is kept as its compact record until it is carried out.
+    ///
+    /// `refresh`: read the holds and exceptions first. Within one target transaction only
+    /// its first batch needs to: every planned deletion is looked at again under the
+    /// protections lock before it is carried out.
+    fn plan(
+        &mut self,
+        rows: Vec<Row>,
+        entries: &mut Vec<Body>,
+        refresh: bool,
+    ) -> Result<Vec<Planned>> {
+        if refresh {
+            // Checked in a dry run, whose report nothing looks at again.
+            self.refresh_protections(!self.apply)?;
+        }
+        let mut planned = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(p) = self.plan_row(row, entries) {
+                planned.push(p);
             }
-            let items: Vec<PendingItem> = serde_json::from_str(&payload).with_context(|| {
-                format!(
-                    "pending batch {id} of run {old_run} is unreadable; fix or remove it by hand"
-                )
-            })?;
-            if !self.apply {
-                self.report.notes.push(format!(
-                    "{} deletions from interrupted run {old_run} are pending; the next --apply finishes them",
-                    items.len()
-                ));
-                continue;
+        }
+        Ok(planned)
+    }
+
+    /// Judges one row: the deletion to make, or `None` when the row is kept (its entry, if
+    /// it has one, is added to `entries`).
+    fn plan_row(&mut self, row: Row, entries: &mut Vec<Body>) -> Option<Planned> {
+        let report = &mut self.books.report;
+        let key = match row.key {
+            Ok(k) => k,
+            Err(e) => {
+                report.fail(self.judge.body("?", Action::Failed, None), e, entries);
+                return None;
             }
-            let keys: Vec<Key> = items.iter().map(|i| i.k.clone()).collect();
-            // Finish the batch under the job that planned it: an erasure stays an erasure.
-            let was_erasure = items.iter().any(|i| i.r == "erasure");
-            let job_erasure = self.erasure;
-            self.erasure = was_erasure;
-            self.table.begin()?;
-            let looked = self
-                .table
-                .lookup(&keys)
-                .and_then(|each| answers("lookup", &keys, each));
-            let looked = match looked {
-                Ok(r) => r,
-                Err(e) => {
-                    self.table.rollback();
-                    return Err(e.context(format!(
-                        "pending batch {id} of run {old_run} could not be looked up; it stays pending and the next run tries again"
-                    )));
-                }
-            };
-            // Gone only by the store's word: an item it cannot speak of keeps the whole
-            // batch pending (recorded neither deleted nor failed on a guess).
-            if let Some((k, why)) = keys.iter().zip(&looked).find_map(|(k, l)| match l {
-                Lookup::Unknown(why) => Some((k, why)),
-                _ => None,
-            }) {
-                self.table.rollback();
-                anyhow::bail!(
-                    "pending batch {id} of run {old_run}: item {k} could not be looked up ({why}); the batch stays pending and the next run tries again"
+        };
+        let key_s = key.to_string();
+        if let Some(why) = row.problem {
+            let b = self.judge.body(&key_s, Action::Failed, None);
+            report.fail(b, format!("{why}; kept, not deleted on a guess"), entries);
+            return None;
+        }
+        let subject_hash = match &row.subject {
+            Ok(Some(s)) => Some(self.judge.subject_hash(&self.books.state.key, s)),
+            _ => None,
+        };
+        let facts = Facts {
+            created_at: row.created_at.raw(),
+            expires_at: Some(row.expires_at.raw()),
+            retention_days: Some(row.retention_days.raw()),
+            created_at_format: self.judge.created_at_format.as_ref(),
+            expires_at_format: self.judge.expires_at_format.as_ref(),
+        };
+        let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
+        let report = &mut self.books.report;
+        // A kept item's entry: the protection that keeps it, and how it was judged.
+        let (action, window, expires_at, detail) = match verdict {
+            Verdict::Keep { .. } => return None,
+            Verdict::Invalid { reason } => {
+                let b = self.judge.body(&key_s, Action::Deleted, subject_hash);
+                report.fail(
+                    b,
+                    format!("{reason}; kept, not deleted on a guess"),
+                    entries,
                 );
+                return None;
             }
-            let mut rows = Vec::new();
-            let mut gone: HashSet<Key> = HashSet::new();
-            for (k, l) in keys.iter().zip(looked) {
-                match l {
-                    Lookup::Found(row) => rows.push(row),
-                    Lookup::Gone => {
-                        gone.insert(k.clone());
-                    }
-                    Lookup::Unknown(_) => {}
+            Verdict::Held {
+                expires_at,
+                basis,
+                hold_id,
+            } => (
+                Action::Held,
+                basis.describe(),
+                (!self.judge.erasure).then(|| expires_at.to_rfc3339()),
+                format!("withheld by legal hold {hold_id}"),
+            ),
+            Verdict::Excepted {
+                expires_at,
+                basis,
+                exception_id,
+                until,
+            } => (
+                Action::Excepted,
+                basis.describe(),
+                Some(expires_at.to_rfc3339()),
+                format!("exception {exception_id} until {until}"),
+            ),
+            Verdict::Expired { expires_at, basis } => {
+                let item = PendingItem {
+                    k: key,
+                    s: subject_hash,
+                    e: (!self.judge.erasure).then(|| expires_at.to_rfc3339()),
+                    w: basis.describe(),
+                    r: self.judge.reason().to_string(),
+                    d: row.detail,
+                };
+                return self.plan_deletion(item, key_s, row.file, entries);
+            }
+        };
+        report.found += 1;
+        report.held += 1;
+        let mut body = self.judge.body(&key_s, action, subject_hash);
+        body.window = window;
+        body.expires_at = expires_at;
+        body.detail = detail;
+        entries.push(body);
+        None
+    }
+
+    /// An expired item: its file placed under the roots and looked at, then planned.
+    fn plan_deletion(
+        &mut self,
+        item: PendingItem,
+        key_s: String,
+        file: Result<Option<String>, String>,
+        entries: &mut Vec<Body>,
+    ) -> Option<Planned> {
+        let roots = &self.store.roots;
+        let file = match &file {
+            Ok(None) => None,
+            Ok(Some(p)) if p.is_empty() => None,
+            Ok(Some(p)) => match roots.place(p).and_then(|mut f| {
+                let st = roots.inspect_judged(&mut f)?;
+                Ok((f, st))
+            }) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let b = self.judge.entry(item, Action::Failed, String::new());
+                    self.books.report.fail(b, format!("{e}; row kept"), entries);
+                    return None;
+                }
+            },
+            Err(e) => {
+                let b = self.judge.entry(item, Action::Failed, String::new());
+                self.books
+                    .report
+                    .fail(b, format!("file path {e}; row kept"), entries);
+                return None;
+            }
+        };
+        let report = &mut self.books.report;
+        report.found += 1;
+        if !self.apply {
+            if matches!(file, Some((_, FileState::Present))) {
+                report.files_due += 1;
+            }
+            if report.due_sample.len() < SAMPLE {
+                report.due_sample.push(key_s);
+            }
+        }
+        Some(Planned { item, file })
+    }
+
+    /// Carries out a transaction's planned deletions: writes them ahead (one durable record
+    /// per chunk, all in one write), protects what a hold or exception now covers, deletes
+    /// the rest and commits the target, and only then records the entries, chunk by chunk,
+    /// each with its record. `pending` is an existing record when finishing an interrupted
+    /// batch.
+    fn apply_planned(
+        &mut self,
+        planned: Vec<Planned>,
+        pending: Option<i64>,
+        entries: Vec<Body>,
+    ) -> Result<()> {
+        // The lease is this run's, and renewed, before anything is written ahead or deleted.
+        self.books.keep_lease(&self.judge.target.name)?;
+        let chunk_ids = self.write_ahead(&planned, pending)?;
+        let chunk = if pending.is_some() {
+            planned.len().max(1)
+        } else {
+            PENDING_CHUNK
+        };
+        // The protections lock, which every hold, release and exception takes to be
+        // recorded, is held from this last look at them until the target commits: a hold
+        // whose command has returned is seen here, and one still being placed waits until
+        // these deletions are committed. The audit writer does not take it.
+        let lock = self.books.state.lock_protections()?;
+        let done = self.protect_delete_commit(planned);
+        self.books.state.unlock_protections(lock);
+        let done = done?;
+        hit(&mut self.books.failpoint, "after_delete");
+        self.record(done, chunk_ids, chunk, entries)
+    }
+
+    /// Writes the planned deletions ahead, one durable record per chunk; returns the
+    /// records' ids (`None`: nothing to write ahead).
+    fn write_ahead(
+        &mut self,
+        planned: &[Planned],
+        pending: Option<i64>,
+    ) -> Result<Vec<Option<i64>>> {
+        Ok(match pending {
+            Some(id) => vec![Some(id)],
+            None if planned.is_empty() => vec![None],
+            None => {
+                let payloads = planned
+                    .chunks(PENDING_CHUNK)
+                    .map(|c| serde_json::to_string(&c.iter().map(|p| &p.item).collect::<Vec<_>>()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let ids = self.books.pending.add_many(
+                    self.judge.run_id,
+                    &self.judge.target.name,
+                    &self.books.identity,
+                    &payloads,
+                )?;
+                hit(&mut self.books.failpoint, "after_pending");
+                ids.into_iter().map(Some).collect()
+            }
+        })
+    }
+
+    // Step 2, protect: look at the holds and exceptions once more.
+
+    /// Looks at the holds and exceptions once more, keeps what they now protect, deletes
+    /// the rest and commits the target. Called with the state's write lock held.
+    fn protect_delete_commit(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
+        self.refresh_protections(true)?;
+        let done = if self.judge.protections.is_empty() {
+            // Nothing can protect an item: no sorting into kept and deleted to do.
+            self.delete(planned)
+        } else {
+            self.protect_then_delete(planned)
+        };
+        let mut done = self.or_rollback(done, true)?;
+        // A run that stalled here (stopped, swapped out) past most of its lease may have
+        // been taken over: it commits nothing.
+        let lease_ttl = self.books.lease_ttl();
+        if self.books.lease_renewed.elapsed() >= lease_ttl * 3 / 4 {
+            self.store.table.rollback();
+            anyhow::bail!(
+                "this run stalled for {:.0}s since it last renewed its lease on target {}, too close to [state] lease_ttl ({}s) to be sure no other sweep took over: its last deletions were rolled back and it stops",
+                self.books.lease_renewed.elapsed().as_secs_f64(),
+                self.judge.target.name,
+                lease_ttl.as_secs()
+            );
+        }
+        if let Err(e) = self.store.table.commit() {
+            // Nothing was deleted after all; say so for each item the entries would claim.
+            for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                d.outcome = Err(format!("commit failed, row kept: {e:#}"));
+                self.books.report.deleted -= 1;
+                self.books.report.failed += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Keeps, in place, the planned items a hold or exception now protects, and deletes
+    /// the rest.
+    fn protect_then_delete(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
+        let mut slots: Vec<Option<Done>> = Vec::with_capacity(planned.len());
+        let mut to_run = Vec::with_capacity(planned.len());
+        for p in planned {
+            match self.judge.protection_now(&p.item) {
+                Some(protection) => {
+                    self.books.report.held += 1;
+                    slots.push(Some(Done {
+                        item: p.item,
+                        outcome: Err(String::new()),
+                        protected: Some(protection),
+                    }));
+                }
+                None => {
+                    slots.push(None);
+                    to_run.push(p);
                 }
             }
-            let mut entries = Vec::new();
-            for item in items.into_iter().filter(|i| gone.contains(&i.k)) {
-                let mut b = self.body(&item.k.to_string(), Action::Deleted, item.s);
-                b.expires_at = item.e;
-                b.window = item.w;
-                b.reason = item.r;
-                b.detail = if old_name == self.target.name {
-                    format!("deleted by interrupted run {old_run}; recorded on recovery")
-                } else {
-                    format!(
-                        "deleted by interrupted run {old_run} (the target was then named {old_name}); recorded on recovery"
-                    )
-                };
-                self.report.found += 1;
-                self.report.deleted += 1;
-                entries.push(b);
+        }
+        let mut ran = self.delete(to_run)?.into_iter();
+        Ok(slots
+            .into_iter()
+            .filter_map(|s| s.or_else(|| ran.next()))
+            .collect())
+    }
+
+    // Step 3, delete: files, then rows, inside the target transaction.
+
+    /// Removes files then rows for planned items, inside the target transaction.
+    ///
+    /// `Err` when a store without transactions could not say what it deleted: nothing is
+    /// recorded, the batch stays written ahead, and the next run looks each item up.
+    fn delete(&mut self, planned: Vec<Planned>) -> Result<Vec<Done>> {
+        let (mut done, files_removed) = self.delete_files(planned);
+        self.delete_rows(&mut done, files_removed)?;
+        for d in done.iter().filter(|d| d.outcome.is_err()) {
+            let report = &mut self.books.report;
+            report.failed += 1;
+            if report.failures.len() < SAMPLE
+                && let Err(why) = &d.outcome
+            {
+                report.failures.push((d.item.k.to_string(), why.clone()));
             }
-            let done = self.apply_batch(rows, Some(id), entries);
-            self.erasure = job_erasure;
-            if let Err(e) = done {
-                self.table.rollback();
-                return Err(e);
+        }
+        Ok(done)
+    }
+
+    /// Removes the planned items' files; an item whose file could not be removed is kept.
+    /// Returns each item's outcome so far, and how many files were removed.
+    fn delete_files(&mut self, planned: Vec<Planned>) -> (Vec<Done>, u64) {
+        let removals = remove_files(&self.store.roots, &planned);
+        hit(&mut self.books.failpoint, "mid_files");
+        let mut done = Vec::with_capacity(planned.len());
+        let mut files_removed = 0u64;
+        for (p, removal) in planned.into_iter().zip(removals) {
+            let outcome = match removal {
+                None => Ok(""),
+                Some(Ok(FileState::Present)) => {
+                    files_removed += 1;
+                    if self.store.prune
+                        && let Some((f, _)) = &p.file
+                    {
+                        self.store.roots.prune_empty_parents(f);
+                    }
+                    Ok("file removed")
+                }
+                Some(Ok(FileState::Missing)) => Ok("file already missing"),
+                Some(Err(e)) => Err(format!("{e}; row kept")),
+            };
+            done.push(Done {
+                item: p.item,
+                outcome,
+                protected: None,
+            });
+        }
+        (done, files_removed)
+    }
+
+    /// Deletes the rows of the items still to delete, and marks each by the connector's word.
+    fn delete_rows(&mut self, done: &mut [Done], files_removed: u64) -> Result<()> {
+        let keys: Vec<Key> = done
+            .iter()
+            .filter(|d| d.outcome.is_ok())
+            .map(|d| d.item.k.clone())
+            .collect();
+        // Deleted only by the connector's own word for each key: an answer list of the
+        // wrong length is no answer for any of them.
+        let deleted = if keys.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store
+                .table
+                .delete(&keys)
+                .and_then(|each| answers("delete", &keys, each))
+        };
+        match deleted {
+            Ok(each) => {
+                let report = &mut self.books.report;
+                report.files_removed += files_removed;
+                let mut each = each.into_iter();
+                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                    match each.next() {
+                        Some(Deletion::Deleted | Deletion::AlreadyGone) => report.deleted += 1,
+                        Some(Deletion::Failed(e)) => d.outcome = Err(format!("delete failed: {e}")),
+                        None => d.outcome = Err("delete failed: no answer for this item".into()),
+                    }
+                }
+            }
+            // A transaction that failed deleted nothing: each row is kept, and failed.
+            Err(e) if self.store.table.capabilities().transactions => {
+                for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
+                    d.outcome = Err(format!("row delete failed: {e:#}"));
+                }
+            }
+            // Elsewhere some may be gone: recorded neither deleted nor failed on a guess.
+            Err(e) => {
+                return Err(e.context(format!(
+                    "target {}: the store did not say which items of this batch it deleted; the batch stays written ahead and the next run looks each one up",
+                    self.judge.target.name
+                )));
             }
         }
         Ok(())
     }
 
+    // Step 4, record: the entries to the audit writer.
+
+    /// Hands the entries to the audit writer, `chunk` items with each write-ahead record
+    /// (which the writer drops with them); `entries` go with the first.
+    fn record(
+        &mut self,
+        done: Vec<Done>,
+        chunk_ids: Vec<Option<i64>>,
+        chunk: usize,
+        entries: Vec<Body>,
+    ) -> Result<()> {
+        let mut extra = Some(entries);
+        let mut rest = done.into_iter();
+        for id in chunk_ids {
+            let mut bodies = extra.take().unwrap_or_default();
+            for d in rest.by_ref().take(chunk) {
+                bodies.push(match (d.protected, d.outcome) {
+                    (Some((action, detail)), _) => self.judge.entry(d.item, action, detail),
+                    (None, Ok(detail)) => {
+                        self.judge
+                            .entry(d.item, Action::Deleted, detail.to_string())
+                    }
+                    (None, Err(why)) => self.judge.entry(d.item, Action::Failed, why),
+                });
+            }
+            self.books.auditor.append(bodies, id)?;
+        }
+        Ok(())
+    }
+
+    // Recovery: batches an interrupted apply left written ahead.
+
+    /// Finishes batches an interrupted apply left behind.
+    fn recover(&mut self) -> Result<()> {
+        for (id, old_run, payload, old_name) in self
+            .books
+            .pending
+            .list(&self.judge.target.name, &self.books.identity)?
+        {
+            self.finish_pending(id, &old_run, &payload, &old_name)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes one written-ahead batch: rows still there are judged again and deleted,
+    /// rows already gone get their one "deleted" entry.
+    fn finish_pending(
+        &mut self,
+        id: i64,
+        old_run: &str,
+        payload: &str,
+        old_name: &str,
+    ) -> Result<()> {
+        if self.books.state.batch_done(id)? {
+            // Its entries were appended; only the pending record was left behind.
+            if self.apply {
+                self.books.pending.remove(&[id])?;
+            }
+            return Ok(());
+        }
+        let items: Vec<PendingItem> = serde_json::from_str(payload).with_context(|| {
+            format!("pending batch {id} of run {old_run} is unreadable; fix or remove it by hand")
+        })?;
+        if !self.apply {
+            self.books.report.notes.push(format!(
+                "{} deletions from interrupted run {old_run} are pending; the next --apply finishes them",
+                items.len()
+            ));
+            return Ok(());
+        }
+        let keys: Vec<Key> = items.iter().map(|i| i.k.clone()).collect();
+        // Finish the batch under the job that planned it: an erasure stays an erasure.
+        let was_erasure = items.iter().any(|i| i.r == "erasure");
+        let job_erasure = self.judge.erasure;
+        self.judge.erasure = was_erasure;
+        self.store.table.begin()?;
+        let looked = self.look_up_pending(id, old_run, &keys)?;
+        let mut rows = Vec::new();
+        let mut gone: HashSet<Key> = HashSet::new();
+        for (k, l) in keys.iter().zip(looked) {
+            match l {
+                Lookup::Found(row) => rows.push(row),
+                Lookup::Gone => {
+                    gone.insert(k.clone());
+                }
+                Lookup::Unknown(_) => {}
+            }
+        }
+        let mut entries = Vec::new();
+        for item in items.into_iter().filter(|i| gone.contains(&i.k)) {
+            let mut b = self
+                .judge
+                .body(&item.k.to_string(), Action::Deleted, item.s);
+            b.expires_at = item.e;
+            b.window = item.w;
+            b.reason = item.r;
+            b.detail = if old_name == self.judge.target.name {
+                format!("deleted by interrupted run {old_run}; recorded on recovery")
+            } else {
+                format!(
+                    "deleted by interrupted run {old_run} (the target was then named {old_name}); recorded on recovery"
+                )
+            };
+            self.books.report.found += 1;
+            self.books.report.deleted += 1;
+            entries.push(b);
+        }
+        // One batch in a transaction of its own.
+        let done = self
+            .plan(rows, &mut entries, true)
+            .and_then(|planned| self.apply_planned(planned, Some(id), entries));
+        self.judge.erasure = job_erasure;
+        self.or_rollback(done, true)
+    }
+
+    /// Looks each item of a pending batch up, inside the transaction just begun. Gone only
+    /// by the store's word: an item it cannot speak of keeps the whole batch pending
+    /// (recorded neither deleted nor failed on a guess).
+    fn look_up_pending(&mut self, id: i64, old_run: &str, keys: &[Key]) -> Result<Vec<Lookup>> {
+        let looked = self
+            .store
+            .table
+            .lookup(keys)
+            .and_then(|each| answers("lookup", keys, each));
+        let looked = match looked {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.table.rollback();
+                return Err(e.context(format!(
+                    "pending batch {id} of run {old_run} could not be looked up; it stays pending and the next run tries again"
+                )));
+            }
+        };
+        if let Some((k, why)) = keys.iter().zip(&looked).find_map(|(k, l)| match l {
+            Lookup::Unknown(why) => Some((k, why)),
+            _ => None,
+        }) {
+            self.store.table.rollback();
+            anyhow::bail!(
+                "pending batch {id} of run {old_run}: item {k} could not be looked up ({why}); the batch stays pending and the next run tries again"
+            );
+        }
+        Ok(looked)
+    }
+
+    // The run: batch after batch, through the four steps.
+
     fn run(&mut self, batch: usize, rows_per_commit: usize, progress: bool) -> Result<()> {
         self.recover()?;
         let range = if progress {
-            self.table.key_range()
+            self.store.table.key_range()
         } else {
             None
         };
@@ -855,88 +985,43 @@ impl Sweeper<'_> {
         // transaction also holds the application off the rows (or, on SQLite, the whole
         // database) it wrote: it is committed after `rows_per_commit` rows or TXN_MAX,
         // whichever comes first.
-        let mut txn_planned: Vec<Planned> = Vec::new();
-        let mut txn_entries: Vec<Body> = Vec::new();
-        let mut txn_rows = 0usize;
-        let mut in_txn = false;
-        let mut txn_started = Instant::now();
+        let mut txn = Txn {
+            open: false,
+            started: Instant::now(),
+            rows: 0,
+            planned: Vec::new(),
+            entries: Vec::new(),
+        };
         loop {
-            if self.apply && !in_txn {
-                self.table.begin()?;
-                in_txn = true;
-                txn_started = Instant::now();
+            if self.apply && !txn.open {
+                self.store.table.begin()?;
+                txn.open = true;
+                txn.started = Instant::now();
             }
-            let rows = match self.subject {
-                Some(_) if !self.table.capabilities().subjects => Err(anyhow::anyhow!(
-                    "target {} cannot find a subject's items",
-                    self.target.name
-                )),
-                Some(subject) => self.table.of_subject(subject, batch),
-                None => self.table.candidates(self.now, batch),
-            };
-            let rows = match rows {
-                Ok(r) => r,
-                Err(e) => {
-                    if in_txn {
-                        self.table.rollback();
-                    }
-                    return Err(e);
-                }
-            };
+            let rows = self.read_batch(batch);
+            let rows = self.or_rollback(rows, txn.open)?;
             // The connector keeps its place: a batch whose keys are all unreadable does not
             // end the scan; only a short batch does.
             let full = rows.len() >= batch;
             let last = rows.iter().rev().find_map(|r| r.key.clone().ok());
             if self.apply {
-                // Plan batch after batch; write ahead, delete and commit once per
-                // transaction: every write-ahead record and commit is a sync to disk.
-                let first_of_txn = txn_rows == 0;
-                txn_rows += rows.len();
-                let planned = match self.plan(rows, &mut txn_entries, first_of_txn) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.table.rollback();
-                        return Err(e);
-                    }
-                };
-                txn_planned.extend(planned);
-                if txn_rows >= rows_per_commit || !full || txn_started.elapsed() >= TXN_MAX {
-                    in_txn = false;
-                    txn_rows = 0;
-                    let planned = std::mem::take(&mut txn_planned);
-                    let entries = std::mem::take(&mut txn_entries);
-                    if let Err(e) = self.apply_planned(planned, None, entries) {
-                        self.table.rollback();
-                        return Err(e);
-                    }
-                }
+                self.stage(&mut txn, rows, rows_per_commit, full)?;
             } else {
-                let mut entries = Vec::new();
-                // Nothing is looked at again before a dry run reports: read them every batch.
-                let planned = self.plan(rows, &mut entries, true)?;
-                for p in planned {
-                    let b = self.entry(p.item, Action::WouldDelete, String::new());
-                    entries.push(b);
-                }
-                self.auditor.append(entries, None)?;
+                self.dry_run_batch(rows)?;
             }
-            if let Err(e) = self.keep_lease() {
-                if in_txn {
-                    self.table.rollback();
-                }
-                return Err(e);
-            }
+            let kept = self.books.keep_lease(&self.judge.target.name);
+            self.or_rollback(kept, txn.open)?;
             if progress && last_draw.elapsed().as_millis() > 150 {
                 last_draw = Instant::now();
-                draw_progress(&self.report, range, last.as_ref(), started);
+                draw_progress(&self.books.report, range, last.as_ref(), started);
             }
             if !full {
                 break;
             }
         }
-        if in_txn {
+        if txn.open {
             // Nothing staged is left uncommitted; an open transaction here read no rows.
-            self.table.rollback();
+            self.store.table.rollback();
         }
         self.report_null_keys()?;
         if progress {
@@ -945,21 +1030,74 @@ impl Sweeper<'_> {
         Ok(())
     }
 
+    /// The next batch of rows: the subject's (an erasure) or the candidates (retention).
+    fn read_batch(&mut self, batch: usize) -> Result<Vec<Row>> {
+        match self.subject {
+            Some(_) if !self.store.table.capabilities().subjects => Err(anyhow::anyhow!(
+                "target {} cannot find a subject's items",
+                self.judge.target.name
+            )),
+            Some(subject) => self.store.table.of_subject(subject, batch),
+            None => self.store.table.candidates(self.judge.now, batch),
+        }
+    }
+
+    /// Plans a batch into the open transaction, and carries the transaction's deletions out
+    /// once it holds enough rows, has been open long enough, or the scan ends.
+    ///
+    /// Plan batch after batch; write ahead, delete and commit once per transaction: every
+    /// write-ahead record and commit is a sync to disk.
+    fn stage(
+        &mut self,
+        txn: &mut Txn,
+        rows: Vec<Row>,
+        rows_per_commit: usize,
+        full: bool,
+    ) -> Result<()> {
+        let first_of_txn = txn.rows == 0;
+        txn.rows += rows.len();
+        let planned = self.plan(rows, &mut txn.entries, first_of_txn);
+        let planned = self.or_rollback(planned, true)?;
+        txn.planned.extend(planned);
+        if txn.rows >= rows_per_commit || !full || txn.started.elapsed() >= TXN_MAX {
+            txn.open = false;
+            txn.rows = 0;
+            let planned = std::mem::take(&mut txn.planned);
+            let entries = std::mem::take(&mut txn.entries);
+            let applied = self.apply_planned(planned, None, entries);
+            self.or_rollback(applied, true)?;
+        }
+        Ok(())
+    }
+
+    /// A dry run's batch: planned, and recorded as what would be deleted.
+    fn dry_run_batch(&mut self, rows: Vec<Row>) -> Result<()> {
+        let mut entries = Vec::new();
+        // Nothing is looked at again before a dry run reports: read them every batch.
+        let planned = self.plan(rows, &mut entries, true)?;
+        for p in planned {
+            let b = self.judge.entry(p.item, Action::WouldDelete, String::new());
+            entries.push(b);
+        }
+        self.books.auditor.append(entries, None)
+    }
+
     /// Rows with a NULL key cannot be named, so they are neither paged through nor deleted;
     /// they are counted and reported, never passed over in silence.
     fn report_null_keys(&mut self) -> Result<()> {
-        let n = self.table.null_keys(self.now, self.subject)?;
+        let n = self.store.table.null_keys(self.judge.now, self.subject)?;
         if n > 0 {
-            let b = self.body("(NULL key)", Action::Failed, None);
+            let b = self.judge.body("(NULL key)", Action::Failed, None);
             let mut entries = Vec::new();
-            self.fail(
+            let report = &mut self.books.report;
+            report.fail(
                 b,
                 format!("{n} rows that may be due have a NULL key: they cannot be named, so none was deleted"),
                 &mut entries,
             );
-            self.report.failed += n - 1;
-            self.report.found += n - 1;
-            self.auditor.append(entries, None)?;
+            report.failed += n - 1;
+            report.found += n - 1;
+            self.books.auditor.append(entries, None)?;
         }
         Ok(())
     }
@@ -1052,77 +1190,28 @@ pub fn sweep(
         Job::Erasure { request_id, .. } => request_id.clone(),
     };
     state.start_run(&run_id, job.reason(), !opts.apply)?;
-    let progress = opts.progress && std::io::stderr().is_terminal();
+    let ctx = RunCtx {
+        base,
+        now,
+        run_id: &run_id,
+        job,
+        opts,
+        progress: opts.progress && std::io::stderr().is_terminal(),
+    };
     let mut reports = Vec::new();
     for target in targets {
-        let mut report = TargetReport {
-            target: target.name.clone(),
-            ..Default::default()
-        };
-        if !kind_of(target).can_sweep() {
-            report.error = Some(format!(
-                "target type {} is not supported by this build yet",
-                target.type_name
-            ));
-            reports.push(report);
-            continue;
-        }
-        match state.acquire_lease(&target.name)? {
-            Lease::Busy { holder, since } => {
-                report.error = Some(format!(
-                    "skipped: another sweep ({holder}, since {since}) is working on this target; run again when it is done"
-                ));
-                reports.push(report);
-                continue;
-            }
-            Lease::Acquired => {}
-        }
-        let ctx = RunCtx {
-            base,
-            now,
-            run_id: &run_id,
-            job,
-            opts,
-            progress,
-        };
-        let result = sweep_one(state, target, &ctx);
-        let _ = state.release_lease(&target.name);
-        match result {
-            Ok(r) => report = r,
-            Err(e) => report.error = Some(format!("{e:#}")),
-        }
-        let finished = Body {
-            decided_at: now.to_rfc3339(),
-            run_id: run_id.clone(),
-            action: Action::SweepFinished,
-            target: target.name.clone(),
-            item_key: String::new(),
-            category: target.category.clone(),
-            reason: job.reason().into(),
-            window: target.window.retention.to_string(),
-            expires_at: None,
-            subject_hash: None,
-            detail: format!(
-                "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}{}",
-                !opts.apply,
-                report.found,
-                report.deleted,
-                report.held,
-                report.files_removed,
-                report.failed,
-                if report.roots.is_empty() {
-                    String::new()
-                } else {
-                    format!(" roots={}", serde_json::to_string(&report.roots)?)
-                },
+        let report = match skip_reason(state, target)? {
+            Some(error) => TargetReport {
+                target: target.name.clone(),
+                error: Some(error),
+                ..Default::default()
+            },
+            None => {
+                let report = sweep_leased(state, target, &ctx);
+                state.append(vec![finished_entry(target, &ctx, &report)?], &[])?;
                 report
-                    .error
-                    .as_ref()
-                    .map(|e| format!(" error={e}"))
-                    .unwrap_or_default()
-            ),
+            }
         };
-        state.append(vec![finished], &[])?;
         reports.push(report);
     }
     let report = SweepReport {
@@ -1135,6 +1224,69 @@ pub fn sweep(
     Ok(report)
 }
 
+/// Why a target is not swept at all: its type cannot be, or another sweep holds its lease.
+/// `None` once this run holds the lease.
+fn skip_reason(state: &mut State, target: &Target) -> Result<Option<String>> {
+    if !kind_of(target).can_sweep() {
+        return Ok(Some(format!(
+            "target type {} is not supported by this build yet",
+            target.type_name
+        )));
+    }
+    Ok(match state.acquire_lease(&target.name)? {
+        Lease::Busy { holder, since } => Some(format!(
+            "skipped: another sweep ({holder}, since {since}) is working on this target; run again when it is done"
+        )),
+        Lease::Acquired => None,
+    })
+}
+
+/// Sweeps a target whose lease this run holds, and gives the lease back.
+fn sweep_leased(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> TargetReport {
+    let result = sweep_one(state, target, ctx);
+    let _ = state.release_lease(&target.name);
+    result.unwrap_or_else(|e| TargetReport {
+        target: target.name.clone(),
+        error: Some(format!("{e:#}")),
+        ..Default::default()
+    })
+}
+
+/// The `sweep_finished` entry that closes a target's part of a run.
+fn finished_entry(target: &Target, ctx: &RunCtx<'_>, report: &TargetReport) -> Result<Body> {
+    Ok(Body {
+        decided_at: ctx.now.to_rfc3339(),
+        run_id: ctx.run_id.to_string(),
+        action: Action::SweepFinished,
+        target: target.name.clone(),
+        item_key: String::new(),
+        category: target.category.clone(),
+        reason: ctx.job.reason().into(),
+        window: target.window.retention.to_string(),
+        expires_at: None,
+        subject_hash: None,
+        detail: format!(
+            "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}{}",
+            !ctx.opts.apply,
+            report.found,
+            report.deleted,
+            report.held,
+            report.files_removed,
+            report.failed,
+            if report.roots.is_empty() {
+                String::new()
+            } else {
+                format!(" roots={}", serde_json::to_string(&report.roots)?)
+            },
+            report
+                .error
+                .as_ref()
+                .map(|e| format!(" error={e}"))
+                .unwrap_or_default()
+        ),
+    })
+}
+
 struct RunCtx<'a> {
     base: &'a Path,
     now: Timestamp,
@@ -1145,71 +1297,84 @@ struct RunCtx<'a> {
 }
 
 fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
-    let table = open_with(target, ctx.base, ctx.opts.apply, &ctx.opts.required_tags)
-        .ok_or_else(|| anyhow::anyhow!("target type {} is not supported", target.type_name))?
-        .with_context(|| format!("target {}", target.name))?;
-    let prune = kind_of(target).prunes_empty_dirs(target);
-    let subject = match ctx.job {
-        Job::Erasure { subject, .. } => Some(subject.as_str()),
-        Job::Retention => None,
-    };
-    let (created_at_format, expires_at_format) = formats(target);
-    let failpoint = Failpoint::from_env();
-    let audit_kill = failpoint.as_ref().is_some_and(|f| f.is("after_append"));
-    let auditor = Auditor::start(state, audit_kill)?;
-    let pending = state.pending_store()?;
-    let roots = roots_for(target, ctx.base);
-    let resolved = roots.resolved();
-    let mut s = Sweeper {
-        state,
-        auditor,
-        pending,
-        target,
-        table,
-        roots,
-        prune,
-        protections: Protections::default(),
-        now: ctx.now,
-        run_id: ctx.run_id,
-        apply: ctx.opts.apply,
-        report: TargetReport {
-            target: target.name.clone(),
-            roots: resolved,
-            ..Default::default()
-        },
-        failpoint,
-        subject,
-        erasure: subject.is_some(),
-        created_at_format,
-        expires_at_format,
-        decided_at: ctx.now.to_rfc3339(),
-        window_text: target.window.retention.to_string(),
-        subject_hashes: HashMap::new(),
-        lease_renewed: Instant::now(),
-        identity: crate::targets::identity(target, ctx.base),
-    };
+    let mut s = Sweeper::open(state, target, ctx)?;
     let batch = ctx.opts.batch.max(1);
-    let rows_per_commit = if !s.table.capabilities().transactions {
+    let rows_per_commit = if !s.store.table.capabilities().transactions {
         batch
     } else {
         ctx.opts.rows_per_commit
     };
     let ran = s.run(batch, rows_per_commit, ctx.progress);
-    s.report.untagged = s.table.untagged();
-    let notes = s.table.notes();
-    s.report.notes.extend(notes);
-    if let Some((bulk, single)) = s.table.delete_stats()
+    let table = &mut s.store.table;
+    let report = &mut s.books.report;
+    report.untagged = table.untagged();
+    report.notes.extend(table.notes());
+    if let Some((bulk, single)) = table.delete_stats()
         && bulk + single > 0
     {
-        s.report.notes.push(format!(
+        report.notes.push(format!(
             "{bulk} bulk delete requests, {single} single deletes"
         ));
     }
     // Whatever was deleted before an error is recorded before the error is reported.
-    let flushed = s.auditor.flush();
+    let flushed = s.books.auditor.flush();
     ran?;
     flushed?;
-    Ok(s.report)
+    Ok(s.books.report)
+}
+
+impl<'a> Sweeper<'a> {
+    /// Opens the target and the run's bookkeeping on it.
+    fn open(state: &'a mut State, target: &'a Target, ctx: &RunCtx<'a>) -> Result<Sweeper<'a>> {
+        let table = open_with(target, ctx.base, ctx.opts.apply, &ctx.opts.required_tags)
+            .ok_or_else(|| anyhow::anyhow!("target type {} is not supported", target.type_name))?
+            .with_context(|| format!("target {}", target.name))?;
+        let subject = match ctx.job {
+            Job::Erasure { subject, .. } => Some(subject.as_str()),
+            Job::Retention => None,
+        };
+        let (created_at_format, expires_at_format) = formats(target);
+        let failpoint = Failpoint::from_env();
+        let audit_kill = failpoint.as_ref().is_some_and(|f| f.is("after_append"));
+        let auditor = Auditor::start(state, audit_kill)?;
+        let pending = state.pending_store()?;
+        let roots = roots_for(target, ctx.base);
+        let resolved = roots.resolved();
+        Ok(Sweeper {
+            apply: ctx.opts.apply,
+            subject,
+            judge: Judge {
+                target,
+                run_id: ctx.run_id,
+                now: ctx.now,
+                decided_at: ctx.now.to_rfc3339(),
+                window_text: target.window.retention.to_string(),
+                created_at_format,
+                expires_at_format,
+                erasure: subject.is_some(),
+                protections: Protections::default(),
+                subject_hashes: HashMap::new(),
+            },
+            store: Store {
+                table,
+                roots,
+                prune: kind_of(target).prunes_empty_dirs(target),
+            },
+            books: Books {
+                state,
+                auditor,
+                pending,
+                identity: crate::targets::identity(target, ctx.base),
+                lease_renewed: Instant::now(),
+                report: TargetReport {
+                    target: target.name.clone(),
+                    roots: resolved,
+                    ..Default::default()
+                },
+                failpoint,
+            },
+        })
+    }
 }
 
 /// How a target stores its instants, when its config says.

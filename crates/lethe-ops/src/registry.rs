@@ -420,6 +420,9 @@ fn same_hold(h: &HoldRecord, f: &HoldFacts) -> bool {
         && h.subject_hash == f.subject_hash
 }
 
+/// What the trail has recorded, by id, each with whether it is still in force.
+type Replayed<F> = BTreeMap<String, (F, bool)>;
+
 /// Compares what protects items in the trail's hold and exception entries (`entries`, in
 /// order) with the holds and exceptions tables, by what they protect: a hold in force on
 /// the same thing, an exception in force on the same item until at least as late.
@@ -429,8 +432,17 @@ fn differences(
     table_excs: &[ExceptionRecord],
 ) -> Differences {
     let mut d = Differences::default();
-    let mut holds: BTreeMap<String, (HoldFacts, bool)> = BTreeMap::new();
-    let mut excs: BTreeMap<String, (ExceptionFacts, bool)> = BTreeMap::new();
+    let (holds, excs) = replay(entries);
+    compare_holds(&mut d, &holds, table_holds);
+    compare_exceptions(&mut d, &excs, table_excs);
+    d
+}
+
+/// Replays the trail's hold and exception entries in order: every hold and exception it
+/// records, and whether each is still in force at its end.
+fn replay(entries: &[Entry]) -> (Replayed<HoldFacts>, Replayed<ExceptionFacts>) {
+    let mut holds: Replayed<HoldFacts> = BTreeMap::new();
+    let mut excs: Replayed<ExceptionFacts> = BTreeMap::new();
     for e in entries {
         let b = &e.body;
         match b.action {
@@ -490,11 +502,12 @@ fn differences(
             _ => {}
         }
     }
-    let live_table_excs: Vec<&ExceptionRecord> = table_excs
-        .iter()
-        .filter(|x| x.revoked_at.is_none() && x.superseded_by.is_none())
-        .collect();
-    for (id, (f, live)) in &holds {
+    (holds, excs)
+}
+
+/// Holds in force in the trail but not in the table, and the other way round.
+fn compare_holds(d: &mut Differences, holds: &Replayed<HoldFacts>, table_holds: &[HoldRecord]) {
+    for (id, (f, live)) in holds {
         if *live && !table_holds.iter().any(|h| same_hold(h, f)) {
             d.trail_only.push(format!(
                 "hold {id} is in force in the trail but not in the holds table"
@@ -512,7 +525,20 @@ fn differences(
             d.holds_to_record.push(h.clone());
         }
     }
-    for (id, (f, live)) in &excs {
+}
+
+/// Exceptions in force in the trail but not in the table (until at least as late), and the
+/// other way round.
+fn compare_exceptions(
+    d: &mut Differences,
+    excs: &Replayed<ExceptionFacts>,
+    table_excs: &[ExceptionRecord],
+) {
+    let live_table_excs: Vec<&ExceptionRecord> = table_excs
+        .iter()
+        .filter(|x| x.revoked_at.is_none() && x.superseded_by.is_none())
+        .collect();
+    for (id, (f, live)) in excs {
         let covered = live_table_excs.iter().any(|x| {
             x.target == f.target && x.item_key == f.item_key && x.until_micros >= f.until_micros
         });
@@ -539,7 +565,6 @@ fn differences(
             d.exceptions_to_record.push((*x).clone());
         }
     }
-    d
 }
 
 /// The repair's part for holds and exceptions, which only ever adds protection: whatever

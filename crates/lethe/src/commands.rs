@@ -8,7 +8,7 @@ use anyhow::Result;
 use lethe_core::config::DEFAULT_CONFIG;
 
 use crate::{AuditCommand, Cli, CloudFormat, Command, ExportFormat, LifecycleCommand, output};
-use lethe_ops::ops::{self, Destination};
+use lethe_ops::ops;
 use lethe_ops::settings::{self, Loaded};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -162,104 +162,114 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 
 fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
     match cmd {
-        AuditCommand::Repair { reason, by } => {
-            let r = ops::repair(
-                loaded,
-                &ops::RepairRequest {
-                    reason: reason.clone(),
-                    by: by.clone(),
-                },
-            )?;
-            if json {
-                output::json(&serde_json::json!({
-                    "repaired": r.record.is_some(),
-                    "record": r.record,
-                }))?;
-            } else {
-                match &r.record {
-                    None => outln!("the trail verifies: nothing to repair, nothing was written"),
-                    Some(record) => {
-                        outln!(
-                            "recorded the break in the trail (repair {}) and sealed it as found:",
-                            r.run_id
-                        );
-                        for p in record.problems.iter().chain(record.seal_problem.iter()) {
-                            outln!("  - {p}");
-                        }
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AuditCommand::Verify => {
-            let r = ops::verify(loaded)?;
-            if json {
-                output::json(&serde_json::to_value(&r)?)?;
-            } else {
-                if r.problems.is_empty() {
-                    outln!(
-                        "audit trail intact: {} entries, head #{} {}, sealed with key {}",
-                        r.entries,
-                        r.head_seq,
-                        r.head_hash,
-                        r.key_fingerprint
-                    );
-                } else {
-                    outln!("audit trail BROKEN:");
-                    for p in &r.problems {
-                        outln!("  - {p}");
-                    }
-                }
-                for rep in &r.repairs {
-                    outln!("recorded repair, {rep}");
-                }
-            }
-            Ok(exit_for(!r.ok))
-        }
+        AuditCommand::Repair { reason, by } => audit_repair(
+            loaded,
+            &ops::RepairRequest {
+                reason: reason.clone(),
+                by: by.clone(),
+            },
+            json,
+        ),
+        AuditCommand::Verify => audit_verify(loaded, json),
         AuditCommand::Log {
             target,
             key,
             subject,
             run,
             limit,
-        } => {
-            let page = ops::log(
-                loaded,
-                &ops::LogQuery {
-                    target: target.clone(),
-                    key: key.clone(),
-                    subject: subject.clone(),
-                    run: run.clone(),
-                    limit: *limit,
-                },
-            )?;
-            if json {
-                output::json(&page.entries)?;
-            } else {
-                output::entries(&page.entries, page.total);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => audit_log(
+            loaded,
+            &ops::LogQuery {
+                target: target.clone(),
+                key: key.clone(),
+                subject: subject.clone(),
+                run: run.clone(),
+                limit: *limit,
+            },
+            json,
+        ),
         AuditCommand::Export {
             format,
             output: out,
-        } => {
-            let format = match format {
-                ExportFormat::Jsonl => ops::TrailFormat::Jsonl,
-                ExportFormat::Csv => ops::TrailFormat::Csv,
-            };
-            let mut stdout = std::io::stdout().lock();
-            let to = match out {
-                Some(p) => Destination::File(p),
-                None => Destination::Writer(&mut stdout),
-            };
-            let n = ops::export_trail(loaded, format, to)?;
-            if let Some(p) = out {
-                eprintln!("wrote {n} entries to {}", p.display());
+        } => audit_export(loaded, *format, out.as_deref()),
+    }
+}
+
+/// `lethe audit repair`: the break recorded and sealed as found, or nothing to repair.
+fn audit_repair(loaded: &Loaded, req: &ops::RepairRequest, json: bool) -> Result<ExitCode> {
+    let r = ops::repair(loaded, req)?;
+    if json {
+        output::json(&serde_json::json!({
+            "repaired": r.record.is_some(),
+            "record": r.record,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &r.record {
+        None => outln!("the trail verifies: nothing to repair, nothing was written"),
+        Some(record) => {
+            outln!(
+                "recorded the break in the trail (repair {}) and sealed it as found:",
+                r.run_id
+            );
+            for p in record.problems.iter().chain(record.seal_problem.iter()) {
+                outln!("  - {p}");
             }
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lethe audit verify`: fails unless the trail is intact.
+fn audit_verify(loaded: &Loaded, json: bool) -> Result<ExitCode> {
+    let r = ops::verify(loaded)?;
+    if json {
+        output::json(&serde_json::to_value(&r)?)?;
+        return Ok(exit_for(!r.ok));
+    }
+    if r.problems.is_empty() {
+        outln!(
+            "audit trail intact: {} entries, head #{} {}, sealed with key {}",
+            r.entries,
+            r.head_seq,
+            r.head_hash,
+            r.key_fingerprint
+        );
+    } else {
+        outln!("audit trail BROKEN:");
+        for p in &r.problems {
+            outln!("  - {p}");
+        }
+    }
+    for rep in &r.repairs {
+        outln!("recorded repair, {rep}");
+    }
+    Ok(exit_for(!r.ok))
+}
+
+/// `lethe audit log`: the entries a query selects.
+fn audit_log(loaded: &Loaded, q: &ops::LogQuery, json: bool) -> Result<ExitCode> {
+    let page = ops::log(loaded, q)?;
+    if json {
+        output::json(&page.entries)?;
+    } else {
+        output::entries(&page.entries, page.total);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lethe audit export`: the whole trail, on stdout or in a file.
+fn audit_export(loaded: &Loaded, format: ExportFormat, out: Option<&Path>) -> Result<ExitCode> {
+    let format = match format {
+        ExportFormat::Jsonl => ops::TrailFormat::Jsonl,
+        ExportFormat::Csv => ops::TrailFormat::Csv,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let n = ops::export_trail(loaded, format, output::destination(out, &mut stdout))?;
+    if let Some(p) = out {
+        eprintln!("wrote {n} entries to {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `lethe demo`: builds the demo and shows its dry run.

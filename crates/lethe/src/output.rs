@@ -8,10 +8,23 @@ use lethe_core::config::ConfigError;
 use serde::Serialize;
 
 use lethe_ops::engine::SweepReport;
+use lethe_ops::ops::Destination;
 
 /// Set once a JSON document has been printed: `--json` prints one document, so an error
 /// after it is told on stderr only.
 static PRINTED_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Where a command writes a document: the file `out` names, else stdout, which the caller
+/// holds locked while the document is written.
+pub fn destination<'a>(
+    out: Option<&'a Path>,
+    stdout: &'a mut std::io::StdoutLock<'static>,
+) -> Destination<'a> {
+    match out {
+        Some(p) => Destination::File(p),
+        None => Destination::Writer(stdout),
+    }
+}
 
 pub fn json<T: Serialize>(v: &T) -> Result<()> {
     use std::io::Write;

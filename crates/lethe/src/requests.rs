@@ -8,8 +8,8 @@ use lethe_core::time::Timestamp;
 
 use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
 use lethe_ops::ops::erase::{NEAR_DEADLINE_DAYS, days_to_deadline, is_closed};
-use lethe_ops::ops::{self, Destination, exception, hold};
-use lethe_ops::registry::Request;
+use lethe_ops::ops::{self, exception, hold};
+use lethe_ops::registry::{HoldRecord, Request};
 use lethe_ops::settings::Loaded;
 use lethe_ops::util::now;
 
@@ -162,11 +162,7 @@ fn erase_list(loaded: &Loaded, json: bool) -> Result<ExitCode> {
 /// Art. 15: every item of a subject, per target, as one JSON document, on stdout or in a file.
 pub fn export(loaded: &Loaded, subject: &str, out: Option<&std::path::Path>) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    let to = match out {
-        Some(p) => Destination::File(p),
-        None => Destination::Writer(&mut stdout),
-    };
-    let x = ops::export(loaded, subject, to)?;
+    let x = ops::export(loaded, subject, output::destination(out, &mut stdout))?;
     if let Some(p) = out {
         eprintln!(
             "access export {} written to {}: {}",
@@ -187,107 +183,124 @@ pub fn hold(loaded: &Loaded, cmd: &HoldCommand, json: bool) -> Result<ExitCode> 
             case_id,
             reason,
             by,
-        } => {
-            let placed = hold::place(
-                loaded,
-                &hold::HoldRequest {
-                    subject: subject.clone(),
-                    target: target.clone(),
-                    key: key.clone(),
-                    case_id: case_id.clone(),
-                    reason: reason.clone(),
-                    by: by.clone(),
-                },
-            )?;
-            let id = &placed.id;
-            match &placed.warning {
-                None => json_id(
-                    id,
-                    json,
-                    "hold placed; it stays until released with `lethe hold release`",
-                )?,
-                Some(warning) => {
-                    if json {
-                        output::json(
-                            &serde_json::json!({ "id": id, "matched": 0, "warning": warning }),
-                        )?;
-                    } else {
-                        outln!("{id}");
-                        eprintln!("warning: {warning}");
-                        eprintln!("hold placed; it stays until released with `lethe hold release`");
-                    }
-                }
-            }
-        }
-        HoldCommand::List => {
-            let holds = hold::list(loaded)?;
+        } => hold_add(
+            loaded,
+            &hold::HoldRequest {
+                subject: subject.clone(),
+                target: target.clone(),
+                key: key.clone(),
+                case_id: case_id.clone(),
+                reason: reason.clone(),
+                by: by.clone(),
+            },
+            json,
+        )?,
+        HoldCommand::List => hold_list(loaded, json)?,
+        HoldCommand::Release { id, reason, by } => hold_release(
+            loaded,
+            &hold::HoldRelease {
+                id: id.clone(),
+                reason: reason.clone(),
+                by: by.clone(),
+            },
+            json,
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lethe hold add`: the hold's id, and a warning when it matches nothing yet.
+fn hold_add(loaded: &Loaded, req: &hold::HoldRequest, json: bool) -> Result<()> {
+    let placed = hold::place(loaded, req)?;
+    let id = &placed.id;
+    match &placed.warning {
+        None => json_id(
+            id,
+            json,
+            "hold placed; it stays until released with `lethe hold release`",
+        ),
+        Some(warning) => {
             if json {
-                output::json(&holds)?;
-            } else if holds.is_empty() {
-                outln!("no holds");
+                output::json(&serde_json::json!({ "id": id, "matched": 0, "warning": warning }))
             } else {
-                let mut rows = vec![vec![
-                    "hold".to_string(),
-                    "on".into(),
-                    "case".into(),
-                    "reason".into(),
-                    "placed".into(),
-                    "status".into(),
-                ]];
-                for h in holds {
-                    let on = match h.scope.as_str() {
-                        "subject" => format!(
-                            "subject {}…",
-                            h.subject_hash
-                                .as_deref()
-                                .unwrap_or("")
-                                .get(..12)
-                                .unwrap_or("")
-                        ),
-                        "item" => format!(
-                            "{} key {}",
-                            h.target.unwrap_or_default(),
-                            h.item_key.unwrap_or_default()
-                        ),
-                        _ => format!("target {}", h.target.unwrap_or_default()),
-                    };
-                    let status = match &h.released_at {
-                        Some(at) => format!(
-                            "released {at} by {}: {}",
-                            h.released_by.unwrap_or_default(),
-                            h.release_reason.unwrap_or_default()
-                        ),
-                        None => "active".into(),
-                    };
-                    rows.push(vec![
-                        h.id,
-                        on,
-                        h.case_id,
-                        h.reason,
-                        format!("{} by {}", h.placed_at, h.placed_by),
-                        status,
-                    ]);
-                }
-                output::print_table(&rows);
-            }
-        }
-        HoldCommand::Release { id, reason, by } => {
-            hold::release(
-                loaded,
-                &hold::HoldRelease {
-                    id: id.clone(),
-                    reason: reason.clone(),
-                    by: by.clone(),
-                },
-            )?;
-            if json {
-                output::json(&serde_json::json!({ "id": id, "released": true }))?;
-            } else {
-                outln!("hold {id} released");
+                outln!("{id}");
+                eprintln!("warning: {warning}");
+                eprintln!("hold placed; it stays until released with `lethe hold release`");
+                Ok(())
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `lethe hold list`: every hold, active or released, as a table.
+fn hold_list(loaded: &Loaded, json: bool) -> Result<()> {
+    let holds = hold::list(loaded)?;
+    if json {
+        return output::json(&holds);
+    }
+    if holds.is_empty() {
+        outln!("no holds");
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "hold".to_string(),
+        "on".into(),
+        "case".into(),
+        "reason".into(),
+        "placed".into(),
+        "status".into(),
+    ]];
+    rows.extend(holds.into_iter().map(hold_row));
+    output::print_table(&rows);
+    Ok(())
+}
+
+/// One hold as a row of `lethe hold list`.
+fn hold_row(h: HoldRecord) -> Vec<String> {
+    let on = match h.scope.as_str() {
+        "subject" => format!(
+            "subject {}…",
+            h.subject_hash
+                .as_deref()
+                .unwrap_or("")
+                .get(..12)
+                .unwrap_or("")
+        ),
+        "item" => format!(
+            "{} key {}",
+            h.target.unwrap_or_default(),
+            h.item_key.unwrap_or_default()
+        ),
+        _ => format!("target {}", h.target.unwrap_or_default()),
+    };
+    let status = match &h.released_at {
+        Some(at) => format!(
+            "released {at} by {}: {}",
+            h.released_by.unwrap_or_default(),
+            h.release_reason.unwrap_or_default()
+        ),
+        None => "active".into(),
+    };
+    vec![
+        h.id,
+        on,
+        h.case_id,
+        h.reason,
+        format!("{} by {}", h.placed_at, h.placed_by),
+        status,
+    ]
+}
+
+/// `lethe hold release`.
+fn hold_release(loaded: &Loaded, req: &hold::HoldRelease, json: bool) -> Result<()> {
+    hold::release(loaded, req)?;
+    let id = &req.id;
+    if json {
+        output::json(&serde_json::json!({ "id": id, "released": true }))
+    } else {
+        outln!("hold {id} released");
+        Ok(())
+    }
 }
 
 pub fn exception(loaded: &Loaded, cmd: &ExceptionCommand, json: bool) -> Result<ExitCode> {
