@@ -251,6 +251,9 @@ struct Judge<'a> {
     protections: Protections,
     /// Subjects' keyed hashes already made in this run (bounded).
     subject_hashes: HashMap<String, String>,
+    /// While finishing a batch an interrupted run wrote ahead: that run's id. Files go
+    /// before rows, so an item it planned may have lost its file already.
+    recovering: Option<String>,
 }
 
 /// Where the target's items are: its rows, and the roots their files live under.
@@ -524,7 +527,14 @@ impl Sweeper<'_> {
                 Action::Held,
                 basis.describe(),
                 (!self.judge.erasure).then(|| expires_at.to_rfc3339()),
-                format!("withheld by legal hold {hold_id}"),
+                format!(
+                    "withheld by legal hold {hold_id}{}",
+                    Self::file_lost(
+                        self.judge.recovering.as_deref(),
+                        &self.store.roots,
+                        &row.file
+                    )
+                ),
             ),
             Verdict::Excepted {
                 expires_at,
@@ -535,7 +545,14 @@ impl Sweeper<'_> {
                 Action::Excepted,
                 basis.describe(),
                 Some(expires_at.to_rfc3339()),
-                format!("exception {exception_id} until {until}"),
+                format!(
+                    "exception {exception_id} until {until}{}",
+                    Self::file_lost(
+                        self.judge.recovering.as_deref(),
+                        &self.store.roots,
+                        &row.file
+                    )
+                ),
             ),
             Verdict::Expired { expires_at, basis } => {
                 let item = PendingItem {
@@ -557,6 +574,31 @@ impl Sweeper<'_> {
         body.detail = detail;
         entries.push(body);
         None
+    }
+
+    /// For an item kept while finishing an interrupted run's batch: what to add to its
+    /// entry when that run had already removed its file (files go before rows), so that
+    /// the trail does not show a protected item as whole when part of it is gone.
+    fn file_lost(
+        recovering: Option<&str>,
+        roots: &Roots,
+        file: &Result<Option<String>, String>,
+    ) -> String {
+        let (Some(run), Ok(Some(path))) = (recovering, file) else {
+            return String::new();
+        };
+        if path.is_empty() {
+            return String::new();
+        }
+        match roots
+            .place(path)
+            .and_then(|mut f| roots.inspect_judged(&mut f))
+        {
+            Ok(FileState::Missing) => format!(
+                "; its file was already removed by interrupted run {run}, before this protection was in force"
+            ),
+            _ => String::new(),
+        }
     }
 
     /// An expired item: its file placed under the roots and looked at, then planned.
@@ -932,10 +974,12 @@ impl Sweeper<'_> {
             entries.push(b);
         }
         // One batch in a transaction of its own.
+        self.judge.recovering = Some(old_run.to_string());
         let done = self
             .plan(rows, &mut entries, true)
             .and_then(|planned| self.apply_planned(planned, Some(id), entries));
         self.judge.erasure = job_erasure;
+        self.judge.recovering = None;
         self.or_rollback(done, true)
     }
 
@@ -1354,6 +1398,7 @@ impl<'a> Sweeper<'a> {
                 erasure: subject.is_some(),
                 protections: Protections::default(),
                 subject_hashes: HashMap::new(),
+                recovering: None,
             },
             store: Store {
                 table,
@@ -1375,6 +1420,32 @@ impl<'a> Sweeper<'a> {
             },
         })
     }
+}
+
+/// The interrupted run that wrote ahead a deletion of this item (by its key as the target
+/// names it) and has not recorded it, if any. Files go before rows, so a file the item
+/// owned may already be gone.
+pub fn deletion_begun(
+    state: &mut State,
+    target: &Target,
+    base: &std::path::Path,
+    key: &str,
+) -> Result<Option<String>> {
+    let identity = crate::targets::identity(target, base);
+    let mut store = state.pending_store()?;
+    for (id, run, payload, _) in store.list(&target.name, &identity)? {
+        if state.batch_done(id)? {
+            continue;
+        }
+        // A record that cannot be read may hold it: say so rather than nothing.
+        let named = serde_json::from_str::<Vec<PendingItem>>(&payload)
+            .map(|items| items.iter().any(|i| i.k.to_string() == key))
+            .unwrap_or(true);
+        if named {
+            return Ok(Some(run));
+        }
+    }
+    Ok(None)
 }
 
 /// How a target stores its instants, when its config says.

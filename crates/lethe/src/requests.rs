@@ -221,7 +221,13 @@ fn hold_add(loaded: &Loaded, req: &hold::HoldRequest, json: bool) -> Result<()> 
         ),
         Some(warning) => {
             if json {
-                output::json(&serde_json::json!({ "id": id, "matched": 0, "warning": warning }))
+                let doc = match &placed.deletion_begun {
+                    Some(run) => {
+                        serde_json::json!({ "id": id, "warning": warning, "deletion_begun": run })
+                    }
+                    None => serde_json::json!({ "id": id, "matched": 0, "warning": warning }),
+                };
+                output::json(&doc)
             } else {
                 outln!("{id}");
                 eprintln!("warning: {warning}");

@@ -28,8 +28,13 @@ pub struct HoldRequest {
 pub struct HoldPlaced {
     pub id: String,
     /// For a subject hold that matched no item today (a typo would otherwise protect nobody,
-    /// silently): what to tell the person who placed it. The hold is placed all the same.
+    /// silently), or an item whose deletion an interrupted run began: what to tell the
+    /// person who placed it. The hold is placed all the same.
     pub warning: Option<String>,
+    /// For an item hold: the interrupted run that wrote ahead this item's deletion and did
+    /// not record it (files go before rows: a file the item owned may already be gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_begun: Option<String>,
 }
 
 /// Places a hold. A subject hold is placed whether or not the subject has items today (it
@@ -69,6 +74,19 @@ pub fn place(loaded: &Loaded, req: &HoldRequest) -> Result<HoldPlaced> {
         None => None,
     };
     let mut state = open_state(loaded, Access::Write)?;
+    let deletion_begun = match (tname, &item_key) {
+        (Some(name), Some(k)) => {
+            crate::engine::deletion_begun(&mut state, target(loaded, name)?, &loaded.base, k)?
+        }
+        _ => None,
+    };
+    let warning = warning.or_else(|| {
+        deletion_begun.as_ref().map(|run| {
+            format!(
+                "run {run} wrote ahead the deletion of this item and was interrupted before recording it: a file the item owned may already be removed (files go before rows); the hold keeps what is left, and the next sweep records what it finds"
+            )
+        })
+    });
     let subject_hash = subject.map(|s| state.key.subject_hash(s));
     let id = registry::place_hold(
         &mut state,
@@ -88,7 +106,11 @@ pub fn place(loaded: &Loaded, req: &HoldRequest) -> Result<HoldPlaced> {
             _ => Ok(()),
         },
     )?;
-    Ok(HoldPlaced { id, warning })
+    Ok(HoldPlaced {
+        id,
+        warning,
+        deletion_begun,
+    })
 }
 
 /// `None` when some target holds an item of `subject`; otherwise what to tell the person

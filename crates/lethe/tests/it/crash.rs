@@ -222,6 +222,8 @@ fn killed_at_random_moments_while_holds_come_and_go() {
     };
     // hold id -> item; removed when released
     let mut active: HashMap<String, i64> = HashMap::new();
+    // items held after a killed run had begun deleting them
+    let mut begun: std::collections::HashSet<i64> = std::collections::HashSet::new();
     for round in 0..8 {
         let mut child = spawn(
             &cfg,
@@ -253,10 +255,17 @@ fn killed_at_random_moments_while_holds_come_and_go() {
                     "C-rand",
                     "--reason",
                     "random",
+                    "--json",
                 ],
             );
             if r.code == Some(0) {
-                active.insert(r.stdout.trim().to_string(), id);
+                let placed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+                // A hold placed on an item a killed run had begun deleting (its file may be
+                // gone already: files go before rows) says so.
+                if placed["deletion_begun"].is_string() {
+                    begun.insert(id);
+                }
+                active.insert(placed["id"].as_str().unwrap().to_string(), id);
             }
             if next(3) == 0 && !active.is_empty() {
                 let ids: Vec<String> = active.keys().cloned().collect();
@@ -292,14 +301,29 @@ fn killed_at_random_moments_while_holds_come_and_go() {
         gone.is_empty() && extra.is_empty(),
         "seed {seed}: held or alive items gone: {gone:?}; due items left: {extra:?}"
     );
+    let trail = export(&cfg);
     for id in &held {
+        if d.path(&format!("files/ds-{id}.jsonl")).exists() {
+            continue;
+        }
+        // Only an item whose deletion a killed run had begun before the hold may have lost
+        // its file, and the trail then says so on the entry that keeps it.
         assert!(
-            d.path(&format!("files/ds-{id}.jsonl")).exists(),
-            "seed {seed}: file {id}"
+            begun.contains(id),
+            "seed {seed}: file {id} of a held item is gone"
+        );
+        let key = id.to_string();
+        assert!(
+            trail.iter().any(|e| e["item_key"] == key
+                && e["action"] == "held"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("file was already removed by interrupted run"))),
+            "seed {seed}: held item {id} lost its file and the trail does not say so"
         );
     }
     let mut deletions: HashMap<String, usize> = HashMap::new();
-    for e in export(&cfg) {
+    for e in trail.iter() {
         if e["action"] == "deleted" {
             *deletions
                 .entry(e["item_key"].as_str().unwrap().to_string())
@@ -545,4 +569,90 @@ fn work_in_flight_follows_a_renamed_target_and_blocks_one_that_was_dropped() {
         "recovered entries say what the target was called"
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+}
+
+/// A sweep killed after removing a batch's files and before deleting their rows leaves the
+/// rows: a hold placed then on one of them is accepted (what is left is kept) and says that
+/// the item's deletion was begun; the next sweep keeps the row and its entry says the file
+/// was already gone. The trail never shows a protected item as whole when it is not.
+#[test]
+fn a_hold_on_an_item_whose_deletion_was_begun_says_so_and_the_trail_too() {
+    let d = Tmp::new("kill-mid-files-hold");
+    drop(seed_training(&d, 40));
+    let cfg = training_config(&d);
+    super::ensure_init(&cfg);
+    let out = lethe_failpoint("mid_files")
+        .args(["sweep", "--apply", "--batch-size", "50", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the failpoint kills the sweep"
+    );
+    // The batch's files are gone, its rows are not.
+    assert!(!d.path("files/ds-2.jsonl").exists());
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    assert!(ids(&conn, "training_records").contains(&2));
+
+    let hold = |key: &str| {
+        run(
+            &cfg,
+            &[
+                "hold",
+                "add",
+                "--target",
+                "training_records",
+                "--key",
+                key,
+                "--case",
+                "C-9",
+                "--reason",
+                "r",
+                "--json",
+            ],
+        )
+    };
+    let r = hold("2");
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let placed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        placed["deletion_begun"]
+            .as_str()
+            .is_some_and(|run| run.starts_with("run-")),
+        "{placed}"
+    );
+    assert!(
+        placed["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("may already be removed")),
+        "{placed}"
+    );
+    // An item no run began deleting: no such warning.
+    let r = hold("3");
+    let placed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        placed.get("deletion_begun").is_none() && placed.get("warning").is_none(),
+        "{placed}"
+    );
+
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        ids(&conn, "training_records").contains(&2),
+        "the held row is kept"
+    );
+    let held: Vec<serde_json::Value> = export(&cfg)
+        .into_iter()
+        .filter(|e| e["item_key"] == "2" && e["action"] == "held")
+        .collect();
+    assert!(
+        held.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("file was already removed by interrupted run"))),
+        "{held:#?}"
+    );
+    let v = run(&cfg, &["audit", "verify"]);
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
 }
