@@ -498,6 +498,7 @@ impl Sweeper<'_> {
             Ok(Some(s)) => Some(self.judge.subject_hash(&self.books.state.key, s)),
             _ => None,
         };
+        // Built from the fields (the key was moved out above, so no `Row::facts`).
         let facts = Facts {
             created_at: row.created_at.raw(),
             expires_at: Some(row.expires_at.raw()),
@@ -1466,13 +1467,7 @@ pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> 
                 bad += 1;
                 continue;
             }
-            let facts = Facts {
-                created_at: row.created_at.raw(),
-                expires_at: Some(row.expires_at.raw()),
-                retention_days: Some(row.retention_days.raw()),
-                created_at_format: created_at_format.as_ref(),
-                expires_at_format: expires_at_format.as_ref(),
-            };
+            let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
             match expiry::decide(now, &target.window, &target.name, "", None, &facts, &none) {
                 Verdict::Invalid { .. } => bad += 1,
                 Verdict::Keep { .. } => {}

@@ -1,6 +1,6 @@
 //! The exception register: approved, time-limited extensions for single expired items.
 
-use lethe_core::expiry::{self, Facts};
+use lethe_core::expiry;
 use lethe_core::time::{Duration, Timestamp};
 use serde::Serialize;
 
@@ -67,13 +67,7 @@ pub fn grant(loaded: &Loaded, req: &ExceptionRequest) -> Result<ExceptionGranted
     };
     let key = item_key.as_str();
     let (created_at_format, expires_at_format) = engine::formats(t);
-    let facts = Facts {
-        created_at: row.created_at.raw(),
-        expires_at: Some(row.expires_at.raw()),
-        retention_days: Some(row.retention_days.raw()),
-        created_at_format: created_at_format.as_ref(),
-        expires_at_format: expires_at_format.as_ref(),
-    };
+    let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
     let (item_expires_at, _) = expiry::expiry(&t.window, &facts).map_err(|e| {
         Error::usage(format!(
             "item {key} of {}: its expiry cannot be determined ({e})",

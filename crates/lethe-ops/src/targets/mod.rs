@@ -61,7 +61,7 @@ use lethe_core::lifecycle::Cloud;
 use lethe_core::time::TimeFormat;
 
 use crate::files::Roots;
-use lethe_core::expiry::Raw;
+use lethe_core::expiry::{Facts, Raw};
 use lethe_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,22 @@ impl Row {
             file: Ok(None),
             problem: None,
             detail: None,
+        }
+    }
+
+    /// What the pure decision reads of this item, given how the target stores its instants
+    /// (`created_at_format`, `expires_at_format`).
+    pub fn facts<'a>(
+        &'a self,
+        created_at_format: Option<&'a TimeFormat>,
+        expires_at_format: Option<&'a TimeFormat>,
+    ) -> Facts<'a> {
+        Facts {
+            created_at: self.created_at.raw(),
+            expires_at: Some(self.expires_at.raw()),
+            retention_days: Some(self.retention_days.raw()),
+            created_at_format,
+            expires_at_format,
         }
     }
 
