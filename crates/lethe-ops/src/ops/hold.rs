@@ -56,12 +56,13 @@ pub fn place(loaded: &Loaded, req: &HoldRequest) -> Result<HoldPlaced> {
     // The hold names the item as the target names it (a composite key in one spelling), so
     // that the sweep's lookup finds it.
     let mut item_key = key.clone();
-    if let Some(name) = tname {
-        let t = target(loaded, name)?;
-        if let Some(k) = key {
-            let row = find_item(loaded, t, k)?;
-            item_key = row.key.ok().map(|k| k.to_string()).or(item_key);
-        }
+    let t = tname
+        .as_deref()
+        .map(|name| target(loaded, name))
+        .transpose()?;
+    if let (Some(t), Some(k)) = (t, key) {
+        let row = find_item(loaded, t, k)?;
+        item_key = row.key.ok().map(|k| k.to_string()).or(item_key);
     }
     let subject = subject.as_deref().map(subject_arg).transpose()?;
     if subject.is_none() && tname.is_none() {
@@ -74,10 +75,8 @@ pub fn place(loaded: &Loaded, req: &HoldRequest) -> Result<HoldPlaced> {
         None => None,
     };
     let mut state = open_state(loaded, Access::Write)?;
-    let deletion_begun = match (tname, &item_key) {
-        (Some(name), Some(k)) => {
-            crate::engine::deletion_begun(&mut state, target(loaded, name)?, &loaded.base, k)?
-        }
+    let deletion_begun = match (t, &item_key) {
+        (Some(t), Some(k)) => crate::engine::deletion_begun(&mut state, t, &loaded.base, k)?,
         _ => None,
     };
     let warning = warning.or_else(|| {
@@ -99,8 +98,8 @@ pub fn place(loaded: &Loaded, req: &HoldRequest) -> Result<HoldPlaced> {
             by: registry::actor(req.by.as_deref()),
         },
         now,
-        || match (tname, key) {
-            (Some(name), Some(k)) => find_item(loaded, target(loaded, name)?, k)
+        || match (t, key) {
+            (Some(t), Some(k)) => find_item(loaded, t, k)
                 .map(|_| ())
                 .map_err(anyhow::Error::from),
             _ => Ok(()),
