@@ -37,6 +37,11 @@ pub enum Action {
     /// An operator acknowledged a break in the trail (`lethe audit repair`): the entry
     /// records what was broken and a digest of the trail as found.
     TrailRepaired,
+    /// A daemon found a scheduled fire it missed by more than `misfire_grace`: not run.
+    ScheduleMisfire,
+    /// A daemon's alert began (a breach became observable) or ended.
+    AlertFired,
+    AlertResolved,
 }
 
 impl Action {
@@ -59,6 +64,9 @@ impl Action {
             Action::AccessExported => "access_exported",
             Action::TrailCreated => "trail_created",
             Action::TrailRepaired => "trail_repaired",
+            Action::ScheduleMisfire => "schedule_misfire",
+            Action::AlertFired => "alert_fired",
+            Action::AlertResolved => "alert_resolved",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -103,6 +111,9 @@ impl Action {
             "access_exported" => Action::AccessExported,
             "trail_created" => Action::TrailCreated,
             "trail_repaired" => Action::TrailRepaired,
+            "schedule_misfire" => Action::ScheduleMisfire,
+            "alert_fired" => Action::AlertFired,
+            "alert_resolved" => Action::AlertResolved,
             _ => return None,
         })
     }

@@ -12,6 +12,9 @@ use toml::de::{DeTable, DeValue};
 
 use crate::time::{Duration, TimeFormat};
 
+mod serve;
+pub use serve::{AlertsConfig, ApiConfig, ApiToken, CronSpec, Role, ScheduleConfig};
+
 /// The commented example printed by `lethe default-config` and shown in the README.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
@@ -48,6 +51,9 @@ pub struct Config {
     pub exceptions: ExceptionsConfig,
     pub audit: AuditConfig,
     pub erasure: ErasureConfig,
+    pub schedule: ScheduleConfig,
+    pub api: ApiConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +122,8 @@ pub struct Target {
     /// What names an item's data subject (a column, a metadata entry), for the kinds of
     /// target that map one: the items erasure, export and subject holds reach.
     pub subject: Option<String>,
+    /// `schedule`: the target's own cron, instead of `[schedule] sweep`.
+    pub schedule: Option<CronSpec>,
     /// Everything else the target says, as the connector of its type read it.
     pub spec: Arc<dyn TargetSpec>,
 }
@@ -584,11 +592,15 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
 
     let state = parse_state(&mut root, &mut ctx);
     let categories = parse_categories(&mut root, &mut ctx);
-    let targets = parse_targets(&mut root, &mut ctx, &categories, kinds);
+    let tz = serve::schedule_tz(&root);
+    let targets = parse_targets(&mut root, &mut ctx, &categories, kinds, tz.as_deref());
     let tags = parse_tags(&mut root, &mut ctx);
     let exceptions = parse_exceptions(&mut root, &mut ctx);
     let audit = parse_audit(&mut root, &mut ctx);
     let erasure = parse_erasure(&mut root, &mut ctx);
+    let schedule = serve::parse_schedule(&mut root, &mut ctx);
+    let api = serve::parse_api(&mut root, &mut ctx);
+    let alerts = serve::parse_alerts(&mut root, &mut ctx);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -604,6 +616,9 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
             exceptions,
             audit,
             erasure,
+            schedule,
+            api,
+            alerts,
         }),
         _ => Err(ctx.errors),
     }
@@ -672,6 +687,7 @@ fn parse_targets(
     ctx: &mut Ctx,
     categories: &BTreeMap<String, Category>,
     kinds: &[&dyn TargetParser],
+    tz: Option<&str>,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     let nothing_else = root.t.keys().all(|k| k.get_ref() == "targets");
@@ -701,7 +717,7 @@ fn parse_targets(
         match v.get_ref() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(t) = parse_target(ctx, i, item, categories, kinds) {
+                    if let Some(t) = parse_target(ctx, i, item, categories, kinds, tz) {
                         targets.push(t);
                     }
                 }
@@ -808,6 +824,7 @@ fn parse_target(
     v: &Spanned<DeValue>,
     categories: &BTreeMap<String, Category>,
     kinds: &[&dyn TargetParser],
+    tz: Option<&str>,
 ) -> Option<Target> {
     let line = ctx.line(v.span());
     // Messages name the target by its name once known: "targets[1]" means little to a reader.
@@ -833,6 +850,7 @@ fn parse_target(
     let retention = t.duration(ctx, "retention");
     let window = target_window(ctx, &t, category.as_deref(), retention, categories);
     let subject = t.opt_str(ctx, "subject");
+    let schedule = serve::cron(&mut t, ctx, "schedule", tz);
     let kind = ty.as_deref().and_then(|ty| target_kind(ctx, &t, ty, kinds));
     let spec = kind.and_then(|kind| {
         if subject.is_some() && !kind.maps_subject() {
@@ -860,6 +878,7 @@ fn parse_target(
         line,
         type_name: kind?.type_name(),
         subject,
+        schedule,
         spec: spec?,
     })
 }

@@ -5,4 +5,5 @@ pub mod audit;
 pub mod config;
 pub mod expiry;
 pub mod lifecycle;
+pub mod schedule;
 pub mod time;

@@ -113,6 +113,12 @@ impl DbRow {
             _ => 0,
         }
     }
+    pub fn opt_int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(Val::Null) | None => None,
+            _ => Some(self.int(i)),
+        }
+    }
     pub fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }
@@ -407,6 +413,34 @@ impl Db {
     /// this machine or another: commits if `f` succeeds, rolls back otherwise.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         self.in_write(&[WRITE_LOCK], f)
+    }
+
+    /// Starts a read-only snapshot: every read until [`Db::end_snapshot`] sees the state as
+    /// of its first read (SQLite in WAL; PostgreSQL's repeatable read).
+    pub fn begin_snapshot(&mut self) -> Result<()> {
+        match self {
+            Db::Sqlite(c) => c.execute_batch("BEGIN")?,
+            Db::Pg(c) => c
+                .client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?,
+        }
+        Ok(())
+    }
+
+    /// Ends a snapshot [`Db::begin_snapshot`] began.
+    pub fn end_snapshot(&mut self) {
+        let _ = self.batch("ROLLBACK");
+    }
+
+    /// A write transaction under other PostgreSQL advisory locks than the trail's (tables
+    /// that are not the trail's, written without waiting for a sweep): on SQLite, the same
+    /// `BEGIN IMMEDIATE` as every write.
+    pub fn write_under<T>(
+        &mut self,
+        pg_locks: &[i64],
+        f: impl FnOnce(&mut Db) -> Result<T>,
+    ) -> Result<T> {
+        self.in_write(pg_locks, f)
     }
 
     /// A write transaction: SQLite's `BEGIN IMMEDIATE`, or on PostgreSQL these advisory

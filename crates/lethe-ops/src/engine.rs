@@ -14,6 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -62,6 +64,17 @@ pub struct SweepOptions {
     pub progress: bool,
     /// `[tags] required`: objects lacking one are counted as untagged.
     pub required_tags: Vec<String>,
+    /// Set from outside (a daemon told to stop): the batch in hand is committed and the
+    /// target's sweep ends there, with the report saying it was interrupted.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// The run's id, when the caller chose it (to answer with it before the run ends).
+    pub run_id: Option<String>,
+}
+
+impl SweepOptions {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,6 +90,13 @@ pub struct TargetReport {
     pub untagged: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The sweep stopped before the end of the target (the process was told to stop):
+    /// what it did is recorded, the rest is left for the next run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    /// Not swept: another sweep holds the target's lease (`error` says whose).
+    #[serde(skip)]
+    pub busy: bool,
     /// Files a dry run would remove.
     #[serde(skip)]
     pub files_due: u64,
@@ -225,6 +245,8 @@ const PENDING_CHUNK: usize = 5_000;
 struct Sweeper<'a> {
     /// Whether this run deletes (`--apply`) or only reports.
     apply: bool,
+    /// Set when the process is told to stop ([`SweepOptions::stop`]).
+    stop: Option<Arc<AtomicBool>>,
     /// The subject whose rows an erasure selects; `None` for a retention sweep.
     subject: Option<&'a str>,
     judge: Judge<'a>,
@@ -1048,11 +1070,21 @@ impl Sweeper<'_> {
             // The connector keeps its place: a batch whose keys are all unreadable does not
             // end the scan; only a short batch does.
             let full = rows.len() >= batch;
+            // Told to stop: this batch is the last, committed as the end of a scan is.
+            let stopping = full && self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            let full = full && !stopping;
             let last = rows.iter().rev().find_map(|r| r.key.clone().ok());
             if self.apply {
                 self.stage(&mut txn, rows, rows_per_commit, full)?;
             } else {
                 self.dry_run_batch(rows)?;
+            }
+            if stopping {
+                self.books.report.interrupted = true;
+                self.books.report.notes.push(
+                    "interrupted: the process was told to stop; the next run sweeps the rest"
+                        .into(),
+                );
             }
             let kept = self.books.keep_lease(&self.judge.target.name);
             self.or_rollback(kept, txn.open)?;
@@ -1231,7 +1263,10 @@ pub fn sweep(
     opts: &SweepOptions,
 ) -> Result<SweepReport> {
     let run_id = match job {
-        Job::Retention => crate::state::new_id("run")?,
+        Job::Retention => match &opts.run_id {
+            Some(id) => id.clone(),
+            None => crate::state::new_id("run")?,
+        },
         Job::Erasure { request_id, .. } => request_id.clone(),
     };
     state.start_run(&run_id, job.reason(), !opts.apply)?;
@@ -1245,19 +1280,10 @@ pub fn sweep(
     };
     let mut reports = Vec::new();
     for target in targets {
-        let report = match skip_reason(state, target)? {
-            Some(error) => TargetReport {
-                target: target.name.clone(),
-                error: Some(error),
-                ..Default::default()
-            },
-            None => {
-                let report = sweep_leased(state, target, &ctx);
-                state.append(vec![finished_entry(target, &ctx, &report)?], &[])?;
-                report
-            }
-        };
-        reports.push(report);
+        if opts.stopping() {
+            break;
+        }
+        reports.push(sweep_target(state, target, &ctx)?);
     }
     let report = SweepReport {
         run_id: run_id.clone(),
@@ -1269,18 +1295,63 @@ pub fn sweep(
     Ok(report)
 }
 
+/// Sweeps one target as part of the run `run_id` that someone else started and finishes
+/// (a daemon's scheduled run, whose targets several daemons share).
+pub fn sweep_in_run(
+    state: &mut State,
+    target: &Target,
+    base: &Path,
+    now: Timestamp,
+    run_id: &str,
+    opts: &SweepOptions,
+) -> Result<TargetReport> {
+    let ctx = RunCtx {
+        base,
+        now,
+        run_id,
+        job: &Job::Retention,
+        opts,
+        progress: false,
+    };
+    sweep_target(state, target, &ctx)
+}
+
+/// One target's part of a run: swept under its lease and closed by a `sweep_finished`
+/// entry, or skipped (busy, or a type this build cannot sweep).
+fn sweep_target(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
+    Ok(match skip_reason(state, target)? {
+        Some((error, busy)) => TargetReport {
+            target: target.name.clone(),
+            error: Some(error),
+            busy,
+            ..Default::default()
+        },
+        None => {
+            let report = sweep_leased(state, target, ctx);
+            state.append(vec![finished_entry(target, ctx, &report)?], &[])?;
+            report
+        }
+    })
+}
+
 /// Why a target is not swept at all: its type cannot be, or another sweep holds its lease.
 /// `None` once this run holds the lease.
-fn skip_reason(state: &mut State, target: &Target) -> Result<Option<String>> {
+fn skip_reason(state: &mut State, target: &Target) -> Result<Option<(String, bool)>> {
     if !kind_of(target).can_sweep() {
-        return Ok(Some(format!(
-            "target type {} is not supported by this build yet",
-            target.type_name
+        return Ok(Some((
+            format!(
+                "target type {} is not supported by this build yet",
+                target.type_name
+            ),
+            false,
         )));
     }
     Ok(match state.acquire_lease(&target.name)? {
-        Lease::Busy { holder, since } => Some(format!(
-            "skipped: another sweep ({holder}, since {since}) is working on this target; run again when it is done"
+        Lease::Busy { holder, since } => Some((
+            format!(
+                "skipped: another sweep ({holder}, since {since}) is working on this target; run again when it is done"
+            ),
+            true,
         )),
         Lease::Acquired => None,
     })
@@ -1387,6 +1458,7 @@ impl<'a> Sweeper<'a> {
         let resolved = roots.resolved();
         Ok(Sweeper {
             apply: ctx.opts.apply,
+            stop: ctx.opts.stop.clone(),
             subject,
             judge: Judge {
                 target,
@@ -1480,4 +1552,95 @@ pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> 
     }
     bad += table.null_keys(now, None)?;
     Ok((due, bad))
+}
+
+/// What a read-only count of a target finds past expiry.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Census {
+    /// Items past expiry and neither held nor excepted, by how long past: more than 0, 1
+    /// and 7 days.
+    pub past_expiry: [u64; 3],
+    /// The expiry of the oldest of them.
+    pub oldest_expiry: Option<String>,
+    pub held: u64,
+    pub excepted: u64,
+    /// Items that cannot be judged (never deleted).
+    pub unreadable: u64,
+}
+
+/// Counts what is past expiry in a target, judged as a sweep would (holds, exceptions),
+/// without writing anything or taking any lock.
+pub fn census(
+    table: &mut dyn Connector,
+    target: &Target,
+    now: Timestamp,
+    protections: &Protections,
+    key: &AuditKey,
+) -> Result<Census> {
+    let (created_at_format, expires_at_format) = formats(target);
+    let mut c = Census::default();
+    let mut oldest: Option<Timestamp> = None;
+    let day = lethe_core::time::Duration::from_days(1).as_secs() * 1_000_000;
+    let mut hashes: HashMap<String, String> = HashMap::new();
+    loop {
+        let rows = table.candidates(now, DEFAULT_BATCH)?;
+        let full = rows.len() >= DEFAULT_BATCH;
+        for row in &rows {
+            let Ok(k) = &row.key else {
+                c.unreadable += 1;
+                continue;
+            };
+            if row.problem.is_some() {
+                c.unreadable += 1;
+                continue;
+            }
+            let subject_hash = match &row.subject {
+                Ok(Some(s)) => Some(
+                    hashes
+                        .entry(s.clone())
+                        .or_insert_with(|| key.subject_hash(s))
+                        .clone(),
+                ),
+                _ => None,
+            };
+            let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
+            let key_s = k.to_string();
+            match expiry::decide(
+                now,
+                &target.window,
+                &target.name,
+                &key_s,
+                subject_hash.as_deref(),
+                &facts,
+                protections,
+            ) {
+                Verdict::Invalid { .. } => c.unreadable += 1,
+                Verdict::Keep { .. } => {}
+                Verdict::Held { .. } => c.held += 1,
+                Verdict::Excepted { .. } => c.excepted += 1,
+                Verdict::Expired { expires_at, .. } => {
+                    let past = now.as_micros() - expires_at.as_micros();
+                    c.past_expiry[0] += 1;
+                    if past > day {
+                        c.past_expiry[1] += 1;
+                    }
+                    if past > 7 * day {
+                        c.past_expiry[2] += 1;
+                    }
+                    if oldest.is_none_or(|o| expires_at < o) {
+                        oldest = Some(expires_at);
+                    }
+                }
+            }
+        }
+        if hashes.len() > SUBJECT_HASHES_MAX {
+            hashes.clear();
+        }
+        if !full {
+            break;
+        }
+    }
+    c.unreadable += table.null_keys(now, None)?;
+    c.oldest_expiry = oldest.map(Timestamp::to_rfc3339);
+    Ok(c)
 }

@@ -31,6 +31,7 @@ const MIGRATIONS_SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0006_seal_protections.sql"),
     include_str!("../migrations/sqlite/0007_pending_identity.sql"),
     include_str!("../migrations/sqlite/0008_repairs_index.sql"),
+    include_str!("../migrations/sqlite/0009_schedules.sql"),
 ];
 const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_trail.sql"),
@@ -41,6 +42,7 @@ const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0006_seal_protections.sql"),
     include_str!("../migrations/postgres/0007_pending_identity.sql"),
     include_str!("../migrations/postgres/0008_repairs_index.sql"),
+    include_str!("../migrations/postgres/0009_schedules.sql"),
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads
@@ -1316,6 +1318,21 @@ impl State {
     /// over its head and the protections chain, and checks every table derived from the
     /// trail (holds, exceptions, the subject index) against it.
     pub fn verify(&mut self, registers: &dyn Registers) -> Result<VerifyReport> {
+        // Read in one snapshot: a sweep appending meanwhile (a daemon verifies while it
+        // sweeps) must not look like a trail cut short of its seal. The anchor is read
+        // first: it is written after the commit it names, so the snapshot has that entry.
+        let anchor = read_anchor(&self.head_path, &self.key);
+        self.db.begin_snapshot()?;
+        let report = self.verify_snapshot(registers, anchor);
+        self.db.end_snapshot();
+        report
+    }
+
+    fn verify_snapshot(
+        &mut self,
+        registers: &dyn Registers,
+        anchor: std::result::Result<Option<(i64, String)>, String>,
+    ) -> Result<VerifyReport> {
         let key = self.key.clone();
         let mut v = self.walk()?;
         v.finish();
@@ -1329,7 +1346,12 @@ impl State {
             }
         }
         problems.extend(self.derived_problems(registers)?);
-        if let Some(p) = self.anchor_problem()? {
+        let anchored = match anchor {
+            Err(problem) => Some(problem),
+            Ok(None) => None,
+            Ok(Some((seq, hash))) => anchor_mismatch(&mut self.db, seq, &hash)?,
+        };
+        if let Some(p) = anchored {
             problems.push(p);
         }
         let (head_seq, head_hash) = v.head();

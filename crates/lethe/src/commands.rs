@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lethe_core::config::DEFAULT_CONFIG;
 
-use crate::{AuditCommand, Cli, CloudFormat, Command, ExportFormat, LifecycleCommand, output};
+use crate::{
+    AlertsCommand, AlertsFormat, AuditCommand, Cli, CloudFormat, Command, ExportFormat,
+    LifecycleCommand, LogFormatArg, output,
+};
 use lethe_ops::ops;
 use lethe_ops::settings::{self, Loaded};
 
@@ -33,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     batch_size: args.batch_size as usize,
                     rows_per_commit: args.rows_per_commit as usize,
                     progress: !args.no_progress,
+                    ..Default::default()
                 },
             )?;
             if json {
@@ -48,6 +52,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Hold { command } => crate::requests::hold(&load()?, command, json),
         Command::Exception { command } => crate::requests::exception(&load()?, command, json),
+        Command::Alerts {
+            command: AlertsCommand::Export { format },
+        } => {
+            use std::io::Write as _;
+            match format {
+                AlertsFormat::Prometheus => {
+                    let _ = write!(std::io::stdout(), "{}", lethe_serve::ALERT_RULES);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen, log_format } => {
+            let loaded = load()?;
+            lethe_serve::serve(
+                loaded,
+                lethe_serve::ServeOptions {
+                    listen: *listen,
+                    log_format: match log_format {
+                        LogFormatArg::Text => lethe_serve::LogFormat::Text,
+                        LogFormatArg::Json => lethe_serve::LogFormat::Json,
+                    },
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Lifecycle {
             command: LifecycleCommand::Export { target, format },
         } => {

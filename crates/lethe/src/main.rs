@@ -100,6 +100,42 @@ enum Command {
         #[command(subcommand)]
         command: LifecycleCommand,
     },
+    /// Run as a daemon: scheduled sweeps ([schedule]), the HTTP API ([api]), /metrics and
+    /// alerts ([alerts]), until SIGTERM or Ctrl-C
+    Serve {
+        /// Listen here instead of [api] listen (e.g. 127.0.0.1:8480)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// How log lines are written (stderr)
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormatArg,
+    },
+    /// Alerting rules for the daemon's metrics
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Print the alerting rules (items past expiry, no successful sweep, misfires, overdue
+    /// erasure requests, ...) for Prometheus
+    Export {
+        #[arg(long, value_enum, default_value = "prometheus")]
+        format: AlertsFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AlertsFormat {
+    Prometheus,
 }
 
 #[derive(Subcommand, Debug)]

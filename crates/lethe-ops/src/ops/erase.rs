@@ -77,6 +77,8 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
         rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
         progress: req.progress,
         required_tags: loaded.config.tags.required.clone(),
+        stop: None,
+        run_id: None,
     };
     let report = engine::sweep(&mut state, &targets, &loaded.base, now, &job, &opts)?;
     let held: u64 = report.targets.iter().map(|t| t.held).sum();
@@ -131,6 +133,12 @@ pub fn open_requests(loaded: &Loaded) -> Result<Vec<Request>> {
         .into_iter()
         .filter(|r| r.kind == "erasure" && !is_closed(r))
         .collect())
+}
+
+/// Every request (erasure and access), oldest first.
+pub fn all_requests(loaded: &Loaded) -> Result<Vec<Request>> {
+    let mut state = open_state(loaded, Access::Read)?;
+    Ok(registry::requests(&mut state)?)
 }
 
 /// Whether a request was carried out (in full, or with items withheld under hold).

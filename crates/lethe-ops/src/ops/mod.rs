@@ -8,6 +8,7 @@
 //! there uses them.
 
 pub mod audit;
+pub mod census;
 pub mod check;
 pub mod common;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod hold;
 pub mod init;
 pub mod lifecycle;
 pub mod places;
+pub mod schedule;
 pub mod sweep;
 
 pub use audit::{
@@ -33,4 +35,4 @@ pub use export::{AccessExport, Exported, export};
 pub use hold::{HoldPlaced, HoldRelease, HoldRequest};
 pub use init::{InitOutcome, init};
 pub use lifecycle::LifecyclePolicy;
-pub use sweep::{SweepRequest, sweep};
+pub use sweep::{SweepRequest, new_run_id, sweep};

@@ -1,6 +1,9 @@
 //! `sweep`: find what has outlived its window in the chosen targets and delete it (or, in a
 //! dry run, say what would be deleted).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use crate::engine::{self, Job, SweepOptions, SweepReport};
 use crate::error::{Error, Result};
 use crate::ops::common::{open_state, preflight, refuse_dropped_pending};
@@ -21,6 +24,15 @@ pub struct SweepRequest {
     pub rows_per_commit: usize,
     /// Show a progress bar on a terminal (stderr).
     pub progress: bool,
+    /// Set to stop after the batch in hand (a daemon shutting down).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// The run's id, when the caller chose it ([`new_run_id`]).
+    pub run_id: Option<String>,
+}
+
+/// A fresh run id, for a caller that must name the run before it starts.
+pub fn new_run_id() -> Result<String> {
+    Ok(crate::state::new_id("run")?)
 }
 
 impl Default for SweepRequest {
@@ -32,6 +44,8 @@ impl Default for SweepRequest {
             batch_size: engine::DEFAULT_BATCH,
             rows_per_commit: engine::DEFAULT_ROWS_PER_COMMIT,
             progress: false,
+            stop: None,
+            run_id: None,
         }
     }
 }
@@ -67,6 +81,8 @@ pub fn sweep(loaded: &Loaded, req: &SweepRequest) -> Result<SweepReport> {
         rows_per_commit: req.rows_per_commit,
         progress: req.progress,
         required_tags: loaded.config.tags.required.clone(),
+        stop: req.stop.clone(),
+        run_id: req.run_id.clone(),
     };
     Ok(engine::sweep(
         &mut state,

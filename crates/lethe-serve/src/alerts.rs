@@ -1,0 +1,490 @@
+//! Alerts without Prometheus: the daemon evaluates its conditions every `check_interval`
+//! and posts each firing and each resolution once, Alertmanager-webhook-shaped (with a
+//! `text` field for Slack-style hooks), to the URL in `[alerts] webhook_env`.
+//!
+//! An alert in force is a row of the state's `alerts` table: the daemon that inserts the
+//! row posts the firing and the one that deletes it posts the resolution, so daemons that
+//! share a state post each once. Both are recorded in the trail.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lethe_core::config::AlertsConfig;
+use lethe_ops::ops::census::Overview;
+use lethe_ops::ops::common::open_state;
+use lethe_ops::ops::schedule as fires;
+use lethe_ops::state::Access;
+use serde_json::json;
+
+use crate::{Daemon, blocking};
+
+/// An alert the conditions call for now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub name: &'static str,
+    pub severity: &'static str,
+    /// Labels besides the name: which target, schedule or request.
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+}
+
+impl Alert {
+    /// The alert's identity: its name and labels.
+    pub fn key(&self) -> String {
+        let mut k = self.name.to_string();
+        for (l, v) in &self.labels {
+            k.push_str(&format!(",{l}={v}"));
+        }
+        k
+    }
+}
+
+/// Something that happened, which conditions read: a run's outcome, a misfire.
+#[derive(Clone, Debug)]
+pub enum Event {
+    RunFailed { schedule: String, why: String },
+    RunOk { schedule: String },
+    Misfire { schedule: String, summary: String },
+}
+
+impl Event {
+    pub fn run_failed(schedule: &str, run_id: &str, why: &str) -> Event {
+        Event::RunFailed {
+            schedule: schedule.into(),
+            why: format!("run {run_id}: {why}"),
+        }
+    }
+    pub fn run_ok(schedule: &str) -> Event {
+        Event::RunOk {
+            schedule: schedule.into(),
+        }
+    }
+    pub fn misfire(
+        schedule: &str,
+        count: u64,
+        newest: jiff::Timestamp,
+        grace: lethe_core::time::Duration,
+    ) -> Event {
+        Event::Misfire {
+            schedule: schedule.into(),
+            summary: format!(
+                "schedule {schedule} missed {count} fire(s) while no daemon ran, the newest at {newest}, beyond misfire_grace ({grace}): not run"
+            ),
+        }
+    }
+}
+
+/// What the conditions have seen: the latest census and the runs' outcomes.
+#[derive(Default)]
+struct Seen {
+    census: Option<Overview>,
+    /// Per schedule: the last run's failure, or a misfire, until a run succeeds.
+    failing: BTreeMap<String, (&'static str, String)>,
+    /// The last verification's problem, if it failed.
+    trail: Option<String>,
+}
+
+pub struct Alerts {
+    cfg: AlertsConfig,
+    seen: Mutex<Seen>,
+}
+
+impl Alerts {
+    pub fn new(cfg: &AlertsConfig) -> Alerts {
+        Alerts {
+            cfg: cfg.clone(),
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    pub fn event(&self, e: Event) {
+        let Ok(mut s) = self.seen.lock() else { return };
+        match e {
+            Event::RunFailed { schedule, why } => {
+                s.failing.insert(schedule, ("LetheRunFailed", why));
+            }
+            Event::Misfire { schedule, summary } => {
+                s.failing
+                    .insert(schedule, ("LetheScheduleMisfire", summary));
+            }
+            Event::RunOk { schedule } => {
+                s.failing.remove(&schedule);
+            }
+        }
+    }
+
+    pub fn census(&self, o: &Overview) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.census = Some(o.clone());
+        }
+    }
+
+    fn trail(&self, problem: Option<String>) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.trail = problem;
+        }
+    }
+
+    /// The alerts the conditions call for now.
+    pub fn wanted(&self) -> Vec<Alert> {
+        let Ok(s) = self.seen.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let one = |name, severity, label: &str, value: &str, summary: String| Alert {
+            name,
+            severity,
+            labels: BTreeMap::from([(label.to_string(), value.to_string())]),
+            summary,
+        };
+        for (schedule, (name, why)) in &s.failing {
+            out.push(one(name, "critical", "schedule", schedule, why.clone()));
+        }
+        if let Some(problem) = &s.trail {
+            out.push(Alert {
+                name: "LetheTrailVerificationFailed",
+                severity: "critical",
+                labels: BTreeMap::new(),
+                summary: format!("the audit trail does not verify: {problem}"),
+            });
+        }
+        if let Some(o) = &s.census {
+            for t in &o.targets {
+                match (&t.census, &t.error) {
+                    (_, Some(e)) => out.push(one(
+                        "LetheTargetUnreachable",
+                        "critical",
+                        "target",
+                        &t.target,
+                        format!("target {} cannot be read: {e}", t.target),
+                    )),
+                    (Some(c), None) if c.past_expiry[1] > 0 => out.push(one(
+                        "LetheItemsPastExpiry",
+                        "warning",
+                        "target",
+                        &t.target,
+                        format!(
+                            "target {}: {} item(s) more than 24 h past expiry, neither held nor excepted (oldest expired {})",
+                            t.target,
+                            c.past_expiry[1],
+                            c.oldest_expiry.as_deref().unwrap_or("?")
+                        ),
+                    )),
+                    _ => {}
+                }
+            }
+            for (id, deadline) in &o.erasure_requests.near_or_past {
+                out.push(one(
+                    "LetheErasureRequestDeadline",
+                    "critical",
+                    "request",
+                    id,
+                    format!("erasure request {id} is open with its deadline at {deadline} (past, or within 3 days)"),
+                ));
+            }
+            if o.active_exceptions > self.cfg.max_active_exceptions {
+                out.push(Alert {
+                    name: "LetheTooManyExceptions",
+                    severity: "warning",
+                    labels: BTreeMap::new(),
+                    summary: format!(
+                        "{} exceptions are active, more than [alerts] max_active_exceptions ({})",
+                        o.active_exceptions, self.cfg.max_active_exceptions
+                    ),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The webhook's URL, read once from the variable the config names (its value, which may
+/// carry a secret, is never shown).
+fn webhook_url(cfg: &AlertsConfig) -> Option<String> {
+    let var = cfg.webhook_env.as_deref()?;
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Checks at start-up that a configured webhook's variable is set.
+pub fn check_config(cfg: &AlertsConfig) -> lethe_ops::Result<()> {
+    if let Some(var) = &cfg.webhook_env
+        && webhook_url(cfg).is_none()
+    {
+        return Err(lethe_ops::Error::usage(format!(
+            "[alerts] webhook_env names {var}, but {var} is not set (or empty): set it to the webhook's URL, or remove webhook_env"
+        )));
+    }
+    Ok(())
+}
+
+/// Evaluates the conditions every `check_interval`, verifies the trail every
+/// `verify_interval`, and posts what changed.
+pub async fn watch(d: Arc<Daemon>) {
+    let every = Duration::from_secs(d.alerts.cfg.check_interval.as_secs().max(1) as u64);
+    let verify_every = d.alerts.cfg.verify_interval.as_secs().max(1) as u64;
+    let url = webhook_url(&d.alerts.cfg);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok();
+    let mut last_verify: Option<std::time::Instant> = None;
+    loop {
+        if last_verify.is_none_or(|t| t.elapsed().as_secs() >= verify_every) {
+            last_verify = Some(std::time::Instant::now());
+            let dd = d.clone();
+            match blocking(move || lethe_ops::ops::audit::verify(&dd.loaded)).await {
+                Ok(v) if v.ok => {
+                    d.metrics.trail_verified.set(1);
+                    d.alerts.trail(None);
+                }
+                Ok(v) => {
+                    d.metrics.trail_verified.set(0);
+                    d.alerts.trail(Some(
+                        v.problem.unwrap_or_else(|| "verification failed".into()),
+                    ));
+                }
+                Err(e) => {
+                    d.metrics.trail_verified.set(0);
+                    d.alerts.trail(Some(e.to_string()));
+                }
+            }
+        }
+        if d.ready.load(std::sync::atomic::Ordering::SeqCst) {
+            evaluate(&d, url.as_deref(), client.as_ref()).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = d.stopping.notified() => return,
+        }
+    }
+}
+
+async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::Client>) {
+    let wanted = d.alerts.wanted();
+    let dd = d.clone();
+    let firing = match blocking(move || {
+        let mut st = open_state(&dd.loaded, Access::Read)?;
+        fires::alerts_firing(&mut st)
+    })
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts: the state cannot be read");
+            return;
+        }
+    };
+    // Event-based alerts (a run's failure) are known to the daemon that saw the event: only
+    // the census-based ones are resolved by a daemon that does not want them.
+    let census_based = |key: &str| {
+        [
+            "LetheTargetUnreachable,",
+            "LetheItemsPastExpiry,",
+            "LetheErasureRequestDeadline,",
+            "LetheTooManyExceptions",
+            "LetheTrailVerificationFailed",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+    };
+    let wanted_keys: Vec<String> = wanted.iter().map(Alert::key).collect();
+    for a in &wanted {
+        let key = a.key();
+        if firing.iter().any(|(k, _, _)| *k == key) {
+            continue;
+        }
+        let (dd, k, s) = (d.clone(), key.clone(), a.summary.clone());
+        let mine = blocking(move || {
+            let mut st = open_state(&dd.loaded, Access::Write)?;
+            fires::alert_fire(&mut st, &k, &s)
+        })
+        .await;
+        if matches!(mine, Ok(true)) {
+            let started = jiff::Timestamp::now().to_string();
+            let delivered = post(url, client, "firing", a, &started, None).await;
+            tracing::warn!(alert = a.name, key = %key, summary = %a.summary, delivered = %delivered, "alert firing");
+            record(d, true, &key, &format!("{}; {delivered}", a.summary)).await;
+        }
+    }
+    for (key, fired_at, summary) in firing {
+        if wanted_keys.contains(&key) {
+            continue;
+        }
+        // A census-based alert ends when the census no longer shows it; an event-based one
+        // (a run failed, a misfire) when a run of its schedule succeeded after it fired.
+        if !census_based(&key) && !succeeded_since(d, &key, &fired_at) {
+            continue;
+        }
+        let (dd, k) = (d.clone(), key.clone());
+        let mine = blocking(move || {
+            let mut st = open_state(&dd.loaded, Access::Write)?;
+            fires::alert_resolve(&mut st, &k)
+        })
+        .await;
+        if let Ok(Some(fired)) = mine {
+            let a = alert_from_key(&key, &summary);
+            let delivered = post(
+                url,
+                client,
+                "resolved",
+                &a,
+                &fired,
+                Some(&jiff::Timestamp::now().to_string()),
+            )
+            .await;
+            tracing::info!(alert = a.name, key = %key, delivered = %delivered, "alert resolved");
+            record(d, false, &key, &format!("resolved: {summary}; {delivered}")).await;
+        }
+    }
+}
+
+/// Whether the schedule an event-based alert names had a successful fire after the alert
+/// fired (as the state says: another daemon's success counts).
+fn succeeded_since(d: &Daemon, key: &str, fired_at: &str) -> bool {
+    let Some(schedule) = key.split(",schedule=").nth(1) else {
+        return false;
+    };
+    if d.alerts
+        .seen
+        .lock()
+        .is_ok_and(|s| s.failing.contains_key(schedule))
+    {
+        return false;
+    }
+    let Ok(fired) = fired_at.parse::<jiff::Timestamp>() else {
+        return false;
+    };
+    let success = d
+        .metrics
+        .last_success
+        .get_or_create(&crate::metrics::ScheduleLabel {
+            schedule: schedule.into(),
+        })
+        .get();
+    success >= fired.as_second() as f64
+}
+
+fn alert_from_key(key: &str, summary: &str) -> Alert {
+    let mut parts = key.split(',');
+    let name = parts.next().unwrap_or("LetheAlert");
+    let labels = parts
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Alert {
+        name: leak_name(name),
+        severity: "critical",
+        labels,
+        summary: summary.to_string(),
+    }
+}
+
+/// The alert names are a fixed set: map a stored name back to it.
+fn leak_name(name: &str) -> &'static str {
+    [
+        "LetheRunFailed",
+        "LetheScheduleMisfire",
+        "LetheTrailVerificationFailed",
+        "LetheTargetUnreachable",
+        "LetheItemsPastExpiry",
+        "LetheErasureRequestDeadline",
+        "LetheTooManyExceptions",
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .unwrap_or("LetheAlert")
+}
+
+async fn record(d: &Arc<Daemon>, fired: bool, key: &str, detail: &str) {
+    let (dd, k, det) = (d.clone(), key.to_string(), detail.to_string());
+    if let Err(e) = blocking(move || {
+        let mut st = open_state(&dd.loaded, Access::Write)?;
+        fires::record_alert(&mut st, fired, &k, &det)
+    })
+    .await
+    {
+        tracing::error!(error = %e, "could not record the alert in the trail");
+    }
+}
+
+/// Posts one alert's firing or resolution, retrying with backoff (1 s, 2 s, 4 s ... for
+/// about two minutes). Says how it went, without the URL.
+async fn post(
+    url: Option<&str>,
+    client: Option<&reqwest::Client>,
+    status: &str,
+    a: &Alert,
+    starts_at: &str,
+    ends_at: Option<&str>,
+) -> String {
+    let (Some(url), Some(client)) = (url, client) else {
+        return "no webhook configured".into();
+    };
+    let mut labels = serde_json::Map::new();
+    labels.insert("alertname".into(), json!(a.name));
+    labels.insert("severity".into(), json!(a.severity));
+    for (k, v) in &a.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    let key = a.key();
+    let fingerprint: String = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let word = if status == "firing" {
+        "FIRING"
+    } else {
+        "RESOLVED"
+    };
+    let body = json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{}\"}}", a.name),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "lethe",
+        "groupLabels": {"alertname": a.name},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": a.summary},
+        "externalURL": "",
+        "alerts": [{
+            "status": status,
+            "labels": labels,
+            "annotations": {"summary": a.summary},
+            "startsAt": starts_at,
+            "endsAt": ends_at.unwrap_or("0001-01-01T00:00:00Z"),
+            "generatorURL": "",
+            "fingerprint": fingerprint,
+        }],
+        "text": format!("[{word}] {}: {}", a.name, a.summary),
+    });
+    let mut wait = Duration::from_secs(1);
+    let mut last = String::new();
+    for attempt in 1..=8 {
+        let req = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                return format!("delivered to the webhook (attempt {attempt})");
+            }
+            Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+            // The error names the URL, which may carry a secret: say only its kind.
+            Err(e) => {
+                last = if e.is_timeout() {
+                    "timed out".into()
+                } else if e.is_connect() {
+                    "could not connect".into()
+                } else {
+                    "request failed".into()
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    format!("the webhook failed after 8 attempts ({last})")
+}
