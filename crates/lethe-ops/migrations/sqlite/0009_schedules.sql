@@ -1,4 +1,5 @@
--- state schema step 9: the daemon's schedules. A fire is claimed once, by whichever daemon
+-- state schema step 9
+-- The daemon's schedules. A fire is claimed once, by whichever daemon
 -- inserts its row first; its targets are claimed one at a time by the daemons that are up.
 CREATE TABLE fires (
     schedule TEXT NOT NULL,
