@@ -69,6 +69,8 @@ pub struct SweepOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// The run's id, when the caller chose it (to answer with it before the run ends).
     pub run_id: Option<String>,
+    /// On whose behalf (an API token's name), recorded in each target's `sweep_finished`.
+    pub by: Option<String>,
 }
 
 impl SweepOptions {
@@ -1060,6 +1062,11 @@ impl Sweeper<'_> {
             entries: Vec::new(),
         };
         loop {
+            // Told to stop, with nothing staged: no further batch is read.
+            if !txn.open && self.stop_requested() {
+                self.interrupted();
+                break;
+            }
             if self.apply && !txn.open {
                 self.store.table.begin()?;
                 txn.open = true;
@@ -1071,7 +1078,7 @@ impl Sweeper<'_> {
             // end the scan; only a short batch does.
             let full = rows.len() >= batch;
             // Told to stop: this batch is the last, committed as the end of a scan is.
-            let stopping = full && self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            let stopping = full && self.stop_requested();
             let full = full && !stopping;
             let last = rows.iter().rev().find_map(|r| r.key.clone().ok());
             if self.apply {
@@ -1080,11 +1087,7 @@ impl Sweeper<'_> {
                 self.dry_run_batch(rows)?;
             }
             if stopping {
-                self.books.report.interrupted = true;
-                self.books.report.notes.push(
-                    "interrupted: the process was told to stop; the next run sweeps the rest"
-                        .into(),
-                );
+                self.interrupted();
             }
             let kept = self.books.keep_lease(&self.judge.target.name);
             self.or_rollback(kept, txn.open)?;
@@ -1105,6 +1108,18 @@ impl Sweeper<'_> {
             eprint!("\r\x1b[2K");
         }
         Ok(())
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    fn interrupted(&mut self) {
+        self.books.report.interrupted = true;
+        self.books
+            .report
+            .notes
+            .push("interrupted: the process was told to stop; the next run sweeps the rest".into());
     }
 
     /// The next batch of rows: the subject's (an erasure) or the candidates (retention).
@@ -1399,7 +1414,16 @@ fn finished_entry(target: &Target, ctx: &RunCtx<'_>, report: &TargetReport) -> R
                 .as_ref()
                 .map(|e| format!(" error={e}"))
                 .unwrap_or_default()
-        ),
+        ) + if report.interrupted {
+            " interrupted=true"
+        } else {
+            ""
+        } + &ctx
+            .opts
+            .by
+            .as_ref()
+            .map(|b| format!(" by={b}"))
+            .unwrap_or_default(),
     })
 }
 

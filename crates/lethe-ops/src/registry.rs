@@ -23,6 +23,11 @@ pub fn actor(by: Option<&str>) -> String {
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
+/// `; by NAME` for an entry made on someone's behalf (an API token's name), else nothing.
+pub fn by_text(by: Option<&str>) -> String {
+    by.map(|b| format!("; by {b}")).unwrap_or_default()
+}
+
 fn event(now: Timestamp, action: Action, run_id: &str) -> Body {
     Body {
         decided_at: now.to_rfc3339(),
@@ -768,6 +773,7 @@ pub fn new_request(
     subject_hash: &str,
     deadline: lethe_core::time::Duration,
     now: Timestamp,
+    by: Option<&str>,
 ) -> Result<Request> {
     let id = new_id(if kind == "erasure" {
         "erasure"
@@ -783,7 +789,7 @@ pub fn new_request(
         let mut body = event(now, Action::ErasureReceived, &id);
         body.subject_hash = Some(subject_hash.to_string());
         body.reason = "erasure".into();
-        body.detail = format!("request {id} received; deadline {deadline}");
+        body.detail = format!("request {id} received; deadline {deadline}{}", by_text(by));
         state.append_with(vec![body], |tx| {
             tx.execute(
                 "INSERT INTO requests (id, kind, subject_hash, received_at, deadline, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'received', ?4)",
@@ -854,6 +860,7 @@ pub fn finish_request(
     status: &str,
     counts: &serde_json::Value,
     now: Timestamp,
+    by: Option<&str>,
 ) -> Result<()> {
     let (action, reason, what) = if req.kind == "erasure" {
         (Action::ErasureFinished, "erasure", "request")
@@ -863,7 +870,7 @@ pub fn finish_request(
     let mut body = event(now, action, &req.id);
     body.subject_hash = Some(req.subject_hash.clone());
     body.reason = reason.into();
-    body.detail = format!("{what} {} {status}; {counts}", req.id);
+    body.detail = format!("{what} {} {status}; {counts}{}", req.id, by_text(by));
     let (counts_s, at) = (counts.to_string(), now.to_rfc3339());
     state.append_with(vec![body], |tx| {
         tx.execute(

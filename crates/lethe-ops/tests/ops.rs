@@ -129,6 +129,7 @@ fn erasure_preview_and_access_export_write_to_any_writer() -> Result<()> {
             subject: "user-0001".into(),
             apply: false,
             progress: false,
+            by: None,
         },
     )?;
     assert_eq!(e.status, "previewed");

@@ -39,6 +39,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             subject: subject.to_string(),
             apply: args.apply,
             progress: true,
+            by: None,
         },
     )?;
     let (req, report, status) = (&e.request, &e.report, &e.status);

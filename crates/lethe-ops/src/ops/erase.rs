@@ -26,6 +26,8 @@ pub struct EraseRequest {
     /// Delete; without it nothing in any target changes (the request is recorded as
     /// previewed).
     pub apply: bool,
+    /// On whose behalf (an API token's name), recorded in the request's entries.
+    pub by: Option<String>,
     /// Show a progress bar on a terminal (stderr).
     pub progress: bool,
 }
@@ -65,6 +67,7 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
             &hash,
             loaded.config.erasure.deadline,
             now,
+            req.by.as_deref(),
         )?,
     };
     let job = Job::Erasure {
@@ -79,6 +82,7 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
         required_tags: loaded.config.tags.required.clone(),
         stop: None,
         run_id: None,
+        by: req.by.clone(),
     };
     let report = engine::sweep(&mut state, &targets, &loaded.base, now, &job, &opts)?;
     let held: u64 = report.targets.iter().map(|t| t.held).sum();
@@ -92,7 +96,14 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
         "completed"
     };
     let counts = serde_json::to_value(&report.targets)?;
-    registry::finish_request(&mut state, &request, status, &counts, now)?;
+    registry::finish_request(
+        &mut state,
+        &request,
+        status,
+        &counts,
+        now,
+        req.by.as_deref(),
+    )?;
     Ok(Erasure {
         request,
         status: status.to_string(),

@@ -34,6 +34,16 @@ pub struct Exported {
 /// (`request_id`, `subject`, `generated_at`, and per target its items and the files its rows
 /// own, each with its size and digest), and records the access request as completed.
 pub fn export(loaded: &Loaded, subject: &str, to: Destination<'_>) -> Result<AccessExport> {
+    export_by(loaded, subject, to, None)
+}
+
+/// [`export`] on someone's behalf (an API token's name), recorded in the request's entry.
+pub fn export_by(
+    loaded: &Loaded,
+    subject: &str,
+    to: Destination<'_>,
+    by: Option<&str>,
+) -> Result<AccessExport> {
     let subject = subject_arg(subject)?;
     let targets = subject_targets(loaded)?;
     preflight(loaded, &targets, false)?;
@@ -46,6 +56,7 @@ pub fn export(loaded: &Loaded, subject: &str, to: Destination<'_>) -> Result<Acc
         &hash,
         loaded.config.erasure.deadline,
         now,
+        by,
     )?;
     let mut w = to.open()?;
     write!(
@@ -70,6 +81,7 @@ pub fn export(loaded: &Loaded, subject: &str, to: Destination<'_>) -> Result<Acc
         "completed",
         &serde_json::to_value(&counts)?,
         now,
+        by,
     )?;
     Ok(AccessExport {
         request_id: req.id,

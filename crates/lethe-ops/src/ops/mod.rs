@@ -31,7 +31,7 @@ pub use common::Destination;
 pub use demo::DemoRun;
 pub use erase::{EraseRequest, Erasure, Receipt, erase};
 pub use exception::{ExceptionGranted, ExceptionRequest, Revocation};
-pub use export::{AccessExport, Exported, export};
+pub use export::{AccessExport, Exported, export, export_by};
 pub use hold::{HoldPlaced, HoldRelease, HoldRequest};
 pub use init::{InitOutcome, init};
 pub use lifecycle::LifecyclePolicy;

@@ -295,6 +295,7 @@ pub fn sweep_assigned(
             required_tags: loaded.config.tags.required.clone(),
             stop,
             run_id: Some(a.run_id.clone()),
+            by: None,
         };
         Ok(engine::sweep_in_run(
             &mut state,

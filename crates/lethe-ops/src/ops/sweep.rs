@@ -28,6 +28,8 @@ pub struct SweepRequest {
     pub stop: Option<Arc<AtomicBool>>,
     /// The run's id, when the caller chose it ([`new_run_id`]).
     pub run_id: Option<String>,
+    /// On whose behalf (an API token's name), recorded in the run's entries.
+    pub by: Option<String>,
 }
 
 /// A fresh run id, for a caller that must name the run before it starts.
@@ -46,6 +48,7 @@ impl Default for SweepRequest {
             progress: false,
             stop: None,
             run_id: None,
+            by: None,
         }
     }
 }
@@ -83,6 +86,7 @@ pub fn sweep(loaded: &Loaded, req: &SweepRequest) -> Result<SweepReport> {
         required_tags: loaded.config.tags.required.clone(),
         stop: req.stop.clone(),
         run_id: req.run_id.clone(),
+        by: req.by.clone(),
     };
     Ok(engine::sweep(
         &mut state,

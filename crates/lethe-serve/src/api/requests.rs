@@ -67,6 +67,7 @@ pub async fn file_erasure(
         subject: body.subject,
         apply,
         progress: false,
+        by: Some(who.name.clone()),
     };
     let e = op(move || ops::erase(&d.loaded, &req)).await?;
     tracing::info!(request_id = %e.request.id, by = %who.name, apply, status = %e.status, "erasure request through the API");
@@ -223,9 +224,15 @@ pub async fn access(
     if body.subject.trim().is_empty() {
         return Err(ApiError::bad_request("subject is empty"));
     }
+    let by = who.name.clone();
     let doc = op(move || {
         let mut buf: Vec<u8> = Vec::new();
-        ops::export(&d.loaded, &body.subject, ops::Destination::Writer(&mut buf))?;
+        ops::export_by(
+            &d.loaded,
+            &body.subject,
+            ops::Destination::Writer(&mut buf),
+            Some(&by),
+        )?;
         serde_json::from_slice::<serde_json::Value>(&buf)
             .map_err(|e| lethe_ops::Error::Other(anyhow::anyhow!("the export is not JSON: {e}")))
     })

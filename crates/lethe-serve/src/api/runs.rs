@@ -266,6 +266,7 @@ pub async fn start_sweep(
         targets: names.clone(),
         stop: Some(d.stop.clone()),
         run_id: Some(run_id.clone()),
+        by: Some(who.name.clone()),
         ..Default::default()
     };
     spawn_sweep(d.clone(), req, who.name);

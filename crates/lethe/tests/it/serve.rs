@@ -66,9 +66,14 @@ impl Daemon {
 
     /// SIGTERM, and how long the daemon took to exit (it must within 10 s).
     pub fn term(&mut self) -> Duration {
-        let t = Instant::now();
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.wait_exit()
+    }
+
+    /// Waits for the daemon to exit (successfully), and says how long it took.
+    pub fn wait_exit(&mut self) -> Duration {
+        let t = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(
@@ -442,41 +447,68 @@ fn a_restart_beyond_misfire_grace_records_a_misfire_and_alerts() {
     assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
 }
 
+/// Whether the process is stopped (SIGSTOP), as /proc says.
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+fn signal(d: &Daemon, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(d.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+/// A daemon whose first scheduled sweep stalls (SIGSTOP, the crash tests' hook) after its
+/// `nth` delete: caught in the middle of an apply, deterministically.
+fn stalled_mid_apply(dir: &Tmp, n: i64, nth: u32) -> (Connection, PathBuf, Daemon) {
+    assert!(
+        has_failpoints(),
+        "this test needs a lethe built with the `failpoints` feature: run scripts/test"
+    );
+    let (conn, cfg) = scheduled(dir, n, "sweep = \"*/2 * * * * *\"\napply = true");
+    let point = format!("after_delete:{nth}:stop");
+    let d = Daemon::start(&cfg, &[("LETHE_FAILPOINT", point.as_str())]);
+    let pid = d.child.id();
+    eventually(30, "the scheduled apply stalls mid-run", || stopped(pid));
+    (conn, cfg, d)
+}
+
+fn count(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM training_records", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
 fn sigterm_during_a_scheduled_apply_exits_in_time_and_the_next_run_finishes() {
     let dir = Tmp::new("serve-term");
-    let n = 60_000;
-    let (conn, cfg) = scheduled(&dir, n, "sweep = \"*/2 * * * * *\"\napply = true");
-    let mut d = Daemon::start(&cfg, &[]);
-    // Caught mid-run: some expired rows gone, not all.
-    eventually(60, "the scheduled apply is under way", || {
-        let left: i64 = conn
-            .query_row("SELECT COUNT(*) FROM training_records", [], |r| r.get(0))
-            .unwrap();
-        left < n && left > n / 2 + 5_000
-    });
-    let took = d.term();
+    let n = 30_000;
+    let (conn, cfg, mut d) = stalled_mid_apply(&dir, n, 1);
+    // Told to stop in the middle of its first transaction of deletions (of two).
+    signal(&d, rustix::process::Signal::TERM);
+    signal(&d, rustix::process::Signal::CONT);
+    let took = d.wait_exit();
     assert!(took < Duration::from_secs(10), "exited after {took:?}");
-    let left: i64 = conn
-        .query_row("SELECT COUNT(*) FROM training_records", [], |r| r.get(0))
-        .unwrap();
+    let left = count(&conn);
     assert!(
-        left > n / 2,
-        "the run was not interrupted ({left} rows left)"
+        left > n / 2 && left < n,
+        "the run should have stopped part-way ({left} rows left): {}",
+        d.log_text()
     );
+    assert!(d.log_text().contains("interrupted"), "{}", d.log_text());
     let v = run(&cfg, &["audit", "verify"]);
     assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
     // The next daemon finishes the work.
-    let d = Daemon::start(&cfg, &[]);
-    eventually(120, "the next run deletes the rest", || {
-        conn.query_row("SELECT COUNT(*) FROM training_records", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap()
-            == n / 2
+    let mut d = Daemon::start(&cfg, &[]);
+    eventually(60, "the next run deletes the rest", || {
+        count(&conn) == n / 2
     });
     // Stopped as an operator would: the trail has every deletion once the daemon is gone.
-    let mut d = d;
     assert!(d.term() < Duration::from_secs(10));
     let deleted = entries_of(&cfg, "deleted");
     assert_eq!(
@@ -486,6 +518,42 @@ fn sigterm_during_a_scheduled_apply_exits_in_time_and_the_next_run_finishes() {
     );
     let v = run(&cfg, &["audit", "verify"]);
     assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
+}
+
+#[test]
+fn a_fire_that_comes_while_the_run_is_going_is_skipped_and_counted() {
+    let dir = Tmp::new("serve-skip");
+    let (conn, _cfg, d) = stalled_mid_apply(&dir, 30_000, 1);
+    // Stalled past the next fire or two; resumed, the run is still going when they come.
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&d, rustix::process::Signal::CONT);
+    eventually(30, "the stalled run ends", || count(&conn) == 15_000);
+    eventually(
+        10,
+        "the fire that came meanwhile is counted as skipped",
+        || {
+            d.metric("lethe_schedule_skipped_fires_total{schedule=\"sweep\"}")
+                .is_some_and(|n| n >= 1.0)
+        },
+    );
+    let db = state_db(&dir);
+    let skipped: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM fires WHERE result = 'skipped'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(skipped >= 1);
+    // Never queued: no two runs of the schedule were open at once, and every run closed.
+    let open: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM fires WHERE result IS NULL AND fire_at < ?1",
+            [now_secs() - 5],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 0);
 }
 
 #[test]
@@ -780,4 +848,101 @@ fn entries_of_env(config: &Path, env: &[(&str, &str)], action: &str) -> Vec<serd
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["action"] == action)
         .collect()
+}
+
+#[test]
+fn a_sweep_and_an_erasure_through_the_api_name_the_token_in_the_trail_and_logs_are_json() {
+    let dir = Tmp::new("serve-actor");
+    let conn = seed_training(&dir, 20);
+    let cfg = training_config(&dir);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\n[[api.tokens]]\nname = \"privacy-desk\"\nrole = \"operator\"\ntoken_env = \"DESK\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let token = "desk-token-5f1e9c2a7b";
+    ensure_init(&cfg);
+    let port = free_port();
+    let log = dir.path("json.log");
+    let child = lethe()
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("DESK", token)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, port, log };
+    d.wait_ready();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/sweeps",
+        Some(token),
+        Some(r#"{"apply": true}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let run_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(30, "the sweep deletes the expired rows", || {
+        ids(&conn, "training_records").len() == 10
+    });
+    eventually(30, "the run is closed", || {
+        let (_, b) = http(
+            port,
+            "GET",
+            &format!("/v1/runs/{run_id}"),
+            Some(token),
+            None,
+        );
+        serde_json::from_str::<serde_json::Value>(&b).is_ok_and(|r| !r["finished_at"].is_null())
+    });
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/erasure-requests",
+        Some(token),
+        Some(r#"{"subject": "user-3", "apply": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(d.term() < Duration::from_secs(10));
+    let finished = entries_of(&cfg, "sweep_finished");
+    let mine = finished
+        .iter()
+        .find(|e| e["run_id"] == run_id.as_str())
+        .unwrap();
+    assert!(
+        mine["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("by=privacy-desk"),
+        "{mine}"
+    );
+    let received = entries_of(&cfg, "erasure_received");
+    assert!(
+        received
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().ends_with("by privacy-desk")),
+        "{received:?}"
+    );
+    let everything = serde_json::to_string(&export(&cfg)).unwrap();
+    assert!(!everything.contains(token));
+    // Every log line is one JSON object, and none holds the token.
+    let text = d.log_text();
+    assert!(!text.contains(token));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
 }
