@@ -1025,4 +1025,122 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].key, "targets.t.subject");
     }
+
+    /// The one problem of a config that has exactly one.
+    fn problem(src: &str) -> ConfigError {
+        match parse_spots(src) {
+            Ok(_) => panic!("accepted: {src}"),
+            Err(mut e) => {
+                assert_eq!(e.len(), 1, "{e:?}");
+                e.remove(0)
+            }
+        }
+    }
+
+    #[test]
+    fn the_daemons_sections_are_read_with_their_defaults() {
+        let src = format!(
+            "{HEAD}type = \"spot\"\nplace = \"p\"\nschedule = \"*/15 * * * *\"\n[[targets]]\nname = \"u\"\ncategory = \"d\"\ntype = \"spot\"\nplace = \"q\"\n\
+             [schedule]\nsweep = \"0 2 * * *\"\ntz = \"Europe/Paris\"\napply = true\n\
+             [api]\nlisten = \"0.0.0.0:9000\"\n[[api.tokens]]\nname = \"desk\"\nrole = \"operator\"\ntoken_env = \"DESK\"\n\
+             [alerts]\nwebhook_env = \"HOOK\"\nmax_active_exceptions = 2\n"
+        );
+        let c = parse_spots(&src).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            c.schedule.sweep.as_ref().map(|s| s.expr.as_str()),
+            Some("0 2 * * *")
+        );
+        assert!(c.schedule.apply);
+        assert_eq!(c.schedule.misfire_grace, Duration::from_secs(6 * 3600));
+        assert_eq!(
+            c.targets[0].schedule.as_ref().map(|s| s.expr.as_str()),
+            Some("*/15 * * * *")
+        );
+        assert!(c.targets[1].schedule.is_none());
+        assert_eq!(c.api.listen.port(), 9000);
+        assert_eq!(c.api.tokens[0].role, Role::Operator);
+        assert_eq!(c.alerts.max_active_exceptions, 2);
+        // Without the sections: no schedule, dry runs, loopback, no tokens.
+        let plain = parse_spots(&format!("{HEAD}type = \"spot\"\nplace = \"p\"\n"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(plain.schedule.sweep.is_none() && !plain.schedule.apply);
+        assert!(plain.api.listen.ip().is_loopback() && plain.api.tokens.is_empty());
+    }
+
+    #[test]
+    fn a_bad_schedule_api_or_alert_setting_names_its_key_and_line() {
+        let t = format!("{HEAD}type = \"spot\"\nplace = \"p\"\n");
+        let cases = [
+            (
+                "[schedule]\nsweep = \"0 25 * * *\"\n",
+                "schedule.sweep",
+                "not a cron expression",
+            ),
+            (
+                "[schedule]\nsweep = \"0 2 * *\"\n",
+                "schedule.sweep",
+                "4 fields",
+            ),
+            (
+                "[schedule]\nsweep = \"0 2 * * *\"\ntz = \"Mars/Base\"\n",
+                "schedule.tz",
+                "IANA",
+            ),
+            (
+                "[schedule]\nsweep = \"0 2 * * *\"\napply = \"yes\"\n",
+                "schedule.apply",
+                "true or false",
+            ),
+            (
+                "[schedule]\nswep = \"0 2 * * *\"\n",
+                "schedule.swep",
+                "unknown key",
+            ),
+            (
+                "[api]\nlisten = \"localhost\"\n",
+                "api.listen",
+                "address and port",
+            ),
+            (
+                "[[api.tokens]]\nname = \"a\"\nrole = \"root\"\ntoken_env = \"A\"\n",
+                "api.tokens[0].role",
+                "viewer, operator, legal, admin",
+            ),
+            (
+                "[[api.tokens]]\nname = \"a\"\nrole = \"admin\"\n",
+                "api.tokens[0].token_env",
+                "required",
+            ),
+            (
+                "[[api.tokens]]\nname = \"a\"\nrole = \"admin\"\ntoken_env = \"A\"\n[[api.tokens]]\nname = \"a\"\nrole = \"viewer\"\ntoken_env = \"B\"\n",
+                "api.tokens.a",
+                "unique",
+            ),
+            (
+                "[alerts]\nmax_active_exceptions = -1\n",
+                "alerts.max_active_exceptions",
+                "zero or more",
+            ),
+            (
+                "[alerts]\ncheck_interval = \"soon\"\n",
+                "alerts.check_interval",
+                "",
+            ),
+        ];
+        for (section, key, says) in cases {
+            let src = format!("{t}{section}");
+            let e = problem(&src);
+            assert_eq!(e.key, key, "{src}\n{e}");
+            assert!(e.message.contains(says), "{src}\n{e}");
+            assert!(e.line.is_some_and(|l| l > 7), "{src}\n{e}");
+        }
+        let e = problem(&format!(
+            "{HEAD}type = \"spot\"\nplace = \"p\"\nschedule = \"every day\"\n"
+        ));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("targets.t.schedule", Some(8)),
+            "{e}"
+        );
+    }
 }

@@ -218,6 +218,36 @@ async fn fire_loop(d: Arc<Daemon>, s: Schedule) {
         if d.stopping() {
             return;
         }
+        // Woken long after the fire (the process was stopped, the machine suspended): a
+        // fire older than misfire_grace is a misfire here too, not a run.
+        let grace = d.loaded.config.schedule.misfire_grace;
+        if jiff::Timestamp::now().as_second() - next.as_second() > grace.as_secs() {
+            let (dd, sc) = (d.clone(), s.clone());
+            let recorded = blocking(move || {
+                let mut st = state(&dd)?;
+                fires::record_misfire(
+                    &mut st,
+                    &sc.name,
+                    to_secs(next),
+                    1,
+                    &grace.to_string(),
+                    &dd.id,
+                )
+            })
+            .await;
+            if matches!(recorded, Ok(true)) {
+                d.metrics
+                    .misfires
+                    .get_or_create(&ScheduleLabel {
+                        schedule: s.name.clone(),
+                    })
+                    .inc();
+                d.alerts
+                    .event(alerts::Event::misfire(&s.name, 1, next, grace));
+            }
+            tracing::warn!(schedule = %s.name, fire = %next, grace = %grace, "woken after misfire_grace: the fire is recorded as a misfire, not run");
+            continue;
+        }
         let dd = d.clone();
         let sc = s.clone();
         let claim = blocking(move || {
