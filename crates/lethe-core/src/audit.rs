@@ -447,6 +447,20 @@ impl Verifier {
         }
     }
 
+    /// Resumes after a head verified before: its seq, hash and the protections chain's
+    /// head there. A repair met after it needs the whole trail (its digest covers every
+    /// entry): [`Verifier::met_repair`] says so.
+    pub fn resume(after_seq: i64, after_hash: &str, protections: &str) -> Self {
+        let mut v = Verifier::new(after_seq, after_hash);
+        v.protections = protections.to_string();
+        v
+    }
+
+    /// Whether a repair entry was taken.
+    pub fn met_repair(&self) -> bool {
+        !self.repairs.is_empty()
+    }
+
     /// Checks one entry against the chain so far.
     fn check(&self, e: &Entry) -> Option<Break> {
         if e.seq != self.next_seq {

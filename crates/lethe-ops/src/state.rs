@@ -258,10 +258,21 @@ pub struct Filter {
     pub run_id: Option<String>,
 }
 
+/// A head the trail was verified up to: where the next verification may resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// The protections chain's head there.
+    pub protections: String,
+}
+
 pub struct VerifyReport {
     pub entries: u64,
     pub head_seq: i64,
     pub head_hash: String,
+    /// Where a later verification may resume, when this one found the trail intact.
+    pub checkpoint: Option<Checkpoint>,
     /// The first problem, if any.
     pub problem: Option<String>,
     pub problems: Vec<String>,
@@ -1355,6 +1366,11 @@ impl State {
             problems.push(p);
         }
         let (head_seq, head_hash) = v.head();
+        let checkpoint = problems.is_empty().then(|| Checkpoint {
+            seq: head_seq,
+            hash: head_hash.to_string(),
+            protections: v.protections().to_string(),
+        });
         let repairs = v
             .repairs
             .iter()
@@ -1375,10 +1391,75 @@ impl State {
             entries: v.count,
             head_seq,
             head_hash: head_hash.to_string(),
+            checkpoint,
             problem: problems.first().cloned(),
             problems,
             repairs,
         })
+    }
+
+    /// Verifies only what was appended after `from` (a head a verification found intact):
+    /// that `from` is still in the trail as it was, the chain after it, and the seal over
+    /// the new head, in one snapshot. `None` when the trail since holds a repair, which only
+    /// a whole verification can check.
+    pub fn verify_since(&mut self, from: &Checkpoint) -> Result<Option<VerifyReport>> {
+        self.db.begin_snapshot()?;
+        let report = self.verify_since_snapshot(from);
+        self.db.end_snapshot();
+        report
+    }
+
+    fn verify_since_snapshot(&mut self, from: &Checkpoint) -> Result<Option<VerifyReport>> {
+        let key = self.key.clone();
+        let mut problems = Vec::new();
+        if from.seq > 0 {
+            // The checkpoint entry, as stored and as its contents hash now.
+            let sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE seq = ?1");
+            let stored = self
+                .db
+                .query_opt(&sql, &vals![from.seq])?
+                .map(|r| entry_from(&r));
+            let intact = stored.as_ref().is_some_and(|e| {
+                e.hash == from.hash && audit::entry_hash(&e.prev_hash, e.seq, &e.body) == from.hash
+            });
+            if !intact {
+                problems.push(format!(
+                    "entry {} was verified before, and is {} now: the trail was rolled back or rewritten",
+                    from.seq,
+                    if stored.is_some() { "different" } else { "gone" }
+                ));
+            }
+        }
+        let mut v = Verifier::resume(from.seq, &from.hash, &from.protections);
+        let sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE seq > ?1 ORDER BY seq");
+        self.db.query_each(&sql, &vals![from.seq], |r| {
+            let _ = v.push(&entry_from(&r));
+            Ok(())
+        })?;
+        if v.met_repair() {
+            return Ok(None);
+        }
+        v.finish();
+        problems.extend(v.breaks.iter().map(|b| b.to_string()));
+        let seal = read_seal(&mut self.db)?;
+        if let Err(b) = v.check_seal(&key, seal.as_ref()) {
+            problems.push(b.to_string());
+        }
+        let (head_seq, head_hash) = v.head();
+        let checkpoint = problems.is_empty().then(|| Checkpoint {
+            seq: head_seq,
+            hash: head_hash.to_string(),
+            protections: v.protections().to_string(),
+        });
+        Ok(Some(VerifyReport {
+            entries: v.count,
+            head_seq,
+            head_hash: head_hash.to_string(),
+            checkpoint,
+            problem: problems.first().cloned(),
+            problems,
+            repairs: Vec::new(),
+        }))
     }
 
     /// The trail's hold and exception entries as stored, unchecked.

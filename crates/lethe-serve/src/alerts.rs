@@ -229,16 +229,28 @@ pub async fn watch(d: Arc<Daemon>) {
         .build()
         .ok();
     let mut last_verify: Option<std::time::Instant> = None;
+    let mut last_full: Option<std::time::Instant> = None;
+    let mut checkpoint: Option<lethe_ops::state::Checkpoint> = None;
     loop {
         if last_verify.is_none_or(|t| t.elapsed().as_secs() >= verify_every) {
             last_verify = Some(std::time::Instant::now());
-            let dd = d.clone();
-            match blocking(move || lethe_ops::ops::audit::verify(&dd.loaded)).await {
-                Ok(v) if v.ok => {
+            // From the last head verified; the whole trail at start and once a day (what
+            // came before a checkpoint, and the registers against the trail).
+            let full = last_full.is_none_or(|t| t.elapsed().as_secs() >= 86_400);
+            if full {
+                last_full = Some(std::time::Instant::now());
+            }
+            let (dd, from) = (d.clone(), if full { None } else { checkpoint.clone() });
+            match blocking(move || lethe_ops::ops::audit::verify_since(&dd.loaded, from.as_ref()))
+                .await
+            {
+                Ok((v, next)) if v.ok => {
+                    checkpoint = next;
                     d.metrics.trail_verified.set(1);
                     d.alerts.trail(None);
                 }
-                Ok(v) => {
+                Ok((v, _)) => {
+                    checkpoint = None;
                     d.metrics.trail_verified.set(0);
                     d.alerts.trail(Some(
                         v.problem.unwrap_or_else(|| "verification failed".into()),

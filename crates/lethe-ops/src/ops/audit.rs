@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ops::common::{Destination, open_state, open_unchecked};
 use crate::settings::Loaded;
-use crate::state::{Access, Filter};
+use crate::state::{Access, Checkpoint, Filter};
 
 /// What verifying the trail found: intact when `ok`.
 #[derive(Clone, Debug, Serialize)]
@@ -26,6 +26,37 @@ pub struct VerifyOutcome {
     pub problems: Vec<String>,
     /// Repairs recorded in the trail: what each acknowledged.
     pub repairs: Vec<String>,
+}
+
+/// Verifies the trail from `from` (a checkpoint an earlier verification returned) when
+/// given, else whole; returns the outcome and the checkpoint the next one may resume from
+/// (none when a problem was found). `entries` counts the entries checked.
+pub fn verify_since(
+    loaded: &Loaded,
+    from: Option<&Checkpoint>,
+) -> Result<(VerifyOutcome, Option<Checkpoint>)> {
+    let mut state = open_state(loaded, Access::Read)?;
+    let r = match from {
+        Some(c) => match state.verify_since(c)? {
+            Some(r) => r,
+            None => state.verify(&crate::registry::Registry)?,
+        },
+        None => state.verify(&crate::registry::Registry)?,
+    };
+    let checkpoint = r.checkpoint.clone();
+    Ok((
+        VerifyOutcome {
+            ok: r.problem.is_none(),
+            entries: r.entries,
+            head_seq: r.head_seq,
+            head_hash: r.head_hash,
+            key_fingerprint: state.key.fingerprint(),
+            problem: r.problem,
+            problems: r.problems,
+            repairs: r.repairs,
+        },
+        checkpoint,
+    ))
 }
 
 /// Recomputes the hash chain and checks its seal. A broken trail is an outcome (`ok`

@@ -946,3 +946,42 @@ fn a_sweep_and_an_erasure_through_the_api_name_the_token_in_the_trail_and_logs_a
         assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
     }
 }
+
+#[test]
+fn the_newest_entry_altered_is_alerted_by_the_next_incremental_verification() {
+    let dir = Tmp::new("serve-verify");
+    let hook = Receiver::start();
+    let (conn, cfg) = scheduled(
+        &dir,
+        10,
+        "sweep = \"*/2 * * * * *\"\napply = true\n[alerts]\nwebhook_env = \"HOOK\"\ncheck_interval = \"1s\"\nverify_interval = \"1s\"",
+    );
+    let url = hook.url();
+    let env = [("HOOK", url.as_str())];
+    let d = Daemon::start(&cfg, &env);
+    eventually(20, "a scheduled run", || {
+        ids(&conn, "training_records").len() == 5
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.metric("lethe_trail_verified"), Some(1.0));
+    assert!(
+        hook.posts("LetheTrailVerificationFailed", "firing")
+            .is_empty()
+    );
+    // Someone rewrites what the newest entry says: at or after the last head verified, so
+    // the next (incremental) verification sees it. (An older entry is checked by the
+    // whole verification, at start-up and daily.)
+    let n = state_db(&dir)
+        .execute(
+            "UPDATE audit SET detail = 'nothing to see' WHERE seq = (SELECT MAX(seq) FROM audit)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    eventually(30, "the altered trail is alerted", || {
+        !hook
+            .posts("LetheTrailVerificationFailed", "firing")
+            .is_empty()
+    });
+    assert_eq!(d.metric("lethe_trail_verified"), Some(0.0));
+}
