@@ -619,6 +619,22 @@ impl State {
 
     fn migrate(&mut self) -> Result<()> {
         let pg = self.db.is_pg();
+        let known = if pg {
+            MIGRATIONS_POSTGRES.len()
+        } else {
+            MIGRATIONS_SQLITE.len()
+        } as i64;
+        // Up to date (every open but the first after an upgrade): nothing to write, so no
+        // write lock taken; a reader never waits for a writer here.
+        let current = self
+            .db
+            .query_opt("SELECT version FROM lethe_schema", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.int(0));
+        if current == Some(known) {
+            return Ok(());
+        }
         let location = self.location.clone();
         self.db.write(|db| {
             db.batch("CREATE TABLE IF NOT EXISTS lethe_schema (version BIGINT NOT NULL)")?;

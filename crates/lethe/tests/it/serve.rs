@@ -985,3 +985,56 @@ fn the_newest_entry_altered_is_alerted_by_the_next_incremental_verification() {
     });
     assert_eq!(d.metric("lethe_trail_verified"), Some(0.0));
 }
+
+#[test]
+fn a_target_with_its_own_schedule_is_swept_on_it_and_not_on_the_global_one() {
+    let dir = Tmp::new("serve-own");
+    let mut conns = Vec::new();
+    let mut targets = String::new();
+    for (n, own) in [("fast", true), ("slow", false)] {
+        let c = Connection::open(dir.path(&format!("{n}.db"))).unwrap();
+        c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL)")
+            .unwrap();
+        c.execute(
+            "INSERT INTO t (id, created_at) VALUES (1, ?1)",
+            [naive(40 * DAY)],
+        )
+        .unwrap();
+        conns.push(c);
+        targets.push_str(&format!(
+            "[[targets]]\nname = \"{n}\"\ntype = \"sql\"\nurl = \"sqlite://{n}.db\"\ntable = \"t\"\ncategory = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\n{}\n",
+            if own { "schedule = \"*/2 * * * * *\"" } else { "" }
+        ));
+    }
+    let cfg = dir.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        format!("[state]\nurl = \"sqlite://state/lethe-state.db\"\n[categories.log]\nretention = \"30d\"\n{targets}[schedule]\nsweep = \"0 0 1 1 *\"\napply = true\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    eventually(20, "the target on its own schedule is swept", || {
+        ids(&conns[0], "t").is_empty()
+    });
+    let (_, targets) = http(d.port, "GET", "/v1/targets", None, None);
+    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
+    assert_eq!(targets[0]["schedule"], "targets.fast", "{targets}");
+    assert_eq!(targets[1]["schedule"], "sweep", "{targets}");
+    drop(d);
+    assert_eq!(
+        ids(&conns[1], "t"),
+        vec![1],
+        "the yearly schedule swept the other target"
+    );
+    let finished = entries_of(&cfg, "sweep_finished");
+    assert!(
+        finished.iter().all(|e| e["target"] == "fast"),
+        "{finished:?}"
+    );
+    assert!(finished.iter().all(|e| {
+        e["run_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("run-targets.fast-")
+    }));
+}
