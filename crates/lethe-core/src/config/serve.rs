@@ -31,7 +31,7 @@ impl Default for ScheduleConfig {
             tz: None,
             misfire_grace: Duration::from_secs(6 * 3600),
             apply: false,
-            census_interval: Duration::from_secs(300),
+            census_interval: Duration::from_secs(180),
         }
     }
 }
