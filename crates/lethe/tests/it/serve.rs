@@ -1038,3 +1038,69 @@ fn a_target_with_its_own_schedule_is_swept_on_it_and_not_on_the_global_one() {
             .starts_with("run-targets.fast-")
     }));
 }
+
+#[test]
+fn a_daemon_that_dies_mid_target_loses_it_and_another_daemon_finishes_it() {
+    assert!(
+        has_failpoints(),
+        "this test needs a lethe built with the `failpoints` feature: run scripts/test"
+    );
+    let pg = super::pg::PgCluster::start();
+    pg.create_db("lethe_state");
+    let dir = Tmp::new("serve-dies");
+    let n = 30_000;
+    let conn = seed_training(&dir, n);
+    let cfg = training_config(&dir);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace(
+        "url = \"sqlite://state/lethe-state.db\"",
+        &format!("url = \"{}\"\nlease_ttl = \"3s\"", pg.url("lethe_state")),
+    );
+    text.push_str("\n[audit]\nkey_env = \"K\"\n[schedule]\nsweep = \"0 0 1 1 *\"\napply = true\n");
+    std::fs::write(&cfg, text).unwrap();
+    let env = [("K", "a key both daemons share")];
+    // The first daemon claims the fire (started by hand through the state: a yearly
+    // schedule) and stalls dead in the middle of the target, after its first delete.
+    let first = Daemon::start(&cfg, &[env[0], ("LETHE_FAILPOINT", "after_delete:1:stop")]);
+    let mut state = pg.client("lethe_state");
+    state
+        .batch_execute(
+            "INSERT INTO fires (schedule, fire_at, run_id, apply, claimed_by, claimed_at) VALUES ('sweep', 1, 'run-sweep-by-hand', 1, 'test', '2026-01-01T00:00:00Z');
+             INSERT INTO fire_targets (run_id, target, status, not_before) VALUES ('run-sweep-by-hand', 'training_records', 'pending', 0);
+             INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES ('run-sweep-by-hand', 'retention', 0, '2026-01-01T00:00:00Z');",
+        )
+        .unwrap();
+    let pid = first.child.id();
+    eventually(30, "the first daemon stalls mid-target", || stopped(pid));
+    let left = count(&conn);
+    assert!(
+        left < n,
+        "the first daemon deleted nothing before it stalled"
+    );
+    // A second daemon takes the target over once the first is silent for lease_ttl, and
+    // finishes it: what the first deleted and did not record is recorded, once.
+    let mut second = Daemon::start(&cfg, &env);
+    eventually(60, "the second daemon finishes the target", || {
+        count(&conn) == n / 2
+    });
+    eventually(20, "the fire is closed", || {
+        state
+            .query_one(
+                "SELECT COALESCE(result, '') FROM fires WHERE run_id = 'run-sweep-by-hand'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, String>(0)
+            == "success"
+    });
+    drop(first);
+    assert!(second.term() < Duration::from_secs(10));
+    let deleted = entries_of_env(&cfg, &env, "deleted");
+    assert_eq!(
+        deleted.len() as i64,
+        n / 2,
+        "each expired row recorded once"
+    );
+    let v = run_env(&cfg, &env, &["audit", "verify"]);
+    assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
+}
