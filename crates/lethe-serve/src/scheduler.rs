@@ -292,30 +292,52 @@ pub async fn worker(d: Arc<Daemon>) {
         match next {
             Ok(Some(a)) => {
                 tracing::info!(run_id = %a.run_id, target = %a.target, apply = a.apply, "sweeping");
-                let dd = d.clone();
-                let done = blocking(move || {
-                    let report = fires::sweep_assigned(&dd.loaded, &a, Some(dd.stop.clone()));
-                    let mut st = state(&dd)?;
-                    let done = fires::finish_target(&mut st, &a, &report)?;
-                    Ok((a, report, done))
+                let (dd, assigned) = (d.clone(), a.clone());
+                let swept = blocking(move || {
+                    Ok(fires::sweep_assigned(
+                        &dd.loaded,
+                        &assigned,
+                        Some(dd.stop.clone()),
+                    ))
                 })
                 .await;
-                match done {
-                    Ok((a, report, done)) => {
-                        if let Some(e) = &report.error {
-                            tracing::warn!(run_id = %a.run_id, target = %a.target, error = %e, "target not swept");
-                        } else {
-                            tracing::info!(run_id = %a.run_id, target = %a.target, found = report.found, deleted = report.deleted, held = report.held, failed = report.failed, interrupted = report.interrupted, "target swept");
+                // A sweep that could not even report (it panicked) fails the target, rather
+                // than leave it claimed by a daemon that is alive and will never finish it.
+                let report = swept.unwrap_or_else(|e| lethe_ops::engine::TargetReport {
+                    target: a.target.clone(),
+                    error: Some(format!("the sweep failed: {e}")),
+                    ..Default::default()
+                });
+                // Recorded before anything else is claimed: a target left claimed by a live
+                // daemon would never be finished. The state may be away a while.
+                let done = loop {
+                    let (dd, a2, r2) = (d.clone(), a.clone(), report.clone());
+                    let done = blocking(move || {
+                        let mut st = state(&dd)?;
+                        let done = fires::finish_target(&mut st, &a2, &r2)?;
+                        Ok((a2, r2, done))
+                    })
+                    .await;
+                    match &done {
+                        Ok(_) => break done,
+                        Err(_) if d.stopping() => break done,
+                        Err(e) => {
+                            tracing::error!(run_id = %a.run_id, target = %a.target, error = %e, "could not record the target's outcome; retrying");
+                            sleep_or_stop(&d, Duration::from_secs(2)).await;
                         }
-                        if let Some(done) = done {
-                            closed(&d, &done);
-                        }
-                        d.recount.notify_one();
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not record a target's outcome");
-                        sleep_or_stop(&d, Duration::from_secs(1)).await;
+                };
+                // Stopping, not recorded: the claim is given back as the daemon leaves.
+                if let Ok((a, report, done)) = done {
+                    if let Some(e) = &report.error {
+                        tracing::warn!(run_id = %a.run_id, target = %a.target, error = %e, "target not swept");
+                    } else {
+                        tracing::info!(run_id = %a.run_id, target = %a.target, found = report.found, deleted = report.deleted, held = report.held, failed = report.failed, interrupted = report.interrupted, "target swept");
                     }
+                    if let Some(done) = done {
+                        closed(&d, &done);
+                    }
+                    d.recount.notify_one();
                 }
             }
             Ok(None) => {
