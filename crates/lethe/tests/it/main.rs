@@ -21,6 +21,7 @@ mod review;
 mod roots;
 mod safety;
 mod secrets;
+mod serve_api;
 mod sweep;
 mod trail;
 
