@@ -256,7 +256,8 @@ pub struct NewException<'a> {
 
 /// Grants an exception, or renews the item's current one, within the configured bounds:
 /// `until` at most `max_extension` past the item's own expiry, and at most `max_renewals`
-/// renewals per item. Anything past a bound is refused (exit 2) with the bound named.
+/// renewals per item. Anything past a bound is refused as a conflict with the register
+/// (exit 2) with the bound named.
 pub fn grant_exception(
     state: &mut State,
     e: NewException<'_>,
@@ -272,7 +273,7 @@ pub fn grant_exception(
         .checked_add(max_extension)
         .ok_or_else(|| anyhow!("expiry out of range"))?;
     if e.until > limit {
-        return Err(UsageError(format!(
+        return Err(Conflict(format!(
             "refused: --until {} is more than [exceptions] max_extension ({max_extension}) past the item's own expiry {}; the latest allowed is {limit}",
             e.until, e.item_expires_at
         ))
@@ -284,7 +285,7 @@ pub fn grant_exception(
         .collect();
     let renewal = previous.len() as u32;
     if renewal > max_renewals {
-        return Err(UsageError(format!(
+        return Err(Conflict(format!(
             "refused: item {} of {} already had {} exception(s); [exceptions] max_renewals = {max_renewals}",
             e.key,
             e.target,

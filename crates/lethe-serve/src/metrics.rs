@@ -179,6 +179,7 @@ impl Metrics {
             let _ = m.skipped_fires.get_or_create(&l);
             let _ = m.misfires.get_or_create(&l);
             let _ = m.last_success.get_or_create(&l);
+            let _ = m.sweep_duration.get_or_create(&l);
             for result in ["success", "failure"] {
                 let _ = m.sweep_runs.get_or_create(&RunLabel {
                     schedule: s.clone(),

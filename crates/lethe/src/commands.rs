@@ -276,8 +276,18 @@ fn audit_verify(loaded: &Loaded, json: bool) -> Result<ExitCode> {
     Ok(exit_for(!r.ok))
 }
 
-/// `lethe audit log`: the entries a query selects.
+/// `lethe audit log`: the entries a query selects. Someone at a terminal says what to look
+/// up (the whole trail is `lethe audit export`), and a key goes with its target.
 fn audit_log(loaded: &Loaded, q: &ops::LogQuery, json: bool) -> Result<ExitCode> {
+    if q.target.is_none() && q.subject.is_none() && q.run.is_none() {
+        return Err(lethe_ops::Error::usage(
+            "say what to look up: --target NAME [--key KEY], --subject ID or --run ID",
+        )
+        .into());
+    }
+    if q.key.is_some() && q.target.is_none() {
+        return Err(lethe_ops::Error::usage("--key needs --target").into());
+    }
     let page = ops::log(loaded, q)?;
     if json {
         output::json(&page.entries)?;

@@ -77,7 +77,8 @@ pub fn verify(loaded: &Loaded) -> Result<VerifyOutcome> {
 }
 
 /// Which entries to look up: an item (target and key), a whole target, a data subject, a
-/// run or request, or any of them together.
+/// run or request, or any of them together; none of them is the whole trail, and a key
+/// alone that key in any target.
 #[derive(Clone, Debug)]
 pub struct LogQuery {
     pub target: Option<String>,
@@ -107,14 +108,6 @@ pub fn log(loaded: &Loaded, q: &LogQuery) -> Result<LogPage> {
         && s.is_empty()
     {
         return Err(Error::usage("--subject must not be empty"));
-    }
-    if q.target.is_none() && q.subject.is_none() && q.run.is_none() {
-        return Err(Error::usage(
-            "say what to look up: --target NAME [--key KEY], --subject ID or --run ID",
-        ));
-    }
-    if q.key.is_some() && q.target.is_none() {
-        return Err(Error::usage("--key needs --target"));
     }
     let filter = Filter {
         target: q.target.clone(),

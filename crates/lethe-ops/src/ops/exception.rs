@@ -69,7 +69,7 @@ pub fn grant(loaded: &Loaded, req: &ExceptionRequest) -> Result<ExceptionGranted
     let (created_at_format, expires_at_format) = engine::formats(t);
     let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
     let (item_expires_at, _) = expiry::expiry(&t.window, &facts).map_err(|e| {
-        Error::usage(format!(
+        Error::conflict(format!(
             "item {key} of {}: its expiry cannot be determined ({e})",
             t.name
         ))

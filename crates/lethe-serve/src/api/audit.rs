@@ -15,13 +15,19 @@ use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
-    /// A target: its entries, or with `key` one item's.
+    /// A target: its entries, or with `key` one item's. The trail keeps the entries of
+    /// targets no longer configured: any name is looked up.
+    #[param(min_length = 1)]
     pub target: Option<String>,
-    /// An item's key, with `target`.
+    /// An item's key: with `target`, that item's entries; alone, the entries of items with
+    /// that key in any target.
+    #[param(min_length = 1)]
     pub key: Option<String>,
     /// A data subject, as the targets hold it (matched by its keyed hash; never stored).
+    #[param(min_length = 1)]
     pub subject: Option<String>,
     /// A run or request id.
+    #[param(min_length = 1)]
     pub run: Option<String>,
     /// At most this many entries, the newest (1 to 10000; 100 when absent).
     #[param(minimum = 1, maximum = 10000)]
@@ -38,7 +44,8 @@ pub struct Entries {
     pub total: u64,
 }
 
-/// Entries by item (`target` and `key`), target, subject or run.
+/// Entries by item (`target` and `key`), target, subject or run, or (with none of them)
+/// the newest entries of the whole trail.
 #[utoipa::path(get, path = "/v1/audit/entries", tag = "audit",
     params(EntriesQuery),
     security(("bearer" = [])),
@@ -54,6 +61,18 @@ pub async fn entries(
 ) -> ApiResult<Json<Entries>> {
     caller(&d, &headers, Role::Viewer)?;
     let Query(q) = q?;
+    for (name, v) in [
+        ("target", &q.target),
+        ("key", &q.key),
+        ("subject", &q.subject),
+        ("run", &q.run),
+    ] {
+        if v.as_deref() == Some("") {
+            return Err(ApiError::bad_request(format!(
+                "{name} is empty: give a value, or leave {name} out"
+            )));
+        }
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request(format!(

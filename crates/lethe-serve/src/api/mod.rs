@@ -8,6 +8,7 @@ pub mod auth;
 mod protections;
 mod requests;
 mod runs;
+mod schema;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -157,8 +158,120 @@ impl Modify for Bearer {
 )]
 struct ApiDoc;
 
-/// The daemon's routes, with the OpenAPI document made from them at `/openapi.json`.
-pub fn router(d: Arc<Daemon>) -> axum::Router {
+/// Every `/v1` operation reads or writes the state: one that fails (or a trail that does not
+/// verify where it must be extended) is a 500, documented as such.
+fn document_server_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses.responses.entry("500".into()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(
+                        "The state could not be read or written, or the trail does not verify where it must be extended (see the daemon's log)",
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
+        }
+    }
+}
+
+/// What a client does next with what an answer returns: OpenAPI links from each creation to
+/// the operations that take its id.
+fn document_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, link::LinkBuilder};
+    let links: [(&str, &str, &str, &str, &str, &str); 6] = [
+        // (path of the creation, its status, link name, operation, parameter, its value)
+        (
+            "/v1/holds",
+            "201",
+            "release",
+            "release_hold",
+            "id",
+            "$response.body#/id",
+        ),
+        (
+            "/v1/exceptions",
+            "201",
+            "revoke",
+            "revoke_exception",
+            "id",
+            "$response.body#/id",
+        ),
+        (
+            "/v1/erasure-requests",
+            "200",
+            "status",
+            "erasure_status",
+            "id",
+            "$response.body#/request_id",
+        ),
+        (
+            "/v1/erasure-requests",
+            "200",
+            "receipt",
+            "erasure_receipt",
+            "id",
+            "$response.body#/request_id",
+        ),
+        (
+            "/v1/sweeps",
+            "202",
+            "run",
+            "one_run",
+            "run_id",
+            "$response.body#/run_id",
+        ),
+        (
+            "/v1/erasure-requests",
+            "200",
+            "run",
+            "one_run",
+            "run_id",
+            "$response.body#/run_id",
+        ),
+    ];
+    for (path, status, name, operation, param, value) in links {
+        let response = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut(status));
+        // Each is there (a unit test says so).
+        if let Some(RefOr::T(r)) = response {
+            r.links.insert(
+                name.into(),
+                LinkBuilder::new()
+                    .operation_id(operation)
+                    .parameter(param, value)
+                    .build()
+                    .into(),
+            );
+        }
+    }
+}
+
+/// The routes, and the OpenAPI document made from them for a daemon with these targets.
+fn routes(target_names: &[String]) -> (axum::Router<Arc<Daemon>>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -180,11 +293,31 @@ pub fn router(d: Arc<Daemon>) -> axum::Router {
         .routes(routes!(protections::revoke_exception))
         .routes(routes!(audit::entries))
         .routes(routes!(audit::verify))
-        .with_state(d)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
+    document_server_errors(&mut doc);
+    document_links(&mut doc);
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .insert("TargetName".into(), schema::target_names(target_names));
+    (router, doc)
+}
+
+/// The daemon's routes, with the OpenAPI document made from them at `/openapi.json`. The
+/// document names this daemon's targets (`TargetName`): a request for another is malformed.
+pub fn router(d: Arc<Daemon>) -> axum::Router {
+    let target_names: Vec<String> = d
+        .loaded
+        .config
+        .targets
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let (router, doc) = routes(&target_names);
     let doc = Arc::new(doc);
     router
+        .with_state(d)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -268,4 +401,60 @@ async fn metrics(State(d): Shared) -> Response {
         d.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        let (_, doc) = routes(&["logs".to_string(), "files".to_string()]);
+        serde_json::to_value(&doc).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_creation_links_to_what_takes_its_id() {
+        let doc = document();
+        let ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, item)| item.as_object().into_iter().flatten())
+            .filter_map(|(_, op)| op["operationId"].as_str())
+            .collect();
+        for (path, status, name) in [
+            ("/v1/holds", "201", "release"),
+            ("/v1/exceptions", "201", "revoke"),
+            ("/v1/erasure-requests", "200", "status"),
+            ("/v1/erasure-requests", "200", "receipt"),
+            ("/v1/erasure-requests", "200", "run"),
+            ("/v1/sweeps", "202", "run"),
+        ] {
+            let link = &doc["paths"][path]["post"]["responses"][status]["links"][name];
+            let op = link["operationId"].as_str();
+            assert!(
+                op.is_some_and(|op| ids.contains(&op)),
+                "POST {path} {status} has no link {name} to an operation: {link}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_document_names_the_targets_and_every_v1_server_error() {
+        let doc = document();
+        assert_eq!(
+            doc["components"]["schemas"]["TargetName"]["enum"],
+            serde_json::json!(["logs", "files"])
+        );
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                if path.starts_with("/v1/") {
+                    assert!(
+                        op["responses"]["500"].is_object(),
+                        "{method} {path} does not document 500"
+                    );
+                }
+            }
+        }
+    }
 }

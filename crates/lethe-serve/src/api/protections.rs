@@ -9,26 +9,43 @@ use lethe_ops::ops::{self, exception, hold};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::schema::{self, TargetName, Text, Until, not_blank};
 use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 
-/// A hold: on a subject, on one item (`target` and `key`), or on a whole target.
-#[derive(Deserialize, ToSchema)]
+/// A hold: on a subject, on one item (`target` and `key`), or on a whole target. Its
+/// document ([`schema::hold_body`]) says which fields go together; the library refuses the
+/// rest with the same rules.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     /// A data subject: every item of theirs, now and later.
-    #[schema(min_length = 1)]
     pub subject: Option<String>,
     /// A target: all of it, or with `key` one item.
-    #[schema(min_length = 1)]
     pub target: Option<String>,
     /// An item's key, with `target`.
-    #[schema(min_length = 1)]
     pub key: Option<String>,
     /// The legal case the hold serves.
-    #[schema(min_length = 1)]
     pub case_id: String,
-    #[schema(min_length = 1)]
     pub reason: String,
+}
+
+impl utoipa::PartialSchema for HoldBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::hold_body()
+    }
+}
+
+impl ToSchema for HoldBody {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((Text::name().into(), Text::schema()));
+        schemas.push((TargetName::name().into(), TargetName::schema()));
+    }
 }
 
 /// A hold placed.
@@ -104,15 +121,24 @@ pub async fn list_holds(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndBody {
-    #[schema(min_length = 1)]
+    /// Recorded in the trail.
+    #[schema(value_type = Text)]
     pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedStatus {
+    /// A hold.
+    Released,
+    /// An exception.
+    Revoked,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Ended {
     pub id: String,
-    /// released or revoked.
-    pub status: String,
+    pub status: EndedStatus,
 }
 
 /// Releases a hold.
@@ -137,7 +163,7 @@ pub async fn release_hold(
     let who = caller(&d, &headers, Role::Legal)?;
     let Path(id) = id?;
     let Json(b) = body?;
-    if b.reason.trim().is_empty() {
+    if !not_blank(&b.reason) {
         return Err(ApiError::bad_request("reason is empty"));
     }
     let req = hold::HoldRelease {
@@ -148,7 +174,7 @@ pub async fn release_hold(
     op(move || hold::release(&d.loaded, &req)).await?;
     Ok(Json(Ended {
         id,
-        status: "released".into(),
+        status: EndedStatus::Released,
     }))
 }
 
@@ -156,18 +182,17 @@ pub async fn release_hold(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionBody {
-    #[schema(min_length = 1)]
+    #[schema(value_type = TargetName)]
     pub target: String,
+    /// The item's key, as the target names it.
     #[schema(min_length = 1)]
     pub key: String,
-    /// Until when: a date or an RFC 3339 time, within `[exceptions] max_extension` of the
-    /// item's expiry.
-    #[schema(min_length = 1)]
+    #[schema(value_type = Until)]
     pub until: String,
     /// Who answers for it.
-    #[schema(min_length = 1)]
+    #[schema(value_type = Text)]
     pub owner: String,
-    #[schema(min_length = 1)]
+    #[schema(value_type = Text)]
     pub reason: String,
 }
 
@@ -181,8 +206,9 @@ pub struct ExceptionBody {
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "The token's role does not allow it", body = ErrorBody),
         (status = 404, description = "No such target or item", body = ErrorBody),
-        (status = 409, description = "Refused: beyond the limits of [exceptions]", body = ErrorBody),
+        (status = 409, description = "Refused as the register stands: beyond [exceptions] max_extension or max_renewals, or the item's expiry cannot be read", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "`until` is not in the future", body = ErrorBody),
         (status = 502, description = "The target could not be reached", body = ErrorBody)))]
 pub async fn grant_exception(
     State(d): Shared,
@@ -191,6 +217,21 @@ pub async fn grant_exception(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let who = caller(&d, &headers, Role::Legal)?;
     let Json(b) = body?;
+    // The API takes RFC 3339 only (the command line also reads other spellings): what the
+    // document says `until` is.
+    if !schema::rfc3339_until(&b.until) {
+        return Err(ApiError::bad_request(format!(
+            "until {:?}: expected an RFC 3339 date (2025-01-31) or date-time (2025-01-31T12:00:00Z)",
+            b.until
+        )));
+    }
+    let until = exception::parse_until(&b.until)?;
+    if until <= lethe_ops::util::now() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("until {until} is not in the future"),
+        ));
+    }
     let req = exception::ExceptionRequest {
         target: b.target,
         key: b.key,
@@ -248,7 +289,7 @@ pub async fn revoke_exception(
     let who = caller(&d, &headers, Role::Legal)?;
     let Path(id) = id?;
     let Json(b) = body?;
-    if b.reason.trim().is_empty() {
+    if !not_blank(&b.reason) {
         return Err(ApiError::bad_request("reason is empty"));
     }
     let req = ops::Revocation {
@@ -259,6 +300,6 @@ pub async fn revoke_exception(
     op(move || exception::revoke(&d.loaded, &req)).await?;
     Ok(Json(Ended {
         id,
-        status: "revoked".into(),
+        status: EndedStatus::Revoked,
     }))
 }

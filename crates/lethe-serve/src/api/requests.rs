@@ -9,6 +9,8 @@ use lethe_ops::ops;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::runs::TargetCounts;
+use super::schema::{Text, not_blank};
 use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 
 /// An erasure request: whose data, and whether to erase it now.
@@ -17,7 +19,7 @@ use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 pub struct ErasureBody {
     /// The data subject (as the targets' subject column or metadata holds it). Never
     /// stored or logged: the trail keeps its keyed hash.
-    #[schema(min_length = 1)]
+    #[schema(value_type = Text)]
     pub subject: String,
     /// Erase (true), or preview what would be erased (false, the default). Filing the same
     /// subject again continues its open request.
@@ -25,19 +27,35 @@ pub struct ErasureBody {
     pub apply: bool,
 }
 
+/// What an erasure run came to.
+// Documents the strings the library writes (the field stays the library's string, so that
+// a value this build does not know is still shown): never constructed.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureStatus {
+    /// Nothing erased: what would be.
+    Previewed,
+    /// Every item of the subject erased.
+    Completed,
+    /// Erased, except items under legal hold (GDPR Art. 17(3)(e)).
+    CompletedWithItemsWithheld,
+    /// Some items could not be erased (the per-target counts say where).
+    Failed,
+}
+
 /// The request, its status and the run's per-target counts.
 #[derive(Serialize, ToSchema)]
 pub struct ErasureOutcome {
     pub request_id: String,
-    /// previewed, completed, completed_with_items_withheld (under legal hold) or failed.
+    #[schema(value_type = ErasureStatus)]
     pub status: String,
     pub received_at: String,
     pub deadline: String,
     pub run_id: String,
     pub dry_run: bool,
     /// Per target: found, deleted, held, failed, and the error when it failed.
-    #[schema(value_type = Object)]
-    pub targets: serde_json::Value,
+    pub targets: Vec<TargetCounts>,
 }
 
 /// Files (and, with `apply`, carries out) an erasure request.
@@ -59,7 +77,7 @@ pub async fn file_erasure(
 ) -> ApiResult<Json<ErasureOutcome>> {
     let who = caller(&d, &headers, Role::Operator)?;
     let Json(body) = body?;
-    if body.subject.trim().is_empty() {
+    if !not_blank(&body.subject) {
         return Err(ApiError::bad_request("subject is empty"));
     }
     let apply = body.apply;
@@ -78,18 +96,46 @@ pub async fn file_erasure(
         deadline: e.request.deadline.clone(),
         run_id: e.report.run_id.clone(),
         dry_run: e.report.dry_run,
-        targets: serde_json::to_value(&e.report.targets).unwrap_or_default(),
+        targets: e.report.targets.iter().map(TargetCounts::from).collect(),
     }))
+}
+
+// Documents the strings the library writes (the field stays the library's string, so that
+// a value this build does not know is still shown): never constructed.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// GDPR Art. 17.
+    Erasure,
+    /// GDPR Art. 15.
+    Access,
+}
+
+/// Where a request stands: received (recorded, not run yet), previewed, completed,
+/// completed_with_items_withheld (under legal hold) or failed.
+// Documents the strings the library writes (the field stays the library's string, so that
+// a value this build does not know is still shown): never constructed.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Received,
+    Previewed,
+    Completed,
+    CompletedWithItemsWithheld,
+    Failed,
 }
 
 /// An erasure request as listed, with how far its deadline is.
 #[derive(Serialize, ToSchema)]
 pub struct RequestSummary {
     pub id: String,
-    /// erasure or access.
+    #[schema(value_type = RequestKind)]
     pub kind: String,
     pub received_at: String,
     pub deadline: String,
+    #[schema(value_type = RequestStatus)]
     pub status: String,
     /// Open with its deadline past.
     pub overdue: bool,
@@ -199,7 +245,8 @@ pub async fn erasure_receipt(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessBody {
-    #[schema(min_length = 1)]
+    /// The data subject, as the targets hold it.
+    #[schema(value_type = Text)]
     pub subject: String,
 }
 
@@ -221,7 +268,7 @@ pub async fn access(
 ) -> ApiResult<Json<serde_json::Value>> {
     let who = caller(&d, &headers, Role::Operator)?;
     let Json(body) = body?;
-    if body.subject.trim().is_empty() {
+    if !not_blank(&body.subject) {
         return Err(ApiError::bad_request("subject is empty"));
     }
     let by = who.name.clone();

@@ -12,6 +12,7 @@ use lethe_ops::ops::schedule::{LeaseHolder, RunRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::schema::TargetName;
 use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 use crate::Daemon;
 
@@ -92,18 +93,82 @@ pub async fn targets(State(d): Shared, headers: HeaderMap) -> ApiResult<Json<Vec
     Ok(Json(out))
 }
 
+/// What a run did in one target.
+#[derive(Serialize, ToSchema)]
+pub struct TargetCounts {
+    pub target: String,
+    /// Items found due (past expiry, or the subject's).
+    pub found: u64,
+    pub deleted: u64,
+    /// Kept under legal hold or exception.
+    pub held: u64,
+    pub files_removed: u64,
+    /// Items that could not be deleted (each named in the trail with its reason).
+    pub failed: u64,
+    /// Objects lacking a `[tags] required` entry (object store targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untagged: Option<u64>,
+    /// Why the target could not be swept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The run stopped before the end of the target; the next run goes on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub interrupted: bool,
+}
+
+impl From<&lethe_ops::engine::TargetReport> for TargetCounts {
+    fn from(t: &lethe_ops::engine::TargetReport) -> TargetCounts {
+        TargetCounts {
+            target: t.target.clone(),
+            found: t.found,
+            deleted: t.deleted,
+            held: t.held,
+            files_removed: t.files_removed,
+            failed: t.failed,
+            untagged: t.untagged,
+            error: t.error.clone(),
+            interrupted: t.interrupted,
+        }
+    }
+}
+
+/// A run's report as it closed.
+#[derive(Serialize, ToSchema)]
+pub struct RunReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    /// The schedule that fired it, for a scheduled run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub targets: Vec<TargetCounts>,
+}
+
+// Documents the strings the library writes (the field stays the library's string, so that
+// a value this build does not know is still shown): never constructed.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// A sweep of expired items (scheduled, or started by hand).
+    Retention,
+    /// An erasure request's run.
+    Erasure,
+}
+
 /// A run, as `GET /v1/runs` lists it.
 #[derive(Serialize, ToSchema)]
 pub struct Run {
     pub run_id: String,
-    /// retention or erasure.
+    #[schema(value_type = RunKind)]
     pub kind: String,
     pub dry_run: bool,
     pub started_at: String,
     /// Absent while the run is going.
     pub finished_at: Option<String>,
-    /// Per target: found, deleted, held, failed, and the error when it failed.
-    #[schema(value_type = Option<Object>)]
+    /// Per target: found, deleted, held, failed, and the error when it failed; absent while
+    /// the run is going.
+    #[schema(value_type = Option<RunReport>)]
     pub report: Option<serde_json::Value>,
 }
 
@@ -180,7 +245,8 @@ pub async fn one_run(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SweepBody {
-    /// The targets, by name; every target when absent.
+    /// The targets, by name (a name given twice is swept once); every target when absent.
+    #[schema(value_type = Option<Vec<TargetName>>, min_items = 1)]
     pub targets: Option<Vec<String>>,
     /// Delete (true) or only say what would be deleted (false, the default).
     #[serde(default)]
@@ -227,7 +293,10 @@ pub async fn start_sweep(
                 "targets is empty: name at least one target, or leave targets out for all",
             ));
         }
-        Some(t) => t,
+        Some(t) => {
+            let mut seen = std::collections::HashSet::new();
+            t.into_iter().filter(|n| seen.insert(n.clone())).collect()
+        }
         None => d
             .loaded
             .config

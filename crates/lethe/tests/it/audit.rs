@@ -178,3 +178,21 @@ fn key_file_is_private() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn audit_log_asks_what_to_look_up_and_a_key_goes_with_its_target() {
+    // The library looks up any combination (the API's GET /v1/audit/entries takes them all);
+    // the command line keeps asking someone at a terminal to say what they mean.
+    let (_d, cfg) = swept("log-args");
+    let r = run(&cfg, &["audit", "log"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("say what to look up"), "{}", r.stderr);
+    let r = run(&cfg, &["audit", "log", "--key", "2"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("--target"), "{}", r.stderr);
+    let r = run(
+        &cfg,
+        &["audit", "log", "--target", "training_records", "--key", "2"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}

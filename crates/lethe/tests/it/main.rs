@@ -22,6 +22,7 @@ mod roots;
 mod safety;
 mod secrets;
 mod serve;
+mod serve_api;
 mod sweep;
 mod trail;
 
