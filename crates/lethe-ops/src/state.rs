@@ -598,7 +598,9 @@ impl State {
             db,
             location,
             key,
-            holder: format!("{}:{}", hostname(), std::process::id()),
+            // Host and process, and a part of its own: two sweeps in one process (a daemon's
+            // scheduled sweep and one asked through its API) are two holders, never one.
+            holder: format!("{}:{}:{}", hostname(), std::process::id(), random_hex(4)?),
             url: url.to_string(),
             password_env: password_env.map(str::to_string),
             base: base.to_path_buf(),
@@ -1088,6 +1090,10 @@ impl State {
     /// Seals written before the protections chain existed are rewritten once, over the same
     /// head, if and only if they still verify: a trail that does not is never re-sealed.
     fn upgrade_seal(&mut self) -> Result<()> {
+        // Upgraded already (every open but the first after an upgrade): no write lock.
+        if read_seal(&mut self.db)?.is_none_or(|s| s.protections.is_some()) {
+            return Ok(());
+        }
         let key = self.key.clone();
         self.db.write(|db| {
             let Some(seal) = read_seal(db)? else {
@@ -1419,15 +1425,27 @@ impl State {
     /// the new head, in one snapshot. `None` when the trail since holds a repair, which only
     /// a whole verification can check.
     pub fn verify_since(&mut self, from: &Checkpoint) -> Result<Option<VerifyReport>> {
+        let anchor = read_anchor(&self.head_path, &self.key);
         self.db.begin_snapshot()?;
-        let report = self.verify_since_snapshot(from);
+        let report = self.verify_since_snapshot(from, anchor);
         self.db.end_snapshot();
         report
     }
 
-    fn verify_since_snapshot(&mut self, from: &Checkpoint) -> Result<Option<VerifyReport>> {
+    fn verify_since_snapshot(
+        &mut self,
+        from: &Checkpoint,
+        anchor: std::result::Result<Option<(i64, String)>, String>,
+    ) -> Result<Option<VerifyReport>> {
         let key = self.key.clone();
         let mut problems = Vec::new();
+        // The head this machine sealed last must still be there, as it was: a trail cut
+        // back to an older copy, with that copy's seal, shows here.
+        match anchor {
+            Err(problem) => problems.push(problem),
+            Ok(None) => {}
+            Ok(Some((seq, hash))) => problems.extend(anchor_mismatch(&mut self.db, seq, &hash)?),
+        }
         if from.seq > 0 {
             // The checkpoint entry, as stored and as its contents hash now.
             let sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE seq = ?1");

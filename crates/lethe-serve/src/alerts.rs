@@ -40,47 +40,13 @@ impl Alert {
     }
 }
 
-/// Something that happened, which conditions read: a run's outcome, a misfire.
-#[derive(Clone, Debug)]
-pub enum Event {
-    RunFailed { schedule: String, why: String },
-    RunOk { schedule: String },
-    Misfire { schedule: String, summary: String },
-}
-
-impl Event {
-    pub fn run_failed(schedule: &str, run_id: &str, why: &str) -> Event {
-        Event::RunFailed {
-            schedule: schedule.into(),
-            why: format!("run {run_id}: {why}"),
-        }
-    }
-    pub fn run_ok(schedule: &str) -> Event {
-        Event::RunOk {
-            schedule: schedule.into(),
-        }
-    }
-    pub fn misfire(
-        schedule: &str,
-        count: u64,
-        newest: jiff::Timestamp,
-        grace: lethe_core::time::Duration,
-    ) -> Event {
-        Event::Misfire {
-            schedule: schedule.into(),
-            summary: format!(
-                "schedule {schedule} missed {count} fire(s) while no daemon ran, the newest at {newest}, beyond misfire_grace ({grace}): not run"
-            ),
-        }
-    }
-}
-
-/// What the conditions have seen: the latest census and the runs' outcomes.
+/// What the conditions have seen: the latest census, how each schedule's newest fire
+/// ended (from the state, so every daemon sharing it sees the same), the trail.
 #[derive(Default)]
 struct Seen {
     census: Option<Overview>,
-    /// Per schedule: the last run's failure, or a misfire, until a run succeeds.
-    failing: BTreeMap<String, (&'static str, String)>,
+    /// (schedule, result, run id, fire time) of each schedule's newest fire.
+    outcomes: Vec<(String, String, String, i64)>,
     /// The last verification's problem, if it failed.
     trail: Option<String>,
 }
@@ -95,22 +61,6 @@ impl Alerts {
         Alerts {
             cfg: cfg.clone(),
             seen: Mutex::new(Seen::default()),
-        }
-    }
-
-    pub fn event(&self, e: Event) {
-        let Ok(mut s) = self.seen.lock() else { return };
-        match e {
-            Event::RunFailed { schedule, why } => {
-                s.failing.insert(schedule, ("LetheRunFailed", why));
-            }
-            Event::Misfire { schedule, summary } => {
-                s.failing
-                    .insert(schedule, ("LetheScheduleMisfire", summary));
-            }
-            Event::RunOk { schedule } => {
-                s.failing.remove(&schedule);
-            }
         }
     }
 
@@ -138,8 +88,27 @@ impl Alerts {
             labels: BTreeMap::from([(label.to_string(), value.to_string())]),
             summary,
         };
-        for (schedule, (name, why)) in &s.failing {
-            out.push(one(name, "critical", "schedule", schedule, why.clone()));
+        for (schedule, result, run_id, fire_at) in &s.outcomes {
+            let at = jiff::Timestamp::from_second(*fire_at)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            match result.as_str() {
+                "failure" => out.push(one(
+                    "LetheRunFailed",
+                    "critical",
+                    "schedule",
+                    schedule,
+                    format!("run {run_id} of schedule {schedule} (fire {at}) failed: see GET /v1/runs/{run_id}"),
+                )),
+                "misfire" => out.push(one(
+                    "LetheScheduleMisfire",
+                    "warning",
+                    "schedule",
+                    schedule,
+                    format!("schedule {schedule} missed its fire at {at} by more than misfire_grace: not run (see the schedule_misfire entry)"),
+                )),
+                _ => {}
+            }
         }
         if let Some(problem) = &s.trail {
             out.push(Alert {
@@ -225,7 +194,7 @@ pub async fn watch(d: Arc<Daemon>) {
     let verify_every = d.alerts.cfg.verify_interval.as_secs().max(1) as u64;
     let url = webhook_url(&d.alerts.cfg);
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(5))
         .build()
         .ok();
     let mut last_verify: Option<std::time::Instant> = None;
@@ -256,9 +225,9 @@ pub async fn watch(d: Arc<Daemon>) {
                         v.problem.unwrap_or_else(|| "verification failed".into()),
                     ));
                 }
+                // Could not verify (the state is away): not evidence of a break.
                 Err(e) => {
-                    d.metrics.trail_verified.set(0);
-                    d.alerts.trail(Some(e.to_string()));
+                    tracing::error!(error = %e, "could not verify the trail; trying again at the next interval")
                 }
             }
         }
@@ -273,15 +242,22 @@ pub async fn watch(d: Arc<Daemon>) {
 }
 
 async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::Client>) {
-    let wanted = d.alerts.wanted();
     let dd = d.clone();
-    let firing = match blocking(move || {
+    let read = blocking(move || {
         let mut st = open_state(&dd.loaded, Access::Read)?;
-        fires::alerts_firing(&mut st)
+        Ok((
+            fires::alerts_firing(&mut st)?,
+            fires::latest_outcomes(&mut st)?,
+        ))
     })
-    .await
-    {
-        Ok(f) => f,
+    .await;
+    let firing = match read {
+        Ok((f, outcomes)) => {
+            if let Ok(mut s) = d.alerts.seen.lock() {
+                s.outcomes = outcomes;
+            }
+            f
+        }
         Err(e) => {
             tracing::error!(error = %e, "alerts: the state cannot be read");
             return;
@@ -300,7 +276,16 @@ async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::C
         .iter()
         .any(|p| key.starts_with(p))
     };
+    let wanted = d.alerts.wanted();
     let wanted_keys: Vec<String> = wanted.iter().map(Alert::key).collect();
+    // The census this daemon has, and when it was taken: a census-based alert is resolved
+    // only on a census taken after it fired (a daemon just started has none yet).
+    let census_at = d
+        .alerts
+        .seen
+        .lock()
+        .ok()
+        .and_then(|s| s.census.as_ref().map(|c| c.at.clone()));
     for a in &wanted {
         let key = a.key();
         if firing.iter().any(|(k, _, _)| *k == key) {
@@ -323,9 +308,7 @@ async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::C
         if wanted_keys.contains(&key) {
             continue;
         }
-        // A census-based alert ends when the census no longer shows it; an event-based one
-        // (a run failed, a misfire) when a run of its schedule succeeded after it fired.
-        if !census_based(&key) && !succeeded_since(d, &key, &fired_at) {
+        if census_based(&key) && census_at.as_deref().is_none_or(|c| later(&fired_at, c)) {
             continue;
         }
         let (dd, k) = (d.clone(), key.clone());
@@ -351,30 +334,12 @@ async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::C
     }
 }
 
-/// Whether the schedule an event-based alert names had a successful fire after the alert
-/// fired (as the state says: another daemon's success counts).
-fn succeeded_since(d: &Daemon, key: &str, fired_at: &str) -> bool {
-    let Some(schedule) = key.split(",schedule=").nth(1) else {
-        return false;
-    };
-    if d.alerts
-        .seen
-        .lock()
-        .is_ok_and(|s| s.failing.contains_key(schedule))
-    {
-        return false;
+/// Whether instant `a` is after instant `b` (RFC 3339); unreadable ones are not.
+fn later(a: &str, b: &str) -> bool {
+    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => true,
     }
-    let Ok(fired) = fired_at.parse::<jiff::Timestamp>() else {
-        return false;
-    };
-    let success = d
-        .metrics
-        .last_success
-        .get_or_create(&crate::metrics::ScheduleLabel {
-            schedule: schedule.into(),
-        })
-        .get();
-    success >= fired.as_second() as f64
 }
 
 fn alert_from_key(key: &str, summary: &str) -> Alert {
@@ -474,7 +439,7 @@ async fn post(
     });
     let mut wait = Duration::from_secs(1);
     let mut last = String::new();
-    for attempt in 1..=8 {
+    for attempt in 1..=5 {
         let req = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -496,7 +461,7 @@ async fn post(
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(30));
+        wait = (wait * 2).min(Duration::from_secs(8));
     }
-    format!("the webhook failed after 8 attempts ({last})")
+    format!("the webhook failed after 5 attempts ({last})")
 }

@@ -13,7 +13,7 @@ use lethe_ops::state::{Access, State};
 use lethe_ops::{Error, Result};
 
 use crate::metrics::{RunLabel, ScheduleLabel};
-use crate::{Daemon, alerts, blocking};
+use crate::{Daemon, blocking};
 
 /// A schedule and the targets its fires sweep.
 #[derive(Clone, Debug)]
@@ -72,9 +72,19 @@ fn to_secs(t: jiff::Timestamp) -> i64 {
 pub async fn start(d: Arc<Daemon>) {
     let grace = d.loaded.config.schedule.misfire_grace;
     for s in d.schedules.clone() {
-        let dd = d.clone();
-        let sc = s.clone();
-        let caught = blocking(move || catch_up(&dd, &sc, grace)).await;
+        // Retried until the state answers: missed fires are never dropped for an outage, and
+        // the daemon is not ready before they are dealt with.
+        let caught = loop {
+            let (dd, sc) = (d.clone(), s.clone());
+            match blocking(move || catch_up(&dd, &sc, grace)).await {
+                Ok(c) => break Ok(c),
+                Err(e) if d.stopping() => break Err(e),
+                Err(e) => {
+                    tracing::error!(schedule = %s.name, error = %e, "could not deal with the schedule's missed fires; retrying");
+                    sleep_or_stop(&d, Duration::from_secs(2)).await;
+                }
+            }
+        };
         match caught {
             Ok(CatchUp::Nothing) => {}
             Ok(CatchUp::Run {
@@ -91,16 +101,9 @@ pub async fn start(d: Arc<Daemon>) {
                 recorded,
             }) => {
                 tracing::warn!(schedule = %s.name, missed, newest = %newest, grace = %grace, "missed fires older than misfire_grace: recorded as a misfire, not run");
-                // Counted and alerted by the daemon that recorded it.
+                // Counted by the daemon that recorded it (alerted from the state).
                 if recorded {
-                    d.metrics
-                        .misfires
-                        .get_or_create(&ScheduleLabel {
-                            schedule: s.name.clone(),
-                        })
-                        .inc();
-                    d.alerts
-                        .event(alerts::Event::misfire(&s.name, missed, newest, grace));
+                    count_misfire(&d, &s.name);
                 }
             }
             Err(e) => {
@@ -176,6 +179,15 @@ fn catch_up(d: &Daemon, s: &Schedule, grace: lethe_core::time::Duration) -> Resu
     })
 }
 
+fn count_misfire(d: &Daemon, schedule: &str) {
+    d.metrics
+        .misfires
+        .get_or_create(&ScheduleLabel {
+            schedule: schedule.into(),
+        })
+        .inc();
+}
+
 fn note_claim(d: &Daemon, schedule: &str, claim: &Claim) {
     match claim {
         Claim::Claimed { run_id } => {
@@ -236,14 +248,7 @@ async fn fire_loop(d: Arc<Daemon>, s: Schedule) {
             })
             .await;
             if matches!(recorded, Ok(true)) {
-                d.metrics
-                    .misfires
-                    .get_or_create(&ScheduleLabel {
-                        schedule: s.name.clone(),
-                    })
-                    .inc();
-                d.alerts
-                    .event(alerts::Event::misfire(&s.name, 1, next, grace));
+                count_misfire(&d, &s.name);
             }
             tracing::warn!(schedule = %s.name, fire = %next, grace = %grace, "woken after misfire_grace: the fire is recorded as a misfire, not run");
             continue;
@@ -264,13 +269,10 @@ async fn fire_loop(d: Arc<Daemon>, s: Schedule) {
         .await;
         match claim {
             Ok(c) => note_claim(&d, &s.name, &c),
+            // The state is away: /readyz says so, and the next start-up (or fire) finds
+            // the fire missed.
             Err(e) => {
-                tracing::error!(schedule = %s.name, fire = %next, error = %e, "could not claim the fire");
-                d.alerts.event(alerts::Event::run_failed(
-                    &s.name,
-                    &fires::fire_run_id(&s.name, to_secs(next)),
-                    &format!("the fire could not be claimed in the state: {e}"),
-                ));
+                tracing::error!(schedule = %s.name, fire = %next, error = %e, "could not claim the fire")
             }
         }
     }
@@ -286,7 +288,8 @@ pub async fn worker(d: Arc<Daemon>) {
         let dd = d.clone();
         let next = blocking(move || {
             let mut st = state(&dd)?;
-            fires::next_target(&mut st, &dd.id, stale)
+            let c = &dd.loaded.config.schedule;
+            fires::next_target(&mut st, &dd.id, stale, c.misfire_grace.as_secs(), c.apply)
         })
         .await;
         match next {
@@ -385,13 +388,6 @@ fn closed(d: &Daemon, done: &fires::FireDone) {
                 schedule: done.schedule.clone(),
             })
             .set(done.fire_at as f64);
-        d.alerts.event(alerts::Event::run_ok(&done.schedule));
-    } else {
-        d.alerts.event(alerts::Event::run_failed(
-            &done.schedule,
-            &done.run_id,
-            "one or more targets failed (see the run)",
-        ));
     }
     tracing::info!(schedule = %done.schedule, run_id = %done.run_id, result, seconds = done.seconds, "run finished");
 }

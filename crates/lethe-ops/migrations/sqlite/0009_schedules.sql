@@ -18,6 +18,7 @@ CREATE TABLE fire_targets (
     status TEXT NOT NULL,
     worker TEXT,
     not_before BIGINT NOT NULL,
+    claimed_at BIGINT,
     report TEXT,
     PRIMARY KEY (run_id, target)
 );

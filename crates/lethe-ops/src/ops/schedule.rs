@@ -157,13 +157,16 @@ pub fn claim_fire(
                 &vals![&run_id, target],
             )?;
         }
+        // The run, in the same transaction: a fire is never claimed without its run.
+        db.execute(
+            "INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES (?1, 'retention', ?2, ?3)
+             ON CONFLICT (run_id) DO NOTHING",
+            &vals![&run_id, !apply, t.to_rfc3339()],
+        )?;
         Ok(Claim::Claimed {
             run_id: run_id.clone(),
         })
     })?;
-    if let Claim::Claimed { run_id } = &claim {
-        state.start_run(run_id, "retention", !apply)?;
-    }
     Ok(claim)
 }
 
@@ -188,29 +191,51 @@ pub fn record_misfire(
         Ok(n == 1)
     })?;
     if recorded {
+        let entry = misfire_entry(schedule, newest, missed, grace, &run_id, t);
+        if let Err(e) = state.append(vec![entry], &[]) {
+            // Unrecorded, it would be lost: the row goes, so that this or another daemon
+            // records the misfire on its next try.
+            let _ = write(state, |db| {
+                db.execute(
+                    "DELETE FROM fires WHERE schedule = ?1 AND fire_at = ?2 AND result = 'misfire'",
+                    &vals![schedule, newest],
+                )?;
+                Ok(())
+            });
+            return Err(e.into());
+        }
+    }
+    Ok(recorded)
+}
+
+fn misfire_entry(
+    schedule: &str,
+    newest: i64,
+    missed: u64,
+    grace: &str,
+    run_id: &str,
+    t: lethe_core::time::Timestamp,
+) -> Body {
+    {
         let at = jiff::Timestamp::from_second(newest)
             .map(|t| t.to_string())
             .unwrap_or_else(|_| newest.to_string());
-        state.append(
-            vec![Body {
-                decided_at: t.to_rfc3339(),
-                run_id,
-                action: Action::ScheduleMisfire,
-                target: String::new(),
-                item_key: String::new(),
-                category: String::new(),
-                reason: format!("schedule {schedule}"),
-                window: String::new(),
-                expires_at: None,
-                subject_hash: None,
-                detail: format!(
-                    "{missed} fire(s) of schedule {schedule} missed while no daemon ran, the newest at {at}, older than misfire_grace ({grace}): not run; the next fire sweeps what they would have"
-                ),
-            }],
-            &[],
-        )?;
+        Body {
+            decided_at: t.to_rfc3339(),
+            run_id: run_id.to_string(),
+            action: Action::ScheduleMisfire,
+            target: String::new(),
+            item_key: String::new(),
+            category: String::new(),
+            reason: format!("schedule {schedule}"),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: None,
+            detail: format!(
+                "{missed} fire(s) of schedule {schedule} missed, the newest at {at}, older than misfire_grace ({grace}) when a daemon could run it: not run; the next fire sweeps what they would have"
+            ),
+        }
     }
-    Ok(recorded)
 }
 
 /// A target of a fire, claimed by this daemon.
@@ -219,39 +244,108 @@ pub struct Assignment {
     pub schedule: String,
     pub run_id: String,
     pub target: String,
+    /// Delete: the fire was claimed to, and the config still says so.
     pub apply: bool,
+    /// The daemon that claimed it: only its outcome is taken.
+    pub worker: String,
 }
 
 /// Claims the next target no daemon is sweeping, of the oldest open fire; first gives back
-/// what daemons silent for longer than `stale_secs` had claimed.
-pub fn next_target(state: &mut State, daemon: &str, stale_secs: i64) -> Result<Option<Assignment>> {
-    let t = now().unix_seconds();
-    write(state, |db| {
+/// what a daemon silent for longer than `stale_secs` had claimed, or what was claimed that
+/// long ago and whose sweep no longer renews the target's lease (a sweep that hangs), and
+/// closes as misfires the open fires older than `grace_secs` that no daemon is sweeping
+/// (a daemon down longer than misfire_grace does not resume a stale run).
+///
+/// `apply`: the config's `[schedule] apply` now: a fire claimed to delete is swept as a dry
+/// run when the config no longer says to delete (and one claimed as a dry run stays one).
+pub fn next_target(
+    state: &mut State,
+    daemon: &str,
+    stale_secs: i64,
+    grace_secs: i64,
+    apply: bool,
+) -> Result<Option<Assignment>> {
+    let t = now();
+    let secs = t.unix_seconds();
+    let stale = secs - stale_secs;
+    let (claim, expired) = write(state, |db| {
         db.execute(
             "UPDATE fire_targets SET status = 'pending', worker = NULL WHERE status = 'running'
-             AND worker NOT IN (SELECT id FROM daemons WHERE heartbeat >= ?1)",
-            &vals![t - stale_secs],
+             AND (worker NOT IN (SELECT id FROM daemons WHERE heartbeat >= ?1)
+                  OR (claimed_at < ?1 AND NOT EXISTS
+                      (SELECT 1 FROM leases l WHERE l.target = fire_targets.target AND l.heartbeat >= ?1)))",
+            &vals![stale],
         )?;
+        // Open fires too old to resume, with nothing of theirs being swept.
+        let old = db.query(
+            "SELECT run_id, schedule FROM fires WHERE finished_at IS NULL AND fire_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM fire_targets ft WHERE ft.run_id = fires.run_id AND ft.status = 'running')",
+            &vals![secs - grace_secs],
+        )?;
+        let mut expired = Vec::new();
+        for r in old {
+            let (run_id, schedule) = (r.text(0), r.text(1));
+            db.execute(
+                "UPDATE fires SET finished_at = ?1, result = 'misfire' WHERE run_id = ?2 AND finished_at IS NULL",
+                &vals![t.to_rfc3339(), &run_id],
+            )?;
+            db.execute(
+                "UPDATE fire_targets SET status = 'done', report = ?1 WHERE run_id = ?2 AND status <> 'done'",
+                &vals![
+                    r#"{"error":"not swept: the run was left unfinished for longer than misfire_grace"}"#,
+                    &run_id
+                ],
+            )?;
+            db.execute(
+                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE run_id = ?3 AND finished_at IS NULL",
+                &vals![
+                    t.to_rfc3339(),
+                    r#"{"error":"left unfinished for longer than misfire_grace: closed as a misfire"}"#,
+                    &run_id
+                ],
+            )?;
+            expired.push((run_id, schedule));
+        }
         let Some(r) = db.query_opt(
             "SELECT f.schedule, ft.run_id, ft.target, f.apply FROM fire_targets ft JOIN fires f ON f.run_id = ft.run_id
-             WHERE ft.status = 'pending' AND ft.not_before <= ?1 ORDER BY f.fire_at, ft.target LIMIT 1",
-            &vals![t],
+             WHERE ft.status = 'pending' AND ft.not_before <= ?1 AND f.finished_at IS NULL ORDER BY f.fire_at, ft.target LIMIT 1",
+            &vals![secs],
         )?
         else {
-            return Ok(None);
+            return Ok((None, expired));
         };
         let a = Assignment {
             schedule: r.text(0),
             run_id: r.text(1),
             target: r.text(2),
-            apply: r.int(3) != 0,
+            apply: r.int(3) != 0 && apply,
+            worker: daemon.to_string(),
         };
         db.execute(
-            "UPDATE fire_targets SET status = 'running', worker = ?1 WHERE run_id = ?2 AND target = ?3",
-            &vals![daemon, &a.run_id, &a.target],
+            "UPDATE fire_targets SET status = 'running', worker = ?1, claimed_at = ?2 WHERE run_id = ?3 AND target = ?4",
+            &vals![daemon, secs, &a.run_id, &a.target],
         )?;
-        Ok(Some(a))
-    })
+        Ok((Some(a), expired))
+    })?;
+    for (run_id, schedule) in expired {
+        let body = Body {
+            decided_at: t.to_rfc3339(),
+            run_id,
+            action: Action::ScheduleMisfire,
+            target: String::new(),
+            item_key: String::new(),
+            category: String::new(),
+            reason: format!("schedule {schedule}"),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: None,
+            detail: format!(
+                "a run of schedule {schedule} was left unfinished (its daemons stopped) for longer than misfire_grace: closed as a misfire, not resumed; the next fire sweeps what it would have"
+            ),
+        };
+        state.append(vec![body], &[])?;
+    }
+    Ok(claim)
 }
 
 /// A run the daemon closed: its fire's last target is done.
@@ -320,18 +414,24 @@ pub fn finish_target(
     let t = now();
     let json = serde_json::to_string(report)?;
     let done = write(state, |db| {
+        // Only the daemon that holds the claim records it: a daemon that was given up on
+        // (silent too long) and reports late changes nothing.
+        let mine = "run_id = ?2 AND target = ?3 AND status = 'running' AND worker = ?4";
         if report.busy || report.interrupted {
             let wait = if report.busy { 5 } else { 0 };
             db.execute(
-                "UPDATE fire_targets SET status = 'pending', worker = NULL, not_before = ?1 WHERE run_id = ?2 AND target = ?3",
-                &vals![t.unix_seconds() + wait, &a.run_id, &a.target],
+                &format!("UPDATE fire_targets SET status = 'pending', worker = NULL, not_before = ?1 WHERE {mine}"),
+                &vals![t.unix_seconds() + wait, &a.run_id, &a.target, &a.worker],
             )?;
             return Ok(None);
         }
-        db.execute(
-            "UPDATE fire_targets SET status = 'done', report = ?1 WHERE run_id = ?2 AND target = ?3",
-            &vals![&json, &a.run_id, &a.target],
+        let n = db.execute(
+            &format!("UPDATE fire_targets SET status = 'done', report = ?1 WHERE {mine}"),
+            &vals![&json, &a.run_id, &a.target, &a.worker],
         )?;
+        if n != 1 {
+            return Ok(None);
+        }
         let open = db.query_opt(
             "SELECT COUNT(*) FROM fire_targets WHERE run_id = ?1 AND status <> 'done'",
             &vals![&a.run_id],
@@ -373,24 +473,20 @@ pub fn finish_target(
             "schedule": a.schedule,
             "targets": reports,
         });
-        Ok(Some((
-            FireDone {
-                schedule: a.schedule.clone(),
-                run_id: a.run_id.clone(),
-                fire_at,
-                success,
-                seconds,
-            },
-            summary.to_string(),
-        )))
+        // The run closes in the same transaction as its fire.
+        db.execute(
+            "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE run_id = ?3",
+            &vals![t.to_rfc3339(), summary.to_string(), &a.run_id],
+        )?;
+        Ok(Some(FireDone {
+            schedule: a.schedule.clone(),
+            run_id: a.run_id.clone(),
+            fire_at,
+            success,
+            seconds,
+        }))
     })?;
-    match done {
-        Some((done, summary)) => {
-            state.finish_run(&done.run_id, &summary)?;
-            Ok(Some(done))
-        }
-        None => Ok(None),
-    }
+    Ok(done)
 }
 
 /// Per schedule: the newest fire's end that succeeded, in Unix seconds.
@@ -547,5 +643,21 @@ pub fn leases(loaded: &Loaded) -> Result<Vec<LeaseHolder>> {
             holder: format!("pid {} on {}", r.int(1), r.text(2)),
             since: r.text(3),
         })
+        .collect())
+}
+
+/// Per schedule, how its newest fire ended (success, failure or misfire; skipped fires
+/// aside): (schedule, result, run id, fire time).
+pub fn latest_outcomes(state: &mut State) -> Result<Vec<(String, String, String, i64)>> {
+    let rows = state.db().query(
+        "SELECT f.schedule, f.result, f.run_id, f.fire_at FROM fires f
+         WHERE f.result IN ('success', 'failure', 'misfire') AND f.fire_at = (
+             SELECT MAX(g.fire_at) FROM fires g WHERE g.schedule = f.schedule AND g.result IN ('success', 'failure', 'misfire'))
+         ORDER BY f.schedule",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.text(0), r.text(1), r.text(2), r.int(3)))
         .collect())
 }

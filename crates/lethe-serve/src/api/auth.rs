@@ -44,6 +44,16 @@ pub fn load_tokens(api: &ApiConfig) -> Result<Vec<Token>> {
                 t.name, t.line, t.token_env
             )));
         }
+        // Two tokens with one value: which role it has would be a guess.
+        if let Some(other) = out
+            .iter()
+            .find(|o: &&Token| bool::from(o.value.as_slice().ct_eq(value.trim().as_bytes())))
+        {
+            return Err(Error::usage(format!(
+                "[[api.tokens]] {} (line {}) has the same value as {}: give each token its own",
+                t.name, t.line, other.name
+            )));
+        }
         out.push(Token {
             name: t.name.clone(),
             role: t.role,

@@ -1064,11 +1064,12 @@ fn a_daemon_that_dies_mid_target_loses_it_and_another_daemon_finishes_it() {
     let first = Daemon::start(&cfg, &[env[0], ("LETHE_FAILPOINT", "after_delete:1:stop")]);
     let mut state = pg.client("lethe_state");
     state
-        .batch_execute(
-            "INSERT INTO fires (schedule, fire_at, run_id, apply, claimed_by, claimed_at) VALUES ('sweep', 1, 'run-sweep-by-hand', 1, 'test', '2026-01-01T00:00:00Z');
+        .batch_execute(&format!(
+            "INSERT INTO fires (schedule, fire_at, run_id, apply, claimed_by, claimed_at) VALUES ('sweep', {}, 'run-sweep-by-hand', 1, 'test', '2026-01-01T00:00:00Z');
              INSERT INTO fire_targets (run_id, target, status, not_before) VALUES ('run-sweep-by-hand', 'training_records', 'pending', 0);
              INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES ('run-sweep-by-hand', 'retention', 0, '2026-01-01T00:00:00Z');",
-        )
+            now_secs()
+        ))
         .unwrap();
     let pid = first.child.id();
     eventually(30, "the first daemon stalls mid-target", || stopped(pid));
@@ -1103,4 +1104,70 @@ fn a_daemon_that_dies_mid_target_loses_it_and_another_daemon_finishes_it() {
     );
     let v = run_env(&cfg, &env, &["audit", "verify"]);
     assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
+}
+
+#[test]
+fn an_open_fire_is_resumed_as_the_config_says_now_and_not_at_all_past_misfire_grace() {
+    let dir = Tmp::new("serve-resume");
+    let (conn, cfg) = scheduled(
+        &dir,
+        10,
+        "sweep = \"0 0 1 1 *\"\napply = false\nmisfire_grace = \"1h\"",
+    );
+    ensure_init(&cfg);
+    // Two fires left open by daemons that stopped, both claimed to delete: one recent, one
+    // older than misfire_grace.
+    let db = state_db(&dir);
+    let now = now_secs();
+    for (run, at) in [
+        ("run-sweep-recent", now - 60),
+        ("run-sweep-old", now - 7200),
+    ] {
+        db.execute_batch(&format!(
+            "INSERT INTO fires (schedule, fire_at, run_id, apply, claimed_by, claimed_at) VALUES ('sweep', {at}, '{run}', 1, 'gone', 'x');
+             INSERT INTO fire_targets (run_id, target, status, not_before) VALUES ('{run}', 'training_records', 'pending', 0);
+             INSERT INTO runs (run_id, kind, dry_run, started_at) VALUES ('{run}', 'retention', 0, 'x');"
+        ))
+        .unwrap();
+    }
+    let d = Daemon::start(&cfg, &[]);
+    eventually(20, "the recent fire is resumed and closed", || {
+        db.query_row(
+            "SELECT COALESCE(result, '') FROM fires WHERE run_id = 'run-sweep-recent'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+            == "success"
+    });
+    drop(d);
+    // Resumed as a dry run: the config says apply = false now.
+    assert_eq!(
+        ids(&conn, "training_records").len(),
+        10,
+        "a fire claimed to delete deleted after apply was set to false"
+    );
+    let would: Vec<_> = entries_of(&cfg, "would_delete");
+    assert!(
+        would.iter().all(|e| e["run_id"] == "run-sweep-recent") && would.len() == 5,
+        "{would:?}"
+    );
+    let old: String = db
+        .query_row(
+            "SELECT result FROM fires WHERE run_id = 'run-sweep-old'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, "misfire");
+    let misfires = entries_of(&cfg, "schedule_misfire");
+    assert!(
+        misfires.iter().any(|e| e["run_id"] == "run-sweep-old"),
+        "{misfires:?}"
+    );
+    assert!(
+        entries_of(&cfg, "sweep_finished")
+            .iter()
+            .all(|e| e["run_id"] != "run-sweep-old")
+    );
 }
