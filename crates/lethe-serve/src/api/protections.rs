@@ -9,7 +9,7 @@ use lethe_ops::ops::{self, exception, hold};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::schema::{self, Subject, TargetName, Text, Until, not_blank};
+use super::schema::{self, TargetName, Text, Until, not_blank};
 use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 
 /// A hold: on a subject, on one item (`target` and `key`), or on a whole target. Its
@@ -44,7 +44,6 @@ impl ToSchema for HoldBody {
     ) {
         use utoipa::PartialSchema;
         schemas.push((Text::name().into(), Text::schema()));
-        schemas.push((Subject::name().into(), Subject::schema()));
         schemas.push((TargetName::name().into(), TargetName::schema()));
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::runs::TargetCounts;
-use super::schema::{Subject, subject_ok};
+use super::schema::{Text, not_blank};
 use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 
 /// An erasure request: whose data, and whether to erase it now.
@@ -19,7 +19,7 @@ use super::{ApiError, ApiResult, ErrorBody, Shared, caller, op};
 pub struct ErasureBody {
     /// The data subject (as the targets' subject column or metadata holds it). Never
     /// stored or logged: the trail keeps its keyed hash.
-    #[schema(value_type = Subject)]
+    #[schema(value_type = Text)]
     pub subject: String,
     /// Erase (true), or preview what would be erased (false, the default). Filing the same
     /// subject again continues its open request.
@@ -77,10 +77,8 @@ pub async fn file_erasure(
 ) -> ApiResult<Json<ErasureOutcome>> {
     let who = caller(&d, &headers, Role::Operator)?;
     let Json(body) = body?;
-    if !subject_ok(&body.subject) {
-        return Err(ApiError::bad_request(
-            "subject is empty, has white space at an end, or a control character: give it exactly as the targets hold it",
-        ));
+    if !not_blank(&body.subject) {
+        return Err(ApiError::bad_request("subject is empty"));
     }
     let apply = body.apply;
     let req = ops::EraseRequest {
@@ -248,7 +246,7 @@ pub async fn erasure_receipt(
 #[serde(deny_unknown_fields)]
 pub struct AccessBody {
     /// The data subject, as the targets hold it.
-    #[schema(value_type = Subject)]
+    #[schema(value_type = Text)]
     pub subject: String,
 }
 
@@ -270,10 +268,8 @@ pub async fn access(
 ) -> ApiResult<Json<serde_json::Value>> {
     let who = caller(&d, &headers, Role::Operator)?;
     let Json(body) = body?;
-    if !subject_ok(&body.subject) {
-        return Err(ApiError::bad_request(
-            "subject is empty, has white space at an end, or a control character: give it exactly as the targets hold it",
-        ));
+    if !not_blank(&body.subject) {
+        return Err(ApiError::bad_request("subject is empty"));
     }
     let by = who.name.clone();
     let doc = op(move || {

@@ -45,41 +45,6 @@ impl ToSchema for Text {
     }
 }
 
-/// A data subject as the targets hold it: no white space at either end (as `str::trim`
-/// sees it) and no control character, which would otherwise find nothing and make an
-/// erasure "completed" having erased nothing. What [`subject_ok`] accepts.
-pub const SUBJECT: &str = concat!(
-    r"^[^\u0000-\u001f\u007f-\u009f \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-    r"([^\u0000-\u001f\u007f-\u009f]*",
-    r"[^\u0000-\u001f\u007f-\u009f \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
-);
-
-/// What [`SUBJECT`] matches.
-pub fn subject_ok(s: &str) -> bool {
-    lethe_ops::ops::common::subject_arg(s).is_ok()
-}
-
-pub struct Subject;
-
-impl PartialSchema for Subject {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .pattern(Some(SUBJECT))
-            .description(Some(
-                "A data subject, exactly as the targets hold it: no white space at either end, no control character.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for Subject {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Subject")
-    }
-}
-
 /// A configured target's name. The document a daemon serves lists its own targets
 /// ([`target_names`]); this is the shape before it is filled in.
 pub struct TargetName;
@@ -213,10 +178,7 @@ pub fn hold_body() -> RefOr<Schema> {
             .schema_type(Type::Object)
             .title(Some("On a subject"))
             .description(Some("Every item of a data subject, now and later."))
-            .property(
-                "subject",
-                RefOr::Ref(Ref::from_schema_name(Subject::name())),
-            )
+            .property("subject", RefOr::Ref(text_ref()))
             .required("subject")
             .property("target", null())
             .property("key", null()),

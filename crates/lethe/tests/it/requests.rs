@@ -577,34 +577,3 @@ fn a_hold_on_a_subject_with_no_items_says_so() {
         "every hold was placed"
     );
 }
-
-#[test]
-fn a_subject_with_white_space_at_an_end_or_a_control_character_is_refused_not_erased_as_nothing() {
-    let dir = Tmp::new("subject-typo");
-    let conn = seed_training(&dir, 14);
-    let cfg = training_config(&dir);
-    for subject in [" user-1", "user-1 ", "user-1\n", "user\u{7}-1"] {
-        let r = run(&cfg, &["erase", "--subject", subject, "--apply"]);
-        assert_eq!(r.code, Some(2), "{subject:?}: {}{}", r.stdout, r.stderr);
-        assert!(
-            r.stderr
-                .contains("white space at an end or a control character"),
-            "{}",
-            r.stderr
-        );
-        assert!(
-            !r.stderr.contains(subject),
-            "the subject is echoed: {}",
-            r.stderr
-        );
-    }
-    assert_eq!(ids(&conn, "training_records").len(), 14);
-    assert!(
-        export(&cfg)
-            .iter()
-            .all(|e| e["action"] != "erasure_received")
-    );
-    let r = run(&cfg, &["erase", "--subject", "user-1", "--apply"]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(ids(&conn, "training_records").len(), 12);
-}
