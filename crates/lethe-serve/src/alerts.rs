@@ -299,8 +299,11 @@ async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::C
         .await;
         if matches!(mine, Ok(true)) {
             let started = jiff::Timestamp::now().to_string();
-            let delivered = post(url, client, "firing", a, &started, None).await;
+            let (took, delivered) = post(url, client, "firing", a, &started, None).await;
             tracing::warn!(alert = a.name, key = %key, summary = %a.summary, delivered = %delivered, "alert firing");
+            if took {
+                mark_delivered(d, &key, false).await;
+            }
             record(d, true, &key, &format!("{}; {delivered}", a.summary)).await;
         }
     }
@@ -328,9 +331,55 @@ async fn evaluate(d: &Arc<Daemon>, url: Option<&str>, client: Option<&reqwest::C
                 Some(&jiff::Timestamp::now().to_string()),
             )
             .await;
+            let (took, delivered) = delivered;
             tracing::info!(alert = a.name, key = %key, delivered = %delivered, "alert resolved");
+            if took {
+                mark_delivered(d, &key, true).await;
+            }
             record(d, false, &key, &format!("resolved: {summary}; {delivered}")).await;
         }
+    }
+    // What the webhook did not take (it was down past the retries, or a daemon died while
+    // posting) is posted again, two check intervals after the last attempt, by whichever
+    // daemon claims it.
+    let retry = (2 * d.alerts.cfg.check_interval.as_secs()).max(2);
+    let dd = d.clone();
+    let again = blocking(move || {
+        let mut st = open_state(&dd.loaded, Access::Write)?;
+        fires::claim_undelivered(&mut st, retry)
+    })
+    .await
+    .unwrap_or_default();
+    for u in again {
+        let a = alert_from_key(&u.key, &u.summary);
+        let (status, ends) = match &u.resolved_at {
+            Some(r) => ("resolved", Some(r.as_str())),
+            None => ("firing", None),
+        };
+        let (took, delivered) = post(url, client, status, &a, &u.fired_at, ends).await;
+        tracing::info!(alert = a.name, key = %u.key, status, delivered = %delivered, "alert posted again");
+        if took {
+            mark_delivered(d, &u.key, u.resolved_at.is_some()).await;
+            record(
+                d,
+                u.resolved_at.is_none(),
+                &u.key,
+                &format!("{status} (posted again): {}; {delivered}", u.summary),
+            )
+            .await;
+        }
+    }
+}
+
+async fn mark_delivered(d: &Arc<Daemon>, key: &str, resolved: bool) {
+    let (dd, k) = (d.clone(), key.to_string());
+    if let Err(e) = blocking(move || {
+        let mut st = open_state(&dd.loaded, Access::Write)?;
+        fires::alert_delivered(&mut st, &k, resolved)
+    })
+    .await
+    {
+        tracing::error!(error = %e, "could not record that the webhook took the alert; it may be posted again");
     }
 }
 
@@ -385,8 +434,8 @@ async fn record(d: &Arc<Daemon>, fired: bool, key: &str, detail: &str) {
     }
 }
 
-/// Posts one alert's firing or resolution, retrying with backoff (1 s, 2 s, 4 s ... for
-/// about two minutes). Says how it went, without the URL.
+/// Posts one alert's firing or resolution, retrying with backoff (1 s, 2 s, 4 s, 8 s):
+/// whether the webhook took it, and how it went, without the URL.
 async fn post(
     url: Option<&str>,
     client: Option<&reqwest::Client>,
@@ -394,9 +443,9 @@ async fn post(
     a: &Alert,
     starts_at: &str,
     ends_at: Option<&str>,
-) -> String {
+) -> (bool, String) {
     let (Some(url), Some(client)) = (url, client) else {
-        return "no webhook configured".into();
+        return (true, "no webhook configured".into());
     };
     let mut labels = serde_json::Map::new();
     labels.insert("alertname".into(), json!(a.name));
@@ -446,7 +495,10 @@ async fn post(
             .body(body.to_string());
         match req.send().await {
             Ok(r) if r.status().is_success() => {
-                return format!("delivered to the webhook (attempt {attempt})");
+                return (
+                    true,
+                    format!("delivered to the webhook (attempt {attempt})"),
+                );
             }
             Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
             // The error names the URL, which may carry a secret: say only its kind.
@@ -463,5 +515,8 @@ async fn post(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(8));
     }
-    format!("the webhook failed after 5 attempts ({last})")
+    (
+        false,
+        format!("the webhook failed after 5 attempts ({last}); posted again later"),
+    )
 }

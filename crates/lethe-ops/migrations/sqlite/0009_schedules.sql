@@ -32,8 +32,13 @@ CREATE TABLE daemons (
 );
 -- Alerts in force, one row each: whichever daemon inserts (or deletes) the row posts the
 -- firing (or the resolution), so daemons sharing a state post each once.
+-- A row stays until its last news (firing, or resolution: `resolved_at`) was delivered:
+-- an undelivered one is posted again by whichever daemon claims it (`attempt_at`).
 CREATE TABLE alerts (
     key TEXT PRIMARY KEY,
     fired_at TEXT NOT NULL,
-    summary TEXT NOT NULL
+    summary TEXT NOT NULL,
+    resolved_at TEXT,
+    delivered BIGINT NOT NULL,
+    attempt_at BIGINT NOT NULL
 );

@@ -509,13 +509,17 @@ pub fn running(state: &mut State, schedule: &str) -> Result<bool> {
         .is_some())
 }
 
-/// Marks the alert `key` as firing: true when this call did (the caller posts it).
+/// Marks the alert `key` as firing (again, if its resolution is still undelivered): true
+/// when this call did, and the caller posts it.
 pub fn alert_fire(state: &mut State, key: &str, summary: &str) -> Result<bool> {
     let t = now();
     write(state, |db| {
         let n = db.execute(
-            "INSERT INTO alerts (key, fired_at, summary) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO NOTHING",
-            &vals![key, t.to_rfc3339(), summary],
+            "INSERT INTO alerts (key, fired_at, summary, delivered, attempt_at) VALUES (?1, ?2, ?3, 0, ?4)
+             ON CONFLICT (key) DO UPDATE SET fired_at = excluded.fired_at, summary = excluded.summary,
+                 resolved_at = NULL, delivered = 0, attempt_at = excluded.attempt_at
+             WHERE alerts.resolved_at IS NOT NULL",
+            &vals![key, t.to_rfc3339(), summary, t.unix_seconds()],
         )?;
         Ok(n == 1)
     })
@@ -524,20 +528,81 @@ pub fn alert_fire(state: &mut State, key: &str, summary: &str) -> Result<bool> {
 /// Marks the alert `key` as resolved: the time it fired when this call did (the caller
 /// posts the resolution).
 pub fn alert_resolve(state: &mut State, key: &str) -> Result<Option<String>> {
+    let t = now();
     write(state, |db| {
-        let fired = db.query_opt("SELECT fired_at FROM alerts WHERE key = ?1", &vals![key])?;
+        let fired = db.query_opt(
+            "SELECT fired_at FROM alerts WHERE key = ?1 AND resolved_at IS NULL",
+            &vals![key],
+        )?;
         let Some(fired) = fired else {
             return Ok(None);
         };
-        db.execute("DELETE FROM alerts WHERE key = ?1", &vals![key])?;
+        db.execute(
+            "UPDATE alerts SET resolved_at = ?1, delivered = 0, attempt_at = ?2 WHERE key = ?3",
+            &vals![t.to_rfc3339(), t.unix_seconds(), key],
+        )?;
         Ok(Some(fired.text(0)))
     })
 }
 
-/// The alerts in force: (key, fired at, summary).
+/// The webhook took the alert's last news: a firing stays in force, a resolution goes.
+pub fn alert_delivered(state: &mut State, key: &str, resolved: bool) -> Result<()> {
+    write(state, |db| {
+        if resolved {
+            db.execute(
+                "DELETE FROM alerts WHERE key = ?1 AND resolved_at IS NOT NULL",
+                &vals![key],
+            )?;
+        } else {
+            db.execute(
+                "UPDATE alerts SET delivered = 1 WHERE key = ?1 AND resolved_at IS NULL",
+                &vals![key],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// An alert whose last news the webhook has not taken yet.
+#[derive(Clone, Debug)]
+pub struct Undelivered {
+    pub key: String,
+    pub fired_at: String,
+    pub summary: String,
+    /// Its resolution, when that is the news.
+    pub resolved_at: Option<String>,
+}
+
+/// Claims the undelivered alerts whose last attempt is older than `retry_secs`, for this
+/// caller to post again.
+pub fn claim_undelivered(state: &mut State, retry_secs: i64) -> Result<Vec<Undelivered>> {
+    let t = now().unix_seconds();
+    write(state, |db| {
+        let rows = db.query(
+            "SELECT key, fired_at, summary, resolved_at FROM alerts WHERE delivered = 0 AND attempt_at < ?1 ORDER BY key",
+            &vals![t - retry_secs],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            db.execute(
+                "UPDATE alerts SET attempt_at = ?1 WHERE key = ?2",
+                &vals![t, r.text(0)],
+            )?;
+            out.push(Undelivered {
+                key: r.text(0),
+                fired_at: r.text(1),
+                summary: r.text(2),
+                resolved_at: r.opt_text(3),
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// The alerts in force (not resolved): (key, fired at, summary).
 pub fn alerts_firing(state: &mut State) -> Result<Vec<(String, String, String)>> {
     let rows = state.db().query(
-        "SELECT key, fired_at, summary FROM alerts ORDER BY key",
+        "SELECT key, fired_at, summary FROM alerts WHERE resolved_at IS NULL ORDER BY key",
         &[],
     )?;
     Ok(rows

@@ -325,12 +325,19 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Receiver {
+        Receiver::failing(0)
+    }
+
+    /// A receiver that answers its first `n` posts with a 503 (and does not keep them).
+    pub fn failing(n: usize) -> Receiver {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let port = l.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let g = got.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
+                let refuse = refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n;
                 let Ok(mut s) = s else { continue };
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = Vec::new();
@@ -352,16 +359,19 @@ impl Receiver {
                             })
                             .unwrap_or(0);
                         if body.len() >= len {
-                            if let Ok(v) = serde_json::from_str(&body[..len]) {
+                            if !refuse && let Ok(v) = serde_json::from_str(&body[..len]) {
                                 g.lock().unwrap().push(v);
                             }
                             break;
                         }
                     }
                 }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let answer: &[u8] = if refuse {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                let _ = s.write_all(answer);
             }
         });
         Receiver { port, got }
@@ -1177,5 +1187,49 @@ fn an_open_fire_is_resumed_as_the_config_says_now_and_not_at_all_past_misfire_gr
         entries_of(&cfg, "sweep_finished")
             .iter()
             .all(|e| e["run_id"] != "run-sweep-old")
+    );
+}
+
+#[test]
+fn an_alert_the_webhook_did_not_take_is_posted_again_until_it_does() {
+    let dir = Tmp::new("serve-repost");
+    // Down for the first six posts: longer than one firing's retries.
+    let hook = Receiver::failing(6);
+    let conn = seed_training(&dir, 0);
+    let f = dir.path("files/old.jsonl");
+    std::fs::write(&f, "old\n").unwrap();
+    conn.execute(
+        "INSERT INTO training_records (id, dataset_name, user_id, file_path, created_at, retention_days) VALUES (1, 'ds', 'u', ?1, ?2, 30)",
+        rusqlite::params![f.to_string_lossy(), naive(33 * DAY)],
+    )
+    .unwrap();
+    let cfg = training_config(&dir);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[schedule]\ncensus_interval = \"1s\"\n[alerts]\nwebhook_env = \"HOOK\"\ncheck_interval = \"1s\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let url = hook.url();
+    let d = Daemon::start(&cfg, &[("HOOK", url.as_str())]);
+    eventually(90, "the alert reaches the webhook once it is back", || {
+        !hook.posts("LetheItemsPastExpiry", "firing").is_empty()
+    });
+    eventually(10, "the delivery is in the trail", || {
+        entries_of(&cfg, "alert_fired")
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("posted again"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        hook.posts("LetheItemsPastExpiry", "firing").len(),
+        1,
+        "posted again until taken, and not after"
+    );
+    drop(d);
+    let fired = entries_of(&cfg, "alert_fired");
+    assert!(
+        fired.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed after 5 attempts")),
+        "{fired:?}"
     );
 }
