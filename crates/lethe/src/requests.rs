@@ -51,6 +51,7 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             "status": status,
             "deadline": req.deadline,
             "targets": report.targets,
+            "warning": e.warning,
         }))?;
     } else {
         let heading = output::Heading {
@@ -68,6 +69,9 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             outln!(
                 "{held} item(s) withheld under legal hold (GDPR Art. 17(3)(e)); see `lethe hold list`"
             );
+        }
+        if let Some(w) = &e.warning {
+            outln!("warning: {w}");
         }
     }
     Ok(if report.has_failures() {

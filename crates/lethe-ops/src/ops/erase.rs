@@ -40,6 +40,9 @@ pub struct Erasure {
     /// `previewed`, `failed`, `completed_with_items_withheld` or `completed`.
     pub status: String,
     pub report: SweepReport,
+    /// Set when no target held any item of the subject: a subject is matched exactly as
+    /// written (white space and case count), so a misspelt one erases nothing and says so.
+    pub warning: Option<String>,
 }
 
 impl Erasure {
@@ -104,10 +107,15 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
         now,
         req.by.as_deref(),
     )?;
+    let found: u64 = report.targets.iter().map(|t| t.found).sum();
+    let warning = (found == 0 && !report.has_failures()).then(|| {
+        "no target holds any item of this subject: subjects are matched exactly as written (white space and case count); check the spelling if the subject should have data".to_string()
+    });
     Ok(Erasure {
         request,
         status: status.to_string(),
         report,
+        warning,
     })
 }
 

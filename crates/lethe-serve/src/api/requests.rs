@@ -56,6 +56,8 @@ pub struct ErasureOutcome {
     pub dry_run: bool,
     /// Per target: found, deleted, held, failed, and the error when it failed.
     pub targets: Vec<TargetCounts>,
+    /// Set when no target held any item of the subject (matched exactly as written).
+    pub warning: Option<String>,
 }
 
 /// Files (and, with `apply`, carries out) an erasure request.
@@ -97,6 +99,7 @@ pub async fn file_erasure(
         run_id: e.report.run_id.clone(),
         dry_run: e.report.dry_run,
         targets: e.report.targets.iter().map(TargetCounts::from).collect(),
+        warning: e.warning.clone(),
     }))
 }
 

@@ -577,3 +577,29 @@ fn a_hold_on_a_subject_with_no_items_says_so() {
         "every hold was placed"
     );
 }
+
+#[test]
+fn an_erasure_that_finds_nothing_says_so_and_one_that_finds_something_does_not() {
+    let dir = Tmp::new("erase-nothing");
+    let conn = seed_training(&dir, 14);
+    let cfg = training_config(&dir);
+    // Matched exactly as written: a trailing space finds nothing, and the answer says so.
+    let r = run(
+        &cfg,
+        &["erase", "--subject", "user-1 ", "--apply", "--json"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let w = r.json()["warning"].as_str().unwrap_or_default().to_string();
+    assert!(w.contains("matched exactly as written"), "{}", r.stdout);
+    assert_eq!(ids(&conn, "training_records").len(), 14);
+    let r = run(&cfg, &["erase", "--subject", "user-9 "]);
+    assert!(
+        r.stdout.contains("warning: no target holds any item"),
+        "{}",
+        r.stdout
+    );
+    let r = run(&cfg, &["erase", "--subject", "user-1", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.json()["warning"].is_null(), "{}", r.stdout);
+    assert_eq!(ids(&conn, "training_records").len(), 12);
+}
