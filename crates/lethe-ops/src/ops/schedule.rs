@@ -216,25 +216,38 @@ fn misfire_entry(
     run_id: &str,
     t: lethe_core::time::Timestamp,
 ) -> Body {
-    {
-        let at = jiff::Timestamp::from_second(newest)
-            .map(|t| t.to_string())
-            .unwrap_or_else(|_| newest.to_string());
-        Body {
-            decided_at: t.to_rfc3339(),
-            run_id: run_id.to_string(),
-            action: Action::ScheduleMisfire,
-            target: String::new(),
-            item_key: String::new(),
-            category: String::new(),
-            reason: format!("schedule {schedule}"),
-            window: String::new(),
-            expires_at: None,
-            subject_hash: None,
-            detail: format!(
-                "{missed} fire(s) of schedule {schedule} missed, the newest at {at}, older than misfire_grace ({grace}) when a daemon could run it: not run; the next fire sweeps what they would have"
-            ),
-        }
+    let at = jiff::Timestamp::from_second(newest)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| newest.to_string());
+    misfire_body(
+        schedule,
+        run_id,
+        t,
+        format!(
+            "{missed} fire(s) of schedule {schedule} missed, the newest at {at}, older than misfire_grace ({grace}) when a daemon could run it: not run; the next fire sweeps what they would have"
+        ),
+    )
+}
+
+/// A `schedule_misfire` entry: a fire (or a run) of `schedule` not run, and why.
+fn misfire_body(
+    schedule: &str,
+    run_id: &str,
+    t: lethe_core::time::Timestamp,
+    detail: String,
+) -> Body {
+    Body {
+        decided_at: t.to_rfc3339(),
+        run_id: run_id.to_string(),
+        action: Action::ScheduleMisfire,
+        target: String::new(),
+        item_key: String::new(),
+        category: String::new(),
+        reason: format!("schedule {schedule}"),
+        window: String::new(),
+        expires_at: None,
+        subject_hash: None,
+        detail,
     }
 }
 
@@ -328,21 +341,14 @@ pub fn next_target(
         Ok((Some(a), expired))
     })?;
     for (run_id, schedule) in expired {
-        let body = Body {
-            decided_at: t.to_rfc3339(),
-            run_id,
-            action: Action::ScheduleMisfire,
-            target: String::new(),
-            item_key: String::new(),
-            category: String::new(),
-            reason: format!("schedule {schedule}"),
-            window: String::new(),
-            expires_at: None,
-            subject_hash: None,
-            detail: format!(
+        let body = misfire_body(
+            &schedule,
+            &run_id,
+            t,
+            format!(
                 "a run of schedule {schedule} was left unfinished (its daemons stopped) for longer than misfire_grace: closed as a misfire, not resumed; the next fire sweeps what it would have"
             ),
-        };
+        );
         state.append(vec![body], &[])?;
     }
     Ok(claim)
