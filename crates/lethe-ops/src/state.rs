@@ -267,6 +267,18 @@ pub struct Checkpoint {
     pub protections: String,
 }
 
+impl Checkpoint {
+    /// Where a walk ended: the verifier's head and protections head.
+    fn of(v: &Verifier) -> Checkpoint {
+        let (seq, hash) = v.head();
+        Checkpoint {
+            seq,
+            hash: hash.to_string(),
+            protections: v.protections().to_string(),
+        }
+    }
+}
+
 pub struct VerifyReport {
     pub entries: u64,
     pub head_seq: i64,
@@ -280,7 +292,7 @@ pub struct VerifyReport {
     pub repairs: Vec<String>,
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
@@ -357,7 +369,7 @@ fn load_key(key_path: &Path, key_env: Option<&str>, create: bool) -> Result<Audi
 }
 
 /// The anchor's (seq, hash), if there is one; `Err` says why it cannot be trusted.
-fn read_anchor(path: &Path, key: &AuditKey) -> Result<Option<(i64, String)>, String> {
+fn read_anchor(path: &Path, key: &AuditKey) -> Anchor {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(None);
     };
@@ -374,6 +386,20 @@ fn read_anchor(path: &Path, key: &AuditKey) -> Result<Option<(i64, String)>, Str
         ));
     }
     Ok(Some((seq, hash.to_string())))
+}
+
+/// The anchor as read ([`read_anchor`]): the head this machine sealed last, or why it
+/// cannot be read.
+type Anchor = std::result::Result<Option<(i64, String)>, String>;
+
+/// What is wrong with the trail against the anchor, if anything: an unreadable anchor, or
+/// an anchored entry the trail no longer holds unchanged.
+fn anchor_problem_in(db: &mut Db, anchor: Anchor) -> Result<Option<String>> {
+    match anchor {
+        Err(problem) => Ok(Some(problem)),
+        Ok(None) => Ok(None),
+        Ok(Some((seq, hash))) => anchor_mismatch(db, seq, &hash),
+    }
 }
 
 /// Why the trail does not hold the anchored entry (seq, hash) unchanged, if it does not.
@@ -981,11 +1007,7 @@ impl State {
     /// older trail and its older seal (both valid) is caught by it: the trail must still hold
     /// that entry, unchanged. `None` when there is no anchor or the trail holds it.
     fn anchor_problem(&mut self) -> Result<Option<String>> {
-        match read_anchor(&self.head_path, &self.key) {
-            Err(problem) => Ok(Some(problem)),
-            Ok(None) => Ok(None),
-            Ok(Some((seq, hash))) => anchor_mismatch(&mut self.db, seq, &hash),
-        }
+        anchor_problem_in(&mut self.db, read_anchor(&self.head_path, &self.key))
     }
 
     /// Writes the last head this process sealed, if not written yet, to the anchor.
@@ -1364,7 +1386,7 @@ impl State {
     fn verify_snapshot(
         &mut self,
         registers: &dyn Registers,
-        anchor: std::result::Result<Option<(i64, String)>, String>,
+        anchor: Anchor,
     ) -> Result<VerifyReport> {
         let key = self.key.clone();
         let mut v = self.walk()?;
@@ -1379,20 +1401,9 @@ impl State {
             }
         }
         problems.extend(self.derived_problems(registers)?);
-        let anchored = match anchor {
-            Err(problem) => Some(problem),
-            Ok(None) => None,
-            Ok(Some((seq, hash))) => anchor_mismatch(&mut self.db, seq, &hash)?,
-        };
-        if let Some(p) = anchored {
-            problems.push(p);
-        }
+        problems.extend(anchor_problem_in(&mut self.db, anchor)?);
         let (head_seq, head_hash) = v.head();
-        let checkpoint = problems.is_empty().then(|| Checkpoint {
-            seq: head_seq,
-            hash: head_hash.to_string(),
-            protections: v.protections().to_string(),
-        });
+        let checkpoint = problems.is_empty().then(|| Checkpoint::of(&v));
         let repairs = v
             .repairs
             .iter()
@@ -1435,17 +1446,13 @@ impl State {
     fn verify_since_snapshot(
         &mut self,
         from: &Checkpoint,
-        anchor: std::result::Result<Option<(i64, String)>, String>,
+        anchor: Anchor,
     ) -> Result<Option<VerifyReport>> {
         let key = self.key.clone();
         let mut problems = Vec::new();
         // The head this machine sealed last must still be there, as it was: a trail cut
         // back to an older copy, with that copy's seal, shows here.
-        match anchor {
-            Err(problem) => problems.push(problem),
-            Ok(None) => {}
-            Ok(Some((seq, hash))) => problems.extend(anchor_mismatch(&mut self.db, seq, &hash)?),
-        }
+        problems.extend(anchor_problem_in(&mut self.db, anchor)?);
         if from.seq > 0 {
             // The checkpoint entry, as stored and as its contents hash now.
             let sql = format!("SELECT {ENTRY_COLS} FROM audit WHERE seq = ?1");
@@ -1480,11 +1487,7 @@ impl State {
             problems.push(b.to_string());
         }
         let (head_seq, head_hash) = v.head();
-        let checkpoint = problems.is_empty().then(|| Checkpoint {
-            seq: head_seq,
-            hash: head_hash.to_string(),
-            protections: v.protections().to_string(),
-        });
+        let checkpoint = problems.is_empty().then(|| Checkpoint::of(&v));
         Ok(Some(VerifyReport {
             entries: v.count,
             head_seq,

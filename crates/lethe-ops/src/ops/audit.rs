@@ -62,18 +62,7 @@ pub fn verify_since(
 /// Recomputes the hash chain and checks its seal. A broken trail is an outcome (`ok`
 /// false), not an error.
 pub fn verify(loaded: &Loaded) -> Result<VerifyOutcome> {
-    let mut state = open_state(loaded, Access::Read)?;
-    let r = state.verify(&crate::registry::Registry)?;
-    Ok(VerifyOutcome {
-        ok: r.problem.is_none(),
-        entries: r.entries,
-        head_seq: r.head_seq,
-        head_hash: r.head_hash,
-        key_fingerprint: state.key.fingerprint(),
-        problem: r.problem,
-        problems: r.problems,
-        repairs: r.repairs,
-    })
+    Ok(verify_since(loaded, None)?.0)
 }
 
 /// Which entries to look up: an item (target and key), a whole target, a data subject, a
