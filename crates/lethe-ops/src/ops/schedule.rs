@@ -42,11 +42,12 @@ pub fn fire_run_id(schedule: &str, fire_at: i64) -> String {
 /// This daemon's id in the state: host, process and a random part (a restarted process may
 /// get the same pid).
 pub fn daemon_id() -> Result<String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
     let tail = crate::state::new_id("d")?;
-    Ok(format!("{host}:{}:{tail}", std::process::id()))
+    Ok(format!(
+        "{}:{}:{tail}",
+        crate::state::hostname(),
+        std::process::id()
+    ))
 }
 
 fn write<T>(state: &mut State, f: impl FnOnce(&mut Db) -> anyhow::Result<T>) -> Result<T> {
@@ -56,7 +57,7 @@ fn write<T>(state: &mut State, f: impl FnOnce(&mut Db) -> anyhow::Result<T>) -> 
 /// Says this daemon is alive (and registers it on the first call).
 pub fn heartbeat(state: &mut State, daemon: &str) -> Result<()> {
     let t = now();
-    let host = daemon.split(':').next().unwrap_or("").to_string();
+    let host = crate::state::hostname();
     write(state, |db| {
         db.execute(
             "INSERT INTO daemons (id, host, pid, started_at, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)
