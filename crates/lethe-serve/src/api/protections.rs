@@ -160,22 +160,43 @@ pub async fn release_hold(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<EndBody>, JsonRejection>,
 ) -> ApiResult<Json<Ended>> {
+    end(
+        d,
+        headers,
+        id,
+        body,
+        EndedStatus::Released,
+        |loaded, id, reason, by| hold::release(loaded, &hold::HoldRelease { id, reason, by }),
+    )
+    .await
+}
+
+/// Ends a hold or an exception (`end`): the legal role's, with a reason, the token's name
+/// recorded as who ended it.
+async fn end(
+    d: std::sync::Arc<crate::Daemon>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<EndBody>, JsonRejection>,
+    status: EndedStatus,
+    end: impl FnOnce(
+        &lethe_ops::settings::Loaded,
+        String,
+        String,
+        Option<String>,
+    ) -> lethe_ops::Result<()>
+    + Send
+    + 'static,
+) -> ApiResult<Json<Ended>> {
     let who = caller(&d, &headers, Role::Legal)?;
     let Path(id) = id?;
     let Json(b) = body?;
     if !not_blank(&b.reason) {
         return Err(ApiError::bad_request("reason is empty"));
     }
-    let req = hold::HoldRelease {
-        id: id.clone(),
-        reason: b.reason,
-        by: Some(who.name),
-    };
-    op(move || hold::release(&d.loaded, &req)).await?;
-    Ok(Json(Ended {
-        id,
-        status: EndedStatus::Released,
-    }))
+    let ended = id.clone();
+    op(move || end(&d.loaded, ended, b.reason, Some(who.name))).await?;
+    Ok(Json(Ended { id, status }))
 }
 
 /// An exception: keep one item past its expiry, until a date.
@@ -286,20 +307,13 @@ pub async fn revoke_exception(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<EndBody>, JsonRejection>,
 ) -> ApiResult<Json<Ended>> {
-    let who = caller(&d, &headers, Role::Legal)?;
-    let Path(id) = id?;
-    let Json(b) = body?;
-    if !not_blank(&b.reason) {
-        return Err(ApiError::bad_request("reason is empty"));
-    }
-    let req = ops::Revocation {
-        id: id.clone(),
-        reason: b.reason,
-        by: Some(who.name),
-    };
-    op(move || exception::revoke(&d.loaded, &req)).await?;
-    Ok(Json(Ended {
+    end(
+        d,
+        headers,
         id,
-        status: EndedStatus::Revoked,
-    }))
+        body,
+        EndedStatus::Revoked,
+        |loaded, id, reason, by| exception::revoke(loaded, &ops::Revocation { id, reason, by }),
+    )
+    .await
 }
