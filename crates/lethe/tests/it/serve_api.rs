@@ -275,7 +275,7 @@ fn http(port: u16, method: &str, path: &str, auth: Option<&str>, json: Option<&s
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
-        unchunk(rest)
+        super::serve::dechunk(rest)
     } else {
         rest.to_string()
     };
@@ -284,19 +284,6 @@ fn http(port: u16, method: &str, path: &str, auth: Option<&str>, json: Option<&s
         headers,
         body,
     }
-}
-
-fn unchunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// A client that keeps every answer's body and headers, for the check that no token's value
