@@ -42,6 +42,9 @@ pub enum Action {
     /// A daemon's alert began (a breach became observable) or ended.
     AlertFired,
     AlertResolved,
+    /// Past its expiry but kept: work still running at the store uses it (a vendor batch
+    /// or fine-tuning job); judged again next run.
+    InUse,
 }
 
 impl Action {
@@ -67,6 +70,7 @@ impl Action {
             Action::ScheduleMisfire => "schedule_misfire",
             Action::AlertFired => "alert_fired",
             Action::AlertResolved => "alert_resolved",
+            Action::InUse => "in_use",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -114,6 +118,7 @@ impl Action {
             "schedule_misfire" => Action::ScheduleMisfire,
             "alert_fired" => Action::AlertFired,
             "alert_resolved" => Action::AlertResolved,
+            "in_use" => Action::InUse,
             _ => return None,
         })
     }

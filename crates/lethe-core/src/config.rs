@@ -161,6 +161,16 @@ pub trait TargetParser: Sync {
     }
     /// The target's own settings; `None` when a problem was reported.
     fn parse(&self, section: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>>;
+    /// For a target that names another (a vendor target's `subject_map.source`), once every
+    /// target is read: its settings with the other's resolved, or the key and what is wrong.
+    /// `Ok(None)` keeps the settings as parsed.
+    fn link(
+        &self,
+        _target: &Target,
+        _all: &[Target],
+    ) -> Result<Option<Arc<dyn TargetSpec>>, (String, String)> {
+        Ok(None)
+    }
 }
 
 /// An option key that names a secret (a key, token, password or signature): such values
@@ -539,6 +549,22 @@ impl Section<'_, '_> {
     pub fn boolean(&mut self, key: &str) -> Option<bool> {
         self.t.boolean(self.ctx, key)
     }
+    /// An integer, within `range` (its error names the bounds).
+    pub fn integer_in(&mut self, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+        let v = self.t.integer(self.ctx, key)?;
+        if !range.contains(&v) {
+            self.error(
+                key,
+                format!(
+                    "must be from {} to {}, found {v}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    }
     /// A duration, longer than zero and at most `max` (described as `max_text`).
     pub fn duration_at_most(
         &mut self,
@@ -593,7 +619,8 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
     let state = parse_state(&mut root, &mut ctx);
     let categories = parse_categories(&mut root, &mut ctx);
     let tz = serve::schedule_tz(&root);
-    let targets = parse_targets(&mut root, &mut ctx, &categories, kinds, tz.as_deref());
+    let mut targets = parse_targets(&mut root, &mut ctx, &categories, kinds, tz.as_deref());
+    link_targets(&mut targets, &mut ctx, kinds);
     let tags = parse_tags(&mut root, &mut ctx);
     let exceptions = parse_exceptions(&mut root, &mut ctx);
     let audit = parse_audit(&mut root, &mut ctx);
@@ -881,6 +908,24 @@ fn parse_target(
         schedule,
         spec: spec?,
     })
+}
+
+/// Lets each target resolve the others it names ([`TargetParser::link`]).
+fn link_targets(targets: &mut [Target], ctx: &mut Ctx, kinds: &[&dyn TargetParser]) {
+    for i in 0..targets.len() {
+        let Some(kind) = kinds.iter().find(|k| k.type_name() == targets[i].type_name) else {
+            continue;
+        };
+        match kind.link(&targets[i], targets) {
+            Ok(Some(spec)) => targets[i].spec = spec,
+            Ok(None) => {}
+            Err((key, message)) => ctx.errors.push(ConfigError {
+                line: Some(targets[i].line),
+                key: format!("targets.{}.{key}", targets[i].name),
+                message,
+            }),
+        }
+    }
 }
 
 /// A target's window: its own retention or its category's, capped by the category's max.
