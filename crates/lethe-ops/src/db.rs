@@ -270,6 +270,26 @@ impl Db {
         &mut self,
         sql: &str,
         params: &[Val],
+        each: impl FnMut(DbRow) -> Result<()>,
+    ) -> Result<()> {
+        self.query_inner(sql, params, true, each)
+    }
+
+    /// Runs an operator's query as written (`$1` on both databases; no `?` is rewritten).
+    pub fn query_user(&mut self, sql: &str, params: &[Val]) -> Result<Vec<DbRow>> {
+        let mut out = Vec::new();
+        self.query_inner(sql, params, false, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn query_inner(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        ours: bool,
         mut each: impl FnMut(DbRow) -> Result<()>,
     ) -> Result<()> {
         match self {
@@ -287,7 +307,11 @@ impl Db {
             }
             Db::Pg(c) => {
                 use postgres::fallible_iterator::FallibleIterator;
-                let st = c.statement(&pg_sql(sql))?;
+                let st = if ours {
+                    c.statement(&pg_sql(sql))?
+                } else {
+                    c.statement(sql)?
+                };
                 let mut it = c.client.query_raw(&st, params.iter())?;
                 while let Some(r) = it.next()? {
                     let mut v = Vec::with_capacity(r.len());

@@ -79,6 +79,10 @@ impl SweepOptions {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TargetReport {
     pub target: String,
@@ -90,6 +94,13 @@ pub struct TargetReport {
     /// Objects lacking a `[tags] required` entry (object store targets only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untagged: Option<u64>,
+    /// Items past expiry kept because work still running at the store uses them (vendor
+    /// files of a running batch or fine-tuning job).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_use: u64,
+    /// Requests retried (throttled, server errors, timeouts), for network API targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The sweep stopped before the end of the target (the process was told to stop):
@@ -579,6 +590,15 @@ impl Sweeper<'_> {
                     )
                 ),
             ),
+            Verdict::Expired { expires_at, basis } if row.in_use.is_some() => (
+                Action::InUse,
+                basis.describe(),
+                (!self.judge.erasure).then(|| expires_at.to_rfc3339()),
+                format!(
+                    "{}; kept, judged again next run",
+                    row.in_use.unwrap_or_default()
+                ),
+            ),
             Verdict::Expired { expires_at, basis } => {
                 let item = PendingItem {
                     k: key,
@@ -592,7 +612,11 @@ impl Sweeper<'_> {
             }
         };
         report.found += 1;
-        report.held += 1;
+        if action == Action::InUse {
+            report.in_use += 1;
+        } else {
+            report.held += 1;
+        }
         let mut body = self.judge.body(&key_s, action, subject_hash);
         body.window = window;
         body.expires_at = expires_at;
@@ -868,7 +892,15 @@ impl Sweeper<'_> {
                 let mut each = each.into_iter();
                 for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
                     match each.next() {
-                        Some(Deletion::Deleted | Deletion::AlreadyGone) => report.deleted += 1,
+                        Some(Deletion::Deleted) => report.deleted += 1,
+                        // Gone before the delete reached it (deleted by someone else, or by
+                        // an earlier attempt whose answer was lost): recorded as such.
+                        Some(Deletion::AlreadyGone) => {
+                            report.deleted += 1;
+                            if d.outcome == Ok("") {
+                                d.outcome = Ok("already gone: the store answered not found");
+                            }
+                        }
                         Some(Deletion::Failed(e)) => d.outcome = Err(format!("delete failed: {e}")),
                         None => d.outcome = Err("delete failed: no answer for this item".into()),
                     }
@@ -1448,6 +1480,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     let table = &mut s.store.table;
     let report = &mut s.books.report;
     report.untagged = table.untagged();
+    report.retries = table.retries();
     report.notes.extend(table.notes());
     if let Some((bulk, single)) = table.delete_stats()
         && bulk + single > 0
@@ -1551,10 +1584,11 @@ pub fn formats(target: &Target) -> (Option<TimeFormat>, Option<TimeFormat>) {
 }
 
 /// Items past expiry and items that cannot be judged, for `lethe check`. Reads only.
-pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> Result<(u64, u64)> {
+pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> Result<Due> {
     let none = Protections::default();
     let (created_at_format, expires_at_format) = formats(target);
     let (mut due, mut bad) = (0u64, 0u64);
+    let mut oldest: Option<(String, Timestamp)> = None;
     loop {
         let rows = table.candidates(now, DEFAULT_BATCH)?;
         let full = rows.len() >= DEFAULT_BATCH;
@@ -1567,6 +1601,14 @@ pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> 
             match expiry::decide(now, &target.window, &target.name, "", None, &facts, &none) {
                 Verdict::Invalid { .. } => bad += 1,
                 Verdict::Keep { .. } => {}
+                Verdict::Expired { expires_at, .. } => {
+                    due += 1;
+                    if oldest.as_ref().is_none_or(|(_, e)| expires_at < *e)
+                        && let Ok(k) = &row.key
+                    {
+                        oldest = Some((k.to_string(), expires_at));
+                    }
+                }
                 _ => due += 1,
             }
         }
@@ -1575,7 +1617,21 @@ pub fn count_due(table: &mut dyn Connector, target: &Target, now: Timestamp) -> 
         }
     }
     bad += table.null_keys(now, None)?;
-    Ok((due, bad))
+    Ok(Due {
+        due,
+        unreadable: bad,
+        oldest,
+    })
+}
+
+/// What [`count_due`] finds.
+pub struct Due {
+    /// Items past expiry now.
+    pub due: u64,
+    /// Items whose facts cannot be read.
+    pub unreadable: u64,
+    /// The item longest past its expiry, and that expiry.
+    pub oldest: Option<(String, Timestamp)>,
 }
 
 /// What a read-only count of a target finds past expiry.

@@ -223,3 +223,61 @@ fn a_subject_on_a_file_url_store_is_refused_where_erasure_could_not_find_it() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].key, "targets.m.subject");
 }
+
+#[test]
+fn vendor_targets_name_each_bad_key_and_resolve_their_subject_map_source() {
+    use lethe_ops::targets::vendor::VendorTarget;
+    let head = "[categories.d]\nretention = \"30d\"\n";
+    let openai = "[[targets]]\nname = \"oa\"\ntype = \"openai_files\"\ncategory = \"d\"\napi_key_env = \"K\"\n";
+    let good = format!(
+        "{head}{openai}purposes = [\"batch_output\"]\nvector_stores = true\ndeletes_in_flight = 4\n[targets.subject_map]\nsource = \"up\"\nquery = \"SELECT file_id FROM uploads WHERE user_id = $1\"\nsubject_of = \"SELECT user_id FROM uploads WHERE file_id = $1\"\n[[targets]]\nname = \"up\"\ntype = \"sql\"\nurl = \"sqlite://app.db\"\ntable = \"uploads\"\nkey = \"id\"\ncreated_at = \"created_at\"\ncategory = \"d\"\n"
+    );
+    let c = parse(&good).map_err(|e| format!("{e:?}"));
+    let v = c
+        .as_ref()
+        .ok()
+        .and_then(|c| c.targets[0].spec::<VendorTarget>().cloned());
+    let v = v.unwrap_or_else(|| panic!("{c:?}"));
+    assert_eq!(v.base_url, "https://api.openai.com/v1");
+    assert_eq!(v.deletes_in_flight, 4);
+    let map = v.subject_map.as_ref().and_then(|m| m.db.as_ref());
+    assert_eq!(
+        map.map(|d| d.url.as_str()),
+        Some("sqlite://app.db"),
+        "source resolved"
+    );
+
+    // Each problem names its key: an unknown purpose, an out-of-range count, a source that
+    // is not a sql target, a query without $1.
+    let bad = good
+        .replace("\"batch_output\"", "\"batch-output\"")
+        .replace("deletes_in_flight = 4", "deletes_in_flight = 0")
+        .replace("source = \"up\"", "source = \"nope\"")
+        .replace("WHERE file_id = $1", "WHERE file_id = ?");
+    let errs = parse(&bad).err().unwrap_or_default();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "targets.oa.purposes[0]",
+        "targets.oa.deletes_in_flight",
+        "targets.oa.subject_map.subject_of",
+    ] {
+        assert!(keys.contains(&k), "{k} not reported: {errs:?}");
+    }
+    assert!(errs.iter().all(|e| e.line.is_some()), "{errs:?}");
+    let unresolved = good.replace("source = \"up\"", "source = \"nope\"");
+    let errs = parse(&unresolved).err().unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "targets.oa.subject_map.source");
+    assert!(
+        errs[0].message.contains("up"),
+        "names the sql targets: {errs:?}"
+    );
+
+    // Anthropic files carry no metadata: a subject key is refused.
+    let anth = format!(
+        "{head}[[targets]]\nname = \"an\"\ntype = \"anthropic_files\"\ncategory = \"d\"\napi_key_env = \"K\"\nsubject = \"user\"\n"
+    );
+    let errs = parse(&anth).err().unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "targets.an.subject");
+}

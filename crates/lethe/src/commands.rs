@@ -168,8 +168,12 @@ fn check(loaded: &Loaded, json: bool) -> Result<ExitCode> {
             }
             if let Some(u) = found.untagged {
                 line.push_str(&format!(
-                    "; tag coverage: {u} untagged (lacking one of [tags] required)"
+                    "; tag coverage: {u} untagged ({})",
+                    lethe_ops::targets::kind_of(t).untagged_means()
                 ));
+            }
+            if let Some(o) = &found.oldest {
+                line.push_str(&format!("; oldest past expiry: {o}"));
             }
             for p in &found.problems {
                 line.push_str(&format!("\n    line {}: targets.{}: {p}", t.line, t.name));

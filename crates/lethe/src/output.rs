@@ -150,12 +150,23 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
         }
         if let Some(u) = t.untagged.filter(|&u| u > 0) {
             outln!(
-                "\n{}: {u} objects lack a [tags] required entry (untagged)",
+                "\n{}: {u} items untagged (lacking a [tags] required entry; vendor files: no expiry of their own)",
                 t.target
             );
         }
+        if t.in_use > 0 {
+            outln!(
+                "\n{}: {} items past expiry kept: in use by work still running (a batch or fine-tuning job); judged again next run",
+                t.target,
+                t.in_use
+            );
+        }
+        if let Some(n) = t.retries.filter(|&n| n > 0) {
+            outln!("\n{}: {n} requests retried", t.target);
+        }
         if r.dry_run && !t.due_sample.is_empty() {
-            let more = (t.found - t.held - t.failed).saturating_sub(t.due_sample.len() as u64);
+            let more =
+                (t.found - t.held - t.failed - t.in_use).saturating_sub(t.due_sample.len() as u64);
             outln!(
                 "\n{} would delete keys: {}{}",
                 t.target,

@@ -74,11 +74,13 @@ pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> 
             outln!("warning: {w}");
         }
     }
-    Ok(if report.has_failures() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if report.has_failures() || (!report.dry_run && status == "failed") {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn deadline_note(r: &Request, now: Timestamp) -> String {

@@ -42,6 +42,9 @@ pub struct TargetCheck {
     /// Objects lacking a `[tags] required` entry (object store targets only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untagged: Option<u64>,
+    /// The item longest past its expiry: its key and expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<String>,
 }
 
 /// Reaches every target and checks its table, columns and roots, and counts what it holds.
@@ -66,6 +69,7 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
             past_expiry: None,
             unreadable: None,
             untagged: None,
+            oldest: None,
         };
         match loaded.open(t, false) {
             Some(source) => match source {
@@ -76,10 +80,13 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
                         if problems.is_empty() {
                             found.warnings.extend(table.index_warnings()?);
                             let rows = table.count()?;
-                            let (due, unreadable) = engine::count_due(table.as_mut(), t, now)?;
+                            let due = engine::count_due(table.as_mut(), t, now)?;
                             found.rows = rows;
-                            found.past_expiry = Some(due);
-                            found.unreadable = Some(unreadable);
+                            found.past_expiry = Some(due.due);
+                            found.unreadable = Some(due.unreadable);
+                            found.oldest = due
+                                .oldest
+                                .map(|(k, e)| format!("{k} (expired {})", e.to_rfc3339()));
                             found.untagged = table.untagged();
                         }
                         Ok(())

@@ -156,7 +156,7 @@ pub fn subject_arg(s: &str) -> Result<&str> {
 
 /// Whether a target maps a subject (a column, or an object metadata entry).
 pub fn maps_subject(t: &Target) -> bool {
-    t.subject.is_some()
+    crate::targets::kind_of(t).reaches_subjects(t)
 }
 
 /// The targets that map a subject: the ones erasure, export and subject holds reach.

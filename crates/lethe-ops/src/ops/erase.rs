@@ -89,9 +89,12 @@ pub fn erase(loaded: &Loaded, req: &EraseRequest) -> Result<Erasure> {
     };
     let report = engine::sweep(&mut state, &targets, &loaded.base, now, &job, &opts)?;
     let held: u64 = report.targets.iter().map(|t| t.held).sum();
+    // A file kept because work still running uses it is not erased, and no exemption
+    // covers it: the request is not done until a later run erases it.
+    let in_use: u64 = report.targets.iter().map(|t| t.in_use).sum();
     let status = if !req.apply {
         "previewed"
-    } else if report.has_failures() {
+    } else if report.has_failures() || in_use > 0 {
         "failed"
     } else if held > 0 {
         "completed_with_items_withheld"

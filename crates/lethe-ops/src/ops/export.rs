@@ -105,9 +105,10 @@ fn export_target(
 ) -> Result<Option<Exported>> {
     // (subject column, file column and key column when rows own files, roots)
     let kind = kind_of(t);
-    let Some(subj_col) = &t.subject else {
+    if !kind.reaches_subjects(t) {
         return Ok(None);
-    };
+    }
+    let subj_col = t.subject.as_deref().unwrap_or_default();
     if !kind.can_sweep() {
         return Ok(None);
     }

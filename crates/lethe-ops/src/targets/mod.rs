@@ -175,6 +175,10 @@ pub struct Row {
     /// What was judged, when the item can change between its judgement and its deletion
     /// (an object's ETag and last-modified): carried into the entry that records it.
     pub detail: Option<String>,
+    /// Why the item must not be deleted now though it may be due: work still running at
+    /// the store uses it (a vendor batch's input). Kept and recorded `in_use`, judged again
+    /// next run.
+    pub in_use: Option<String>,
 }
 
 impl Row {
@@ -189,6 +193,7 @@ impl Row {
             file: Ok(None),
             problem: None,
             detail: None,
+            in_use: None,
         }
     }
 
@@ -390,6 +395,7 @@ pub type ExportSink<'a> =
 
 /// What a connector says of one key it was asked to look up.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // Found is the usual answer: boxing it would cost every lookup
 pub enum Lookup {
     /// The item is there, as it reads now.
     Found(Row),
@@ -530,6 +536,11 @@ pub trait Connector: Send {
     fn delete_stats(&self) -> Option<(u64, u64)> {
         None
     }
+    /// Requests retried (throttled, server errors, timeouts), for stores reached over a
+    /// network API that retries.
+    fn retries(&self) -> Option<u64> {
+        None
+    }
     /// What the user should know about this source after a sweep.
     fn notes(&self) -> Vec<String> {
         Vec::new()
@@ -575,6 +586,19 @@ pub enum Place {
     Tree(PathBuf),
     /// A bucket or container (with the store it is on) and a prefix in it, by segments.
     Prefix(String, Vec<String>),
+    /// A vendor account (its API, organization and project) and the kinds of item swept
+    /// in it (file purposes, vector stores); `None` for every kind.
+    Account(String, Option<Vec<String>>),
+}
+
+impl Place {
+    /// Whether two sets of kinds share one (`None` is every kind).
+    pub fn kinds_meet(x: Option<&[String]>, y: Option<&[String]>) -> bool {
+        match (x, y) {
+            (Some(x), Some(y)) => x.iter().any(|k| y.contains(k)),
+            _ => true,
+        }
+    }
 }
 
 /// What opening a target needs beyond the target itself.
@@ -629,6 +653,15 @@ pub trait Kind: TargetParser {
     /// Whether this build can sweep it (a kind may be parsed, and checked, before it can).
     fn can_sweep(&self) -> bool {
         true
+    }
+    /// Whether the target reaches data subjects (erasure, export and subject holds): by
+    /// default, when it maps a `subject`.
+    fn reaches_subjects(&self, target: &Target) -> bool {
+        target.subject.is_some()
+    }
+    /// What `untagged` counts for this kind of target, for people.
+    fn untagged_means(&self) -> &'static str {
+        "lacking one of [tags] required"
     }
     /// Whether directories left empty by its deletions are removed.
     fn prunes_empty_dirs(&self, _target: &Target) -> bool {

@@ -108,6 +108,13 @@ pub struct TargetCounts {
     /// Objects lacking a `[tags] required` entry (object store targets only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untagged: Option<u64>,
+    /// Items past expiry kept because work still running at the store uses them.
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schema(required = false)]
+    pub in_use: u64,
+    /// Requests retried (throttled, server errors, timeouts), for vendor API targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
     /// Why the target could not be swept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -115,6 +122,10 @@ pub struct TargetCounts {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     #[schema(required = false)]
     pub interrupted: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl From<&lethe_ops::engine::TargetReport> for TargetCounts {
@@ -127,6 +138,8 @@ impl From<&lethe_ops::engine::TargetReport> for TargetCounts {
             files_removed: t.files_removed,
             failed: t.failed,
             untagged: t.untagged,
+            in_use: t.in_use,
+            retries: t.retries,
             error: t.error.clone(),
             interrupted: t.interrupted,
         }

@@ -477,6 +477,7 @@ impl PgTable {
             file: Ok(r.get(n + 4)),
             problem: None,
             detail: None,
+            in_use: None,
         }
     }
 

@@ -773,6 +773,7 @@ fn read_row(r: &rusqlite::Row<'_>, nkeys: usize) -> rusqlite::Result<(Row, Vec<C
             file: text(r.get_ref(n + 4)?),
             problem,
             detail: None,
+            in_use: None,
         },
         cells,
     ))

@@ -1,0 +1,588 @@
+//! The vendor connector: lists a project's files (then its vector stores) a page at a time,
+//! looks items up by id, and deletes them several at a time, each by the vendor's own word.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Result, anyhow};
+use futures::stream::{self, StreamExt};
+use lethe_core::time::Timestamp;
+
+use super::api::{self, Cursor, Item, ItemKind, Listing};
+use super::client::{Client, Reply};
+use super::subjects::Mapper;
+use super::{Vendor, VendorTarget};
+use crate::targets::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
+
+/// The outcome of one DELETE, before it is an answer.
+enum Outcome {
+    Done(Deletion),
+    /// No definite answer, even after looking the item up: nothing can be said of it.
+    Unknown(String),
+}
+
+pub struct VendorConnector {
+    cfg: VendorTarget,
+    /// Opened to delete (an apply); a read-only open refuses every delete.
+    write: bool,
+    client: Arc<Client>,
+    base: std::path::PathBuf,
+    /// What is left to list, and where the current listing is.
+    listings: VecDeque<Listing>,
+    cursor: Cursor,
+    started: bool,
+    /// Rows read but not yet handed out, with the kind of item each is.
+    buffer: VecDeque<(Row, ItemKind)>,
+    /// The kind of each item handed out or looked up, by id: what a delete may name.
+    judged: HashMap<String, ItemKind>,
+    /// Files in use by running batches and fine-tuning jobs, as last read.
+    in_use: HashMap<String, String>,
+    mapper: Option<Mapper>,
+    /// A subject's ids still to look up (erasure), once read from `subject_map`.
+    subject_ids: Option<VecDeque<String>>,
+    required: Vec<String>,
+    untagged: u64,
+    /// What an export tells of the items an erasure or export read: name, size, purpose.
+    described: HashMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+impl VendorConnector {
+    pub fn open(
+        cfg: &VendorTarget,
+        base: &Path,
+        required_tags: &[String],
+        write: bool,
+    ) -> Result<Self> {
+        let client = Client::new(cfg)?;
+        Ok(VendorConnector {
+            cfg: cfg.clone(),
+            write,
+            client: Arc::new(client),
+            base: base.to_path_buf(),
+            listings: VecDeque::new(),
+            cursor: Cursor::default(),
+            started: false,
+            buffer: VecDeque::new(),
+            judged: HashMap::new(),
+            in_use: HashMap::new(),
+            mapper: None,
+            subject_ids: None,
+            required: required_tags
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            untagged: 0,
+            described: HashMap::new(),
+        })
+    }
+
+    fn vendor(&self) -> Vendor {
+        self.cfg.vendor
+    }
+
+    /// Every listing a sweep reads: the files (one listing per purpose, when filtered),
+    /// then the vector stores.
+    fn all_listings(&self) -> VecDeque<Listing> {
+        let mut l: VecDeque<Listing> = if self.cfg.purposes.is_empty() {
+            [Listing::Files { purpose: None }].into()
+        } else {
+            self.cfg
+                .purposes
+                .iter()
+                .map(|p| Listing::Files {
+                    purpose: Some(p.clone()),
+                })
+                .collect()
+        };
+        if self.cfg.vector_stores {
+            l.push_back(Listing::VectorStores);
+        }
+        l
+    }
+
+    /// Reads which files running work uses (OpenAI); Anthropic's batches take no files.
+    fn refresh_in_use(&mut self) -> Result<()> {
+        if self.vendor() != Vendor::OpenAi {
+            return Ok(());
+        }
+        let client = Arc::clone(&self.client);
+        self.in_use = crate::io::wait(async move { api::files_in_use(&client).await })??;
+        Ok(())
+    }
+
+    fn mapper(&mut self) -> Result<Option<&mut Mapper>> {
+        if self.mapper.is_none()
+            && let Some(map) = &self.cfg.subject_map
+        {
+            self.mapper = Some(Mapper::open(map, &self.base)?);
+        }
+        Ok(self.mapper.as_mut())
+    }
+
+    /// The row of an item as the vendor described it. `subject` is the one asked for (an
+    /// erasure's), else read from `subject_map` or the vector store's metadata.
+    fn row(&mut self, item: Item, subject: Option<&str>) -> Row {
+        let id = match item.id {
+            Ok(id) => id,
+            Err(why) => {
+                return Row {
+                    key: Err(why),
+                    ..Row::new(Key::Text(String::new()))
+                };
+            }
+        };
+        let mut row = Row::new(Key::Text(id.clone()));
+        if subject.is_some() {
+            let mut d = serde_json::Map::new();
+            if let Some(f) = &item.filename {
+                d.insert("name".into(), f.clone().into());
+            }
+            if let Some(b) = item.bytes {
+                d.insert("bytes".into(), b.into());
+            }
+            if let Some(p) = &item.purpose {
+                d.insert("purpose".into(), p.clone().into());
+            }
+            self.described.insert(id.clone(), d);
+        }
+        if let Some(why) = item.problem {
+            row.problem = Some(why);
+            return row;
+        }
+        row.created_at = item.created_at.map(Value::Text).unwrap_or(Value::Null);
+        row.expires_at = item.expires_at.clone().map(Value::Text).unwrap_or(Value::Null);
+        row.subject = match (subject, item.kind, &self.cfg.subject_key) {
+            (Some(s), ..) => Ok(Some(s.to_string())),
+            (None, ItemKind::VectorStore, Some(k)) => match item.metadata.get(&k.to_ascii_lowercase()) {
+                Some(s) => Ok(Some(s.clone())),
+                None => self.mapped_subject(&id),
+            },
+            (None, ..) => self.mapped_subject(&id),
+        };
+        if let Err(why) = &row.subject {
+            // Whose it is decides whether a subject's hold keeps it: never judged without.
+            row.problem = Some(why.clone());
+        }
+        if item.kind == ItemKind::File
+            && let Some(why) = self.in_use.get(&id)
+        {
+            row.in_use = Some(why.clone());
+        }
+        let mut detail = format!("judged {}", item.kind.noun());
+        if let Some(p) = &item.purpose {
+            detail.push_str(&format!(", purpose {p}"));
+        }
+        if item.expires_at.is_some() {
+            detail.push_str(&format!(", expiry from {}", item.expiry_from));
+        }
+        row.detail = Some(detail);
+        row
+    }
+
+    fn mapped_subject(&mut self, id: &str) -> Result<Option<String>, String> {
+        match self.mapper() {
+            Ok(Some(m)) => m.subject_of(id),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    /// Counts an item lacking its own expiry (a file) or a required tag (a vector store).
+    fn tally(&mut self, item: &Item) {
+        let untagged = match item.kind {
+            ItemKind::File => item.expires_at.is_none(),
+            ItemKind::VectorStore => {
+                item.expires_at.is_none()
+                    || self.required.iter().any(|t| !item.metadata.contains_key(t))
+            }
+        };
+        if untagged {
+            self.untagged += 1;
+        }
+    }
+
+    /// Reads pages until more than `limit` rows wait (or the listings end): the row last
+    /// read is the next page's cursor, and is kept back until that page is read, so the
+    /// cursor never names an item this sweep deleted.
+    fn fill(&mut self, limit: usize) -> Result<()> {
+        while self.buffer.len() <= limit {
+            let Some(listing) = self.listings.front().cloned() else {
+                break;
+            };
+            let (client, vendor, cursor) =
+                (Arc::clone(&self.client), self.vendor(), self.cursor.clone());
+            let page = crate::io::wait(async move {
+                api::list(&client, vendor, &listing, &cursor).await
+            })??;
+            for item in page.items {
+                self.tally(&item);
+                let kind = item.kind;
+                let row = self.row(item, None);
+                self.buffer.push_back((row, kind));
+            }
+            match page.next {
+                Some(next) => self.cursor = next,
+                None => {
+                    self.listings.pop_front();
+                    self.cursor = Cursor::default();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out the next `n` rows read (fewer at the end), those `wanted`, adding them to
+    /// what a delete may name. The last row read stays back until the page after it is read
+    /// ([`Self::fill`] keeps more than `n`).
+    fn hand_out(&mut self, n: usize, wanted: impl Fn(&Row) -> bool) -> Vec<Row> {
+        let n = n.min(self.buffer.len());
+        let mut rows = Vec::with_capacity(n);
+        for (row, kind) in self.buffer.drain(..n) {
+            if !wanted(&row) {
+                continue;
+            }
+            if let Ok(k) = &row.key {
+                self.judged.insert(k.to_string(), kind);
+            }
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// Reads items by id: found, gone (404), or unknown; `subject` as for [`Self::row`].
+    fn read(&mut self, ids: &[String], subject: Option<&str>) -> Result<Vec<Lookup>> {
+        let client = Arc::clone(&self.client);
+        let kinds: Vec<ItemKind> = ids
+            .iter()
+            .map(|id| {
+                self.judged
+                    .get(id)
+                    .copied()
+                    .unwrap_or_else(|| ItemKind::of_id(id))
+            })
+            .collect();
+        let asks: Vec<(String, ItemKind)> = ids.iter().cloned().zip(kinds).collect();
+        let n = self.cfg.deletes_in_flight;
+        let vendor = self.vendor();
+        let replies: Vec<(ItemKind, Reply)> = crate::io::wait(async move {
+            stream::iter(asks)
+                .map(|(id, kind)| {
+                    let client = Arc::clone(&client);
+                    async move { (kind, client.get(&kind.path(&id)).await) }
+                })
+                .buffered(n)
+                .collect()
+                .await
+        })?;
+        Ok(ids
+            .iter()
+            .zip(replies)
+            .map(|(id, (kind, reply))| match reply {
+                Reply::Ok(v) => {
+                    let mut item = api::item(vendor, kind, &v);
+                    // The id asked for is the one judged and deleted, whatever the answer says.
+                    item.id = Ok(id.clone());
+                    self.judged.insert(id.clone(), kind);
+                    Lookup::Found(self.row(item, subject))
+                }
+                Reply::NotFound => Lookup::Gone,
+                Reply::Refused(why) | Reply::Unknown(why) => Lookup::Unknown(why),
+            })
+            .collect())
+    }
+}
+
+impl Connector for VendorConnector {
+    fn capabilities(&self) -> Capabilities {
+        let subjects = self.cfg.subject_map.is_some() || self.cfg.subject_key.is_some();
+        Capabilities {
+            transactions: false,
+            subjects,
+            export: subjects,
+        }
+    }
+
+    /// Reaches the vendor read-only: the first page of each listing, and (OpenAI) the
+    /// running work. A refused key is a problem named by the variable that holds it.
+    fn check_schema(&mut self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for listing in self.all_listings() {
+            let (client, vendor) = (Arc::clone(&self.client), self.vendor());
+            let first = crate::io::wait(async move {
+                api::list(&client, vendor, &listing, &Cursor::default()).await
+            })?;
+            if let Err(e) = first {
+                problems.push(format!("{e:#}"));
+                return Ok(problems);
+            }
+        }
+        if let Err(e) = self.refresh_in_use() {
+            problems.push(format!("{e:#}"));
+        }
+        if self.cfg.subject_map.is_some()
+            && let Err(e) = self.mapper()
+        {
+            problems.push(format!("{e:#}"));
+        }
+        Ok(problems)
+    }
+
+    fn count(&mut self) -> Result<Option<u64>> {
+        let mut n = 0u64;
+        for listing in self.all_listings() {
+            let mut cursor = Cursor::default();
+            loop {
+                let (client, vendor, l, c) =
+                    (Arc::clone(&self.client), self.vendor(), listing.clone(), cursor.clone());
+                let page = crate::io::wait(async move { api::list(&client, vendor, &l, &c).await })??;
+                n += page.items.len() as u64;
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+        }
+        Ok(Some(n))
+    }
+
+    /// Every item is a candidate: its expiry is the vendor's word, judged by the engine.
+    fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
+        if !self.started {
+            self.started = true;
+            self.listings = self.all_listings();
+            self.cursor = Cursor::default();
+            self.untagged = 0;
+            self.refresh_in_use()?;
+        }
+        // Only the batch about to be handed out may be deleted next.
+        self.judged.clear();
+        self.fill(limit)?;
+        Ok(self.hand_out(limit, |_| true))
+    }
+
+    /// A subject's items: the ids `subject_map` gives (each read from the vendor), then the
+    /// vector stores whose metadata names the subject.
+    fn of_subject(&mut self, subject: &str, limit: usize) -> Result<Vec<Row>> {
+        self.judged.clear();
+        if self.subject_ids.is_none() {
+            let ids = match self.mapper()? {
+                Some(m) => m.ids(subject)?,
+                None => Vec::new(),
+            };
+            self.subject_ids = Some(ids.into());
+            self.refresh_in_use()?;
+            self.listings = if self.cfg.subject_key.is_some() && self.cfg.vector_stores {
+                [Listing::VectorStores].into()
+            } else {
+                VecDeque::new()
+            };
+            self.cursor = Cursor::default();
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let ids: Vec<String> = match self.subject_ids.as_mut() {
+                Some(q) if !q.is_empty() => {
+                    let n = (limit - out.len()).min(q.len());
+                    q.drain(..n).collect()
+                }
+                _ => break,
+            };
+            let found = self.read(&ids, Some(subject))?;
+            for (id, l) in ids.into_iter().zip(found) {
+                match l {
+                    Lookup::Found(r) => out.push(r),
+                    // Gone already: nothing of the subject's is left there.
+                    Lookup::Gone => {}
+                    // Whether it is there cannot be told: reported, never passed over.
+                    Lookup::Unknown(why) => {
+                        self.judged.insert(id.clone(), ItemKind::of_id(&id));
+                        out.push(Row::unusable(Key::Text(id), why));
+                    }
+                }
+            }
+        }
+        // Vector stores whose metadata names the subject (or whose subject cannot be read:
+        // reported, never passed over).
+        while out.len() < limit && !(self.listings.is_empty() && self.buffer.is_empty()) {
+            let need = limit - out.len();
+            self.fill(need)?;
+            out.extend(self.hand_out(need, |r| match &r.subject {
+                Ok(Some(s)) => s == subject,
+                Ok(None) => false,
+                Err(_) => true,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
+        self.judged.clear();
+        self.refresh_in_use()?;
+        let ids: Vec<String> = keys.iter().map(Key::to_string).collect();
+        self.read(&ids, None)
+    }
+
+    /// Deletes by id, several in flight: `Deleted` only when the vendor answered that it
+    /// deleted the item, `AlreadyGone` on a 404, and an item whose DELETE had no definite
+    /// answer is looked up before anything is said of it.
+    fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
+        if !self.write {
+            anyhow::bail!("the target was opened read-only: nothing is deleted");
+        }
+        // Work may have started on a file since it was judged: read again what is in use.
+        self.refresh_in_use()?;
+        let mut plan: Vec<Option<(String, ItemKind)>> = Vec::with_capacity(keys.len());
+        let mut out: Vec<Option<Deletion>> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let id = k.to_string();
+            match self.judged.get(&id) {
+                None => {
+                    plan.push(None);
+                    out.push(Some(Deletion::Failed(
+                        "not judged in the batch just read; kept, and judged again on the next sweep"
+                            .into(),
+                    )));
+                }
+                Some(_) if self.in_use.contains_key(&id) => {
+                    plan.push(None);
+                    out.push(Some(Deletion::Failed(format!(
+                        "{} since it was judged; kept, judged again next run",
+                        self.in_use[&id]
+                    ))));
+                }
+                Some(kind) => {
+                    plan.push(Some((id, *kind)));
+                    out.push(None);
+                }
+            }
+        }
+        let asks: Vec<(usize, String, ItemKind)> = plan
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|(id, kind)| (i, id, kind)))
+            .collect();
+        let client = Arc::clone(&self.client);
+        let n = self.cfg.deletes_in_flight;
+        let outcomes: Vec<(usize, Outcome)> = crate::io::wait(async move {
+            stream::iter(asks)
+                .map(|(i, id, kind)| {
+                    let client = Arc::clone(&client);
+                    async move { (i, delete_one(&client, &id, kind).await) }
+                })
+                .buffer_unordered(n)
+                .collect()
+                .await
+        })?;
+        let mut unknown = Vec::new();
+        for (i, o) in outcomes {
+            match o {
+                Outcome::Done(d) => out[i] = Some(d),
+                Outcome::Unknown(why) => unknown.push(format!("{}: {why}", keys[i])),
+            }
+        }
+        if !unknown.is_empty() {
+            // Some may be gone: the batch stays written ahead and the next run looks each
+            // item up, rather than recording any of them on a guess.
+            return Err(anyhow!(
+                "{} could not be told deleted or not: {}",
+                unknown.len(),
+                unknown.join("; ")
+            ));
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Deletion::Failed("no answer for this item".into())))
+            .collect())
+    }
+
+    fn export_subject(&mut self, _col: &str, subject: &str, each: ExportSink) -> Result<()> {
+        self.subject_ids = None;
+        loop {
+            let rows = self.of_subject(subject, 500)?;
+            if rows.is_empty() {
+                break;
+            }
+            // An item whose facts could not be read is not known to be this subject's.
+            for r in rows.into_iter().filter(|r| r.problem.is_none()) {
+                let mut obj = serde_json::Map::new();
+                if let Ok(k) = &r.key {
+                    obj.insert("id".into(), k.to_string().into());
+                    obj.insert(
+                        "kind".into(),
+                        ItemKind::of_id(&k.to_string()).noun().into(),
+                    );
+                }
+                if let Value::Text(t) = &r.created_at {
+                    obj.insert("created_at".into(), t.clone().into());
+                }
+                if let Value::Text(t) = &r.expires_at {
+                    obj.insert("expires_at".into(), t.clone().into());
+                }
+                if let Ok(k) = &r.key
+                    && let Some(d) = self.described.remove(&k.to_string())
+                {
+                    obj.extend(d);
+                }
+                each(obj)?;
+            }
+        }
+        self.subject_ids = None;
+        Ok(())
+    }
+
+    fn untagged(&self) -> Option<u64> {
+        Some(self.untagged)
+    }
+
+    fn retries(&self) -> Option<u64> {
+        Some(self.client.retries.total())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let r = &self.client.retries;
+        let total = r.total();
+        if total > 0 {
+            notes.push(format!(
+                "{total} {} requests retried ({} rate-limited, {} server errors, {} timeouts)",
+                self.vendor().name(),
+                r.throttled.load(Ordering::Relaxed),
+                r.server_errors.load(Ordering::Relaxed),
+                r.timeouts.load(Ordering::Relaxed)
+            ));
+        }
+        notes
+    }
+}
+
+/// One DELETE, by the vendor's word; an unknown outcome is settled by looking the item up.
+async fn delete_one(client: &Client, id: &str, kind: ItemKind) -> Outcome {
+    let path = kind.path(id);
+    let why = match client.delete(&path).await {
+        Reply::Ok(v) => {
+            return Outcome::Done(if v.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
+                Deletion::Deleted
+            } else {
+                Deletion::Failed(format!(
+                    "the vendor answered the DELETE without confirming it ({}); kept, judged again next run",
+                    v.get("deleted").map(|d| d.to_string()).unwrap_or_else(|| "no deleted field".into())
+                ))
+            });
+        }
+        Reply::NotFound => return Outcome::Done(Deletion::AlreadyGone),
+        Reply::Refused(why) => return Outcome::Done(Deletion::Failed(why)),
+        Reply::Unknown(why) => why,
+    };
+    match client.get(&path).await {
+        Reply::NotFound => Outcome::Done(Deletion::AlreadyGone),
+        Reply::Ok(_) => Outcome::Done(Deletion::Failed(format!(
+            "{why}; the {} is still there: kept, judged again next run",
+            kind.noun()
+        ))),
+        Reply::Refused(again) | Reply::Unknown(again) => {
+            Outcome::Unknown(format!("{why}; then {again}"))
+        }
+    }
+}
