@@ -16,6 +16,7 @@ mod objects;
 mod pg;
 mod pg_safety;
 mod pg_tls;
+mod prism;
 mod requests;
 mod review;
 mod roots;
@@ -25,6 +26,8 @@ mod serve;
 mod serve_api;
 mod sweep;
 mod trail;
+mod vendor_contract;
+mod vendor_fake;
 
 /// The toy connector's tests need the tests' build (`scripts/test` makes it): without the
 /// feature they would be skipped, so this fails instead, saying how to run them.
