@@ -26,6 +26,8 @@ mod serve;
 mod serve_api;
 mod sweep;
 mod trail;
+mod vendor;
+mod vendor_bench;
 mod vendor_contract;
 mod vendor_fake;
 

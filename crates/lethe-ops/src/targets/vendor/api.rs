@@ -183,14 +183,16 @@ fn vector_store(o: &Json) -> Item {
     }
 }
 
-/// An Anthropic file: `created_at` is RFC 3339; there is no vendor expiry.
+/// An Anthropic file: `created_at` is RFC 3339; an `expires_at`, where a newer answer
+/// carries one, is the file's own expiry, as on OpenAI.
 fn anthropic_file(o: &Json) -> Item {
+    let expires = o.get("expires_at").and_then(seconds);
     Item {
         id: text(o, "id").ok_or_else(|| "a file in the listing has no id".to_string()),
         kind: ItemKind::File,
         created_at: o.get("created_at").and_then(seconds),
-        expires_at: None,
-        expiry_from: "",
+        expiry_from: if expires.is_some() { "the vendor's expires_at" } else { "" },
+        expires_at: expires,
         purpose: None,
         filename: text(o, "filename"),
         bytes: o.get("size_bytes").and_then(Json::as_i64),
@@ -223,8 +225,9 @@ fn page(vendor: Vendor, kind: ItemKind, v: &Json, what: &str) -> Result<Page> {
             .and_then(Json::as_str)
             .map(str::to_string)
     });
+    // A page token, when the answer carries one, says on its own that more follows.
     let next = match (has_more, next_page, last) {
-        (true, Some(p), _) => Some(Cursor {
+        (_, Some(p), _) => Some(Cursor {
             after: None,
             page: Some(p),
         }),

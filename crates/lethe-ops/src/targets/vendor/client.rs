@@ -156,6 +156,7 @@ impl Client {
             let (why, wait, retried) = match sent {
                 Err(e) => {
                     let kind = if e.is_timeout() { "timed out" } else { "failed" };
+                    let e = e.without_url();
                     let why = format!("{what}: the request {kind} ({})", self.scrub(&chain(&e)));
                     (why, None, &self.retries.timeouts)
                 }

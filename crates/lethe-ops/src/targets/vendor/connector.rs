@@ -465,11 +465,12 @@ impl Connector for VendorConnector {
             .collect();
         let client = Arc::clone(&self.client);
         let n = self.cfg.deletes_in_flight;
+        let vendor = self.vendor();
         let outcomes: Vec<(usize, Outcome)> = crate::io::wait(async move {
             stream::iter(asks)
                 .map(|(i, id, kind)| {
                     let client = Arc::clone(&client);
-                    async move { (i, delete_one(&client, &id, kind).await) }
+                    async move { (i, delete_one(&client, vendor, &id, kind).await) }
                 })
                 .buffer_unordered(n)
                 .collect()
@@ -557,17 +558,28 @@ impl Connector for VendorConnector {
     }
 }
 
+/// Whether a DELETE's answer confirms the deletion of this id: OpenAI answers
+/// `deleted: true`, Anthropic `type: "file_deleted"`; either names the id.
+fn confirms(vendor: Vendor, id: &str, v: &serde_json::Value) -> bool {
+    let same_id = v.get("id").and_then(|i| i.as_str()).is_none_or(|i| i == id);
+    let said = match vendor {
+        Vendor::OpenAi => v.get("deleted").and_then(|d| d.as_bool()) == Some(true),
+        Vendor::Anthropic => v.get("type").and_then(|t| t.as_str()) == Some("file_deleted"),
+    };
+    said && same_id
+}
+
 /// One DELETE, by the vendor's word; an unknown outcome is settled by looking the item up.
-async fn delete_one(client: &Client, id: &str, kind: ItemKind) -> Outcome {
+async fn delete_one(client: &Client, vendor: Vendor, id: &str, kind: ItemKind) -> Outcome {
     let path = kind.path(id);
     let why = match client.delete(&path).await {
         Reply::Ok(v) => {
-            return Outcome::Done(if v.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
+            return Outcome::Done(if confirms(vendor, id, &v) {
                 Deletion::Deleted
             } else {
+                let shown: String = v.to_string().chars().take(200).collect();
                 Deletion::Failed(format!(
-                    "the vendor answered the DELETE without confirming it ({}); kept, judged again next run",
-                    v.get("deleted").map(|d| d.to_string()).unwrap_or_else(|| "no deleted field".into())
+                    "the vendor answered the DELETE without confirming it ({shown}); kept, judged again next run"
                 ))
             });
         }

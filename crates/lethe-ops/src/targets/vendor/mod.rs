@@ -249,6 +249,18 @@ impl TargetParser for VendorKind {
     }
 }
 
+/// A URL without any user name or password in it (a proxy's), for what is stored or shown.
+fn shown_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if !p.username().is_empty() || p.password().is_some() => {
+            let _ = p.set_username("");
+            let _ = p.set_password(None);
+            p.to_string().trim_end_matches('/').to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
 /// `subject_map = { source, query, subject_of }`.
 fn parse_subject_map(s: &mut Section<'_, '_>) -> Option<SubjectMap> {
     let m = s.string_map("subject_map");
@@ -311,7 +323,7 @@ impl Kind for VendorKind {
         format!(
             "{}:{}|org={}|project={}|key={}",
             self.1,
-            v.base_url,
+            shown_url(&v.base_url),
             v.organization.as_deref().unwrap_or(""),
             v.project.as_deref().unwrap_or(""),
             v.api_key_env
@@ -334,7 +346,7 @@ impl Kind for VendorKind {
         Some(Place::Account(
             format!(
                 "{}|{}|{}",
-                v.base_url,
+                shown_url(&v.base_url),
                 v.organization.as_deref().unwrap_or(""),
                 v.project.as_deref().unwrap_or("")
             ),
