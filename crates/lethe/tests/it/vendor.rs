@@ -346,9 +346,20 @@ fn openai_vector_stores_expire_by_their_own_metadata_or_last_activity() {
         &fake.base_url(),
         "vector_stores = true\npurposes = [\"batch\"]",
     );
+    // A hold and an exception, each on a due store, named by its id.
+    let held = due.iter().next().unwrap().clone();
+    let excepted = due.iter().nth(1).unwrap().clone();
+    hold(&cfg, &held);
+    except(&cfg, &excepted);
+    for k in [&held, &excepted] {
+        due.remove(k);
+        kept.insert(k.clone());
+    }
     let dry = run_env(&cfg, &env(), &["sweep", "--json"]);
     assert_eq!(dry.code, Some(0), "{}{}", dry.stdout, dry.stderr);
     assert_eq!(deletes(&fake), 0);
+    let would: BTreeSet<String> = keys_of(&cfg, "would_delete").into_iter().collect();
+    assert_eq!(would, due, "the dry run names exactly the due stores");
     let applied = run_env(&cfg, &env(), &["sweep", "--apply", "--json"]);
     assert_eq!(
         applied.code,
@@ -366,8 +377,11 @@ fn openai_vector_stores_expire_by_their_own_metadata_or_last_activity() {
         fake.file_ids().contains(&old_file),
         "a file of a purpose not swept is never touched"
     );
-    let deleted: BTreeSet<String> = keys_of(&cfg, "deleted").into_iter().collect();
-    assert_eq!(deleted, due);
+    assert!(keys_of(&cfg, "held").contains(&held));
+    assert!(keys_of(&cfg, "excepted").contains(&excepted));
+    let deleted = keys_of(&cfg, "deleted");
+    assert_eq!(deleted.len(), due.len(), "one entry per deleted store");
+    assert_eq!(deleted.into_iter().collect::<BTreeSet<_>>(), due);
     // Untagged stores: those with no expiry of their own (kinds 3 and 4): 16.
     assert_eq!(target_report(&dry.stdout)["untagged"], 16, "{}", dry.stdout);
     assert_eq!(run_env(&cfg, &env(), &["audit", "verify"]).code, Some(0));
