@@ -1,6 +1,7 @@
 //! One conformance suite that every connector passes: SQLite and PostgreSQL tables,
-//! filesystem trees, `file://` object stores, S3 (moto), Azure Blob (Azurite), and the toy
-//! `jsonl` connector (feature `jsonl-connector`) that shows what adding one takes.
+//! filesystem trees, `file://` object stores, S3 (moto), Azure Blob (Azurite), OpenAI and
+//! Anthropic files (their fakes, subjects through `subject_map`), and the toy `jsonl`
+//! connector (feature `jsonl-connector`) that shows what adding one takes.
 //!
 //! Each connector has a [`Harness`]: a fresh place in its store (a table, a directory, a
 //! bucket or container) with its own `lethe.toml` and state, and the means to read the
@@ -1823,4 +1824,154 @@ impl Harness for JsonlPlace {
 #[test]
 fn jsonl_conforms() {
     conform("jsonl", JsonlPlace::new);
+}
+
+// Vendor file APIs (the fakes of `vendor_fake`) ---------------------------------------------
+
+/// A vendor's files on a fake of its API, whose subjects come from `subject_map` on an
+/// application table beside it. The key is read from `PATH`: the connector opened
+/// in-process reads its key from this process's environment, which a test cannot set
+/// (`std::env::set_var` is unsafe), and `PATH` is always there.
+struct VendorPlace {
+    _dir: Tmp,
+    cfg: PathBuf,
+    fake: crate::vendor_fake::Fake,
+    app: PathBuf,
+    prefix: &'static str,
+}
+
+impl VendorPlace {
+    fn new(point: Point, anthropic: bool) -> VendorPlace {
+        use crate::vendor_fake::Fake;
+        let dir = Tmp::new(&format!("conf-vendor-{}", point.slug()));
+        let key = std::env::var("PATH").unwrap();
+        let (fake, ty, prefix) = if anthropic {
+            (Fake::anthropic(&key), "anthropic_files", "file_")
+        } else {
+            (Fake::openai(&key), "openai_files", "file-")
+        };
+        fake.set_page_cap(7);
+        let app = dir.path("app.db");
+        Connection::open(&app)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE uploads (id INTEGER PRIMARY KEY, file_id TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+            )
+            .unwrap();
+        let cfg = write_config(
+            &dir,
+            &format!(
+                r#"type = "{ty}"
+api_key_env = "PATH"
+base_url = "{}"
+max_retries = 0
+request_timeout = "10s"
+[targets.subject_map]
+source = "uploads"
+query = "SELECT file_id FROM uploads WHERE user_id = $1"
+subject_of = "SELECT user_id FROM uploads WHERE file_id = $1"
+
+[[targets]]
+name = "uploads"
+category = "conformance"
+type = "sql"
+url = "sqlite://app.db"
+table = "uploads"
+key = "id"
+created_at = "created_at"
+retention = "3650d""#,
+                fake.base_url()
+            ),
+        );
+        VendorPlace {
+            _dir: dir,
+            cfg,
+            fake,
+            app,
+            prefix,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("/v1/files/{name}")
+    }
+}
+
+impl Harness for VendorPlace {
+    fn config(&self) -> &Path {
+        &self.cfg
+    }
+    fn name(&self, i: usize) -> String {
+        format!("{}conformance{i:013}", self.prefix)
+    }
+    fn seed(&mut self, items: &[Item]) {
+        let now = now_secs();
+        let specs: Vec<crate::vendor_fake::FileSpec> = items
+            .iter()
+            .map(|it| crate::vendor_fake::FileSpec {
+                id: Some(self.name(it.i)),
+                ..crate::vendor_fake::FileSpec::new("user_data", now - age_days(it.due) * DAY)
+            })
+            .collect();
+        self.fake.add_files(specs);
+        let conn = Connection::open(&self.app).unwrap();
+        for it in items {
+            conn.execute(
+                "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, ?2, '2026-01-01T00:00:00Z')",
+                rusqlite::params![self.name(it.i), it.subject],
+            )
+            .unwrap();
+        }
+    }
+    fn contents(&mut self) -> BTreeMap<String, String> {
+        self.fake
+            .file_ids()
+            .into_iter()
+            .map(|id| (id.clone(), id))
+            .collect()
+    }
+    fn remove(&mut self, name: &str) -> Result<(), String> {
+        if self.fake.remove_file(name) {
+            Ok(())
+        } else {
+            Err(format!("no file {name}"))
+        }
+    }
+    /// The vendor refuses the DELETE (400) every time.
+    fn make_delete_fail(&mut self, name: &str) -> Result<(), &'static str> {
+        self.fake.inject(crate::vendor_fake::Fault::status(
+            "DELETE",
+            &self.path(name),
+            400,
+            1_000,
+        ));
+        Ok(())
+    }
+    /// The vendor answers 503 for it, every time, until `answer_again`.
+    fn cannot_answer(&mut self, name: &str) -> Result<(), &'static str> {
+        self.fake.inject(crate::vendor_fake::Fault::status(
+            "*",
+            &self.path(name),
+            503,
+            1_000,
+        ));
+        Ok(())
+    }
+    fn answer_again(&mut self) {
+        self.fake.clear_faults();
+    }
+    /// The DELETE finds it gone (404): recorded deleted, as already gone.
+    fn vanished(&self) -> Vanished {
+        Vanished::Recorded("deleted")
+    }
+}
+
+#[test]
+fn openai_files_conform() {
+    conform("openai_files", |p| VendorPlace::new(p, false));
+}
+
+#[test]
+fn anthropic_files_conform() {
+    conform("anthropic_files", |p| VendorPlace::new(p, true));
 }

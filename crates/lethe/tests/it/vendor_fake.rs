@@ -67,6 +67,8 @@ pub enum Vendor {
 /// and `downloadable` are Anthropic's (an empty `mime_type` is answered as `text/plain`).
 #[derive(Clone, Debug, Default)]
 pub struct FileSpec {
+    /// The id to give it (a test that names items before it seeds them); a new one if `None`.
+    pub id: Option<String>,
     pub purpose: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -454,7 +456,7 @@ impl Fake {
         files
             .into_iter()
             .map(|f| {
-                let id = new_id(prefix);
+                let id = f.id.clone().unwrap_or_else(|| new_id(prefix));
                 st.files.insert(id.clone(), f.created_at, f);
                 id
             })
@@ -535,6 +537,11 @@ impl Fake {
     }
 
     /// How many fault applications are still queued (0: every injected fault was used up).
+    /// Drops every fault not yet applied.
+    pub fn clear_faults(&self) {
+        self.st().faults.clear();
+    }
+
     pub fn pending_faults(&self) -> usize {
         self.st()
             .faults
