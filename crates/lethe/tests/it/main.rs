@@ -30,6 +30,7 @@ mod vendor;
 mod vendor_bench;
 mod vendor_contract;
 mod vendor_fake;
+mod vendor_review;
 
 /// The toy connector's tests need the tests' build (`scripts/test` makes it): without the
 /// feature they would be skipped, so this fails instead, saying how to run them.
