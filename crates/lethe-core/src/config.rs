@@ -535,10 +535,12 @@ impl Section<'_, '_> {
     pub fn key(&self, key: &str) -> String {
         self.t.key(key)
     }
-    /// Reports a problem with a key of this entry (on the entry's line).
+    /// Reports a problem with a key of this entry, on the key's own line (the entry's when
+    /// the key is absent). A dotted key (`subject_map.source`) is found through its table.
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let full = self.t.key(key);
-        self.ctx.err(Some(self.t.span.clone()), full, message);
+        let span = key_span(self.t, key).unwrap_or_else(|| self.t.span.clone());
+        self.ctx.err(Some(span), full, message);
     }
     pub fn required_str(&mut self, key: &str) -> Option<String> {
         self.t.req_str(self.ctx, key)
@@ -593,6 +595,22 @@ impl Section<'_, '_> {
     pub fn string_map(&mut self, key: &str) -> BTreeMap<String, String> {
         self.t.string_map(self.ctx, key)
     }
+}
+
+/// Where a key (dotted through inline or nested tables) is written in an entry.
+fn key_span(t: &Tbl<'_>, key: &str) -> Option<Range<usize>> {
+    let mut parts = key.split('.');
+    let mut v = t.t.get(parts.next()?)?;
+    for part in parts {
+        match v.get_ref() {
+            DeValue::Table(inner) => match inner.get(part) {
+                Some(next) => v = next,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    Some(v.span())
 }
 
 /// Parses and validates a whole config, with the targets of the types `kinds` read (each

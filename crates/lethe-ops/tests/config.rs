@@ -215,7 +215,7 @@ fn a_subject_on_a_file_url_store_is_refused_where_erasure_could_not_find_it() {
     let errs = parse(src).err().unwrap_or_default();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].key, "targets.b.subject");
-    assert_eq!(errs[0].line, Some(3));
+    assert_eq!(errs[0].line, Some(8), "the line of the key itself");
     let src = src.replace("file:///data/b", "s3://bucket/b/");
     assert!(parse(&src).is_ok());
     let src = "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"m\"\ntype = \"filesystem\"\nroot = \"x\"\ncategory = \"d\"\nsubject = \"user\"\n";
