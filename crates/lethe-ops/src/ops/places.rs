@@ -64,10 +64,8 @@ pub fn shared_places(loaded: &Loaded) -> Vec<(&Target, String)> {
                 {
                     Some("overlapping prefixes of one bucket".to_string())
                 }
-                (Place::Account(sx, x), Place::Account(sy, y))
-                    if sx == sy && Place::kinds_meet(x.as_deref(), y.as_deref()) =>
-                {
-                    Some("the same kinds of item of one vendor project (set `project` on each target if they are different projects)".to_string())
+                (Place::Account(x), Place::Account(y)) if x.meets(y) => {
+                    Some("the same kinds of item of what may be one vendor project (an unset organization or project may be any; set both on each target if they are different projects)".to_string())
                 }
                 _ => None,
             };

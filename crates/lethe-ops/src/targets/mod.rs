@@ -586,18 +586,37 @@ pub enum Place {
     Tree(PathBuf),
     /// A bucket or container (with the store it is on) and a prefix in it, by segments.
     Prefix(String, Vec<String>),
-    /// A vendor account (its API, organization and project) and the kinds of item swept
-    /// in it (file purposes, vector stores); `None` for every kind.
-    Account(String, Option<Vec<String>>),
+    /// A vendor account and the kinds of item swept in it.
+    Account(Account),
 }
 
-impl Place {
-    /// Whether two sets of kinds share one (`None` is every kind).
-    pub fn kinds_meet(x: Option<&[String]>, y: Option<&[String]>) -> bool {
-        match (x, y) {
+/// Where a vendor target's items are: the API (its URL normalised), the organization and
+/// project (`None` when not set: the key's own, which may be any), and the kinds of item
+/// swept (file purposes, vector stores; `None` for every kind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub api: String,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub kinds: Option<Vec<String>>,
+}
+
+impl Account {
+    /// Whether two targets may reach the same items: the same API, organizations and
+    /// projects that may be the same (an unset one may be any), and a kind in common.
+    pub fn meets(&self, other: &Account) -> bool {
+        let may_be_same = |x: &Option<String>, y: &Option<String>| match (x, y) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        };
+        let kinds_meet = match (&self.kinds, &other.kinds) {
             (Some(x), Some(y)) => x.iter().any(|k| y.contains(k)),
             _ => true,
-        }
+        };
+        self.api == other.api
+            && may_be_same(&self.organization, &other.organization)
+            && may_be_same(&self.project, &other.project)
+            && kinds_meet
     }
 }
 

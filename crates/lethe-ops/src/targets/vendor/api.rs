@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 
 use super::Vendor;
 use super::client::{Client, Reply};
+use crate::targets::Value;
 
 /// Characters left as they are in a query value or a path segment.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -61,10 +62,11 @@ pub struct Item {
     /// `Err` when the answer names no id: reported, never deleted.
     pub id: Result<String, String>,
     pub kind: ItemKind,
-    /// When its window starts, as the vendor wrote it (RFC 3339 from a number of seconds).
-    pub created_at: Option<String>,
+    /// When its window starts, as the vendor wrote it: a number of seconds, or text. The
+    /// engine reads it (a number that is no plausible instant, such as 0, is refused).
+    pub created_at: Option<Value>,
     /// Its own expiry: the vendor's `expires_at`, else (a vector store) its metadata's.
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Value>,
     /// Where the expiry came from, for the entry.
     pub expiry_from: &'static str,
     pub purpose: Option<String>,
@@ -101,19 +103,31 @@ fn q(v: &str) -> String {
     utf8_percent_encode(v, QUERY).to_string()
 }
 
-/// Seconds since the epoch, as the vendor wrote them, to RFC 3339 (left as written when
-/// they are not a plausible instant, for the judgement to report).
-fn seconds(v: &Json) -> Option<String> {
+/// An instant as the vendor wrote it (seconds since the epoch, or RFC 3339 text), handed
+/// to the engine as it is: the engine's own rules decide what is a plausible instant, so
+/// `0` ("never", a placeholder) is reported, never read as 1970.
+fn seconds(v: &Json) -> Option<Value> {
     match v {
         Json::Null => None,
-        Json::Number(n) => Some(
-            n.as_i64()
-                .and_then(Timestamp::from_unix_seconds)
-                .map(Timestamp::to_rfc3339)
-                .unwrap_or_else(|| n.to_string()),
-        ),
-        Json::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Json::Number(n) => Some(match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(f)) => Value::Real(f),
+            _ => Value::Text(n.to_string()),
+        }),
+        Json::String(s) => Some(Value::Text(s.clone())),
+        other => Some(Value::Text(other.to_string())),
+    }
+}
+
+/// An instant the vendor wrote, as people read it (for exports and details).
+pub fn shown(v: &Value) -> String {
+    match v {
+        Value::Int(i) => Timestamp::from_unix_seconds(*i)
+            .map(Timestamp::to_rfc3339)
+            .unwrap_or_else(|| i.to_string()),
+        Value::Real(f) => f.to_string(),
+        Value::Text(t) => t.clone(),
+        Value::Null | Value::Blob => String::new(),
     }
 }
 
@@ -162,7 +176,7 @@ fn vector_store(o: &Json) -> Item {
     let own = o.get("expires_at").and_then(seconds);
     let (expires_at, expiry_from) = match (own, metadata.get("expires_at")) {
         (Some(e), _) => (Some(e), "the vendor's expires_at"),
-        (None, Some(m)) => (Some(m.clone()), "its metadata expires_at"),
+        (None, Some(m)) => (Some(Value::Text(m.clone())), "its metadata expires_at"),
         (None, None) => (None, ""),
     };
     let started = o
@@ -290,18 +304,19 @@ pub async fn list(client: &Client, vendor: Vendor, l: &Listing, c: &Cursor) -> R
 /// Deleting one would break the work, so it is kept (and judged again next run).
 pub async fn files_in_use(client: &Client) -> Result<HashMap<String, String>> {
     let mut used = HashMap::new();
-    const RUNNING_BATCH: &[&str] = &["validating", "in_progress", "finalizing", "cancelling"];
-    const RUNNING_JOB: &[&str] = &["validating_files", "queued", "running"];
-    for (base, running, fields, noun) in [
+    // Work is running unless it says it has finished: a status added later keeps its files.
+    const FINISHED_BATCH: &[&str] = &["completed", "failed", "expired", "cancelled"];
+    const FINISHED_JOB: &[&str] = &["succeeded", "failed", "cancelled"];
+    for (base, finished, fields, noun) in [
         (
             "/batches?limit=100",
-            RUNNING_BATCH,
+            FINISHED_BATCH,
             &["input_file_id", "output_file_id", "error_file_id"][..],
             "batch",
         ),
         (
             "/fine_tuning/jobs?limit=100",
-            RUNNING_JOB,
+            FINISHED_JOB,
             &["training_file", "validation_file"][..],
             "fine-tuning job",
         ),
@@ -330,7 +345,7 @@ pub async fn files_in_use(client: &Client) -> Result<HashMap<String, String>> {
             })?;
             for o in data {
                 let status = text(o, "status").unwrap_or_default();
-                if !running.contains(&status.as_str()) {
+                if finished.contains(&status.as_str()) {
                     continue;
                 }
                 let id = text(o, "id").unwrap_or_else(|| "(no id)".into());
@@ -349,8 +364,14 @@ pub async fn files_in_use(client: &Client) -> Result<HashMap<String, String>> {
             let more = v.get("has_more").and_then(Json::as_bool).unwrap_or(false);
             let last = data.last().and_then(|o| text(o, "id"));
             match (more, last) {
+                (false, _) => break,
                 (true, Some(l)) if after.as_ref() != Some(&l) => after = Some(l),
-                _ => break,
+                // More is said to follow but cannot be read: the running work is not known.
+                (true, _) => {
+                    return Err(anyhow!(
+                        "OpenAI GET {path}: the answer says there is more but gives no new cursor to read it by (needed to keep the files of work still running)"
+                    ));
+                }
             }
         }
     }

@@ -151,7 +151,13 @@ impl Client {
         let what = format!("{} {method} {path}", self.vendor.name());
         let mut attempt = 0u32;
         loop {
-            self.wait_for_reset().await;
+            if let Err(wait) = self.wait_for_reset().await {
+                return Reply::Unknown(format!(
+                    "{what}: not sent: the vendor's rate limit has no request left for {}s, longer than Lethe waits in a run ({}s); the next run tries again",
+                    wait.as_secs(),
+                    MAX_RETRY_AFTER.as_secs()
+                ));
+            }
             let sent = self.http.request(method.clone(), &url).send().await;
             let (why, wait, retried) = match sent {
                 Err(e) => {
@@ -167,9 +173,11 @@ impl Client {
                     let body = resp.bytes().await;
                     match (status, body) {
                         (s, Ok(body)) if s.is_success() => {
+                            // A success whose body cannot be read says nothing definite (a
+                            // DELETE may have taken effect): unknown, to be looked up.
                             return match serde_json::from_slice(&body) {
                                 Ok(v) => Reply::Ok(v),
-                                Err(e) => Reply::Refused(format!(
+                                Err(e) => Reply::Unknown(format!(
                                     "{what}: answered {s} with a body that is not JSON ({e})"
                                 )),
                             };
@@ -179,7 +187,7 @@ impl Client {
                             return Reply::Refused(format!(
                                 "{what}: the API key in {} was refused ({status}{}): check the key and its permissions",
                                 self.key_env,
-                                body.ok().and_then(|b| error_code(&b)).map(|c| format!(", {c}")).unwrap_or_default()
+                                body.ok().and_then(|b| error_code(&b)).map(|c| format!(", {}", self.scrub(&c))).unwrap_or_default()
                             ));
                         }
                         (s, body) => {
@@ -236,14 +244,20 @@ impl Client {
         full.mul_f64(0.5 + frac / 2.0)
     }
 
-    /// Waits out a rate-limit reset, if one is pending.
-    async fn wait_for_reset(&self) {
+    /// Waits out a rate-limit reset, if one is pending; one further off than Lethe waits
+    /// is `Err` with how far.
+    async fn wait_for_reset(&self) -> Result<(), StdDuration> {
         let until = self.paused_until.lock().ok().and_then(|g| *g);
-        if let Some(t) = until
-            && t > Instant::now()
-        {
-            tokio::time::sleep_until(t).await;
+        if let Some(t) = until {
+            let now = Instant::now();
+            if t > now + MAX_RETRY_AFTER {
+                return Err(t - now);
+            }
+            if t > now {
+                tokio::time::sleep_until(t).await;
+            }
         }
+        Ok(())
     }
 
     /// When the vendor says no request is left until a reset, no request leaves before it.
@@ -261,7 +275,8 @@ impl Client {
         if let Some(w) = wait
             && let Ok(mut g) = self.paused_until.lock()
         {
-            let t = Instant::now() + w.min(MAX_RETRY_AFTER);
+            // Far enough to refuse (see `wait_for_reset`), never so far it overflows.
+            let t = Instant::now() + w.min(MAX_RETRY_AFTER * 10);
             if g.is_none_or(|old| old < t) {
                 *g = Some(t);
             }
@@ -269,7 +284,7 @@ impl Client {
     }
 
     /// A message without the key in it, whatever the vendor echoed.
-    fn scrub(&self, s: &str) -> String {
+    pub fn scrub(&self, s: &str) -> String {
         let mut out = s.replace(&self.key, "[redacted]");
         // A key's tail (some vendors echo `sk-…abcd`) is enough to tell keys apart: cut it.
         if self.key.len() >= 8 {
@@ -301,11 +316,12 @@ fn retry_after(h: &HeaderMap) -> Option<StdDuration> {
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some(StdDuration::from_secs_f64(ms / 1000.0));
+        return Some(StdDuration::try_from_secs_f64(ms / 1000.0).unwrap_or(StdDuration::MAX));
     }
     let v = text("retry-after")?;
     if let Ok(s) = v.parse::<f64>() {
-        return (s.is_finite() && s >= 0.0).then(|| StdDuration::from_secs_f64(s));
+        return (s.is_finite() && s >= 0.0)
+            .then(|| StdDuration::try_from_secs_f64(s).unwrap_or(StdDuration::MAX));
     }
     let when = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
     let secs = when.as_second() - jiff::Timestamp::now().as_second();
@@ -337,7 +353,8 @@ fn go_duration(s: &str) -> Option<StdDuration> {
         total += n * unit;
         rest = &rest[u_end..];
     }
-    (total.is_finite() && total >= 0.0).then(|| StdDuration::from_secs_f64(total))
+    (total.is_finite() && total >= 0.0)
+        .then(|| StdDuration::try_from_secs_f64(total).unwrap_or(StdDuration::MAX))
 }
 
 /// How long until an RFC 3339 instant (Anthropic's reset headers).

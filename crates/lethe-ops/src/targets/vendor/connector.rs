@@ -1,7 +1,7 @@
 //! The vendor connector: lists a project's files (then its vector stores) a page at a time,
 //! looks items up by id, and deletes them several at a time, each by the vendor's own word.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +16,91 @@ use super::subjects::Mapper;
 use super::{Vendor, VendorTarget};
 use crate::targets::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
 
+/// The listings of one pass, page by page. A listing that does not move on (a cursor
+/// given back unchanged, a page of nothing but items already read) ends the pass with an
+/// error rather than looping; an id listed twice is read once; with `purposes`, a file of
+/// another purpose is not this target's, whatever the API's own filter did.
+struct Pages {
+    listings: VecDeque<Listing>,
+    cursor: Cursor,
+    seen: HashSet<String>,
+    purposes: Vec<String>,
+    vendor: Vendor,
+    /// Ids listed again, and files of other purposes the API returned anyway.
+    repeats: u64,
+    foreign: u64,
+}
+
+impl Pages {
+    fn new(cfg: &VendorTarget, listings: VecDeque<Listing>) -> Pages {
+        Pages {
+            listings,
+            cursor: Cursor::default(),
+            seen: HashSet::new(),
+            purposes: cfg.purposes.clone(),
+            vendor: cfg.vendor,
+            repeats: 0,
+            foreign: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.listings.is_empty()
+    }
+
+    /// The next page's items (none may be left after filtering), or `None` at the end.
+    fn next(&mut self, client: &Arc<Client>) -> Result<Option<Vec<Item>>> {
+        let Some(listing) = self.listings.front().cloned() else {
+            return Ok(None);
+        };
+        let (c, vendor, cursor) = (Arc::clone(client), self.vendor, self.cursor.clone());
+        let l = listing.clone();
+        let page = crate::io::wait(async move { api::list(&c, vendor, &l, &cursor).await })??;
+        let mut items = Vec::with_capacity(page.items.len());
+        let mut again = 0u64;
+        for item in page.items {
+            if item.kind == ItemKind::File
+                && !self.purposes.is_empty()
+                && !item
+                    .purpose
+                    .as_ref()
+                    .is_some_and(|p| self.purposes.contains(p))
+            {
+                self.foreign += 1;
+                continue;
+            }
+            if let Ok(id) = &item.id
+                && !self.seen.insert(id.clone())
+            {
+                again += 1;
+                continue;
+            }
+            items.push(item);
+        }
+        match page.next {
+            Some(next) if next.after == self.cursor.after && next.page == self.cursor.page => {
+                return Err(anyhow!(
+                    "{} listing {listing:?} does not move on: it gave back the cursor it was asked with; stopped rather than read the same page forever",
+                    vendor.name()
+                ));
+            }
+            Some(_) if again > 0 && items.is_empty() => {
+                return Err(anyhow!(
+                    "{} listing {listing:?} does not move on: a whole page of items already read; stopped rather than loop",
+                    vendor.name()
+                ));
+            }
+            Some(next) => self.cursor = next,
+            None => {
+                self.listings.pop_front();
+                self.cursor = Cursor::default();
+            }
+        }
+        self.repeats += again;
+        Ok(Some(items))
+    }
+}
+
 /// The outcome of one DELETE, before it is an answer.
 enum Outcome {
     Done(Deletion),
@@ -29,9 +114,8 @@ pub struct VendorConnector {
     write: bool,
     client: Arc<Client>,
     base: std::path::PathBuf,
-    /// What is left to list, and where the current listing is.
-    listings: VecDeque<Listing>,
-    cursor: Cursor,
+    /// What is left to list, and where.
+    pages: Pages,
     started: bool,
     /// Rows read but not yet handed out, with the kind of item each is.
     buffer: VecDeque<(Row, ItemKind)>,
@@ -42,6 +126,8 @@ pub struct VendorConnector {
     mapper: Option<Mapper>,
     /// A subject's ids still to look up (erasure), once read from `subject_map`.
     subject_ids: Option<VecDeque<String>>,
+    /// Every id `subject_map` gave for the subject being read.
+    mapped: HashSet<String>,
     required: Vec<String>,
     untagged: u64,
     /// What an export tells of the items an erasure or export read: name, size, purpose.
@@ -61,14 +147,14 @@ impl VendorConnector {
             write,
             client: Arc::new(client),
             base: base.to_path_buf(),
-            listings: VecDeque::new(),
-            cursor: Cursor::default(),
+            pages: Pages::new(cfg, VecDeque::new()),
             started: false,
             buffer: VecDeque::new(),
             judged: HashMap::new(),
             in_use: HashMap::new(),
             mapper: None,
             subject_ids: None,
+            mapped: HashSet::new(),
             required: required_tags
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
@@ -134,6 +220,10 @@ impl VendorConnector {
             }
         };
         let mut row = Row::new(Key::Text(id.clone()));
+        if let Err(why) = nameable(&id) {
+            row.problem = Some(why);
+            return row;
+        }
         if subject.is_some() {
             let mut d = serde_json::Map::new();
             if let Some(f) = &item.filename {
@@ -148,11 +238,11 @@ impl VendorConnector {
             self.described.insert(id.clone(), d);
         }
         if let Some(why) = item.problem {
-            row.problem = Some(why);
+            row.problem = Some(self.client.scrub(&why));
             return row;
         }
-        row.created_at = item.created_at.map(Value::Text).unwrap_or(Value::Null);
-        row.expires_at = item.expires_at.clone().map(Value::Text).unwrap_or(Value::Null);
+        row.created_at = item.created_at.clone().unwrap_or(Value::Null);
+        row.expires_at = item.expires_at.clone().unwrap_or(Value::Null);
         row.subject = match (subject, item.kind, &self.cfg.subject_key) {
             (Some(s), ..) => Ok(Some(s.to_string())),
             (None, ItemKind::VectorStore, Some(k)) => match item.metadata.get(&k.to_ascii_lowercase()) {
@@ -208,26 +298,14 @@ impl VendorConnector {
     /// cursor never names an item this sweep deleted.
     fn fill(&mut self, limit: usize) -> Result<()> {
         while self.buffer.len() <= limit {
-            let Some(listing) = self.listings.front().cloned() else {
+            let Some(items) = self.pages.next(&self.client)? else {
                 break;
             };
-            let (client, vendor, cursor) =
-                (Arc::clone(&self.client), self.vendor(), self.cursor.clone());
-            let page = crate::io::wait(async move {
-                api::list(&client, vendor, &listing, &cursor).await
-            })??;
-            for item in page.items {
+            for item in items {
                 self.tally(&item);
                 let kind = item.kind;
                 let row = self.row(item, None);
                 self.buffer.push_back((row, kind));
-            }
-            match page.next {
-                Some(next) => self.cursor = next,
-                None => {
-                    self.listings.pop_front();
-                    self.cursor = Cursor::default();
-                }
             }
         }
         Ok(())
@@ -264,6 +342,9 @@ impl VendorConnector {
             })
             .collect();
         let asks: Vec<(String, ItemKind)> = ids.iter().cloned().zip(kinds).collect();
+        // An id that cannot be named in a URL is asked of no one: it is unknown.
+        let (asks, unnamed): (Vec<_>, Vec<_>) = asks.into_iter().partition(|(id, _)| nameable(id).is_ok());
+        let unnamed: HashSet<String> = unnamed.into_iter().map(|(id, _)| id).collect();
         let n = self.cfg.deletes_in_flight;
         let vendor = self.vendor();
         let replies: Vec<(ItemKind, Reply)> = crate::io::wait(async move {
@@ -276,10 +357,20 @@ impl VendorConnector {
                 .collect()
                 .await
         })?;
+        let mut replies = replies.into_iter();
         Ok(ids
             .iter()
-            .zip(replies)
-            .map(|(id, (kind, reply))| match reply {
+            .map(|id| match nameable(id) {
+                Err(why) if unnamed.contains(id) => (id, None, Err(why)),
+                _ => match replies.next() {
+                    Some((kind, reply)) => (id, Some(kind), Ok(reply)),
+                    None => (id, None, Err("no answer for this item".to_string())),
+                },
+            })
+            .map(|(id, kind, reply)| match (kind, reply) {
+                (_, Err(why)) => Lookup::Unknown(why),
+                (None, Ok(_)) => Lookup::Unknown("no answer for this item".into()),
+                (Some(kind), Ok(reply)) => match reply {
                 Reply::Ok(v) => {
                     let mut item = api::item(vendor, kind, &v);
                     // The id asked for is the one judged and deleted, whatever the answer says.
@@ -289,6 +380,7 @@ impl VendorConnector {
                 }
                 Reply::NotFound => Lookup::Gone,
                 Reply::Refused(why) | Reply::Unknown(why) => Lookup::Unknown(why),
+                },
             })
             .collect())
     }
@@ -330,19 +422,10 @@ impl Connector for VendorConnector {
     }
 
     fn count(&mut self) -> Result<Option<u64>> {
+        let mut pages = Pages::new(&self.cfg, self.all_listings());
         let mut n = 0u64;
-        for listing in self.all_listings() {
-            let mut cursor = Cursor::default();
-            loop {
-                let (client, vendor, l, c) =
-                    (Arc::clone(&self.client), self.vendor(), listing.clone(), cursor.clone());
-                let page = crate::io::wait(async move { api::list(&client, vendor, &l, &c).await })??;
-                n += page.items.len() as u64;
-                match page.next {
-                    Some(next) => cursor = next,
-                    None => break,
-                }
-            }
+        while let Some(items) = pages.next(&self.client)? {
+            n += items.len() as u64;
         }
         Ok(Some(n))
     }
@@ -351,8 +434,7 @@ impl Connector for VendorConnector {
     fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         if !self.started {
             self.started = true;
-            self.listings = self.all_listings();
-            self.cursor = Cursor::default();
+            self.pages = Pages::new(&self.cfg, self.all_listings());
             self.untagged = 0;
             self.refresh_in_use()?;
         }
@@ -371,14 +453,15 @@ impl Connector for VendorConnector {
                 Some(m) => m.ids(subject)?,
                 None => Vec::new(),
             };
+            self.mapped = ids.iter().cloned().collect();
             self.subject_ids = Some(ids.into());
             self.refresh_in_use()?;
-            self.listings = if self.cfg.subject_key.is_some() && self.cfg.vector_stores {
+            let stores = if self.cfg.subject_key.is_some() && self.cfg.vector_stores {
                 [Listing::VectorStores].into()
             } else {
                 VecDeque::new()
             };
-            self.cursor = Cursor::default();
+            self.pages = Pages::new(&self.cfg, stores);
         }
         let mut out = Vec::new();
         while out.len() < limit {
@@ -405,7 +488,7 @@ impl Connector for VendorConnector {
         }
         // Vector stores whose metadata names the subject (or whose subject cannot be read:
         // reported, never passed over).
-        while out.len() < limit && !(self.listings.is_empty() && self.buffer.is_empty()) {
+        while out.len() < limit && !(self.pages.done() && self.buffer.is_empty()) {
             let need = limit - out.len();
             self.fill(need)?;
             out.extend(self.hand_out(need, |r| match &r.subject {
@@ -438,6 +521,12 @@ impl Connector for VendorConnector {
         for k in keys {
             let id = k.to_string();
             match self.judged.get(&id) {
+                _ if nameable(&id).is_err() => {
+                    plan.push(None);
+                    out.push(Some(Deletion::Failed(
+                        nameable(&id).err().unwrap_or_default(),
+                    )));
+                }
                 None => {
                     plan.push(None);
                     out.push(Some(Deletion::Failed(
@@ -505,9 +594,26 @@ impl Connector for VendorConnector {
             if rows.is_empty() {
                 break;
             }
-            // An item whose facts could not be read is not known to be this subject's.
-            for r in rows.into_iter().filter(|r| r.problem.is_none()) {
+            // An access request answered without one of the subject's files would be
+            // wrong in silence. A file subject_map names as theirs that cannot be read is
+            // listed by its id with why; an item whose owner cannot be told is no one's to
+            // hand out, and fails the export, naming it.
+            for r in &rows {
+                let id = r.key.as_ref().map(Key::to_string).unwrap_or_default();
+                if let Some(why) = &r.problem
+                    && !self.mapped.contains(&id)
+                {
+                    anyhow::bail!(
+                        "{} {id}: {why}; whose it is cannot be told, and the export would be incomplete without it",
+                        self.vendor().name()
+                    );
+                }
+            }
+            for r in rows {
                 let mut obj = serde_json::Map::new();
+                if let Some(why) = &r.problem {
+                    obj.insert("could_not_be_read".into(), why.clone().into());
+                }
                 if let Ok(k) = &r.key {
                     obj.insert("id".into(), k.to_string().into());
                     obj.insert(
@@ -515,11 +621,10 @@ impl Connector for VendorConnector {
                         ItemKind::of_id(&k.to_string()).noun().into(),
                     );
                 }
-                if let Value::Text(t) = &r.created_at {
-                    obj.insert("created_at".into(), t.clone().into());
-                }
-                if let Value::Text(t) = &r.expires_at {
-                    obj.insert("expires_at".into(), t.clone().into());
+                for (name, v) in [("created_at", &r.created_at), ("expires_at", &r.expires_at)] {
+                    if !matches!(v, Value::Null) {
+                        obj.insert(name.into(), api::shown(v).into());
+                    }
                 }
                 if let Ok(k) = &r.key
                     && let Some(d) = self.described.remove(&k.to_string())
@@ -543,6 +648,18 @@ impl Connector for VendorConnector {
 
     fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
+        if self.pages.repeats > 0 {
+            notes.push(format!(
+                "{} items the vendor listed more than once were read once",
+                self.pages.repeats
+            ));
+        }
+        if self.pages.foreign > 0 {
+            notes.push(format!(
+                "{} files of purposes this target does not sweep were listed anyway (the API did not filter by purpose) and left alone",
+                self.pages.foreign
+            ));
+        }
         let r = &self.client.retries;
         let total = r.total();
         if total > 0 {
@@ -558,15 +675,31 @@ impl Connector for VendorConnector {
     }
 }
 
-/// Whether a DELETE's answer confirms the deletion of this id: OpenAI answers
-/// `deleted: true`, Anthropic `type: "file_deleted"`; either names the id.
-fn confirms(vendor: Vendor, id: &str, v: &serde_json::Value) -> bool {
-    let same_id = v.get("id").and_then(|i| i.as_str()).is_none_or(|i| i == id);
-    let said = match vendor {
-        Vendor::OpenAi => v.get("deleted").and_then(|d| d.as_bool()) == Some(true),
-        Vendor::Anthropic => v.get("type").and_then(|t| t.as_str()) == Some("file_deleted"),
-    };
-    said && same_id
+/// Whether a DELETE's answer confirms the deletion of this id (OpenAI answers
+/// `deleted: true`, Anthropic `type: "file_deleted"`, both with the id): `Some(true)`
+/// confirmed, `Some(false)` refused (`deleted: false`), `None` unclear (another id, no
+/// field saying either way), to be settled by looking the item up.
+fn confirms(vendor: Vendor, id: &str, v: &serde_json::Value) -> Option<bool> {
+    if v.get("id").and_then(|i| i.as_str()).is_some_and(|i| i != id) {
+        return None;
+    }
+    match vendor {
+        Vendor::OpenAi => v.get("deleted").and_then(|d| d.as_bool()),
+        Vendor::Anthropic => {
+            (v.get("type").and_then(|t| t.as_str()) == Some("file_deleted")).then_some(true)
+        }
+    }
+}
+
+/// Whether an id can be named in a request path: an empty, `.` or `..` id would be read
+/// by the URL as another path (the collection itself), whose 404 is no answer for it.
+fn nameable(id: &str) -> Result<(), String> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(format!(
+            "the id {id:?} cannot be named in a request: it is not read or deleted here; delete it by hand if it is due"
+        ));
+    }
+    Ok(())
 }
 
 /// One DELETE, by the vendor's word; an unknown outcome is settled by looking the item up.
@@ -574,14 +707,16 @@ async fn delete_one(client: &Client, vendor: Vendor, id: &str, kind: ItemKind) -
     let path = kind.path(id);
     let why = match client.delete(&path).await {
         Reply::Ok(v) => {
-            return Outcome::Done(if confirms(vendor, id, &v) {
-                Deletion::Deleted
-            } else {
-                let shown: String = v.to_string().chars().take(200).collect();
-                Deletion::Failed(format!(
-                    "the vendor answered the DELETE without confirming it ({shown}); kept, judged again next run"
-                ))
-            });
+            let shown: String = client.scrub(&v.to_string()).chars().take(200).collect();
+            match confirms(vendor, id, &v) {
+                Some(true) => return Outcome::Done(Deletion::Deleted),
+                Some(false) => {
+                    return Outcome::Done(Deletion::Failed(format!(
+                        "the vendor refused the DELETE ({shown}); kept, judged again next run"
+                    )));
+                }
+                None => format!("the DELETE's answer does not say this item was deleted ({shown})"),
+            }
         }
         Reply::NotFound => return Outcome::Done(Deletion::AlreadyGone),
         Reply::Refused(why) => return Outcome::Done(Deletion::Failed(why)),

@@ -22,7 +22,7 @@ use lethe_core::config::{Section, Target, TargetParser, TargetSpec};
 use lethe_core::time::Duration;
 
 use super::sql::SqlTarget;
-use super::{Connector, Kind, Open, Place};
+use super::{Account, Connector, Kind, Open, Place};
 
 pub use connector::VendorConnector;
 
@@ -130,13 +130,21 @@ impl TargetParser for VendorKind {
         let vendor = self.0;
         let api_key_env = s.required_str("api_key_env");
         let base_url = s.optional_str("base_url");
-        if let Some(u) = &base_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            s.error(
-                "base_url",
-                "expected an http:// or https:// URL ending in /v1, as the vendor's SDKs take it",
-            );
+        if let Some(u) = &base_url {
+            match url::Url::parse(u) {
+                Ok(p) if !matches!(p.scheme(), "http" | "https") || p.host().is_none() => s
+                    .error(
+                        "base_url",
+                        "expected an http:// or https:// URL ending in /v1, as the vendor's SDKs take it",
+                    ),
+                // The key goes in its own header; a user name in the URL would replace it.
+                Ok(p) if !p.username().is_empty() || p.password().is_some() => s.error(
+                    "base_url",
+                    "a user name or password in the URL is not supported (it would be sent instead of the API key)",
+                ),
+                Ok(_) => {}
+                Err(e) => s.error("base_url", format!("not a URL: {e}")),
+            }
         }
         let (organization, project, purposes, vector_stores) = if vendor == Vendor::OpenAi {
             let purposes = s.strings("purposes", |p| {
@@ -249,15 +257,18 @@ impl TargetParser for VendorKind {
     }
 }
 
-/// A URL without any user name or password in it (a proxy's), for what is stored or shown.
-fn shown_url(u: &str) -> String {
+/// A URL spelled one way (scheme and host in lower case, no default port, no user name
+/// or password, no trailing slash), so that two spellings of one API are one place.
+fn normal_url(u: &str) -> String {
     match url::Url::parse(u) {
-        Ok(mut p) if !p.username().is_empty() || p.password().is_some() => {
+        Ok(mut p) => {
             let _ = p.set_username("");
             let _ = p.set_password(None);
+            p.set_query(None);
+            p.set_fragment(None);
             p.to_string().trim_end_matches('/').to_string()
         }
-        _ => u.to_string(),
+        Err(_) => u.trim_end_matches('/').to_string(),
     }
 }
 
@@ -323,17 +334,16 @@ impl Kind for VendorKind {
         format!(
             "{}:{}|org={}|project={}|key={}",
             self.1,
-            shown_url(&v.base_url),
+            normal_url(&v.base_url),
             v.organization.as_deref().unwrap_or(""),
             v.project.as_deref().unwrap_or(""),
             v.api_key_env
         )
     }
 
-    /// Two targets on one project (same URL, organization and project) sweeping the same
-    /// kinds of file would each delete what the other's holds protect: refused like two
-    /// targets on one table. Without `project` the key's own project cannot be told from
-    /// the config, so two such targets on one URL count as one project.
+    /// Two targets that may reach one project's files of the same kinds would each delete
+    /// what the other's holds protect: refused like two targets on one table. An unset
+    /// organization or project is the key's own, which may be any.
     fn place(&self, target: &Target, _base: &Path) -> Option<Place> {
         let v = target.spec::<VendorTarget>()?;
         let kinds = (!v.purposes.is_empty()).then(|| {
@@ -343,15 +353,12 @@ impl Kind for VendorKind {
             }
             k
         });
-        Some(Place::Account(
-            format!(
-                "{}|{}|{}",
-                shown_url(&v.base_url),
-                v.organization.as_deref().unwrap_or(""),
-                v.project.as_deref().unwrap_or("")
-            ),
+        Some(Place::Account(Account {
+            api: normal_url(&v.base_url),
+            organization: v.organization.clone(),
+            project: v.project.clone(),
             kinds,
-        ))
+        }))
     }
 
     fn items(&self) -> &'static str {
