@@ -1852,12 +1852,7 @@ impl VendorPlace {
         };
         fake.set_page_cap(7);
         let app = dir.path("app.db");
-        Connection::open(&app)
-            .unwrap()
-            .execute_batch(
-                "CREATE TABLE uploads (id INTEGER PRIMARY KEY, file_id TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL)",
-            )
-            .unwrap();
+        crate::vendor::uploads(&dir.0, &[]);
         let cfg = write_config(
             &dir,
             &format!(
@@ -1866,21 +1861,9 @@ api_key_env = "PATH"
 base_url = "{}"
 max_retries = 0
 request_timeout = "10s"
-[targets.subject_map]
-source = "uploads"
-query = "SELECT file_id FROM uploads WHERE user_id = $1"
-subject_of = "SELECT user_id FROM uploads WHERE file_id = $1"
-
-[[targets]]
-name = "uploads"
-category = "conformance"
-type = "sql"
-url = "sqlite://app.db"
-table = "uploads"
-key = "id"
-created_at = "created_at"
-retention = "3650d""#,
-                fake.base_url()
+{}"#,
+                fake.base_url(),
+                crate::vendor::subject_map("conformance")
             ),
         );
         VendorPlace {
@@ -1916,11 +1899,7 @@ impl Harness for VendorPlace {
         self.fake.add_files(specs);
         let conn = Connection::open(&self.app).unwrap();
         for it in items {
-            conn.execute(
-                "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, ?2, '2026-01-01T00:00:00Z')",
-                rusqlite::params![self.name(it.i), it.subject],
-            )
-            .unwrap();
+            crate::vendor::record_upload(&conn, &self.name(it.i), &it.subject);
         }
     }
     fn contents(&mut self) -> BTreeMap<String, String> {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::vendor_fake::{Fake, Fault, FileSpec, StoreSpec};
 use super::{Tmp, run_env};
 
-const KEY: &str = "sk-test-0123456789abcdefSECRET";
-const KEY_ENV: &str = "LETHE_TEST_VENDOR_KEY";
+pub(super) const KEY: &str = "sk-test-0123456789abcdefSECRET";
+pub(super) const KEY_ENV: &str = "LETHE_TEST_VENDOR_KEY";
 const DAY: i64 = 86_400;
 
 fn now() -> i64 {
@@ -21,12 +21,12 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn env() -> [(&'static str, &'static str); 1] {
+pub(super) fn env() -> [(&'static str, &'static str); 1] {
     [(KEY_ENV, KEY)]
 }
 
 /// A config with one vendor target (its own keys as given) and a 30-day window.
-fn config(dir: &Tmp, ty: &str, base_url: &str, extra: &str) -> PathBuf {
+pub(super) fn config(dir: &Tmp, ty: &str, base_url: &str, extra: &str) -> PathBuf {
     let cfg = dir.path("lethe.toml");
     std::fs::write(
         &cfg,
@@ -55,6 +55,51 @@ request_timeout = "2s"
     cfg
 }
 
+/// An application's table of uploads in `app.db` under `dir`, the way an application
+/// records which vendor file it uploaded for whom, with these (file id, user) rows.
+pub(super) fn uploads(dir: &Path, rows: &[(&str, &str)]) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("app.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE uploads (id INTEGER PRIMARY KEY, file_id TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL);",
+    )
+    .unwrap();
+    for (file, user) in rows {
+        record_upload(&conn, file, user);
+    }
+    conn
+}
+
+pub(super) fn record_upload(conn: &rusqlite::Connection, file: &str, user: &str) {
+    conn.execute(
+        "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, ?2, '2026-01-01T00:00:00Z')",
+        rusqlite::params![file, user],
+    )
+    .unwrap();
+}
+
+/// The target's `subject_map` on [`uploads`], and that table as a sql target of its own
+/// (in `category`, kept ten years: never due).
+pub(super) fn subject_map(category: &str) -> String {
+    format!(
+        r#"
+[targets.subject_map]
+source = "uploads"
+query = "SELECT file_id FROM uploads WHERE user_id = $1"
+subject_of = "SELECT user_id FROM uploads WHERE file_id = $1"
+
+[[targets]]
+name = "uploads"
+type = "sql"
+url = "sqlite://app.db"
+table = "uploads"
+key = "id"
+created_at = "created_at"
+category = "{category}"
+retention = "3650d"
+"#
+    )
+}
+
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -64,7 +109,7 @@ fn target_report(out: &str) -> serde_json::Value {
 }
 
 /// Every trail entry, as `audit export` gives them.
-fn entries(cfg: &Path) -> Vec<serde_json::Value> {
+pub(super) fn entries(cfg: &Path) -> Vec<serde_json::Value> {
     let r = run_env(cfg, &env(), &["audit", "export", "--format", "jsonl"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     r.stdout
@@ -74,7 +119,7 @@ fn entries(cfg: &Path) -> Vec<serde_json::Value> {
 }
 
 /// The keys of the entries with this action, each as often as recorded.
-fn keys_of(cfg: &Path, action: &str) -> Vec<String> {
+pub(super) fn keys_of(cfg: &Path, action: &str) -> Vec<String> {
     entries(cfg)
         .into_iter()
         .filter(|e| e["action"] == action)
@@ -530,43 +575,17 @@ fn erasure_through_subject_map_removes_that_subjects_vendor_files_only() {
     let t = now();
     // Young files: erasure deletes whatever the windows say.
     let ids = fake.add_files((0..30).map(|i| FileSpec::new("user_data", t - DAY - i)));
-    let app = dir.path("app.db");
-    let conn = rusqlite::Connection::open(&app).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE uploads (id INTEGER PRIMARY KEY, file_id TEXT, user_id TEXT, created_at TEXT);",
-    )
-    .unwrap();
-    for (i, id) in ids.iter().enumerate() {
-        let user = ["alice", "bob", "carol"][i % 3];
-        conn.execute(
-            "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, ?2, '2026-11-01T00:00:00Z')",
-            rusqlite::params![id, user],
-        )
-        .unwrap();
-    }
+    let users = ["alice", "bob", "carol"];
+    let rows: Vec<(&str, &str)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), users[i % 3]))
+        .collect();
+    let conn = uploads(&dir.0, &rows);
     // Alice also uploaded a file since deleted at the vendor: nothing to do for it.
-    conn.execute(
-        "INSERT INTO uploads (file_id, user_id, created_at) VALUES ('file-gone000000000000000000', 'alice', '2026-11-01T00:00:00Z')",
-        [],
-    )
-    .unwrap();
-    let extra = r#"
-[targets.subject_map]
-source = "uploads"
-query = "SELECT file_id FROM uploads WHERE user_id = $1"
-subject_of = "SELECT user_id FROM uploads WHERE file_id = $1"
-
-[[targets]]
-name = "uploads"
-type = "sql"
-url = "sqlite://app.db"
-table = "uploads"
-key = "id"
-created_at = "created_at"
-category = "vendor_file"
-retention = "3650d"
-"#;
-    let cfg = config(&dir, "openai_files", &fake.base_url(), extra);
+    record_upload(&conn, "file-gone000000000000000000", "alice");
+    let extra = subject_map("vendor_file");
+    let cfg = config(&dir, "openai_files", &fake.base_url(), &extra);
     let alice: BTreeSet<String> = ids.iter().step_by(3).cloned().collect();
     let carol_held = ids[2].clone();
     // A subject hold on carol keeps her files even from an old-file sweep.
@@ -629,13 +648,8 @@ retention = "3650d"
     // hold, bob's old file is deleted.
     let carol_old = fake.add_file(FileSpec::new("user_data", t - 40 * DAY));
     let bob_old = fake.add_file(FileSpec::new("user_data", t - 40 * DAY));
-    for (f, u) in [(&carol_old, "carol"), (&bob_old, "bob")] {
-        conn.execute(
-            "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, ?2, '2026-11-01T00:00:00Z')",
-            rusqlite::params![f, u],
-        )
-        .unwrap();
-    }
+    record_upload(&conn, &carol_old, "carol");
+    record_upload(&conn, &bob_old, "bob");
     let r = run_env(&cfg, &env(), &["sweep", "--apply", "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(

@@ -1,12 +1,12 @@
 //! An adversarial review of the `openai_files` / `anthropic_files` targets: each test here
-//! shows one problem found, and fails until it is fixed. Most use the stateful fake of
+//! was written failing against their first version (commit 3c46d43), and its comment says
+//! what was wrong then; all are fixed, and the tests keep them so. Most use the stateful fake of
 //! `vendor_fake`; where the vendor must answer in a way that fake cannot (a listing that
 //! ignores `purpose`, repeats a cursor or an id, names an odd id, or answers a DELETE
 //! oddly), a small scripted server of this file answers instead.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,57 +15,9 @@ use serde_json::{Value, json};
 use super::vendor_fake::{Fake, Fault, FileSpec, RateLimit};
 use super::{DAY, Tmp, now_secs, run_env};
 
-const KEY: &str = "sk-review-0123456789abcdefTAIL";
-const KEY_ENV: &str = "LETHE_TEST_REVIEW_KEY";
+use std::path::{Path, PathBuf};
 
-fn env() -> [(&'static str, &'static str); 1] {
-    [(KEY_ENV, KEY)]
-}
-
-/// A config with one vendor target named `vendor`, a 30-day window, and `extra` after its
-/// keys (more of its keys, its subject_map table, more targets).
-fn config(dir: &Tmp, ty: &str, base_url: &str, extra: &str) -> PathBuf {
-    let cfg = dir.path("lethe.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[state]
-url = "sqlite://lethe-state.db"
-
-[categories.vendor_file]
-retention = "30d"
-
-[[targets]]
-name = "vendor"
-type = "{ty}"
-category = "vendor_file"
-api_key_env = "{KEY_ENV}"
-base_url = "{base_url}"
-request_timeout = "2s"
-{extra}
-"#
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn entries(cfg: &Path) -> Vec<Value> {
-    let r = run_env(cfg, &env(), &["audit", "export", "--format", "jsonl"]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    r.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn keys_of(cfg: &Path, action: &str) -> Vec<String> {
-    entries(cfg)
-        .into_iter()
-        .filter(|e| e["action"] == action)
-        .map(|e| e["item_key"].as_str().unwrap_or("").to_string())
-        .collect()
-}
+use super::vendor::{KEY, KEY_ENV, config, env, keys_of, subject_map, uploads};
 
 // A scripted vendor: every request is answered by a closure of the test.
 
@@ -518,37 +470,10 @@ fn an_export_never_leaves_out_a_file_it_could_not_read() {
     let fake = Fake::openai(KEY);
     let t = now_secs();
     let ids = fake.add_files((0..2).map(|i| FileSpec::new("user_data", t - DAY - i)));
-    let app = dir.path("app.db");
-    let conn = rusqlite::Connection::open(&app).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE uploads (id INTEGER PRIMARY KEY, file_id TEXT, user_id TEXT, created_at TEXT);",
-    )
-    .unwrap();
-    for id in &ids {
-        conn.execute(
-            "INSERT INTO uploads (file_id, user_id, created_at) VALUES (?1, 'bob', '2026-11-01T00:00:00Z')",
-            [id],
-        )
-        .unwrap();
-    }
-    let extra = r#"max_retries = 0
-
-[targets.subject_map]
-source = "uploads"
-query = "SELECT file_id FROM uploads WHERE user_id = $1"
-subject_of = "SELECT user_id FROM uploads WHERE file_id = $1"
-
-[[targets]]
-name = "uploads"
-type = "sql"
-url = "sqlite://app.db"
-table = "uploads"
-key = "id"
-created_at = "created_at"
-category = "vendor_file"
-retention = "3650d"
-"#;
-    let cfg = config(&dir, "openai_files", &fake.base_url(), extra);
+    let rows: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "bob")).collect();
+    uploads(&dir.0, &rows);
+    let extra = format!("max_retries = 0\n{}", subject_map("vendor_file"));
+    let cfg = config(&dir, "openai_files", &fake.base_url(), &extra);
     super::ensure_init_env(&cfg, &env());
     fake.inject(Fault::status(
         "GET",
