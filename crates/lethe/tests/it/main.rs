@@ -31,6 +31,7 @@ mod vendor_bench;
 mod vendor_contract;
 mod vendor_fake;
 mod vendor_review;
+mod vendor_review2;
 
 /// The toy connector's tests need the tests' build (`scripts/test` makes it): without the
 /// feature they would be skipped, so this fails instead, saying how to run them.

@@ -25,7 +25,7 @@ type Handler = dyn Fn(&str, &str, &str) -> (u16, String) + Send + Sync;
 
 /// An HTTP server on 127.0.0.1 answering every request with `handler(method, path, query)`
 /// (the path as sent, still percent-encoded); stopped when dropped.
-struct Scripted {
+pub(super) struct Scripted {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<(String, String)>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,7 +33,9 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn start(handler: impl Fn(&str, &str, &str) -> (u16, String) + Send + Sync + 'static) -> Self {
+    pub(super) fn start(
+        handler: impl Fn(&str, &str, &str) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -79,11 +81,11 @@ impl Scripted {
         }
     }
 
-    fn base_url(&self) -> String {
+    pub(super) fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 
-    fn requests(&self) -> Vec<(String, String)> {
+    pub(super) fn requests(&self) -> Vec<(String, String)> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -184,7 +186,7 @@ impl World {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
@@ -193,7 +195,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Runs `lethe ARGS` and gives up after `limit`: `None` when it was still running (and was
 /// then killed), else its exit code.
-fn run_with_limit(cfg: &Path, args: &[&str], limit: Duration) -> Option<Option<i32>> {
+pub(super) fn run_with_limit(cfg: &Path, args: &[&str], limit: Duration) -> Option<Option<i32>> {
     super::ensure_init_env(cfg, &env());
     let mut child = super::lethe()
         .args(args)
