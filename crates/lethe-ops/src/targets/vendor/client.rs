@@ -119,6 +119,8 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("lethe/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
+            // A redirect would carry the key's header to whatever host it names.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(StdDuration::from_secs(10)))
             .build()
             .map_err(|e| anyhow!("cannot set up the {} client: {e}", cfg.vendor.name()))?;
@@ -183,6 +185,11 @@ impl Client {
                             };
                         }
                         (StatusCode::NOT_FOUND, _) => return Reply::NotFound,
+                        (s, _) if s.is_redirection() => {
+                            return Reply::Refused(format!(
+                                "{what}: answered {s}, a redirect; Lethe does not follow redirects with the API key: set base_url to where the API is"
+                            ));
+                        }
                         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, body) => {
                             return Reply::Refused(format!(
                                 "{what}: the API key in {} was refused ({status}{}): check the key and its permissions",
@@ -283,12 +290,17 @@ impl Client {
         }
     }
 
-    /// A message without the key in it, whatever the vendor echoed.
+    /// A message without the key in it, whatever the vendor echoed: the key itself, and
+    /// the masked form vendors echo (`sk-…****abcd`, `sk-…...abcd`), whose tail is enough
+    /// to tell keys apart.
     pub fn scrub(&self, s: &str) -> String {
         let mut out = s.replace(&self.key, "[redacted]");
-        // A key's tail (some vendors echo `sk-…abcd`) is enough to tell keys apart: cut it.
-        if self.key.len() >= 8 {
-            out = out.replace(&self.key[self.key.len() - 4..], "****");
+        if let Some(tail) = self.key.get(self.key.len().saturating_sub(4)..)
+            && self.key.len() >= 8
+        {
+            for mask in ["*", ".", "…"] {
+                out = out.replace(&format!("{mask}{tail}"), &format!("{mask}[redacted]"));
+            }
         }
         out
     }

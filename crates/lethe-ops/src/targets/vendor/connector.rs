@@ -16,13 +16,19 @@ use super::subjects::Mapper;
 use super::{Vendor, VendorTarget};
 use crate::targets::{Capabilities, Connector, Deletion, ExportSink, Key, Lookup, Row, Value};
 
-/// The listings of one pass, page by page. A listing that does not move on (a cursor
-/// given back unchanged, a page of nothing but items already read) ends the pass with an
-/// error rather than looping; an id listed twice is read once; with `purposes`, a file of
-/// another purpose is not this target's, whatever the API's own filter did.
+/// The listings of one pass, page by page. A listing that does not move on (a cursor it
+/// already gave, or page after page of nothing new) ends the pass with an error rather
+/// than looping; an id listed twice is read once; with `purposes`, a file of another
+/// purpose is not this target's, whatever the API's own filter did (and once the API is
+/// seen ignoring the filter, the other purposes' listings, which would only repeat the
+/// first, are not read).
 struct Pages {
     listings: VecDeque<Listing>,
     cursor: Cursor,
+    /// The cursors the current listing has given.
+    cursors: HashSet<(Option<String>, Option<String>)>,
+    /// Pages in a row that brought no new item.
+    stale: u32,
     seen: HashSet<String>,
     purposes: Vec<String>,
     vendor: Vendor,
@@ -31,11 +37,16 @@ struct Pages {
     foreign: u64,
 }
 
+/// Pages in a row with nothing new after which a listing is taken to go round for ever.
+const STALE_PAGES: u32 = 1_000;
+
 impl Pages {
     fn new(cfg: &VendorTarget, listings: VecDeque<Listing>) -> Pages {
         Pages {
             listings,
             cursor: Cursor::default(),
+            cursors: HashSet::new(),
+            stale: 0,
             seen: HashSet::new(),
             purposes: cfg.purposes.clone(),
             vendor: cfg.vendor,
@@ -48,6 +59,24 @@ impl Pages {
         self.listings.is_empty()
     }
 
+    /// The current listing goes on from an opaque page token, which may count positions:
+    /// deleting before the listing ends could shift the pages and skip items.
+    fn opaque(&self) -> bool {
+        self.cursor.page.is_some()
+    }
+
+    /// The purpose of a file this target does not sweep, if it is one.
+    fn foreign_purpose<'i>(&self, item: &'i Item) -> Option<&'i str> {
+        if item.kind != ItemKind::File || self.purposes.is_empty() {
+            return None;
+        }
+        match &item.purpose {
+            Some(p) if self.purposes.contains(p) => None,
+            Some(p) => Some(p),
+            None => Some("(none)"),
+        }
+    }
+
     /// The next page's items (none may be left after filtering), or `None` at the end.
     fn next(&mut self, client: &Arc<Client>) -> Result<Option<Vec<Item>>> {
         let Some(listing) = self.listings.front().cloned() else {
@@ -57,36 +86,42 @@ impl Pages {
         let l = listing.clone();
         let page = crate::io::wait(async move { api::list(&c, vendor, &l, &cursor).await })??;
         let mut items = Vec::with_capacity(page.items.len());
-        let mut again = 0u64;
+        let mut unfiltered = false;
         for item in page.items {
-            if item.kind == ItemKind::File
-                && !self.purposes.is_empty()
-                && !item
-                    .purpose
-                    .as_ref()
-                    .is_some_and(|p| self.purposes.contains(p))
-            {
+            if self.foreign_purpose(&item).is_some() {
                 self.foreign += 1;
+                unfiltered = true;
                 continue;
             }
             if let Ok(id) = &item.id
                 && !self.seen.insert(id.clone())
             {
-                again += 1;
+                self.repeats += 1;
                 continue;
             }
             items.push(item);
         }
+        self.stale = if items.is_empty() { self.stale + 1 } else { 0 };
+        if unfiltered {
+            // The API ignores `purpose`: this listing reads every file; the others would
+            // only read them again.
+            let current = self.listings.pop_front();
+            self.listings
+                .retain(|l| !matches!(l, Listing::Files { .. }));
+            if let Some(c) = current {
+                self.listings.push_front(c);
+            }
+        }
         match page.next {
-            Some(next) if next.after == self.cursor.after && next.page == self.cursor.page => {
+            Some(next) if !self.cursors.insert((next.after.clone(), next.page.clone())) => {
                 return Err(anyhow!(
-                    "{} listing {listing:?} does not move on: it gave back the cursor it was asked with; stopped rather than read the same page forever",
+                    "{} listing {listing:?} does not move on: it gave a cursor it had given before; stopped rather than read the same pages forever",
                     vendor.name()
                 ));
             }
-            Some(_) if again > 0 && items.is_empty() => {
+            Some(_) if self.stale >= STALE_PAGES => {
                 return Err(anyhow!(
-                    "{} listing {listing:?} does not move on: a whole page of items already read; stopped rather than loop",
+                    "{} listing {listing:?} does not move on: {STALE_PAGES} pages in a row brought nothing new; stopped rather than loop",
                     vendor.name()
                 ));
             }
@@ -94,9 +129,10 @@ impl Pages {
             None => {
                 self.listings.pop_front();
                 self.cursor = Cursor::default();
+                self.cursors.clear();
+                self.stale = 0;
             }
         }
-        self.repeats += again;
         Ok(Some(items))
     }
 }
@@ -128,6 +164,9 @@ pub struct VendorConnector {
     subject_ids: Option<VecDeque<String>>,
     /// Every id `subject_map` gave for the subject being read.
     mapped: HashSet<String>,
+    /// Ids `subject_map` gave that are not this target's (another purpose, a vector store
+    /// it does not sweep).
+    not_ours: u64,
     required: Vec<String>,
     untagged: u64,
     /// What an export tells of the items an erasure or export read: name, size, purpose.
@@ -155,6 +194,7 @@ impl VendorConnector {
             mapper: None,
             subject_ids: None,
             mapped: HashSet::new(),
+            not_ours: 0,
             required: required_tags
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
@@ -243,12 +283,22 @@ impl VendorConnector {
         }
         row.created_at = item.created_at.clone().unwrap_or(Value::Null);
         row.expires_at = item.expires_at.clone().unwrap_or(Value::Null);
-        row.subject = match (subject, item.kind, &self.cfg.subject_key) {
+        let subject_key = self.cfg.subject_key.clone();
+        row.subject = match (subject, item.kind, &subject_key) {
             (Some(s), ..) => Ok(Some(s.to_string())),
-            (None, ItemKind::VectorStore, Some(k)) => match item.metadata.get(&k.to_ascii_lowercase()) {
-                Some(s) => Ok(Some(s.clone())),
-                None => self.mapped_subject(&id),
-            },
+            // A store may say whose it is in its metadata and in subject_map: two owners
+            // that disagree cannot be told apart, and are reported, never guessed.
+            (None, ItemKind::VectorStore, Some(k)) => {
+                let said = item.metadata.get(&k.to_ascii_lowercase()).cloned();
+                match (said, self.mapped_subject(&id)) {
+                    (Some(m), Ok(Some(s))) if m != s => Err(format!(
+                        "its metadata {k} and subject_map.subject_of name different subjects; whose it is cannot be told"
+                    )),
+                    (Some(m), Ok(_)) => Ok(Some(m)),
+                    (None, mapped) => mapped,
+                    (Some(_), Err(why)) => Err(why),
+                }
+            }
             (None, ..) => self.mapped_subject(&id),
         };
         if let Err(why) = &row.subject {
@@ -297,7 +347,9 @@ impl VendorConnector {
     /// read is the next page's cursor, and is kept back until that page is read, so the
     /// cursor never names an item this sweep deleted.
     fn fill(&mut self, limit: usize) -> Result<()> {
-        while self.buffer.len() <= limit {
+        // An opaque page token is read to the end of its listing before anything is handed
+        // out: if it counts positions, a deletion in between would make it skip items.
+        while self.buffer.len() <= limit || self.pages.opaque() {
             let Some(items) = self.pages.next(&self.client)? else {
                 break;
             };
@@ -330,7 +382,14 @@ impl VendorConnector {
     }
 
     /// Reads items by id: found, gone (404), or unknown; `subject` as for [`Self::row`].
-    fn read(&mut self, ids: &[String], subject: Option<&str>) -> Result<Vec<Lookup>> {
+    /// Reads items by id: found, gone (404), or unknown; `Err(why)` for an item that is not
+    /// this target's (a vector store without `vector_stores`, a file of a purpose it does
+    /// not sweep): another target's holds may be what protects it.
+    fn read(
+        &mut self,
+        ids: &[String],
+        subject: Option<&str>,
+    ) -> Result<Vec<Result<Lookup, String>>> {
         let client = Arc::clone(&self.client);
         let kinds: Vec<ItemKind> = ids
             .iter()
@@ -342,9 +401,24 @@ impl VendorConnector {
             })
             .collect();
         let asks: Vec<(String, ItemKind)> = ids.iter().cloned().zip(kinds).collect();
-        // An id that cannot be named in a URL is asked of no one: it is unknown.
-        let (asks, unnamed): (Vec<_>, Vec<_>) = asks.into_iter().partition(|(id, _)| nameable(id).is_ok());
-        let unnamed: HashSet<String> = unnamed.into_iter().map(|(id, _)| id).collect();
+        // An id that cannot be named in a URL, or names a vector store this target does
+        // not sweep, is asked of no one.
+        let stores = self.cfg.vector_stores;
+        let (asks, unasked): (Vec<_>, Vec<_>) = asks.into_iter().partition(|(id, kind)| {
+            nameable(id).is_ok() && (*kind == ItemKind::File || stores)
+        });
+        let unasked: HashMap<String, Result<String, String>> = unasked
+            .into_iter()
+            .map(|(id, _)| {
+                let why = match nameable(&id) {
+                    Err(why) => Ok(why),
+                    Ok(()) => Err(format!(
+                        "{id} is a vector store, and this target does not sweep vector stores"
+                    )),
+                };
+                (id, why)
+            })
+            .collect();
         let n = self.cfg.deletes_in_flight;
         let vendor = self.vendor();
         let replies: Vec<(ItemKind, Reply)> = crate::io::wait(async move {
@@ -358,31 +432,39 @@ impl VendorConnector {
                 .await
         })?;
         let mut replies = replies.into_iter();
-        Ok(ids
-            .iter()
-            .map(|id| match nameable(id) {
-                Err(why) if unnamed.contains(id) => (id, None, Err(why)),
-                _ => match replies.next() {
-                    Some((kind, reply)) => (id, Some(kind), Ok(reply)),
-                    None => (id, None, Err("no answer for this item".to_string())),
-                },
-            })
-            .map(|(id, kind, reply)| match (kind, reply) {
-                (_, Err(why)) => Lookup::Unknown(why),
-                (None, Ok(_)) => Lookup::Unknown("no answer for this item".into()),
-                (Some(kind), Ok(reply)) => match reply {
-                Reply::Ok(v) => {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let reply = match unasked.get(id) {
+                Some(Ok(why)) => {
+                    out.push(Ok(Lookup::Unknown(why.clone())));
+                    continue;
+                }
+                Some(Err(not_ours)) => {
+                    out.push(Err(not_ours.clone()));
+                    continue;
+                }
+                None => replies.next(),
+            };
+            out.push(match reply {
+                None => Ok(Lookup::Unknown("no answer for this item".into())),
+                Some((kind, Reply::Ok(v))) => {
                     let mut item = api::item(vendor, kind, &v);
                     // The id asked for is the one judged and deleted, whatever the answer says.
                     item.id = Ok(id.clone());
+                    if let Some(p) = self.pages.foreign_purpose(&item) {
+                        out.push(Err(format!(
+                            "{id} is a file of purpose {p}, which this target does not sweep"
+                        )));
+                        continue;
+                    }
                     self.judged.insert(id.clone(), kind);
-                    Lookup::Found(self.row(item, subject))
+                    Ok(Lookup::Found(self.row(item, subject)))
                 }
-                Reply::NotFound => Lookup::Gone,
-                Reply::Refused(why) | Reply::Unknown(why) => Lookup::Unknown(why),
-                },
-            })
-            .collect())
+                Some((_, Reply::NotFound)) => Ok(Lookup::Gone),
+                Some((_, Reply::Refused(why) | Reply::Unknown(why))) => Ok(Lookup::Unknown(why)),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -462,6 +544,8 @@ impl Connector for VendorConnector {
                 VecDeque::new()
             };
             self.pages = Pages::new(&self.cfg, stores);
+            // A store subject_map names is read by its id: the listing passes over it.
+            self.pages.seen.extend(self.mapped.iter().cloned());
         }
         let mut out = Vec::new();
         while out.len() < limit {
@@ -474,6 +558,14 @@ impl Connector for VendorConnector {
             };
             let found = self.read(&ids, Some(subject))?;
             for (id, l) in ids.into_iter().zip(found) {
+                let l = match l {
+                    Ok(l) => l,
+                    // Another target's to erase (and to protect): left to it.
+                    Err(_) => {
+                        self.not_ours += 1;
+                        continue;
+                    }
+                };
                 match l {
                     Lookup::Found(r) => out.push(r),
                     // Gone already: nothing of the subject's is left there.
@@ -504,7 +596,11 @@ impl Connector for VendorConnector {
         self.judged.clear();
         self.refresh_in_use()?;
         let ids: Vec<String> = keys.iter().map(Key::to_string).collect();
-        self.read(&ids, None)
+        Ok(self
+            .read(&ids, None)?
+            .into_iter()
+            .map(|r| r.unwrap_or_else(Lookup::Unknown))
+            .collect())
     }
 
     /// Deletes by id, several in flight: `Deleted` only when the vendor answered that it
@@ -652,6 +748,12 @@ impl Connector for VendorConnector {
             notes.push(format!(
                 "{} items the vendor listed more than once were read once",
                 self.pages.repeats
+            ));
+        }
+        if self.not_ours > 0 {
+            notes.push(format!(
+                "{} items subject_map names are not this target's (another purpose, or a vector store it does not sweep): left to the target that sweeps them",
+                self.not_ours
             ));
         }
         if self.pages.foreign > 0 {
