@@ -225,7 +225,59 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
             format,
             output: out,
         } => audit_export(loaded, *format, out.as_deref()),
+        AuditCommand::Reconcile { target, sample } => audit_reconcile(
+            loaded,
+            &lethe_ops::ops::reconcile::ReconcileRequest {
+                target: target.clone(),
+                sample: *sample,
+            },
+            json,
+        ),
     }
+}
+
+/// `lethe audit reconcile`: each target's figures, each mismatch by target and key, and
+/// the success rate; exit 1 unless everything checked matched and was answered.
+fn audit_reconcile(
+    loaded: &Loaded,
+    req: &lethe_ops::ops::reconcile::ReconcileRequest,
+    json: bool,
+) -> Result<ExitCode> {
+    let r = lethe_ops::ops::reconcile::reconcile(loaded, req)?;
+    if json {
+        output::json(&serde_json::to_value(&r)?)?;
+        return Ok(exit_for(!r.is_clean()));
+    }
+    for t in &r.targets {
+        match &t.error {
+            Some(e) => outln!("target {}: not reconciled: {e}", t.target),
+            None => outln!(
+                "target {}: {}/{} recorded deletions absent ({} recreated since under the same key), {}/{} items past expiry known to the trail{}",
+                t.target,
+                t.deleted_absent,
+                t.deleted_checked,
+                t.recreated,
+                t.due_known,
+                t.due_checked,
+                if t.unanswered > 0 {
+                    format!(", {} lookups the store could not answer", t.unanswered)
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+    for m in &r.mismatches {
+        outln!("MISMATCH {} {}: {}", m.target, m.key, m.what);
+    }
+    outln!(
+        "reconciliation: {} of {} checked matched ({:.2}%), at {}",
+        r.matched,
+        r.checked,
+        r.success_rate * 100.0,
+        r.at
+    );
+    Ok(exit_for(!r.is_clean()))
 }
 
 /// `lethe audit repair`: the break recorded and sealed as found, or nothing to repair.

@@ -292,6 +292,16 @@ enum AuditCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Check the stores against the trail: every item recorded deleted must be absent, every
+    /// item past expiry must be known to the trail; exit 1 on any mismatch
+    Reconcile {
+        /// Only this target
+        #[arg(long)]
+        target: Option<String>,
+        /// Look up at most this many recorded deletions per target (a uniform sample)
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+    },
     /// Write the whole trail as JSON lines or CSV, for a SIEM
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]

@@ -19,6 +19,7 @@ pub mod hold;
 pub mod init;
 pub mod lifecycle;
 pub mod places;
+pub mod reconcile;
 pub mod schedule;
 pub mod sweep;
 

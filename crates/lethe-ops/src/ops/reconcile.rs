@@ -1,0 +1,339 @@
+//! `audit reconcile`: the stores checked against the trail, read-only. Two questions, per
+//! target:
+//!
+//! 1. Is every item the trail records deleted absent from the store? Each is looked up by
+//!    key (a row, a file, a HEAD, a vendor GET). An item present again whose own creation is
+//!    after the deletion is a new item under the same key, not a mismatch; one created
+//!    before it, or whose creation cannot be read, is a mismatch: "recorded deleted, present".
+//! 2. Is every item now past its expiry, neither held nor excepted, known to the trail? It
+//!    is when the trail has an entry about it (would-delete, held, excepted, failed, in use),
+//!    or when no sweep of the target has finished since it expired (not yet swept).
+//!    Otherwise a sweep passed it over in silence: a mismatch.
+//!
+//! The success rate is matched ÷ checked over both. Nothing is written or locked.
+
+use std::collections::{HashMap, HashSet};
+
+use lethe_core::audit::Action;
+use lethe_core::config::Target;
+use lethe_core::expiry::{self, Verdict, read_instant};
+use lethe_core::time::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::formats;
+use crate::error::{Error, Result};
+use crate::ops::common::open_state;
+use crate::registry;
+use crate::settings::Loaded;
+use crate::state::{Access, Filter, State};
+use crate::targets::{Connector, Key, Lookup};
+use crate::util::now;
+
+/// Keys looked up per request to the store.
+const LOOKUP_CHUNK: usize = 500;
+
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileRequest {
+    /// Only this target.
+    pub target: Option<String>,
+    /// Check at most this many recorded deletions per target, a uniform sample (by a hash of
+    /// the key); all of them when `None`.
+    pub sample: Option<usize>,
+}
+
+/// One item the store and the trail disagree on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Mismatch {
+    pub target: String,
+    pub key: String,
+    pub what: String,
+}
+
+/// One target's reconciliation.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetReconcile {
+    pub target: String,
+    /// Recorded deletions looked up, and those the store confirms absent.
+    pub deleted_checked: u64,
+    pub deleted_absent: u64,
+    /// Present again but created after their deletion: new items under an old key.
+    pub recreated: u64,
+    /// Items past expiry now (neither held nor excepted), and those the trail knows.
+    pub due_checked: u64,
+    pub due_known: u64,
+    /// Lookups the store could not answer: neither matched nor mismatched.
+    pub unanswered: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Reconciliation {
+    pub at: String,
+    pub targets: Vec<TargetReconcile>,
+    pub mismatches: Vec<Mismatch>,
+    /// Items checked (recorded deletions and items past expiry), and those that matched.
+    pub checked: u64,
+    pub matched: u64,
+    /// matched ÷ checked (1 when nothing was checked).
+    pub success_rate: f64,
+}
+
+impl Reconciliation {
+    /// Whether everything checked matched, and every target and lookup was answered.
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty()
+            && self
+                .targets
+                .iter()
+                .all(|t| t.error.is_none() && t.unanswered == 0)
+    }
+}
+
+/// What the trail says about one target.
+#[derive(Default)]
+struct Recorded {
+    /// Each key's latest deletion, unless something was recorded about it since.
+    deleted: HashMap<String, Timestamp>,
+    /// Keys the trail has an entry about other than a deletion.
+    mentioned: HashSet<String>,
+    /// When the target's last sweep finished.
+    last_swept: Option<Timestamp>,
+}
+
+fn recorded(state: &mut State, target: &str) -> Result<Recorded> {
+    let mut r = Recorded::default();
+    state.entries(
+        &Filter {
+            target: Some(target.to_string()),
+            ..Filter::default()
+        },
+        |e| {
+            let at = Timestamp::parse(&e.body.decided_at).ok();
+            match e.body.action {
+                Action::Deleted => {
+                    if let Some(at) = at {
+                        r.deleted.insert(e.body.item_key.clone(), at);
+                    }
+                }
+                Action::SweepFinished => r.last_swept = at.or(r.last_swept),
+                Action::WouldDelete
+                | Action::Held
+                | Action::Excepted
+                | Action::Failed
+                | Action::InUse => {
+                    r.deleted.remove(&e.body.item_key);
+                    r.mentioned.insert(e.body.item_key.clone());
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    )?;
+    Ok(r)
+}
+
+/// A uniform sample of `n` keys: those whose hash is smallest.
+fn sample(mut keys: Vec<(String, Timestamp)>, n: Option<usize>) -> Vec<(String, Timestamp)> {
+    if let Some(n) = n
+        && keys.len() > n
+    {
+        keys.sort_by_cached_key(|(k, _)| Sha256::digest(k.as_bytes()));
+        keys.truncate(n);
+    }
+    keys.sort();
+    keys
+}
+
+/// Reconciles every target (or the one asked for) against the trail.
+pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliation> {
+    let targets: Vec<&Target> = match &req.target {
+        Some(name) => vec![loaded.config.target(name).ok_or_else(|| {
+            Error::usage(format!(
+                "no target named {name} in {}",
+                loaded.path.display()
+            ))
+        })?],
+        None => loaded.config.targets.iter().collect(),
+    };
+    let now = now();
+    let mut state = open_state(loaded, Access::Read)?;
+    let protections = registry::protections_unchecked(&mut state, now)?;
+    let mut out = Vec::new();
+    let mut mismatches = Vec::new();
+    for t in targets {
+        let mut tr = TargetReconcile {
+            target: t.name.clone(),
+            ..TargetReconcile::default()
+        };
+        let done = recorded(&mut state, &t.name).and_then(|rec| {
+            let mut table = match loaded.open(t, false) {
+                None => {
+                    return Err(anyhow::anyhow!(
+                        "target type {} is not supported by this build yet",
+                        t.type_name
+                    )
+                    .into());
+                }
+                Some(opened) => opened?,
+            };
+            let deleted: Vec<(String, Timestamp)> =
+                rec.deleted.iter().map(|(k, at)| (k.clone(), *at)).collect();
+            check_deleted(
+                table.as_mut(),
+                t,
+                sample(deleted, req.sample),
+                &mut tr,
+                &mut mismatches,
+            )?;
+            check_due(
+                table.as_mut(),
+                t,
+                now,
+                &protections,
+                &state.key,
+                &rec,
+                &mut tr,
+                &mut mismatches,
+            )?;
+            Ok(())
+        });
+        if let Err(e) = done {
+            tr.error = Some(format!("{e:#}"));
+        }
+        out.push(tr);
+    }
+    let checked: u64 = out.iter().map(|t| t.deleted_checked + t.due_checked).sum();
+    let matched: u64 = out
+        .iter()
+        .map(|t| t.deleted_absent + t.recreated + t.due_known)
+        .sum();
+    Ok(Reconciliation {
+        at: now.to_rfc3339(),
+        targets: out,
+        mismatches,
+        checked,
+        matched,
+        success_rate: if checked == 0 {
+            1.0
+        } else {
+            matched as f64 / checked as f64
+        },
+    })
+}
+
+/// Looks every recorded deletion up: gone, recreated since, or a mismatch.
+fn check_deleted(
+    table: &mut dyn Connector,
+    t: &Target,
+    deleted: Vec<(String, Timestamp)>,
+    tr: &mut TargetReconcile,
+    mismatches: &mut Vec<Mismatch>,
+) -> Result<()> {
+    let (created_at_format, _) = formats(t);
+    for chunk in deleted.chunks(LOOKUP_CHUNK) {
+        // A key as written in the trail may be stored as an integer or as text.
+        let keys: Vec<Key> = chunk
+            .iter()
+            .map(|(k, _)| {
+                Key::readings(k)
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Key::Text(k.clone()))
+            })
+            .collect();
+        let found = crate::targets::answers("lookup", &keys, table.lookup(&keys)?)?;
+        for ((key, deleted_at), l) in chunk.iter().zip(found) {
+            tr.deleted_checked += 1;
+            match l {
+                Lookup::Gone => tr.deleted_absent += 1,
+                Lookup::Unknown(_) => tr.unanswered += 1,
+                Lookup::Found(row) => {
+                    let created = read_instant(row.created_at.raw(), created_at_format.as_ref());
+                    match created {
+                        Ok(Some(c)) if c > *deleted_at => tr.recreated += 1,
+                        _ => mismatches.push(Mismatch {
+                            target: t.name.clone(),
+                            key: key.clone(),
+                            what: format!(
+                                "recorded deleted at {}, but present in the store{}",
+                                deleted_at.to_rfc3339(),
+                                match created {
+                                    Ok(Some(c)) => format!(" (created {})", c.to_rfc3339()),
+                                    _ => String::new(),
+                                }
+                            ),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Judges what the store holds now: each item past expiry (neither held nor excepted) must
+/// be known to the trail, or not yet swept since it expired.
+#[allow(clippy::too_many_arguments)]
+fn check_due(
+    table: &mut dyn Connector,
+    t: &Target,
+    now: Timestamp,
+    protections: &expiry::Protections,
+    key: &lethe_core::audit::AuditKey,
+    rec: &Recorded,
+    tr: &mut TargetReconcile,
+    mismatches: &mut Vec<Mismatch>,
+) -> Result<()> {
+    let (created_at_format, expires_at_format) = formats(t);
+    loop {
+        let rows = table.candidates(now, crate::engine::DEFAULT_BATCH)?;
+        let full = rows.len() >= crate::engine::DEFAULT_BATCH;
+        for row in &rows {
+            let Ok(k) = &row.key else { continue };
+            let key_s = k.to_string();
+            let subject_hash = match &row.subject {
+                Ok(Some(s)) => Some(key.subject_hash(s)),
+                _ => None,
+            };
+            let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
+            let verdict = expiry::decide(
+                now,
+                &t.window,
+                &t.name,
+                &key_s,
+                subject_hash.as_deref(),
+                &facts,
+                protections,
+            );
+            let Verdict::Expired { expires_at, .. } = verdict else {
+                continue;
+            };
+            // The trail records it deleted: the first question's (a mismatch there, or a
+            // new item under its key, judged with the rest next sweep).
+            if rec.deleted.contains_key(&key_s) {
+                continue;
+            }
+            tr.due_checked += 1;
+            let unswept = rec.last_swept.is_none_or(|s| s < expires_at);
+            if unswept || rec.mentioned.contains(&key_s) {
+                tr.due_known += 1;
+            } else {
+                mismatches.push(Mismatch {
+                    target: t.name.clone(),
+                    key: key_s,
+                    what: format!(
+                        "past its expiry ({}) and present, yet the trail has no entry about it though the target was swept since ({})",
+                        expires_at.to_rfc3339(),
+                        rec.last_swept.map(Timestamp::to_rfc3339).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
