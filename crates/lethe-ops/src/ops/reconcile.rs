@@ -7,7 +7,8 @@
 //!    before it, or whose creation cannot be read, is a mismatch: "recorded deleted, present".
 //! 2. Is every item now past its expiry, neither held nor excepted, known to the trail? It
 //!    is when the trail has an entry about it (would-delete, held, excepted, failed, in use),
-//!    or when no sweep of the target has finished since it expired (not yet swept).
+//!    or when no whole sweep of the target (one neither interrupted nor stopped by an error)
+//!    has finished since it expired (not yet swept).
 //!    Otherwise a sweep passed it over in silence: a mismatch.
 //!
 //! The success rate is matched ÷ checked over both. Nothing is written or locked.
@@ -98,7 +99,7 @@ struct Recorded {
     deleted: HashMap<String, Timestamp>,
     /// Keys the trail has an entry about other than a deletion.
     mentioned: HashSet<String>,
-    /// When the target's last sweep finished.
+    /// When the target's last whole sweep finished.
     last_swept: Option<Timestamp>,
 }
 
@@ -117,7 +118,14 @@ fn recorded(state: &mut State, target: &str) -> Result<Recorded> {
                         r.deleted.insert(e.body.item_key.clone(), at);
                     }
                 }
-                Action::SweepFinished => r.last_swept = at.or(r.last_swept),
+                // Only a sweep that went through the whole target saw every item: one that
+                // was interrupted or stopped on an error did not.
+                Action::SweepFinished
+                    if !e.body.detail.contains(" error=")
+                        && !e.body.detail.contains(" interrupted=true") =>
+                {
+                    r.last_swept = at.or(r.last_swept);
+                }
                 Action::WouldDelete
                 | Action::Held
                 | Action::Excepted
