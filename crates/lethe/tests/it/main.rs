@@ -18,6 +18,7 @@ mod pg_safety;
 mod pg_tls;
 mod prism;
 mod reconcile;
+mod reconcile_review;
 mod requests;
 mod review;
 mod roots;
