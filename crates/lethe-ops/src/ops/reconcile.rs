@@ -79,6 +79,8 @@ pub struct Reconciliation {
     pub matched: u64,
     /// matched ÷ checked (1 when nothing was checked).
     pub success_rate: f64,
+    /// Everything checked matched, and every target and lookup was answered.
+    pub clean: bool,
 }
 
 impl Reconciliation {
@@ -95,19 +97,22 @@ impl Reconciliation {
 /// What the trail says about one target.
 #[derive(Default)]
 struct Recorded {
-    /// Each key's latest deletion, unless something was recorded about it since.
+    /// Each key's latest deletion (an entry about the key since does not undo it: the item
+    /// deleted may be back, restored).
     deleted: HashMap<String, Timestamp>,
-    /// Keys the trail has an entry about other than a deletion.
+    /// Keys the trail has an entry about, other than a deletion, since their latest
+    /// deletion (or ever, for a key never deleted).
     mentioned: HashSet<String>,
     /// When the target's last whole sweep finished.
     last_swept: Option<Timestamp>,
 }
 
-fn recorded(state: &mut State, target: &str) -> Result<Recorded> {
+fn recorded(state: &mut State, target: &Target) -> Result<Recorded> {
     let mut r = Recorded::default();
+    let window = target.window.retention.to_string();
     state.entries(
         &Filter {
-            target: Some(target.to_string()),
+            target: Some(target.name.clone()),
             ..Filter::default()
         },
         |e| {
@@ -116,12 +121,17 @@ fn recorded(state: &mut State, target: &str) -> Result<Recorded> {
                 Action::Deleted => {
                     if let Some(at) = at {
                         r.deleted.insert(e.body.item_key.clone(), at);
+                        r.mentioned.remove(&e.body.item_key);
                     }
                 }
-                // Only a sweep that went through the whole target saw every item: one that
-                // was interrupted or stopped on an error did not.
+                // Only a retention sweep that went through the whole target, under the
+                // window the target has now, judged every item as it would be judged now:
+                // not an erasure (it reads one subject's items), not one interrupted or
+                // stopped on an error, not one under another window.
                 Action::SweepFinished
-                    if !e.body.detail.contains(" error=")
+                    if e.body.reason == "retention"
+                        && e.body.window == window
+                        && !e.body.detail.contains(" error=")
                         && !e.body.detail.contains(" interrupted=true") =>
                 {
                     r.last_swept = at.or(r.last_swept);
@@ -131,7 +141,6 @@ fn recorded(state: &mut State, target: &str) -> Result<Recorded> {
                 | Action::Excepted
                 | Action::Failed
                 | Action::InUse => {
-                    r.deleted.remove(&e.body.item_key);
                     r.mentioned.insert(e.body.item_key.clone());
                 }
                 _ => {}
@@ -156,6 +165,11 @@ fn sample(mut keys: Vec<(String, Timestamp)>, n: Option<usize>) -> Vec<(String, 
 
 /// Reconciles every target (or the one asked for) against the trail.
 pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliation> {
+    if req.sample == Some(0) {
+        return Err(Error::usage(
+            "--sample 0 would check nothing; give at least 1, or leave it out to check every recorded deletion",
+        ));
+    }
     let targets: Vec<&Target> = match &req.target {
         Some(name) => vec![loaded.config.target(name).ok_or_else(|| {
             Error::usage(format!(
@@ -175,7 +189,7 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
             target: t.name.clone(),
             ..TargetReconcile::default()
         };
-        let done = recorded(&mut state, &t.name).and_then(|rec| {
+        let done = recorded(&mut state, t).and_then(|rec| {
             let mut table = match loaded.open(t, false) {
                 None => {
                     return Err(anyhow::anyhow!(
@@ -217,7 +231,7 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
         .iter()
         .map(|t| t.deleted_absent + t.recreated + t.due_known)
         .sum();
-    Ok(Reconciliation {
+    let mut r = Reconciliation {
         at: now.to_rfc3339(),
         targets: out,
         mismatches,
@@ -228,7 +242,35 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
         } else {
             matched as f64 / checked as f64
         },
-    })
+        clean: false,
+    };
+    r.clean = r.is_clean();
+    Ok(r)
+}
+
+/// Every way a key written in the trail may be stored: a plain key as an integer and as
+/// text, and a composite key (a JSON array) with each part either way.
+fn all_readings(k: &str) -> Vec<Key> {
+    match Key::readings(k).as_slice() {
+        [Key::Composite(parts)] => {
+            let mut combos: Vec<Vec<Key>> = vec![Vec::new()];
+            for p in parts {
+                let options = Key::readings(&p.to_string());
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        options.iter().map(move |o| {
+                            let mut c = c.clone();
+                            c.push(o.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            combos.into_iter().map(Key::from_parts).collect()
+        }
+        other => other.to_vec(),
+    }
 }
 
 /// Looks every recorded deletion up: gone, recreated since, or a mismatch.
@@ -241,19 +283,31 @@ fn check_deleted(
 ) -> Result<()> {
     let (created_at_format, _) = formats(t);
     for chunk in deleted.chunks(LOOKUP_CHUNK) {
-        // A key as written in the trail may be stored as an integer or as text.
-        let keys: Vec<Key> = chunk
-            .iter()
-            .map(|(k, _)| {
-                Key::readings(k)
-                    .into_iter()
-                    .next()
-                    .unwrap_or(Key::Text(k.clone()))
-            })
-            .collect();
-        let found = crate::targets::answers("lookup", &keys, table.lookup(&keys)?)?;
-        for ((key, deleted_at), l) in chunk.iter().zip(found) {
+        // A key as written in the trail may be stored as an integer or as text (each part
+        // of a composite key too): every reading is asked, and only a row whose own key
+        // reads back exactly as the trail's is the item.
+        let readings: Vec<Vec<Key>> = chunk.iter().map(|(k, _)| all_readings(k)).collect();
+        let keys: Vec<Key> = readings.iter().flatten().cloned().collect();
+        let answers = crate::targets::answers("lookup", &keys, table.lookup(&keys)?)?;
+        let mut answers = answers.into_iter();
+        for ((key, deleted_at), ks) in chunk.iter().zip(&readings) {
             tr.deleted_checked += 1;
+            let mut found = None;
+            let mut unknown = false;
+            for l in answers.by_ref().take(ks.len()) {
+                match l {
+                    Lookup::Found(row) if row.key.as_ref().is_ok_and(|k| k.to_string() == *key) => {
+                        found = Some(row);
+                    }
+                    Lookup::Found(_) | Lookup::Gone => {}
+                    Lookup::Unknown(_) => unknown = true,
+                }
+            }
+            let l = match (found, unknown) {
+                (Some(row), _) => Lookup::Found(row),
+                (None, true) => Lookup::Unknown(String::new()),
+                (None, false) => Lookup::Gone,
+            };
             match l {
                 Lookup::Gone => tr.deleted_absent += 1,
                 Lookup::Unknown(_) => tr.unanswered += 1,
@@ -318,10 +372,14 @@ fn check_due(
             let Verdict::Expired { expires_at, .. } = verdict else {
                 continue;
             };
-            // The trail records it deleted: the first question's (a mismatch there, or a
-            // new item under its key, judged with the rest next sweep).
-            if rec.deleted.contains_key(&key_s) {
-                continue;
+            // Under a key the trail records deleted: the item itself present again is the
+            // first question's; a new item created since is judged like any other, by what
+            // the trail says after the deletion.
+            if let Some(at) = rec.deleted.get(&key_s) {
+                let created = read_instant(row.created_at.raw(), created_at_format.as_ref());
+                if !matches!(created, Ok(Some(c)) if c > *at) {
+                    continue;
+                }
             }
             tr.due_checked += 1;
             let unswept = rec.last_swept.is_none_or(|s| s < expires_at);

@@ -114,3 +114,26 @@ fn reconcile_looks_vendor_files_up_by_get() {
     assert_eq!(mismatched_keys(&j), vec![ids[3].clone()], "{j}");
     assert_eq!(writes(&fake), before, "reconcile only reads");
 }
+
+/// A dry run after a restore records the restored row as due: the trail then knows the item,
+/// but also says it was deleted, and the row is the one deleted (created before): still a
+/// mismatch. `--sample 0` would check nothing: bad usage.
+#[test]
+fn a_dry_run_after_a_restore_does_not_hide_the_restored_row() {
+    let d = Tmp::new("reconcile-dry");
+    let conn = seed_training(&d, 10);
+    let cfg = training_config(&d);
+    assert_eq!(run(&cfg, &["sweep", "--apply"]).code, Some(0));
+    conn.execute(
+        "INSERT INTO training_records (id, dataset_name, user_id, file_path, created_at, retention_days) VALUES (2, 'ds', 'u', '', ?1, 30)",
+        [naive(40 * DAY)],
+    )
+    .unwrap();
+    assert_eq!(run(&cfg, &["sweep"]).code, Some(0), "a dry run");
+    let (code, j) = reconcile(&cfg, &[], &[]);
+    assert_eq!(code, Some(1), "{j}");
+    assert_eq!(mismatched_keys(&j), vec!["2".to_string()], "{j}");
+    assert_eq!(j["clean"], false, "{j}");
+    let r = run(&cfg, &["audit", "reconcile", "--sample", "0"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}
