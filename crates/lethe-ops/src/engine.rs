@@ -1648,32 +1648,29 @@ pub struct Census {
     pub unreadable: u64,
 }
 
-/// Counts what is past expiry in a target, judged as a sweep would (holds, exceptions),
-/// without writing anything or taking any lock.
-pub fn census(
+/// Judges every item the target lists now, as a sweep would with these protections (a
+/// subject's holds by its keyed hash), and hands each readable one to `each` with its key
+/// and verdict. Returns how many items could not be read (no key, or a problem): never
+/// judged. Reads only.
+pub fn judge_each(
     table: &mut dyn Connector,
     target: &Target,
     now: Timestamp,
     protections: &Protections,
     key: &AuditKey,
-) -> Result<Census> {
+    mut each: impl FnMut(&Row, String, Verdict),
+) -> Result<u64> {
     let (created_at_format, expires_at_format) = formats(target);
-    let mut c = Census::default();
-    let mut oldest: Option<Timestamp> = None;
-    let day = lethe_core::time::Duration::from_days(1).as_secs() * 1_000_000;
+    let mut unreadable = 0u64;
     let mut hashes: HashMap<String, String> = HashMap::new();
     loop {
         let rows = table.candidates(now, DEFAULT_BATCH)?;
         let full = rows.len() >= DEFAULT_BATCH;
         for row in &rows {
-            let Ok(k) = &row.key else {
-                c.unreadable += 1;
+            let (Ok(k), None) = (&row.key, &row.problem) else {
+                unreadable += 1;
                 continue;
             };
-            if row.problem.is_some() {
-                c.unreadable += 1;
-                continue;
-            }
             let subject_hash = match &row.subject {
                 Ok(Some(s)) => Some(
                     hashes
@@ -1685,7 +1682,7 @@ pub fn census(
             };
             let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
             let key_s = k.to_string();
-            match expiry::decide(
+            let verdict = expiry::decide(
                 now,
                 &target.window,
                 &target.name,
@@ -1693,25 +1690,8 @@ pub fn census(
                 subject_hash.as_deref(),
                 &facts,
                 protections,
-            ) {
-                Verdict::Invalid { .. } => c.unreadable += 1,
-                Verdict::Keep { .. } => {}
-                Verdict::Held { .. } => c.held += 1,
-                Verdict::Excepted { .. } => c.excepted += 1,
-                Verdict::Expired { expires_at, .. } => {
-                    let past = now.as_micros() - expires_at.as_micros();
-                    c.past_expiry[0] += 1;
-                    if past > day {
-                        c.past_expiry[1] += 1;
-                    }
-                    if past > 7 * day {
-                        c.past_expiry[2] += 1;
-                    }
-                    if oldest.is_none_or(|o| expires_at < o) {
-                        oldest = Some(expires_at);
-                    }
-                }
-            }
+            );
+            each(row, key_s, verdict);
         }
         if hashes.len() > SUBJECT_HASHES_MAX {
             hashes.clear();
@@ -1720,7 +1700,48 @@ pub fn census(
             break;
         }
     }
-    c.unreadable += table.null_keys(now, None)?;
+    Ok(unreadable)
+}
+
+/// Counts what is past expiry in a target, judged as a sweep would (holds, exceptions),
+/// without writing anything or taking any lock.
+pub fn census(
+    table: &mut dyn Connector,
+    target: &Target,
+    now: Timestamp,
+    protections: &Protections,
+    key: &AuditKey,
+) -> Result<Census> {
+    let mut c = Census::default();
+    let mut oldest: Option<Timestamp> = None;
+    let day = lethe_core::time::Duration::from_days(1).as_secs() * 1_000_000;
+    let not_read = judge_each(
+        table,
+        target,
+        now,
+        protections,
+        key,
+        |_, _, verdict| match verdict {
+            Verdict::Invalid { .. } => c.unreadable += 1,
+            Verdict::Keep { .. } => {}
+            Verdict::Held { .. } => c.held += 1,
+            Verdict::Excepted { .. } => c.excepted += 1,
+            Verdict::Expired { expires_at, .. } => {
+                let past = now.as_micros() - expires_at.as_micros();
+                c.past_expiry[0] += 1;
+                if past > day {
+                    c.past_expiry[1] += 1;
+                }
+                if past > 7 * day {
+                    c.past_expiry[2] += 1;
+                }
+                if oldest.is_none_or(|o| expires_at < o) {
+                    oldest = Some(expires_at);
+                }
+            }
+        },
+    )?;
+    c.unreadable += not_read + table.null_keys(now, None)?;
     c.oldest_expiry = oldest.map(Timestamp::to_rfc3339);
     Ok(c)
 }

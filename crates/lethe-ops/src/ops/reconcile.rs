@@ -348,58 +348,35 @@ fn check_due(
     tr: &mut TargetReconcile,
     mismatches: &mut Vec<Mismatch>,
 ) -> Result<()> {
-    let (created_at_format, expires_at_format) = formats(t);
-    loop {
-        let rows = table.candidates(now, crate::engine::DEFAULT_BATCH)?;
-        let full = rows.len() >= crate::engine::DEFAULT_BATCH;
-        for row in &rows {
-            let Ok(k) = &row.key else { continue };
-            let key_s = k.to_string();
-            let subject_hash = match &row.subject {
-                Ok(Some(s)) => Some(key.subject_hash(s)),
-                _ => None,
-            };
-            let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
-            let verdict = expiry::decide(
-                now,
-                &t.window,
-                &t.name,
-                &key_s,
-                subject_hash.as_deref(),
-                &facts,
-                protections,
-            );
-            let Verdict::Expired { expires_at, .. } = verdict else {
-                continue;
-            };
-            // Under a key the trail records deleted: the item itself present again is the
-            // first question's; a new item created since is judged like any other, by what
-            // the trail says after the deletion.
-            if let Some(at) = rec.deleted.get(&key_s) {
-                let created = read_instant(row.created_at.raw(), created_at_format.as_ref());
-                if !matches!(created, Ok(Some(c)) if c > *at) {
-                    continue;
-                }
-            }
-            tr.due_checked += 1;
-            let unswept = rec.last_swept.is_none_or(|s| s < expires_at);
-            if unswept || rec.mentioned.contains(&key_s) {
-                tr.due_known += 1;
-            } else {
-                mismatches.push(Mismatch {
-                    target: t.name.clone(),
-                    key: key_s,
-                    what: format!(
-                        "past its expiry ({}) and present, yet the trail has no entry about it though the target was swept since ({})",
-                        expires_at.to_rfc3339(),
-                        rec.last_swept.map(Timestamp::to_rfc3339).unwrap_or_default()
-                    ),
-                });
+    let (created_at_format, _) = formats(t);
+    crate::engine::judge_each(table, t, now, protections, key, |row, key_s, verdict| {
+        let Verdict::Expired { expires_at, .. } = verdict else {
+            return;
+        };
+        // Under a key the trail records deleted: the item itself present again is the
+        // first question's; a new item created since is judged like any other, by what
+        // the trail says after the deletion.
+        if let Some(at) = rec.deleted.get(&key_s) {
+            let created = read_instant(row.created_at.raw(), created_at_format.as_ref());
+            if !matches!(created, Ok(Some(c)) if c > *at) {
+                return;
             }
         }
-        if !full {
-            break;
+        tr.due_checked += 1;
+        let unswept = rec.last_swept.is_none_or(|s| s < expires_at);
+        if unswept || rec.mentioned.contains(&key_s) {
+            tr.due_known += 1;
+        } else {
+            mismatches.push(Mismatch {
+                target: t.name.clone(),
+                key: key_s,
+                what: format!(
+                    "past its expiry ({}) and present, yet the trail has no entry about it though the target was swept since ({})",
+                    expires_at.to_rfc3339(),
+                    rec.last_swept.map(Timestamp::to_rfc3339).unwrap_or_default()
+                ),
+            });
         }
-    }
+    })?;
     Ok(())
 }
