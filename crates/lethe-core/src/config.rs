@@ -103,6 +103,16 @@ pub struct ErasureConfig {
     pub deadline: Duration,
 }
 
+/// What a target says about who answers for it and where it lives; read by reports only,
+/// never by a decision to delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels {
+    pub owner: Option<String>,
+    pub runbook: Option<String>,
+    pub region: Option<String>,
+    pub sensitivity: Option<String>,
+}
+
 /// How long items of a target may live: the window, capped by the category's maximum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -124,6 +134,9 @@ pub struct Target {
     pub subject: Option<String>,
     /// `schedule`: the target's own cron, instead of `[schedule] sweep`.
     pub schedule: Option<CronSpec>,
+    /// Who answers for the target and where it lives, for reports and the dashboard:
+    /// `owner` and `runbook` (each falling back to the category's), `region`, `sensitivity`.
+    pub labels: Labels,
     /// Everything else the target says, as the connector of its type read it.
     pub spec: Arc<dyn TargetSpec>,
 }
@@ -896,6 +909,12 @@ fn parse_target(
     let window = target_window(ctx, &t, category.as_deref(), retention, categories);
     let subject = t.opt_str(ctx, "subject");
     let schedule = serve::cron(&mut t, ctx, "schedule", tz);
+    let labels = Labels {
+        owner: t.opt_str(ctx, "owner"),
+        runbook: t.opt_str(ctx, "runbook"),
+        region: t.opt_str(ctx, "region"),
+        sensitivity: t.opt_str(ctx, "sensitivity"),
+    };
     let kind = ty.as_deref().and_then(|ty| target_kind(ctx, &t, ty, kinds));
     let spec = kind.and_then(|kind| {
         if subject.is_some() && !kind.maps_subject() {
@@ -924,6 +943,7 @@ fn parse_target(
         type_name: kind?.type_name(),
         subject,
         schedule,
+        labels,
         spec: spec?,
     })
 }

@@ -20,6 +20,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod places;
 pub mod reconcile;
+pub mod report;
 pub mod schedule;
 pub mod sweep;
 
