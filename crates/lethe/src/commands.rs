@@ -9,7 +9,7 @@ use lethe_core::config::DEFAULT_CONFIG;
 
 use crate::{
     AlertsCommand, AlertsFormat, AuditCommand, Cli, CloudFormat, Command, ExportFormat,
-    LifecycleCommand, LogFormatArg, output,
+    LifecycleCommand, LogFormatArg, ReportArgs, ReportFormat, output,
 };
 use lethe_ops::ops;
 use lethe_ops::settings::{self, Loaded};
@@ -50,6 +50,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { subject, output } => {
             crate::requests::export(&load()?, subject, output.as_deref())
         }
+        Command::Report(args) => report(&load()?, args, json),
         Command::Hold { command } => crate::requests::hold(&load()?, command, json),
         Command::Exception { command } => crate::requests::exception(&load()?, command, json),
         Command::Alerts {
@@ -397,4 +398,54 @@ fn pathdiff(p: &Path) -> PathBuf {
         .ok()
         .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| p.to_path_buf())
+}
+
+/// `lethe report`: computed once, written in the format asked for, to stdout or a file.
+/// Exit 0 whatever the KPIs say (the report says it); 2 when it cannot be made.
+fn report(loaded: &Loaded, args: &ReportArgs, json: bool) -> Result<ExitCode> {
+    use ops::report::{html, render};
+    let r = ops::report::report(
+        loaded,
+        &ops::report::ReportRequest {
+            month: args.month.clone(),
+            since: args.since.clone(),
+            until: args.until.clone(),
+            reconcile_sample: Some(args.reconcile_sample),
+        },
+    )?;
+    let format = if json {
+        ReportFormat::Json
+    } else {
+        args.format
+    };
+    let text = match format {
+        ReportFormat::Text => render::text(&r),
+        ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
+        ReportFormat::Md => render::markdown(&r),
+        ReportFormat::Csv => render::csv(&r)?,
+        ReportFormat::Html => html::page(&r),
+    };
+    match &args.output {
+        Some(path) => write_whole(path, text.as_bytes())?,
+        None => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file whole: to a temporary file beside it, then renamed into place, so that a
+/// reader (a web server publishing the dashboard) never sees half a page.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    use anyhow::Context as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("Failed to write {}", path.display()))
 }

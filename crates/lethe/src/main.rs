@@ -95,6 +95,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Compliance KPIs (each with its goal and whether it is met), per target, category,
+    /// owner, region and sensitivity; the monthly report; the dashboard page. Reads only
+    Report(ReportArgs),
     /// The cloud's own lifecycle policy for an object-store target's window
     Lifecycle {
         #[command(subcommand)]
@@ -115,6 +118,37 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// text (tables), json, md (the monthly report), csv, or html (the dashboard page)
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// A calendar month (UTC), e.g. 2026-11
+    #[arg(long, value_name = "YYYY-MM", conflicts_with_all = ["since", "until"])]
+    pub month: Option<String>,
+    /// Start of the period (a date or RFC 3339); default 30 days before --until
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// End of the period, excluded (a date or RFC 3339); default now
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Recorded deletions re-checked per target for the reconciliation KPI (0: skip it)
+    #[arg(long, value_name = "N", default_value_t = lethe_ops::ops::report::DEFAULT_RECONCILE_SAMPLE)]
+    pub reconcile_sample: usize,
+    /// Write to this file instead of stdout
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Md,
+    Csv,
+    Html,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -19,6 +19,7 @@ mod pg_tls;
 mod prism;
 mod reconcile;
 mod reconcile_review;
+mod report;
 mod requests;
 mod review;
 mod roots;
