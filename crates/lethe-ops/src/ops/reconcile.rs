@@ -13,7 +13,7 @@
 //!
 //! The success rate is matched ÷ checked over both. Nothing is written or locked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use lethe_core::audit::Action;
 use lethe_core::config::Target;
@@ -94,20 +94,40 @@ impl Reconciliation {
     }
 }
 
+/// A key's fingerprint: the first 16 bytes of its SHA-256, which orders the sample.
+type Print = u128;
+
+fn print(key: &str) -> Print {
+    let d = Sha256::digest(key.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    Print::from_be_bytes(b)
+}
+
+/// A key's short fingerprint, for the sets [`Recorded`] keeps: some 9 bytes per item the
+/// trail names, not the keys. A key found in a set is then read back from the trail by its
+/// own index ([`key_history`]), so a fingerprint two keys share never decides anything.
+fn short(key: &str) -> u64 {
+    (print(key) >> 64) as u64
+}
+
 /// What the trail says about one target.
 #[derive(Default)]
 struct Recorded {
-    /// Each key's latest deletion (an entry about the key since does not undo it: the item
-    /// deleted may be back, restored).
-    deleted: HashMap<String, Timestamp>,
-    /// Keys the trail has an entry about, other than a deletion, since their latest
-    /// deletion (or ever, for a key never deleted).
-    mentioned: HashSet<String>,
+    /// Keys with a deletion recorded.
+    deleted: HashSet<u64>,
+    /// Keys with an entry other than a deletion (may be before a later deletion: only a
+    /// filter; [`key_history`] tells).
+    mentioned: HashSet<u64>,
     /// When the target's last whole sweep finished.
     last_swept: Option<Timestamp>,
+    /// The recorded deletions to look up, by fingerprint, each with its latest deletion:
+    /// every one, or a uniform sample of `n` (those whose fingerprint is smallest), kept
+    /// to `n` as the trail is read.
+    to_check: BTreeMap<Print, (String, Timestamp)>,
 }
 
-fn recorded(state: &mut State, target: &Target) -> Result<Recorded> {
+fn recorded(state: &mut State, target: &Target, sample: Option<usize>) -> Result<Recorded> {
     let mut r = Recorded::default();
     let window = target.window.retention.to_string();
     state.entries(
@@ -120,8 +140,19 @@ fn recorded(state: &mut State, target: &Target) -> Result<Recorded> {
             match e.body.action {
                 Action::Deleted => {
                     if let Some(at) = at {
-                        r.deleted.insert(e.body.item_key.clone(), at);
-                        r.mentioned.remove(&e.body.item_key);
+                        r.deleted.insert(short(&e.body.item_key));
+                        let p = print(&e.body.item_key);
+                        if let Some(seen) = r.to_check.get_mut(&p) {
+                            seen.1 = at;
+                        } else if sample.is_none_or(|n| {
+                            r.to_check.len() < n
+                                || r.to_check.last_key_value().is_some_and(|(max, _)| p < *max)
+                        }) {
+                            r.to_check.insert(p, (e.body.item_key.clone(), at));
+                            if sample.is_some_and(|n| r.to_check.len() > n) {
+                                r.to_check.pop_last();
+                            }
+                        }
                     }
                 }
                 // Only a retention sweep that went through the whole target, under the
@@ -136,12 +167,8 @@ fn recorded(state: &mut State, target: &Target) -> Result<Recorded> {
                 {
                     r.last_swept = at.or(r.last_swept);
                 }
-                Action::WouldDelete
-                | Action::Held
-                | Action::Excepted
-                | Action::Failed
-                | Action::InUse => {
-                    r.mentioned.insert(e.body.item_key.clone());
+                a if mentions(a) => {
+                    r.mentioned.insert(short(&e.body.item_key));
                 }
                 _ => {}
             }
@@ -151,14 +178,42 @@ fn recorded(state: &mut State, target: &Target) -> Result<Recorded> {
     Ok(r)
 }
 
-/// A uniform sample of `n` keys: those whose hash is smallest.
-fn sample(mut keys: Vec<(String, Timestamp)>, n: Option<usize>) -> Vec<(String, Timestamp)> {
-    if let Some(n) = n
-        && keys.len() > n
-    {
-        keys.sort_by_cached_key(|(k, _)| Sha256::digest(k.as_bytes()));
-        keys.truncate(n);
-    }
+/// Entries that show the trail knew of an item past expiry that it did not delete.
+fn mentions(a: Action) -> bool {
+    matches!(
+        a,
+        Action::WouldDelete | Action::Held | Action::Excepted | Action::Failed | Action::InUse
+    )
+}
+
+/// What the trail says about one key, read by its index: its latest deletion, and whether
+/// an entry that [`mentions`] it came after that (or ever, if never deleted).
+fn key_history(state: &mut State, target: &str, key: &str) -> Result<(Option<Timestamp>, bool)> {
+    let (mut deleted, mut mentioned) = (None, false);
+    state.entries(
+        &Filter {
+            target: Some(target.to_string()),
+            key: Some(key.to_string()),
+            ..Filter::default()
+        },
+        |e| {
+            if e.body.action == Action::Deleted {
+                if let Ok(at) = Timestamp::parse(&e.body.decided_at) {
+                    deleted = Some(at);
+                    mentioned = false;
+                }
+            } else if mentions(e.body.action) {
+                mentioned = true;
+            }
+            Ok(())
+        },
+    )?;
+    Ok((deleted, mentioned))
+}
+
+/// The recorded deletions to look up, with when each was deleted, in key order.
+fn to_look_up(rec: &Recorded) -> Vec<(String, Timestamp)> {
+    let mut keys: Vec<(String, Timestamp)> = rec.to_check.values().cloned().collect();
     keys.sort();
     keys
 }
@@ -189,7 +244,7 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
             target: t.name.clone(),
             ..TargetReconcile::default()
         };
-        let done = recorded(&mut state, t).and_then(|rec| {
+        let done = recorded(&mut state, t, req.sample).and_then(|rec| {
             let mut table = match loaded.open(t, false) {
                 None => {
                     return Err(anyhow::anyhow!(
@@ -200,12 +255,10 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
                 }
                 Some(opened) => opened?,
             };
-            let deleted: Vec<(String, Timestamp)> =
-                rec.deleted.iter().map(|(k, at)| (k.clone(), *at)).collect();
             check_deleted(
                 table.as_mut(),
                 t,
-                sample(deleted, req.sample),
+                to_look_up(&rec),
                 &mut tr,
                 &mut mismatches,
             )?;
@@ -214,7 +267,7 @@ pub fn reconcile(loaded: &Loaded, req: &ReconcileRequest) -> Result<Reconciliati
                 t,
                 now,
                 &protections,
-                &state.key,
+                &mut state,
                 &rec,
                 &mut tr,
                 &mut mismatches,
@@ -343,28 +396,45 @@ fn check_due(
     t: &Target,
     now: Timestamp,
     protections: &expiry::Protections,
-    key: &lethe_core::audit::AuditKey,
+    state: &mut State,
     rec: &Recorded,
     tr: &mut TargetReconcile,
     mismatches: &mut Vec<Mismatch>,
 ) -> Result<()> {
     let (created_at_format, _) = formats(t);
-    crate::engine::judge_each(table, t, now, protections, key, |row, key_s, verdict| {
+    let key = state.key.clone();
+    let mut failed: Option<crate::error::Error> = None;
+    crate::engine::judge_each(table, t, now, protections, &key, |row, key_s, verdict| {
         let Verdict::Expired { expires_at, .. } = verdict else {
             return;
+        };
+        if failed.is_some() {
+            return;
+        }
+        let p = short(&key_s);
+        let (deleted_at, mentioned) = if rec.deleted.contains(&p) || rec.mentioned.contains(&p) {
+            match key_history(state, &t.name, &key_s) {
+                Ok(h) => h,
+                Err(e) => {
+                    failed = Some(e);
+                    return;
+                }
+            }
+        } else {
+            (None, false)
         };
         // Under a key the trail records deleted: the item itself present again is the
         // first question's; a new item created since is judged like any other, by what
         // the trail says after the deletion.
-        if let Some(at) = rec.deleted.get(&key_s) {
+        if let Some(at) = deleted_at {
             let created = read_instant(row.created_at.raw(), created_at_format.as_ref());
-            if !matches!(created, Ok(Some(c)) if c > *at) {
+            if !matches!(created, Ok(Some(c)) if c > at) {
                 return;
             }
         }
         tr.due_checked += 1;
         let unswept = rec.last_swept.is_none_or(|s| s < expires_at);
-        if unswept || rec.mentioned.contains(&key_s) {
+        if unswept || mentioned {
             tr.due_known += 1;
         } else {
             mismatches.push(Mismatch {
@@ -378,5 +448,8 @@ fn check_due(
             });
         }
     })?;
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
