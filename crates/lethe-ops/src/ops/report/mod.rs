@@ -1371,3 +1371,104 @@ fn remediation(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(month: Option<&str>, since: Option<&str>, until: Option<&str>) -> ReportRequest {
+        ReportRequest {
+            month: month.map(str::to_string),
+            since: since.map(str::to_string),
+            until: until.map(str::to_string),
+            reconcile_sample: Some(0),
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::parse("2026-11-27T12:00:00Z").unwrap_or(Timestamp::MAX)
+    }
+
+    #[test]
+    fn a_month_is_its_calendar_days_and_december_ends_in_january() {
+        for (m, since, until) in [
+            ("2026-12", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            ("2028-02", "2028-02-01T00:00:00Z", "2028-03-01T00:00:00Z"),
+            ("2026-01", "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+        ] {
+            let (_, _, p) =
+                period(&req(Some(m), None, None), now()).unwrap_or_else(|e| panic!("{m}: {e}"));
+            assert_eq!((p.since.as_str(), p.until.as_str()), (since, until), "{m}");
+            assert!(p.monthly);
+            assert_eq!(p.label, m);
+        }
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "2026-1",
+            "26-01",
+            "2026/01",
+            "+2026-01",
+            "2026-01-01",
+            "",
+        ] {
+            assert!(period(&req(Some(bad), None, None), now()).is_err(), "{bad}");
+        }
+        assert!(period(&req(Some("2026-01"), Some("2026-01-01"), None), now()).is_err());
+    }
+
+    #[test]
+    fn the_default_period_is_the_thirty_days_up_to_now() {
+        let (s, u, p) = period(&req(None, None, None), now()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u, now());
+        assert_eq!(u.as_micros() - s.as_micros(), 30 * DAY);
+        assert!(!p.monthly);
+        assert!(period(&req(None, Some("2026-11-02"), Some("2026-11-01")), now()).is_err());
+        assert!(period(&req(None, Some("2026-11-01"), Some("2026-11-01")), now()).is_err());
+    }
+
+    #[test]
+    fn a_sweeps_detail_gives_its_fields_and_the_whole_error() {
+        let d = "dry_run=false found=12 deleted=10 held=0 files_removed=0 failed=2 error=database is locked: busy interrupted=true by=ops";
+        assert_eq!(detail_field(d, "dry_run"), Some("false"));
+        assert_eq!(detail_field(d, "found"), Some("12"));
+        assert_eq!(detail_field(d, "deleted"), Some("10"));
+        assert_eq!(detail_field(d, "error"), Some("database is locked: busy"));
+        assert_eq!(detail_field("dry_run=true found=1", "error"), None);
+        // a field name inside another's value is not the field
+        assert_eq!(detail_field("dry_run=false xfound=3", "found"), None);
+    }
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(p95(&mut v), Some(95.0));
+        let mut one = vec![7.0];
+        assert_eq!(p95(&mut one), Some(7.0));
+        assert_eq!(p95(&mut []), None);
+        let mut twenty: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(p95(&mut twenty), Some(19.0));
+    }
+
+    #[test]
+    fn a_group_recomputes_its_rates_from_the_sums() {
+        let a = Figures {
+            deleted: 9,
+            failed: 1,
+            deleted_within_24h: 9,
+            ..Figures::default()
+        };
+        let b = Figures {
+            deleted: 1,
+            failed: 9,
+            deleted_late: 1,
+            present_late: 10,
+            ..Figures::default()
+        };
+        let g = combine([(&a, &[1.0][..]), (&b, &[3.0][..])].into_iter());
+        assert_eq!(g.success_rate, Some(0.5));
+        assert_eq!(g.within_24h, Some(9.0 / 20.0));
+        assert_eq!(g.time_to_delete_mean_s, Some(2.0));
+        assert_eq!(g.items, None);
+    }
+}
