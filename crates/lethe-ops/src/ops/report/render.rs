@@ -51,9 +51,11 @@ fn figure_cells(f: &Figures) -> Vec<String> {
         f.past_expiry.up_to_1d.to_string(),
         f.past_expiry.d1_to_7.to_string(),
         f.past_expiry.over_7d.to_string(),
+        // the day is enough for people; JSON has the instant
         f.past_expiry
             .oldest_expiry
-            .clone()
+            .as_deref()
+            .map(|e| e.chars().take(10).collect())
             .unwrap_or_else(|| "-".into()),
         f.deleted.to_string(),
         f.failed.to_string(),
