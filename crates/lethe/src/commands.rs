@@ -253,13 +253,14 @@ fn audit_reconcile(
         match &t.error {
             Some(e) => outln!("target {}: not reconciled: {e}", t.target),
             None => outln!(
-                "target {}: {}/{} recorded deletions absent ({} recreated since under the same key), {}/{} items past expiry known to the trail{}",
+                "target {}: {}/{} recorded deletions absent ({} recreated since under the same key), {}/{} items past expiry known to the trail ({} not swept since they expired){}",
                 t.target,
                 t.deleted_absent,
                 t.deleted_checked,
                 t.recreated,
                 t.due_known,
                 t.due_checked,
+                t.due_unswept,
                 if t.unanswered > 0 {
                     format!(", {} lookups the store could not answer", t.unanswered)
                 } else {
@@ -438,7 +439,6 @@ fn report(loaded: &Loaded, args: &ReportArgs, json: bool) -> Result<ExitCode> {
 /// Writes a file whole: to a temporary file beside it, then renamed into place, so that a
 /// reader (a web server publishing the dashboard) never sees half a page.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
-    use anyhow::Context as _;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -447,5 +447,8 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
-        .with_context(|| format!("Failed to write {}", path.display()))
+        .map_err(|e| {
+            // A path that cannot be written is bad input: nothing was written (exit 2).
+            lethe_ops::Error::usage(format!("cannot write {}: {e}", path.display())).into()
+        })
 }

@@ -6,10 +6,11 @@
 //!    after the deletion is a new item under the same key, not a mismatch; one created
 //!    before it, or whose creation cannot be read, is a mismatch: "recorded deleted, present".
 //! 2. Is every item now past its expiry, neither held nor excepted, known to the trail? It
-//!    is when the trail has an entry about it (would-delete, held, excepted, failed, in use),
-//!    or when no whole sweep of the target (one neither interrupted nor stopped by an error)
-//!    has finished since it expired (not yet swept).
-//!    Otherwise a sweep passed it over in silence: a mismatch.
+//!    is when the trail has an entry about it (would-delete, held, excepted, failed, in use).
+//!    Otherwise a sweep passed it over in silence: a mismatch. An item no whole sweep of the
+//!    target (one neither interrupted nor stopped by an error) has passed since it expired
+//!    cannot be checked yet: it is counted apart (`due_unswept`), neither matched nor
+//!    checked, so that a large unswept backlog cannot dilute the mismatches.
 //!
 //! The success rate is matched ÷ checked over both. Nothing is written or locked.
 
@@ -60,9 +61,13 @@ pub struct TargetReconcile {
     pub deleted_absent: u64,
     /// Present again but created after their deletion: new items under an old key.
     pub recreated: u64,
-    /// Items past expiry now (neither held nor excepted), and those the trail knows.
+    /// Items past expiry now (neither held nor excepted) that a whole sweep has passed
+    /// since they expired, and those the trail knows.
     pub due_checked: u64,
     pub due_known: u64,
+    /// Items past expiry now that no whole sweep has passed since they expired: nothing
+    /// to check them against yet; neither matched nor mismatched.
+    pub due_unswept: u64,
     /// Lookups the store could not answer: neither matched nor mismatched.
     pub unanswered: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -432,9 +437,12 @@ fn check_due(
                 return;
             }
         }
+        if rec.last_swept.is_none_or(|s| s < expires_at) {
+            tr.due_unswept += 1;
+            return;
+        }
         tr.due_checked += 1;
-        let unswept = rec.last_swept.is_none_or(|s| s < expires_at);
-        if unswept || mentioned {
+        if mentioned {
             tr.due_known += 1;
         } else {
             mismatches.push(Mismatch {

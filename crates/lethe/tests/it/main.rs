@@ -20,6 +20,7 @@ mod prism;
 mod reconcile;
 mod reconcile_review;
 mod report;
+mod report_review;
 mod requests;
 mod review;
 mod roots;

@@ -116,13 +116,20 @@ pub struct Figures {
     pub deleted: u64,
     /// Failed deletions recorded in the period.
     pub failed: u64,
+    /// `failed` entries of the period for items that could not be judged (an unreadable
+    /// timestamp, a NULL key): recorded on every run, never a deletion attempted.
+    pub not_judged: u64,
     /// deleted / (deleted + failed).
     pub success_rate: Option<f64>,
     /// Retention deletions in the period within 24 h of the item's expiry.
     pub deleted_within_24h: u64,
     /// Retention deletions in the period more than 24 h after expiry.
     pub deleted_late: u64,
-    /// Items present now, unprotected, whose expiry plus 24 h is before the period's end.
+    /// Retention deletions in the period of items a hold, an exception or running work
+    /// had kept past their expiry: not timed from the expiry, not late.
+    pub deleted_after_protection: u64,
+    /// Items more than 24 h past expiry at the period's end and not deleted in it: those
+    /// present now (unprotected), and those the trail shows deleted after the period.
     pub present_late: u64,
     /// deleted_within_24h / (deleted_within_24h + deleted_late + present_late).
     pub within_24h: Option<f64>,
@@ -187,6 +194,8 @@ pub struct HoldLine {
     pub reason: String,
     pub placed_by: String,
     pub placed_at: String,
+    /// When it was released, if it was (after the period's start).
+    pub released_at: Option<String>,
 }
 
 /// The exception register: every exception in force at some time in the period.
@@ -201,7 +210,8 @@ pub struct ExceptionLine {
     pub renewals: u32,
     pub granted_by: String,
     pub granted_at: String,
-    /// `active`, `expired`, `revoked` or `superseded`, now.
+    /// Where it stands now, as `lethe exception list` says it (`active`, `lapsed`,
+    /// `revoked`, `superseded`).
     pub status: String,
 }
 
@@ -222,6 +232,8 @@ pub struct RequestFigures {
     pub completed_in_time: u64,
     /// Of those received in the period: completed after their deadline.
     pub completed_late: u64,
+    /// Of those received in the period: open, their deadline past.
+    pub received_overdue: u64,
     /// Open now (any period), deadline past.
     pub overdue: Vec<RequestLine>,
     /// Open now, deadline not past.
@@ -313,8 +325,69 @@ pub struct Report {
     pub reconciliation: Option<ReconcileFigures>,
     pub series: Series,
     pub remediation: Vec<Remediation>,
+    /// The trail the figures come from, verified from the period's start.
+    pub trail: TrailCheck,
     /// Whether every KPI with a goal and a value meets it.
     pub all_met: bool,
+}
+
+/// What verifying the trail from the period's start found.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrailCheck {
+    /// Verified from the entry after this one (0: the whole trail).
+    pub from_seq: i64,
+    pub head_seq: i64,
+    pub entries: u64,
+    /// Empty when intact.
+    pub problems: Vec<String>,
+}
+
+/// Verifies the trail from the entry before the period's first (its protections chain
+/// head recomputed up to there) to the head: the figures are only as good as the trail.
+fn check_trail(
+    loaded: &Loaded,
+    state: &mut crate::state::State,
+    since: Timestamp,
+) -> Result<TrailCheck> {
+    let (s, _) = text_bounds(since, since);
+    let from = state
+        .db()
+        .query_opt(
+            "SELECT seq, hash FROM audit WHERE seq < (SELECT MIN(seq) FROM audit WHERE decided_at >= ?1) ORDER BY seq DESC LIMIT 1",
+            &vals![&s],
+        )?
+        .map(|r| (r.int(0), r.text(1)));
+    let checkpoint = match from {
+        None => None,
+        Some((seq, hash)) => {
+            let mut p = lethe_core::audit::GENESIS.to_string();
+            let list = lethe_core::audit::Action::PROTECTIONS
+                .iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            state.db().query_each(
+                &format!("SELECT seq, hash FROM audit WHERE action IN ({list}) AND seq <= ?1 ORDER BY seq"),
+                &vals![seq],
+                |r| {
+                    p = lethe_core::audit::protections_link(&p, r.int(0), &r.text(1));
+                    Ok(())
+                },
+            )?;
+            Some(crate::state::Checkpoint {
+                seq,
+                hash,
+                protections: p,
+            })
+        }
+    };
+    let (outcome, _) = crate::ops::audit::verify_since(loaded, checkpoint.as_ref())?;
+    Ok(TrailCheck {
+        from_seq: checkpoint.as_ref().map_or(0, |c| c.seq),
+        head_seq: outcome.head_seq,
+        entries: outcome.entries,
+        problems: outcome.problems,
+    })
 }
 
 /// Reads a period bound: a date (midnight UTC) or RFC 3339.
@@ -334,13 +407,21 @@ pub fn period(req: &ReportRequest, now: Timestamp) -> Result<(Timestamp, Timesta
                 "--month is a whole calendar month: give it, or --since/--until, not both",
             ));
         }
-        let bad = || Error::usage(format!("--month {m:?}: expected YYYY-MM, e.g. 2026-11"));
+        let bad = || {
+            Error::usage(format!(
+                "--month {m:?}: expected YYYY-MM with a year from 1970 to 9998, e.g. 2026-11"
+            ))
+        };
         let (y, mo) = m.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || mo.len() != 2 || !y.bytes().chain(mo.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
         let (y, mo): (i32, u32) = (
             y.parse().map_err(|_| bad())?,
             mo.parse().map_err(|_| bad())?,
         );
-        if y.to_string().len() != 4 || !(1..=12).contains(&mo) || m.len() != 7 {
+        if !(1970..=9998).contains(&y) || !(1..=12).contains(&mo) {
             return Err(bad());
         }
         let since = bound("--month", &format!("{y:04}-{mo:02}-01T00:00:00Z"))?;
@@ -390,14 +471,21 @@ struct TrailAcc {
     category: String,
     deleted: u64,
     failed: u64,
+    /// `failed` entries for items that could not be judged (no deletion was attempted).
+    not_judged: u64,
     within_24h: u64,
     late: u64,
+    /// Retention deletions of items a hold, an exception or running work kept past their
+    /// expiry: not timed from the expiry.
+    after_protection: u64,
+    /// Items deleted after the period that were more than 24 h past expiry at its end.
+    late_at_end: u64,
     /// Seconds from expiry to deletion, for the mean and p95.
     ttd: Vec<f64>,
     detect_sum: f64,
     detected: u64,
     /// Day index -> (time of the day's last sweep, backlog it left).
-    backlog: BTreeMap<i64, (String, u64)>,
+    backlog: BTreeMap<i64, (Timestamp, u64)>,
 }
 
 /// What a census of one target finds now.
@@ -435,9 +523,30 @@ fn detail_field<'a>(detail: &'a str, key: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(""))
 }
 
-fn secs_between(from: &str, to: &str) -> Option<f64> {
-    let (a, b) = (Timestamp::parse(from).ok()?, Timestamp::parse(to).ok()?);
-    Some((b.as_micros() - a.as_micros()) as f64 / 1e6)
+/// The days a period's series covers: from the UTC midnight at or before `since` to the
+/// one at or after `until`, at most [`MAX_DAYS`].
+fn day_zero(since: Timestamp) -> Timestamp {
+    Timestamp::from_micros(since.as_micros().div_euclid(DAY) * DAY)
+}
+
+/// Days a series covers at most (ten years); a longer period's series stops there, and
+/// says so.
+pub const MAX_DAYS: usize = 3660;
+
+/// A `failed` entry for an item that could not be judged (an unreadable timestamp, a key
+/// that is NULL): recorded each run, but no deletion was attempted.
+fn not_judged(item_key: &str, detail: &str) -> bool {
+    item_key == "(NULL key)" || detail.ends_with("not deleted on a guess")
+}
+
+/// Text bounds one second wider than the period: the trail's times are RFC 3339 text,
+/// whose order is not the instants' within a second (`…:00.5Z` sorts before `…:00Z`), so
+/// the SQL takes a little more and each entry is then kept by its parsed time.
+fn text_bounds(since: Timestamp, until: Timestamp) -> (String, String) {
+    (
+        Timestamp::from_micros(since.as_micros() - 1_000_000).to_rfc3339(),
+        Timestamp::from_micros(until.as_micros() + 1_000_000).to_rfc3339(),
+    )
 }
 
 /// Reads the trail's entries of the period, per target.
@@ -448,23 +557,56 @@ fn read_trail(
     per_day: &mut [u64],
     runs: &mut RunFigures,
 ) -> Result<BTreeMap<String, TrailAcc>> {
-    let (s, u) = (since.to_rfc3339(), until.to_rfc3339());
+    let (s, u) = text_bounds(since, until);
+    let in_period = |t: Timestamp| t >= since && t < until;
+    let zero = day_zero(since);
     let mut acc: BTreeMap<String, TrailAcc> = BTreeMap::new();
-    let day_index = |at: &str| -> Option<usize> {
-        let t = Timestamp::parse(at).ok()?;
-        usize::try_from((t.as_micros() - since.as_micros()).div_euclid(DAY)).ok()
-    };
+    let day_index =
+        |t: Timestamp| usize::try_from((t.as_micros() - zero.as_micros()).div_euclid(DAY)).ok();
+    // Items a hold, an exception or running work kept past their expiry (by target, key
+    // and expiry): their deletion is not late, whenever it comes.
+    let mut protected: std::collections::HashSet<(String, String, String)> =
+        std::collections::HashSet::new();
     state.db().query_each(
-        "SELECT target, action, reason, decided_at, expires_at, category, run_id, detail FROM audit
-         WHERE decided_at >= ?1 AND decided_at < ?2
+        "SELECT target, item_key, expires_at FROM audit
+         WHERE action IN ('held', 'excepted', 'in_use') AND reason = 'retention' AND expires_at IS NOT NULL",
+        &[],
+        |r| {
+            protected.insert((r.text(0), r.text(1), r.text(2)));
+            Ok(())
+        },
+    )?;
+    state.db().query_each(
+        "SELECT target, action, reason, decided_at, expires_at, category, run_id, detail, item_key FROM audit
+         WHERE decided_at >= ?1
            AND action IN ('deleted', 'failed', 'sweep_finished', 'schedule_misfire')
          ORDER BY seq",
-        &vals![&s, &u],
+        &vals![&s],
         |r| {
-            let (target, action, reason, at) = (r.text(0), r.text(1), r.text(2), r.text(3));
+            let (target, action, reason, at_text) = (r.text(0), r.text(1), r.text(2), r.text(3));
+            let Ok(at) = Timestamp::parse(&at_text) else {
+                return Ok(());
+            };
+            if at < since {
+                return Ok(());
+            }
+            if !in_period(at) {
+                // After the period: a retention deletion of an item already more than a
+                // day past expiry at the period's end was late then, though gone now.
+                if action == "deleted" && reason == "retention" {
+                    let key = (target.clone(), r.text(8), r.text(4));
+                    if let Some(e) = r.opt_text(4).and_then(|e| Timestamp::parse(&e).ok())
+                        && e.as_micros() + DAY <= until.as_micros()
+                        && !protected.contains(&key)
+                    {
+                        acc.entry(target).or_default().late_at_end += 1;
+                    }
+                }
+                return Ok(());
+            }
             if action == "schedule_misfire" {
                 runs.misfires.push(RunProblem {
-                    at,
+                    at: at_text,
                     run_id: r.text(6),
                     target,
                     detail: r.text(7),
@@ -478,14 +620,20 @@ fn read_trail(
             match action.as_str() {
                 "deleted" => {
                     a.deleted += 1;
-                    if let Some(i) = day_index(&at)
+                    if let Some(i) = day_index(at)
                         && let Some(c) = per_day.get_mut(i)
                     {
                         *c += 1;
                     }
+                    let expires = r.opt_text(4);
                     if reason == "retention"
-                        && let Some(secs) = r.opt_text(4).and_then(|e| secs_between(&e, &at))
+                        && let Some(e) = expires.as_deref().and_then(|e| Timestamp::parse(e).ok())
                     {
+                        if protected.contains(&(target.clone(), r.text(8), r.text(4))) {
+                            a.after_protection += 1;
+                            return Ok(());
+                        }
+                        let secs = (at.as_micros() - e.as_micros()) as f64 / 1e6;
                         if secs <= 86_400.0 {
                             a.within_24h += 1;
                         } else {
@@ -494,25 +642,31 @@ fn read_trail(
                         a.ttd.push(secs.max(0.0));
                     }
                 }
-                "failed" => a.failed += 1,
+                "failed" => {
+                    if not_judged(&r.text(8), &r.text(7)) {
+                        a.not_judged += 1;
+                    } else {
+                        a.failed += 1;
+                    }
+                }
                 _ => {
                     let detail = r.text(7);
                     runs.sweeps += 1;
                     if let Some(e) = detail_field(&detail, "error") {
                         runs.failed.push(RunProblem {
-                            at: at.clone(),
+                            at: at_text,
                             run_id: r.text(6),
                             target: target.clone(),
                             detail: e.to_string(),
                         });
                     }
-                    let dry = detail_field(&detail, "dry_run") == Some("true");
                     let num = |k| {
                         detail_field(&detail, k)
                             .and_then(|v| v.parse::<u64>().ok())
                             .unwrap_or(0)
                     };
-                    if !dry && let Some(i) = day_index(&at) {
+                    // what the run left past expiry: a dry run deletes nothing
+                    if let Some(i) = day_index(at) {
                         let left = num("found").saturating_sub(num("deleted"));
                         a.backlog.insert(i as i64, (at, left));
                     }
@@ -521,19 +675,23 @@ fn read_trail(
             Ok(())
         },
     )?;
-    // Time to detect: for each item whose first entry past expiry is in the period, that
+    // Time to detect: for each item (by target, key and expiry, so that an item made again
+    // under an old key is a new item) whose first entry past expiry is in the period, that
     // entry's time minus the item's expiry.
     state.db().query_each(
-        "SELECT target, MIN(decided_at), MIN(expires_at) FROM audit
+        "SELECT target, MIN(decided_at), expires_at FROM audit
          WHERE action IN ('deleted', 'failed', 'would_delete', 'held', 'excepted', 'in_use')
            AND reason = 'retention' AND expires_at IS NOT NULL
-         GROUP BY target, item_key
+         GROUP BY target, item_key, expires_at
          HAVING MIN(decided_at) >= ?1 AND MIN(decided_at) < ?2",
         &vals![&s, &u],
         |r| {
-            if let (Some(e), Some(at)) = (r.opt_text(2), r.opt_text(1))
-                && let Some(secs) = secs_between(&e, &at)
+            if let (Some(e), Some(at)) = (
+                r.opt_text(2).and_then(|e| Timestamp::parse(&e).ok()),
+                r.opt_text(1).and_then(|a| Timestamp::parse(&a).ok()),
+            ) && in_period(at)
             {
+                let secs = (at.as_micros() - e.as_micros()) as f64 / 1e6;
                 let a = acc.entry(r.text(0)).or_default();
                 a.detect_sum += secs.max(0.0);
                 a.detected += 1;
@@ -655,6 +813,8 @@ fn combine<'a>(parts: impl Iterator<Item = (&'a Figures, &'a [f64])>) -> Figures
         f.unreadable += p.unreadable;
         f.deleted += p.deleted;
         f.failed += p.failed;
+        f.not_judged += p.not_judged;
+        f.deleted_after_protection += p.deleted_after_protection;
         f.deleted_within_24h += p.deleted_within_24h;
         f.deleted_late += p.deleted_late;
         f.present_late += p.present_late;
@@ -755,9 +915,11 @@ impl KpiArgs<'_> {
     }
 }
 
-/// The item KPIs, for the whole deployment or one group.
-fn item_kpis(f: &Figures, k: &KpiArgs<'_>) -> Vec<Kpi> {
-    vec![
+/// The item KPIs, for the whole deployment or one group. `uncounted` names the targets
+/// (of the config) that could not be counted now: a figure a census makes cannot be shown
+/// met without them, so it is not met, and says why.
+fn item_kpis(f: &Figures, k: &KpiArgs<'_>, uncounted: &[String]) -> Vec<Kpi> {
+    let mut kpis = vec![
         k.kpi(
             "tag_coverage",
             "Assets tagged",
@@ -783,7 +945,7 @@ fn item_kpis(f: &Figures, k: &KpiArgs<'_>) -> Vec<Kpi> {
             pct(f.within_24h),
             Some(("> 99%", |v| v > 0.99)),
             false,
-            "retention deletions in the period made at most 24 h after the item's expiry (trail: expires_at and decided_at) / (all retention deletions in the period + items present now, unprotected, whose expiry + 24 h is before the period's end)",
+            "retention deletions in the period made at most 24 h after the item's expiry (trail: expires_at and decided_at) / (those deletions + items more than 24 h past expiry at the period's end and not deleted in it: present now and unprotected, or deleted after the period); deletions of items a hold, an exception or running work kept past expiry are not timed",
         ),
         k.kpi(
             "deletion_success",
@@ -792,28 +954,57 @@ fn item_kpis(f: &Figures, k: &KpiArgs<'_>) -> Vec<Kpi> {
             pct(f.success_rate),
             Some(("≥ 99%", |v| v >= 0.99)),
             false,
-            "deleted / (deleted + failed) trail entries in the period, retention and erasure",
+            "deleted / (deleted + failed) trail entries in the period, retention and erasure; failed entries of items that could not be judged (never attempted) are not counted",
         ),
-    ]
+    ];
+    if !uncounted.is_empty() {
+        for kpi in kpis.iter_mut().filter(|x| {
+            ["tag_coverage", "overdue_7d", "deleted_within_24h"].contains(&x.id.as_str())
+        }) {
+            kpi.pass = Some(false);
+            kpi.display = format!(
+                "{} ({} target(s) not counted)",
+                kpi.display,
+                uncounted.len()
+            );
+            kpi.method = format!(
+                "{}. Not counted now: {}: the figure cannot be shown met without them",
+                kpi.method,
+                uncounted.join(", ")
+            );
+        }
+    }
+    kpis
 }
 
 /// Builds the report.
 pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     let now = now();
     let (since, until, period) = period(req, now)?;
-    let days = usize::try_from((until.as_micros() - since.as_micros() + DAY - 1) / DAY)
+    let zero = day_zero(since);
+    let days = usize::try_from((until.as_micros() - zero.as_micros() + DAY - 1) / DAY)
         .unwrap_or(0)
-        .min(3660);
+        .min(MAX_DAYS);
     let mut per_day = vec![0u64; days];
     let mut runs = RunFigures::default();
     let mut state = open_state(loaded, Access::Read)?;
-    let mut trail = read_trail(&mut state, since, until, &mut per_day, &mut runs)?;
+    let mut trail_acc = read_trail(&mut state, since, until, &mut per_day, &mut runs)?;
+    let trail = check_trail(loaded, &mut state, since)?;
     let protections = registry::protections_unchecked(&mut state, now)?;
 
     // Registers.
-    let holds: Vec<HoldLine> = registry::holds(&mut state)?
+    let all_holds = registry::holds(&mut state)?;
+    let active_holds = all_holds.iter().filter(|h| h.released_at.is_none()).count() as u64;
+    // in force at some time in the period: placed before its end, not released before
+    // its start
+    let holds: Vec<HoldLine> = all_holds
         .into_iter()
-        .filter(|h| h.released_at.is_none())
+        .filter(|h| {
+            Timestamp::parse(&h.placed_at).is_ok_and(|p| p < until)
+                && h.released_at
+                    .as_deref()
+                    .is_none_or(|r| Timestamp::parse(r).is_ok_and(|r| r > since))
+        })
         .map(|h| HoldLine {
             id: h.id,
             scope: h.scope,
@@ -824,6 +1015,7 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
             reason: h.reason,
             placed_by: h.placed_by,
             placed_at: h.placed_at,
+            released_at: h.released_at,
         })
         .collect();
     let all_excs = registry::exceptions(&mut state, now)?;
@@ -833,13 +1025,29 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         let ends_after_start = end.is_none_or(|e| Timestamp::parse(e).is_ok_and(|e| e > since));
         starts_before_end && ends_after_start
     };
+    // A renewal ends the exception it supersedes when it is granted.
+    let granted: std::collections::HashMap<String, String> = all_excs
+        .iter()
+        .map(|e| (e.id.clone(), e.granted_at.clone()))
+        .collect();
     let exceptions: Vec<ExceptionLine> = all_excs
         .into_iter()
         .filter(|e| {
-            let end = match &e.revoked_at {
-                Some(r) if earlier(r, &e.until) => r.as_str(),
-                _ => e.until.as_str(),
-            };
+            let mut end = e.until.as_str();
+            for cut in [
+                e.revoked_at.as_deref(),
+                e.superseded_by
+                    .as_ref()
+                    .and_then(|id| granted.get(id))
+                    .map(String::as_str),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if earlier(cut, end) {
+                    end = cut;
+                }
+            }
             in_period(&e.granted_at, Some(end))
         })
         .map(|e| ExceptionLine {
@@ -871,6 +1079,8 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
                     (Some(d), Some(dl)) if d <= dl => requests.completed_in_time += 1,
                     _ => requests.completed_late += 1,
                 }
+            } else if deadline.is_none_or(|d| d < now) {
+                requests.received_overdue += 1;
             }
         }
         if !closed {
@@ -891,7 +1101,7 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     // Census of each target, now.
     let mut targets: Vec<TargetFigures> = Vec::new();
     let mut times: Vec<Vec<f64>> = Vec::new();
-    let mut backlogs: Vec<BTreeMap<i64, (String, u64)>> = Vec::new();
+    let mut backlogs: Vec<BTreeMap<i64, (Timestamp, u64)>> = Vec::new();
     let categories = &loaded.config.categories;
     let mut names: Vec<String> = loaded
         .config
@@ -899,14 +1109,14 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         .iter()
         .map(|t| t.name.clone())
         .collect();
-    for gone in trail.keys() {
+    for gone in trail_acc.keys() {
         if !names.contains(gone) && !gone.is_empty() {
             names.push(gone.clone());
         }
     }
     for name in &names {
         let t = loaded.config.target(name);
-        let mut acc = trail.remove(name).unwrap_or_default();
+        let mut acc = trail_acc.remove(name).unwrap_or_default();
         let (census, error) = match t {
             Some(t) => match census_target(loaded, t, now, until, &protections, &state.key) {
                 Ok(c) => (c, None),
@@ -930,9 +1140,11 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
             unreadable: census.unreadable,
             deleted: acc.deleted,
             failed: acc.failed,
+            not_judged: acc.not_judged,
             deleted_within_24h: acc.within_24h,
             deleted_late: acc.late,
-            present_late: census.present_late,
+            deleted_after_protection: acc.after_protection,
+            present_late: census.present_late + acc.late_at_end,
             detected: acc.detected,
             ..Figures::default()
         };
@@ -963,7 +1175,7 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         .iter()
         .enumerate()
         .map(|(i, c)| DayCount {
-            day: day_of(Timestamp::from_micros(since.as_micros() + i as i64 * DAY)),
+            day: day_of(Timestamp::from_micros(zero.as_micros() + i as i64 * DAY)),
             count: *c,
         })
         .collect();
@@ -1040,6 +1252,13 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     let k = KpiArgs {
         period: &period.label,
     };
+    let uncounted_of = |members: &[usize]| -> Vec<String> {
+        members
+            .iter()
+            .filter(|i| targets[**i].error.is_some())
+            .map(|i| targets[*i].target.clone())
+            .collect()
+    };
     let group = |label: &dyn Fn(&TargetFigures) -> String| -> Vec<GroupFigures> {
         let mut names: Vec<String> = targets.iter().map(label).collect();
         names.sort();
@@ -1065,7 +1284,7 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
                         .flatten()
                 };
                 GroupFigures {
-                    kpis: item_kpis(&figures, &k),
+                    kpis: item_kpis(&figures, &k, &uncounted_of(&members)),
                     name,
                     targets: members.iter().map(|i| targets[*i].target.clone()).collect(),
                     owner: same(&|t| Some(t.owner.clone())),
@@ -1088,7 +1307,8 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
             .zip(&times)
             .map(|(t, v)| (&t.figures, v.as_slice())),
     );
-    let mut kpis = item_kpis(&total, &k);
+    let all: Vec<usize> = (0..targets.len()).collect();
+    let mut kpis = item_kpis(&total, &k, &uncounted_of(&all));
     kpis.push(k.kpi(
         "time_to_delete_mean",
         "Average time to delete",
@@ -1119,8 +1339,8 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     kpis.push(k.kpi(
         "active_holds",
         "Active legal holds",
-        Some(holds.len() as f64),
-        holds.len().to_string(),
+        Some(active_holds as f64),
+        active_holds.to_string(),
         None,
         true,
         "legal holds placed and not released",
@@ -1137,6 +1357,9 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     let rec_rate = reconciliation
         .as_ref()
         .and_then(|r| (r.checked > 0).then_some(r.success_rate));
+    let rec_errors = reconciliation
+        .as_ref()
+        .is_some_and(|r| !r.errors.is_empty());
     kpis.push(k.kpi(
         "reconciliation",
         "Audit reconciliation success",
@@ -1146,16 +1369,40 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         true,
         &match &reconciliation {
             Some(r) => format!(
-                "lethe audit reconcile over a sample of {} recorded deletions per target, and every item present past expiry: matched / checked ({} / {})",
+                "lethe audit reconcile over a sample of {} recorded deletions per target, and every item past expiry that a whole sweep has passed since it expired: matched / checked ({} / {}){}",
                 r.sample.unwrap_or(0),
                 r.matched,
-                r.checked
+                r.checked,
+                if r.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not reconciled: {}: cannot be shown met",
+                        r.errors.join("; ")
+                    )
+                }
             ),
             None => "not run (--reconcile-sample 0)".into(),
         },
     ));
-    let received = requests.received;
-    let in_time = ratio(requests.completed_in_time, received);
+    if rec_errors && let Some(last) = kpis.last_mut() {
+        last.pass = Some(false);
+    }
+    kpis.push(k.kpi(
+        "trail_verified",
+        "Audit trail verified",
+        Some(if trail.problems.is_empty() { 1.0 } else { 0.0 }),
+        if trail.problems.is_empty() {
+            format!("intact (entries {} to {})", trail.from_seq + 1, trail.head_seq)
+        } else {
+            format!("BROKEN: {}", trail.problems[0])
+        },
+        Some(("intact", |v| v == 1.0)),
+        true,
+        "the hash chain recomputed from the entry before the period's first to the head, the seal over the head and the head anchor checked (lethe audit verify, from there); every figure above is read from this trail",
+    ));
+    let due = requests.completed_in_time + requests.completed_late + requests.received_overdue;
+    let in_time = ratio(requests.completed_in_time, due);
     kpis.push(k.kpi(
         "erasure_in_time",
         "Erasure requests completed in time",
@@ -1163,12 +1410,12 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         format!(
             "{} of {} ({})",
             requests.completed_in_time,
-            received,
+            due,
             pct(in_time)
         ),
         Some(("= 100%", |v| v >= 1.0)),
         false,
-        "erasure requests received in the period and completed (status completed, last update) by their deadline / requests received in the period",
+        "of the erasure requests received in the period that are completed or past their deadline: those completed (status completed, its last update) by their deadline; open requests not yet due are not counted",
     ));
     kpis.push(k.kpi(
         "erasure_overdue",
@@ -1199,7 +1446,38 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     ));
     let all_met = kpis.iter().all(|k| k.pass != Some(false));
 
-    let remediation = remediation(&groups, &kpis, &requests, &runs, reconciliation.as_ref());
+    let mut remediation = remediation(&groups, &kpis, &requests, &runs, reconciliation.as_ref());
+    for t in targets.iter().filter(|t| t.error.is_some()) {
+        remediation.insert(
+            0,
+            Remediation {
+                kpi: "overdue_7d".into(),
+                subject: t.target.clone(),
+                text: format!(
+                    "{}: could not be counted now ({}): its items past expiry are unknown",
+                    t.target,
+                    t.error.as_deref().unwrap_or("")
+                ),
+                owner: Some(t.owner.clone()),
+                runbook: t.runbook.clone(),
+            },
+        );
+    }
+    if !trail.problems.is_empty() {
+        remediation.insert(
+            0,
+            Remediation {
+                kpi: "trail_verified".into(),
+                subject: "audit trail".into(),
+                text: format!(
+                    "the audit trail does not verify ({}): every figure here is read from it; find out what happened with lethe audit verify",
+                    trail.problems.join("; ")
+                ),
+                owner: None,
+                runbook: None,
+            },
+        );
+    }
     Ok(Report {
         generated_at: now.to_rfc3339(),
         config: loaded.path.display().to_string(),
@@ -1214,6 +1492,7 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
         reconciliation,
         series,
         remediation,
+        trail,
         all_met,
     })
 }

@@ -21,8 +21,30 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Text from the config or the registers in a Markdown table cell or list item: HTML
+/// escaped, line breaks folded, and the characters Markdown reads as markup escaped.
 fn md_cell(s: &str) -> String {
-    escape(s).replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in escape(s).chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '|' | '`' | '*' | '_' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A runbook link in Markdown: an http(s) URL as an autolink, anything else as text.
+fn md_link(u: &str) -> String {
+    let plain = (u.starts_with("https://") || u.starts_with("http://"))
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '"'));
+    if plain { format!("<{u}>") } else { md_cell(u) }
 }
 
 fn verdict(k: &Kpi) -> &'static str {
@@ -41,6 +63,31 @@ fn pct(v: Option<f64>) -> String {
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// A group's figures as numbers, in the order of [`FIGURE_HEADERS`] (rates as fractions,
+/// times in seconds, the oldest expiry as unix seconds).
+fn figure_values(f: &Figures) -> Vec<Option<f64>> {
+    let n = |v: u64| Some(v as f64);
+    vec![
+        f.items.map(|v| v as f64),
+        f.tag_coverage,
+        n(f.past_expiry.up_to_1d),
+        n(f.past_expiry.d1_to_7),
+        n(f.past_expiry.over_7d),
+        f.past_expiry
+            .oldest_expiry
+            .as_deref()
+            .and_then(|e| lethe_core::time::Timestamp::parse(e).ok())
+            .map(|t| t.as_micros() as f64 / 1e6),
+        n(f.deleted),
+        n(f.failed),
+        f.success_rate,
+        f.within_24h,
+        f.time_to_delete_mean_s,
+        f.time_to_delete_p95_s,
+        n(f.held + f.excepted),
+    ]
 }
 
 /// A group's figures as the columns the tables show.
@@ -108,6 +155,12 @@ pub fn text(r: &Report) -> String {
         "Lethe compliance report, {} ({} to {}), generated {}\n\n",
         r.period.label, r.period.since, r.period.until, r.generated_at
     );
+    if !r.trail.problems.is_empty() {
+        out.push_str(&format!(
+            "WARNING: the audit trail does not verify: {}. Every figure below is read from it.\n\n",
+            r.trail.problems.join("; ")
+        ));
+    }
     let mut t = table(&["KPI", "value", "goal", "", "period"]);
     for k in &r.kpis {
         t.add_row(vec![
@@ -174,6 +227,12 @@ pub fn markdown(r: &Report) -> String {
         r.generated_at,
         md_cell(&r.config)
     );
+    if !r.trail.problems.is_empty() {
+        out.push_str(&format!(
+            "**The audit trail does not verify: {}. Every figure below is read from it.**\n\n",
+            md_cell(&r.trail.problems.join("; "))
+        ));
+    }
     out.push_str(if r.all_met {
         "**Every KPI with a goal is met.**\n\n"
     } else {
@@ -199,7 +258,7 @@ pub fn markdown(r: &Report) -> String {
                 out.push_str(&format!(", owner {}", md_cell(o)));
             }
             if let Some(u) = &m.runbook {
-                out.push_str(&format!(", runbook <{}>", md_cell(u)));
+                out.push_str(&format!(", runbook {}", md_link(u)));
             }
             out.push('\n');
         }
@@ -333,8 +392,13 @@ pub fn csv(r: &Report) -> Result<String, csv::Error> {
             for k in &g.kpis {
                 kpi_row(&mut w, dim, &g.name, k)?;
             }
-            for (h, c) in FIGURE_HEADERS.iter().zip(figure_cells(&g.figures)) {
-                w.write_record([dim, &g.name, h, "", &c, &c, "", "", &r.period.label, ""])?;
+            for ((h, c), v) in FIGURE_HEADERS
+                .iter()
+                .zip(figure_cells(&g.figures))
+                .zip(figure_values(&g.figures))
+            {
+                let v = v.map(|v| v.to_string()).unwrap_or_default();
+                w.write_record([dim, &g.name, h, "", &v, &c, "", "", &r.period.label, ""])?;
             }
         }
     }
