@@ -977,10 +977,74 @@ fn item_kpis(f: &Figures, k: &KpiArgs<'_>, uncounted: &[String]) -> Vec<Kpi> {
     kpis
 }
 
-/// Builds the report.
+/// Builds the report. The trail's verification and the reconciliation each read on their
+/// own connection, in their own thread, while the trail's figures and the census are made.
 pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     let now = now();
     let (since, until, period) = period(req, now)?;
+    let sample = req.reconcile_sample.unwrap_or(DEFAULT_RECONCILE_SAMPLE);
+    std::thread::scope(|scope| {
+        let verifying = scope.spawn(move || -> Result<TrailCheck> {
+            let mut state = open_state(loaded, Access::Read)?;
+            check_trail(loaded, &mut state, since)
+        });
+        let reconciling = scope.spawn(move || reconcile_figures(loaded, sample));
+        let stopped = |what: &str| Error::from(anyhow::anyhow!("{what} stopped unexpectedly"));
+        assemble(
+            loaded,
+            now,
+            (since, until, period),
+            || {
+                verifying
+                    .join()
+                    .map_err(|_| stopped("the trail's verification"))?
+            },
+            || {
+                reconciling
+                    .join()
+                    .map_err(|_| stopped("the reconciliation"))?
+            },
+        )
+    })
+}
+
+/// `audit reconcile` over a sample, as the report gives it; `None` for a sample of 0.
+fn reconcile_figures(loaded: &Loaded, sample: usize) -> Result<Option<ReconcileFigures>> {
+    if sample == 0 {
+        return Ok(None);
+    }
+    let r = reconcile(
+        loaded,
+        &ReconcileRequest {
+            target: None,
+            sample: Some(sample),
+        },
+    )?;
+    Ok(Some(ReconcileFigures {
+        checked: r.checked,
+        matched: r.matched,
+        success_rate: r.success_rate,
+        mismatches: r
+            .mismatches
+            .iter()
+            .map(|m| format!("{}: {}: {}", m.target, m.key, m.what))
+            .collect(),
+        sample: Some(sample),
+        errors: r
+            .targets
+            .iter()
+            .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.target)))
+            .collect(),
+    }))
+}
+
+fn assemble(
+    loaded: &Loaded,
+    now: Timestamp,
+    (since, until, period): (Timestamp, Timestamp, Period),
+    verified: impl FnOnce() -> Result<TrailCheck>,
+    reconciled: impl FnOnce() -> Result<Option<ReconcileFigures>>,
+) -> Result<Report> {
     let zero = day_zero(since);
     let days = usize::try_from((until.as_micros() - zero.as_micros() + DAY - 1) / DAY)
         .unwrap_or(0)
@@ -989,7 +1053,6 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
     let mut runs = RunFigures::default();
     let mut state = open_state(loaded, Access::Read)?;
     let mut trail_acc = read_trail(&mut state, since, until, &mut per_day, &mut runs)?;
-    let trail = check_trail(loaded, &mut state, since)?;
     let protections = registry::protections_unchecked(&mut state, now)?;
 
     // Registers.
@@ -1217,36 +1280,9 @@ pub fn report(loaded: &Loaded, req: &ReportRequest) -> Result<Report> {
             .collect(),
     };
 
-    // Reconciliation.
-    let sample = req.reconcile_sample.unwrap_or(DEFAULT_RECONCILE_SAMPLE);
     drop(state);
-    let reconciliation = if sample == 0 {
-        None
-    } else {
-        let r = reconcile(
-            loaded,
-            &ReconcileRequest {
-                target: None,
-                sample: Some(sample),
-            },
-        )?;
-        Some(ReconcileFigures {
-            checked: r.checked,
-            matched: r.matched,
-            success_rate: r.success_rate,
-            mismatches: r
-                .mismatches
-                .iter()
-                .map(|m| format!("{}: {}: {}", m.target, m.key, m.what))
-                .collect(),
-            sample: Some(sample),
-            errors: r
-                .targets
-                .iter()
-                .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.target)))
-                .collect(),
-        })
-    };
+    let trail = verified()?;
+    let reconciliation = reconciled()?;
 
     // Groups and KPIs.
     let k = KpiArgs {
