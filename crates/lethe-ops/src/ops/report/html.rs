@@ -124,7 +124,7 @@ td.wide{min-width:14rem;overflow-wrap:anywhere}
 .bad-text{color:var(--bad);font-weight:600}
 ul.remed li{margin:.3rem 0}
 footer{color:var(--muted);font-size:.8rem;padding-bottom:2rem;margin-top:2rem}
-@media (max-width:40rem){body{font-size:14px}.tile .value{font-size:1.3rem}}
+@media (max-width:40rem){body{font-size:14px}.tiles{grid-template-columns:repeat(auto-fill,minmax(min(100%,9.5rem),1fr));gap:.5rem}.tile{padding:.5rem}.tile .value{font-size:1.25rem}}
 "#;
 
 /// The chart palette (lines, legend swatches).
@@ -204,9 +204,21 @@ fn render(r: &Report, refresh: Option<u32>) -> String {
 
 fn header(h: &mut Html, r: &Report) {
     h.m("<header><h1>Lethe compliance dashboard</h1>");
-    h.open("p", &[("class", "meta")]).t(&format!(
-        "Period {} ({} to {}, end excluded) · generated {}",
-        r.period.label, r.period.since, r.period.until, r.generated_at
+    let minute = |t: &str| t.get(..16).unwrap_or(t).replace('T', " ");
+    h.open(
+        "p",
+        &[
+            ("class", "meta"),
+            (
+                "title",
+                &format!("{} to {}, end excluded", r.period.since, r.period.until),
+            ),
+        ],
+    )
+    .t(&format!(
+        "Period {} (UTC) · generated {} UTC",
+        r.period.label,
+        minute(&r.generated_at)
     ));
     h.close("p");
     if r.all_met {
@@ -367,7 +379,9 @@ fn open_chart(h: &mut Html, id: &str, title: &str, desc: &str, height: f64) {
 /// The axes of a vertical chart: y from 0 to `max` with a gridline at half and top, the axis
 /// titles.
 fn axes(h: &mut Html, max: u64, x_title: &str, y_title: &str) {
-    for v in [0, max / 2, max] {
+    let mut ticks = vec![0, max / 2, max];
+    ticks.dedup();
+    for v in ticks {
         let y = n1(y_of(v, max));
         if v > 0 {
             h.open(
