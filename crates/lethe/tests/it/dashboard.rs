@@ -567,6 +567,20 @@ required = ["expires_at", "owner"]
     );
 
     let b = Browser::start(&dir, &driver, &chromium);
+    // The console log is read: an error a page logs is seen (else "no error" proves nothing).
+    b.session(
+        "POST",
+        "/url",
+        Some(json!({"url": "data:text/html,<script>console.error('lethe-probe')</script>"})),
+    );
+    let probe = b.log("browser");
+    assert!(
+        probe.iter().any(|e| e["level"] == "SEVERE"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("lethe-probe"))),
+        "the probe's console error was not in the browser log: {probe:?}"
+    );
     let url = format!("file://{}", file.display());
     check_page(&b, &url, &url, &shots, "report");
 
