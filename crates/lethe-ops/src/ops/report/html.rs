@@ -97,6 +97,7 @@ nav{display:flex;flex-wrap:wrap;gap:.3rem .8rem;font-size:.9rem;margin:.6rem 0}
 .tile .name{font-size:.85rem;color:var(--muted)}
 .tile .value{font-size:1.5rem;font-weight:650;margin:.1rem 0}
 .tile .goal{font-size:.85rem}
+.tile .period{font-size:.75rem;color:var(--muted)}
 .tile .verdict{font-weight:600}
 .met .verdict{color:var(--ok)}.fail .verdict{color:var(--bad)}.na .verdict{color:var(--na)}
 .tile details{font-size:.8rem;color:var(--muted);margin-top:.3rem}
@@ -117,10 +118,10 @@ svg .goal{stroke:var(--bad);stroke-dasharray:4 3}
 .sw{display:inline-block;width:.8rem;height:.8rem;border-radius:.15rem;margin-right:.3rem;vertical-align:-.1rem}
 .scroll{overflow-x:auto;max-width:100%;background:var(--card);border:1px solid var(--line);border-radius:.4rem}
 table{border-collapse:collapse;font-size:.85rem;min-width:100%}
-th,td{padding:.3rem .5rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:normal}
+th,td{padding:.3rem .5rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:normal;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 th{background:#eef1f4;position:sticky;top:0}
-td.wide{min-width:14rem;overflow-wrap:anywhere}
+td.wide{min-width:14rem;white-space:normal;overflow-wrap:anywhere}
 .bad-text{color:var(--bad);font-weight:600}
 ul.remed li{margin:.3rem 0}
 footer{color:var(--muted);font-size:.8rem;padding-bottom:2rem;margin-top:2rem}
@@ -266,6 +267,15 @@ fn kpis(h: &mut Html, r: &Report) {
             None => h,
         };
         h.el("span", &[("class", "verdict")], said).close("div");
+        h.el(
+            "div",
+            &[("class", "period")],
+            &if k.period == "now" {
+                "now".to_string()
+            } else {
+                format!("over {}", k.period)
+            },
+        );
         h.m("<details><summary>how</summary>");
         h.t(&format!("{} Period: {}.", k.method, k.period));
         h.m("</details></div>");
@@ -1039,7 +1049,7 @@ fn group_table(
             runbook_link(h, g.runbook.as_deref());
             h.m("</td>");
         }
-        h.el("td", &[], &g.targets.join(", "));
+        h.el("td", &[("class", "wide")], &g.targets.join(", "));
         figure_cells(h, &g.figures);
         h.m("</tr>");
     }
@@ -1103,7 +1113,9 @@ fn simple_table(h: &mut Html, headers: &[&'static str], rows: &[Vec<String>], no
     for row in rows {
         h.m("<tr>");
         for c in row {
-            h.el("td", &[], c);
+            // Long text (a reason, a detail) wraps; ids, times and names do not.
+            let class = if c.chars().count() > 40 { "wide" } else { "" };
+            h.el("td", &[("class", class)], c);
         }
         h.m("</tr>");
     }
@@ -1539,6 +1551,8 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 1);
         assert_eq!(page.matches("<circle").count(), 2 + 3);
         assert!(page.contains(">not measured<"));
+        // A KPI tile says what it covers.
+        assert!(page.contains("<div class=\"period\">now</div>"));
         // The deletions total, for a reader (and a test) to find.
         assert!(page.contains("data-figure=\"deleted\">14<"));
     }
