@@ -1,13 +1,15 @@
 //! `lethe serve`: the daemon. It runs the schedules of `[schedule]` (claiming each fire in
 //! the state, so several daemons sharing one state run it once and share its targets),
 //! answers the HTTP API of `[api]` (bearer tokens with roles), exports `/metrics`, counts
-//! what is past expiry every `census_interval`, and posts alerts to `[alerts]`'s webhook.
+//! what is past expiry every `census_interval`, posts alerts to `[alerts]`'s webhook, and
+//! serves the dashboard at `/`.
 //!
 //! Every operation is the library's ([`lethe_ops::ops`]), run on a blocking thread; this
 //! crate adds only the daemon's own concerns.
 
 mod alerts;
 mod api;
+mod dashboard;
 mod logging;
 mod metrics;
 mod scheduler;
@@ -54,6 +56,8 @@ pub(crate) struct Daemon {
     pub alerts: alerts::Alerts,
     /// The newest census.
     pub overview: std::sync::Mutex<Option<lethe_ops::ops::census::Overview>>,
+    /// The page at `/`.
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl Daemon {
@@ -115,6 +119,7 @@ pub fn serve(loaded: Loaded, opts: ServeOptions) -> Result<()> {
         wake: tokio::sync::Notify::new(),
         recount: tokio::sync::Notify::new(),
         overview: std::sync::Mutex::new(None),
+        dashboard: dashboard::Dashboard::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -148,6 +153,7 @@ async fn run(d: Arc<Daemon>, listen: std::net::SocketAddr) -> Result<()> {
     tasks.spawn(scheduler::heartbeat(d.clone()));
     tasks.spawn(scheduler::census(d.clone()));
     tasks.spawn(alerts::watch(d.clone()));
+    tasks.spawn(dashboard::keep(d.clone()));
     let worker = tokio::spawn(scheduler::worker(d.clone()));
     tasks.spawn(scheduler::start(d.clone()));
 

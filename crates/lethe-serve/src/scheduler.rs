@@ -341,6 +341,7 @@ pub async fn worker(d: Arc<Daemon>) {
                         closed(&d, &done);
                     }
                     d.recount.notify_one();
+                    d.dashboard.redraw.notify_one();
                 }
             }
             Ok(None) => {
@@ -416,16 +417,21 @@ pub async fn heartbeat(d: Arc<Daemon>) {
 }
 
 /// Counts every target every `census_interval` (and after each run), read-only, for the
-/// metrics and the alerts; and the trail's new deletions for the counters.
+/// metrics and the alerts; and the trail's new deletions for the counters (and, when the
+/// trail moved, for the dashboard).
 pub async fn census(d: Arc<Daemon>) {
     let every =
         Duration::from_secs(d.loaded.config.schedule.census_interval.as_secs().max(1) as u64);
+    let mut first = true;
     loop {
         let dd = d.clone();
         let counted = blocking(move || {
             let after = dd.metrics.counted_to.lock().map(|c| *c).unwrap_or(0);
             let (counts, to) = lethe_ops::ops::census::trail_counts(&dd.loaded, after)?;
             dd.metrics.count_trail(&counts, to);
+            // New entries someone else wrote (a sweep from the CLI, another daemon): the
+            // dashboard shows them (its own first rendering covers what was there before).
+            let moved = to > after;
             let mut st = lethe_ops::ops::common::open_state(&dd.loaded, Access::Read)?;
             for (schedule, at) in fires::last_successes(&mut st)? {
                 dd.metrics
@@ -434,11 +440,15 @@ pub async fn census(d: Arc<Daemon>) {
                     .set(at as f64);
             }
             drop(st);
-            lethe_ops::ops::census::census(&dd.loaded)
+            Ok((lethe_ops::ops::census::census(&dd.loaded)?, moved))
         })
         .await;
         match counted {
-            Ok(o) => {
+            Ok((o, moved)) => {
+                if moved && !first {
+                    d.dashboard.redraw.notify_one();
+                }
+                first = false;
                 d.metrics.census(&o);
                 d.alerts.census(&o);
                 if let Ok(mut slot) = d.overview.lock() {

@@ -1,7 +1,7 @@
 //! The HTTP API, under `/v1`, JSON in and out, in the shapes of the commands' `--json`.
 //! Every error is a JSON body `{"error": "..."}` naming what is wrong; bad input is a 4xx,
 //! never a 500. `/healthz`, `/readyz` and `/metrics` need no token; everything else does
-//! (see [`auth`]).
+//! (see [`auth`]), the dashboard at `/` a viewer's.
 
 mod audit;
 pub mod auth;
@@ -151,7 +151,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "Lethe",
-        description = "Retention and erasure engine: scheduled sweeps, erasure and access requests, legal holds, exceptions and the audit trail. Every /v1 endpoint needs a bearer token (roles: viewer, operator, legal, admin); /healthz, /readyz and /metrics do not."
+        description = "Retention and erasure engine: scheduled sweeps, erasure and access requests, legal holds, exceptions and the audit trail. Every /v1 endpoint, and the dashboard at /, needs a bearer token (roles: viewer, operator, legal, admin); /healthz, /readyz and /metrics do not."
     ),
     modifiers(&Bearer),
     components(schemas(ErrorBody))
@@ -273,6 +273,7 @@ fn document_links(doc: &mut utoipa::openapi::OpenApi) {
 /// The routes, and the OpenAPI document made from them for a daemon with these targets.
 fn routes(target_names: &[String]) -> (axum::Router<Arc<Daemon>>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(dashboard))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -338,6 +339,35 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "this endpoint does not take that method (see /openapi.json)",
     )
+}
+
+/// What the dashboard page may use: its inline styles, its `data:` favicon, nothing else
+/// (no script, no request; inline SVG needs nothing).
+const DASHBOARD_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The dashboard: the compliance report of the last 30 days as one page (KPIs, charts,
+/// tables, registers), rendered after each run and at least hourly.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The dashboard page", body = String, content_type = "text/html"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token's role does not allow it", body = ErrorBody),
+        (status = 500, description = "The state could not be read to render the page (see the daemon's log)", body = ErrorBody)))]
+async fn dashboard(State(d): Shared, headers: HeaderMap) -> ApiResult<Response> {
+    caller(&d, &headers, Role::Viewer)?;
+    let page = crate::dashboard::current(&d).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        page.as_str().to_owned(),
+    )
+        .into_response())
 }
 
 #[derive(Serialize, ToSchema)]

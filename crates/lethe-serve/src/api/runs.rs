@@ -374,5 +374,6 @@ fn spawn_sweep(d: Arc<Daemon>, req: ops::SweepRequest, by: String) {
             Err(e) => tracing::error!(run_id = %run_id, error = %e, "sweep failed"),
         }
         d.recount.notify_one();
+        d.dashboard.redraw.notify_one();
     });
 }

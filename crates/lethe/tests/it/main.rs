@@ -7,6 +7,7 @@ mod config;
 mod config_checks;
 mod conformance;
 mod crash;
+mod dashboard;
 mod demo_dir;
 mod fs;
 mod infinity;
