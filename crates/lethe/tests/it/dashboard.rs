@@ -535,29 +535,20 @@ required = ["expires_at", "owner"]
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(ids(&conn, "training_records").len(), 20);
 
-    // The file `lethe report --format html` writes: the library's page, written by this test
-    // binary run again with the store's credentials in its environment (this process has
-    // none, and cannot set any).
+    // The file `lethe report --format html -o FILE` writes, every target counted (the tag
+    // coverage is measured, not missing for an error).
     let file = dir.path("report.html");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "dashboard::write_report_page",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .envs(S3_CREDS)
-        .env(REPORT_CONFIG, &cfg)
-        .env(REPORT_OUT, &file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && file.exists(),
-        "writing the page: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let json = run_env(&cfg, &S3_CREDS, &["--json", "report"]);
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    for t in json.json()["targets"].as_array().unwrap() {
+        assert!(t["error"].is_null(), "{t}");
+    }
+    let r = run_env(
+        &cfg,
+        &S3_CREDS,
+        &["report", "--format", "html", "-o", file.to_str().unwrap()],
     );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let page = std::fs::read_to_string(&file).unwrap();
     assert_eq!(deleted_on(&page), Some(26), "20 rows and 6 objects");
     // 10 of the 12 objects left carry both required tags.
@@ -591,27 +582,4 @@ required = ["expires_at", "owner"]
     let live = get(d.port, "/", None).2;
     assert_eq!(deleted_on(&live), Some(26), "20 rows and 6 objects");
     eprintln!("screenshots in {}", shots.display());
-}
-
-const REPORT_CONFIG: &str = "LETHE_IT_DASH_CONFIG";
-const REPORT_OUT: &str = "LETHE_IT_DASH_OUT";
-
-/// Not a test: what the browser test runs in a child process to write the report's page
-/// (`LETHE_IT_DASH_CONFIG` to `LETHE_IT_DASH_OUT`) with the store's credentials in its
-/// environment. Once `lethe report --format html -o FILE` is in the binary, the browser test
-/// can run that instead.
-#[test]
-#[ignore = "a helper of the_page_opens_in_chromium_..., run by it"]
-fn write_report_page() {
-    let cfg = PathBuf::from(std::env::var_os(REPORT_CONFIG).expect("LETHE_IT_DASH_CONFIG"));
-    let out = PathBuf::from(std::env::var_os(REPORT_OUT).expect("LETHE_IT_DASH_OUT"));
-    let loaded = lethe_ops::settings::load(Some(&cfg)).unwrap();
-    let report =
-        lethe_ops::ops::report::report(&loaded, &lethe_ops::ops::report::ReportRequest::default())
-            .unwrap();
-    // Every target counted now: the tag coverage is measured, not missing for an error.
-    for t in &report.targets {
-        assert_eq!(t.error, None, "{}", t.target);
-    }
-    std::fs::write(&out, lethe_ops::ops::report::html::page(&report)).unwrap();
 }
