@@ -222,6 +222,16 @@ fn header(h: &mut Html, r: &Report) {
         minute(&r.generated_at)
     ));
     h.close("p");
+    if !r.trail.problems.is_empty() {
+        h.el(
+            "p",
+            &[("class", "status bad"), ("data-trail", "broken")],
+            &format!(
+                "The audit trail does not verify: {}. Every figure here is read from it.",
+                r.trail.problems.join("; ")
+            ),
+        );
+    }
     if r.all_met {
         h.el(
             "p",
@@ -1408,6 +1418,7 @@ mod tests {
                 reason: evil.into(),
                 placed_by: "legal".into(),
                 placed_at: "2026-11-01T00:00:00Z".into(),
+                released_at: None,
             }],
             exceptions: vec![ExceptionLine {
                 id: "exc-1".into(),
@@ -1461,6 +1472,12 @@ mod tests {
                 owner: Some("platform-sre".into()),
                 runbook: Some("javascript:alert(1)".into()),
             }],
+            trail: super::super::TrailCheck {
+                from_seq: 0,
+                head_seq: 9,
+                entries: 9,
+                problems: vec![format!("entry 3 {evil}")],
+            },
             all_met: false,
         }
     }
