@@ -60,7 +60,16 @@ impl fmt::Display for Conflict {
 impl std::error::Error for Conflict {}
 
 /// The wall clock. Read at the top of a command and passed down, never deep inside.
+/// The tests' build (the `failpoints` feature) honours `LETHE_NOW` (RFC 3339), so that a
+/// test can write a trail of years; any other build ignores it.
 pub fn now() -> Timestamp {
+    #[cfg(feature = "failpoints")]
+    if let Some(t) = std::env::var("LETHE_NOW")
+        .ok()
+        .and_then(|s| Timestamp::parse(&s).ok())
+    {
+        return t;
+    }
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
