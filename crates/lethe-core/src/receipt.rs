@@ -319,4 +319,23 @@ impl Receipt {
                 .to_string()
         })
     }
+
+    /// Reads and checks a receipt's text: the outer `Err` when it is no receipt at all
+    /// (unreadable), else the receipt and what its check found ([`Receipt::verify`], and
+    /// [`Receipt::form_problem`] first).
+    #[allow(clippy::type_complexity)]
+    pub fn check_text(
+        text: &str,
+        public_key: Option<&str>,
+    ) -> Result<(Receipt, Result<Verified, Vec<String>>), String> {
+        let r = Receipt::parse(text)?;
+        let mut outcome = r.verify(public_key);
+        if let Some(p) = r.form_problem(text) {
+            match &mut outcome {
+                Ok(_) => outcome = Err(vec![p]),
+                Err(ps) => ps.insert(0, p),
+            }
+        }
+        Ok((r, outcome))
+    }
 }

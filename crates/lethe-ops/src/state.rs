@@ -547,6 +547,13 @@ fn anchor_mismatch(db: &mut Db, seq: i64, hash: &str) -> Result<Option<String>> 
     })
 }
 
+/// Whether the trail's head was ever signed (a signed head is kept from the first).
+fn ever_signed(db: &mut Db) -> Result<bool> {
+    Ok(db
+        .query_opt("SELECT 1 FROM signed_heads LIMIT 1", &[])?
+        .is_some())
+}
+
 /// The prune checkpoint's seq; 0 when the trail was never pruned.
 fn checkpoint_seq(db: &mut Db) -> Result<i64> {
     Ok(db
@@ -844,7 +851,8 @@ impl State {
         // before signing (its trail is signed from then on); a state whose head was signed
         // never gets a new one silently (a writing command then refuses: see
         // `signing_problem`).
-        let unsigned = read_seal(&mut st.db)?.is_none_or(|s| s.signature.is_none());
+        let unsigned = read_seal(&mut st.db)?.is_none_or(|s| s.signature.is_none())
+            && !ever_signed(&mut st.db)?;
         let create_signer = access == Access::Create || (access == Access::Write && unsigned);
         st.signer = load_signing_key(
             &st.signing_key_path,
@@ -1392,8 +1400,11 @@ impl State {
                 Some(p) => p.clone(),
                 None => protections_head(db)?,
             };
+            // A trail signed before whose seal has no signature now had it removed: that is
+            // not upgraded but refused (see `signing_problem`).
             if seal.problem(&key, head_seq, &head_hash, &p).is_some()
                 || seal.signature_problem(None).is_some()
+                || (seal.signature.is_none() && ever_signed(db)?)
             {
                 // Left as found: every writing command refuses it, verify says why.
                 return Ok(());

@@ -145,15 +145,8 @@ pub fn receipt(cmd: &ReceiptCommand, json: bool) -> Result<ExitCode> {
                 })?,
         ),
     };
-    let r = Receipt::parse(&text)
+    let (r, outcome) = Receipt::check_text(&text, key.as_deref())
         .map_err(|e| lethe_ops::Error::usage(format!("{}: {e}", file.display())))?;
-    let mut outcome = r.verify(key.as_deref());
-    if let Some(p) = r.form_problem(&text) {
-        match &mut outcome {
-            Ok(_) => outcome = Err(vec![p]),
-            Err(ps) => ps.insert(0, p),
-        }
-    }
     if json {
         output::json(&match &outcome {
             Ok(v) => serde_json::json!({
