@@ -332,3 +332,58 @@ fn prune_needs_a_retention_and_keeps_a_young_trail_whole() {
     assert_eq!(r.code, Some(0));
     assert!(!r.stdout.contains("checkpoint"), "{}", r.stdout);
 }
+
+#[test]
+fn the_daemon_prunes_the_trail_past_its_retention() {
+    assert!(
+        has_failpoints(),
+        "needs LETHE_NOW: run with --features lethe/failpoints"
+    );
+    let d = Tmp::new("prune-serve");
+    let cfg = d.path("lethe.toml");
+    std::fs::write(&cfg, CONFIG.replace("2555d", "365d")).unwrap();
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+    )
+    .unwrap();
+    let now = now_secs();
+    let r = run_at(&cfg, now - 800 * DAY, &["init"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for k in 0..4 {
+        let tk = now - 700 * DAY + k * 200 * DAY;
+        add_row(&conn, None, "u", tk - 40 * DAY);
+        let r = run_at(&cfg, tk, &["sweep", "--apply", "--no-progress"]);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+    let before = export(&cfg);
+    let old = before
+        .iter()
+        .filter(|e| {
+            Timestamp::parse(e["decided_at"].as_str().unwrap())
+                .unwrap()
+                .unix_seconds()
+                < now - 365 * DAY
+        })
+        .count();
+    assert!(old >= 4, "{old}");
+    let daemon = crate::serve::Daemon::start(&cfg, &[]);
+    crate::serve::eventually(20, "the daemon pruned the trail", || {
+        export(&cfg).iter().any(|e| e["action"] == "trail_pruned")
+    });
+    let after = export(&cfg);
+    assert_eq!(after.len(), before.len() - old + 1);
+    assert!(
+        daemon.log_text().contains("pruned the audit trail"),
+        "{}",
+        daemon.log_text()
+    );
+    let r = run(&cfg, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("verified from checkpoint"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("by lethe serve"), "{}", r.stdout);
+}
