@@ -387,3 +387,118 @@ fn the_daemon_prunes_the_trail_past_its_retention() {
     );
     assert!(r.stdout.contains("by lethe serve"), "{}", r.stdout);
 }
+
+#[test]
+fn a_postgres_state_signs_receipts_and_prunes_from_a_checkpoint() {
+    assert!(
+        has_failpoints(),
+        "needs LETHE_NOW: run with --features lethe/failpoints"
+    );
+    let pg = crate::pg::PgCluster::start();
+    pg.create_db("lethe_state");
+    let d = Tmp::new("prune-pg");
+    drop(seed_training(&d, 20));
+    let cfg = training_config(&d);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("sqlite://state/lethe-state.db", &pg.url("lethe_state"));
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[audit]\nretention = \"2555d\"\nkey_env = \"LETHE_TEST_AUDIT_KEY\"\n"),
+    )
+    .unwrap();
+    let key = (
+        "LETHE_TEST_AUDIT_KEY",
+        "a shared key for every lethe process",
+    );
+    let now = now_secs();
+    let at_env = |secs: i64, args: &[&str]| {
+        let t = at(secs);
+        run_env(&cfg, &[key, ("LETHE_NOW", t.as_str())], args)
+    };
+    assert_eq!(at_env(now - 3000 * DAY, &["init"]).code, Some(0));
+    for k in 0..3 {
+        let r = at_env(
+            now - 2900 * DAY + k * DAY,
+            &["sweep", "--apply", "--no-progress"],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+    let old = export_env(&cfg, &[key]).len();
+    // Today: an erasure, and its receipt.
+    let r = run_env(
+        &cfg,
+        &[key],
+        &["erase", "--subject", "user-3", "--apply", "--json"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let id = r.json()["request_id"].as_str().unwrap().to_string();
+    let file = d.path("r.json");
+    let r = run_env(
+        &cfg,
+        &[key],
+        &[
+            "erase",
+            "status",
+            &id,
+            "--receipt",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let pk = run_env(&cfg, &[key], &["audit", "public-key"])
+        .stdout
+        .trim()
+        .to_string();
+    let out = lethe()
+        .args(["receipt", "verify"])
+        .arg(&file)
+        .args(["--public-key", &pk])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let r = run_env(&cfg, &[key], &["audit", "prune", "--json"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.json()["removed"], old, "every entry of the old sweeps");
+    let r = run_env(&cfg, &[key], &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("verified from checkpoint at entry {old}")),
+        "{}",
+        r.stdout
+    );
+    // The receipt made before the prune still verifies; a new one is the same receipt.
+    let out = lethe()
+        .args(["receipt", "verify"])
+        .arg(&file)
+        .args(["--public-key", &pk])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r = run_env(&cfg, &[key], &["erase", "status", &id, "--receipt"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout, std::fs::read_to_string(&file).unwrap());
+    // The checkpoint removed: verify fails.
+    pg.client("lethe_state")
+        .batch_execute("DELETE FROM audit_checkpoint")
+        .unwrap();
+    let r = run_env(&cfg, &[key], &["audit", "verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+}
+
+fn export_env(cfg: &Path, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let r = run_env(cfg, env, &["audit", "export"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
