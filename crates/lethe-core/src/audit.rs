@@ -1052,6 +1052,87 @@ mod tests {
         );
     }
 
+    fn signer() -> SigningKey {
+        SigningKey::from_seed_hex(&"2a".repeat(32)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key_and_nothing_else() {
+        let k = signer();
+        let pk = k.public_hex();
+        let sig = k.sign_head(5, "ab", "cd");
+        assert_eq!(
+            verify_signature(&pk, HEAD_DOMAIN, &head_message(5, "ab", "cd"), &sig),
+            Ok(())
+        );
+        // another head, another domain, another key: no
+        assert!(verify_signature(&pk, HEAD_DOMAIN, &head_message(6, "ab", "cd"), &sig).is_err());
+        assert!(
+            verify_signature(&pk, CHECKPOINT_DOMAIN, &head_message(5, "ab", "cd"), &sig).is_err()
+        );
+        let other = SigningKey::from_seed_hex(&"2b".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            verify_signature(
+                &other.public_hex(),
+                HEAD_DOMAIN,
+                &head_message(5, "ab", "cd"),
+                &sig
+            )
+            .is_err()
+        );
+        assert!(verify_signature("zz", HEAD_DOMAIN, b"", &sig).is_err());
+        // a bad seed is refused without being quoted; Debug shows only the public half
+        let e = SigningKey::from_seed_hex("abcd").err().unwrap_or_default();
+        assert!(e.contains("2 bytes") && !e.contains("abcd"), "{e}");
+        assert!(SigningKey::from_seed_hex("not hex").is_err());
+        let dbg = format!("{k:?}");
+        assert!(
+            dbg.contains("REDACTED") && !dbg.contains(&"2a".repeat(32)),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_is_vouched_for_by_both_keys_and_any_change_breaks_it() {
+        let entries = chain(0, GENESIS, (0..6).map(body).collect());
+        let mut v = Verifier::new(0, GENESIS);
+        for e in &entries[..3] {
+            v.push(e).unwrap_or_else(|b| panic!("{b}"));
+        }
+        let (seq, hash) = v.head();
+        let mut cp = PruneCheckpoint {
+            seq,
+            hash: hash.to_string(),
+            protections: v.protections().to_string(),
+            digest: v.digest().to_string(),
+            kept: vec![],
+            removed: 3,
+            cutoff: "2020-01-01T00:00:00Z".into(),
+            pruned_at: "2027-01-01T00:00:00Z".into(),
+            by: "op".into(),
+            public_key: String::new(),
+            signature: String::new(),
+            mac: String::new(),
+        };
+        cp.sign(&key(), &signer());
+        assert_eq!(cp.problem(&key(), Some(&signer().public_hex())), None);
+        // the rest of the chain verifies from it as from the genesis, digest included
+        let mut from = Verifier::from_checkpoint(&cp);
+        let mut whole = v;
+        for e in &entries[3..] {
+            from.push(e).unwrap_or_else(|b| panic!("{b}"));
+            whole.push(e).unwrap_or_else(|b| panic!("{b}"));
+        }
+        assert_eq!(from.digest(), whole.digest());
+        assert_eq!(from.head(), whole.head());
+        let mut altered = cp.clone();
+        altered.removed = 4;
+        assert!(altered.problem(&key(), None).is_some());
+        let other = AuditKey::new(vec![9; 32]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cp.problem(&other, None).is_some());
+        assert!(cp.problem(&key(), Some(&"00".repeat(32))).is_some());
+    }
+
     #[test]
     fn subject_hash_is_keyed_and_stable() {
         let k = key();
