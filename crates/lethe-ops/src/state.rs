@@ -1514,9 +1514,10 @@ impl State {
     /// nothing after the first entry inside the window (or one whose time does not read).
     /// Leaves a checkpoint (the last removed entry's seq and hash, the protections chain's
     /// head and the digest through it, the entries kept below it), signed and MAC'd, that
-    /// verification resumes from. Decided and done in one write transaction that holds and
-    /// exceptions wait for; a crash leaves the old trail or the pruned one with its
-    /// checkpoint. Then records `trail_pruned`. `dry_run` only counts.
+    /// verification resumes from. Decided from a snapshot (to write what it will do in its
+    /// `trail_pruned` entry), then decided again and done in one write transaction that
+    /// holds and exceptions wait for, with that entry: a crash leaves the old trail, or the
+    /// pruned one with its checkpoint and its entry. `dry_run` only counts.
     pub fn prune(
         &mut self,
         cutoff: lethe_core::time::Timestamp,
@@ -1529,7 +1530,10 @@ impl State {
         let signing_key_path = self.signing_key_path.clone();
         let cutoff_s = cutoff.to_rfc3339();
         let pruned_at = now().to_rfc3339();
-        let prune = |db: &mut Db| -> Result<PruneReport> {
+        // What a prune of the trail as `db` holds it would do: the report, the entries to
+        // remove, and the checkpoint (signed when there is a key). Deterministic: decided
+        // twice over the same trail, it is the same.
+        let decide = |db: &mut Db| -> Result<(PruneReport, Vec<i64>, Option<PruneCheckpoint>)> {
             let expected = signer.as_ref().map(SigningKey::public_hex);
             let old = read_checkpoint(db)?.map_err(TrailBroken)?;
             if let Some(p) = old
@@ -1649,12 +1653,13 @@ impl State {
                 );
             }
             let (Some((seq, hash, protections, digest)), false) = (at, removed.is_empty()) else {
-                return Ok(PruneReport {
+                let report = PruneReport {
                     cutoff: cutoff_s.clone(),
                     removed: 0,
                     kept: kept.len() as u64,
                     checkpoint: None,
-                });
+                };
+                return Ok((report, removed, None));
             };
             if !v.since_repair().is_empty() {
                 return Err(TrailBroken(
@@ -1678,52 +1683,34 @@ impl State {
                 signature: String::new(),
                 mac: String::new(),
             };
+            if let Some(signer) = &signer {
+                cp.sign(&key, signer);
+            }
             let report = PruneReport {
                 cutoff: cutoff_s.clone(),
                 removed: removed.len() as u64,
                 kept: cp.kept.len() as u64,
                 checkpoint: None,
             };
-            if dry_run {
+            Ok((report, removed, Some(cp)))
+        };
+        // Retried when the trail moved between the look and the write (its head was past
+        // the window, and an entry was appended meanwhile).
+        for _ in 0..3 {
+            self.db.begin_snapshot()?;
+            let looked = decide(&mut self.db);
+            self.db.end_snapshot();
+            let (report, removed, cp) = looked.context("Failed to prune the audit trail")?;
+            let Some(cp) = cp.filter(|_| !dry_run) else {
                 return Ok(report);
-            }
-            let Some(signer) = &signer else {
+            };
+            if signer.is_none() {
                 return Err(UsageError(format!(
                     "no signing key ({}): a pruned trail starts at a signed checkpoint",
                     signing_key_path.display()
                 ))
                 .into());
-            };
-            cp.sign(&key, signer);
-            // Consecutive runs of removed entries, one statement each.
-            let mut i = 0;
-            while i < removed.len() {
-                let mut j = i;
-                while j + 1 < removed.len() && removed[j + 1] == removed[j] + 1 {
-                    j += 1;
-                }
-                db.execute(
-                    "DELETE FROM audit WHERE seq >= ?1 AND seq <= ?2",
-                    &vals![removed[i], removed[j]],
-                )?;
-                i = j + 1;
             }
-            // The subject index is the trail's: pairs no entry records any more go.
-            db.execute(
-                "DELETE FROM audit_subjects WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.subject_hash = audit_subjects.subject_hash AND a.run_id = audit_subjects.run_id)",
-                &[],
-            )?;
-            write_checkpoint(db, &cp)?;
-            Ok(PruneReport {
-                checkpoint: Some(cp),
-                ..report
-            })
-        };
-        let report = self
-            .db
-            .write_protections(prune)
-            .context("Failed to prune the audit trail")?;
-        if let Some(cp) = &report.checkpoint {
             let detail = serde_json::json!({
                 "checkpoint_seq": cp.seq,
                 "checkpoint_hash": cp.hash,
@@ -1733,7 +1720,7 @@ impl State {
                 "by": by,
             });
             let body = Body {
-                decided_at: pruned_at,
+                decided_at: pruned_at.clone(),
                 run_id: run_id.to_string(),
                 action: Action::TrailPruned,
                 target: String::new(),
@@ -1745,9 +1732,63 @@ impl State {
                 subject_hash: None,
                 detail: detail.to_string(),
             };
-            self.append_with(vec![body], |_| Ok(()))?;
+            let mut moved = false;
+            let done = self.append_inner(
+                vec![body],
+                Sealing::Check,
+                |db| {
+                    // In the write transaction, before the entry: the same decision, or
+                    // nothing is written.
+                    let (_, again, cp_again) = decide(db)?;
+                    if again != removed || cp_again.as_ref() != Some(&cp) {
+                        moved = true;
+                        bail!("the trail changed while it was being pruned");
+                    }
+                    Ok(())
+                },
+                |db| {
+                    // Consecutive runs of removed entries, one statement each.
+                    let mut i = 0;
+                    while i < removed.len() {
+                        let mut j = i;
+                        while j + 1 < removed.len() && removed[j + 1] == removed[j] + 1 {
+                            j += 1;
+                        }
+                        db.execute(
+                            "DELETE FROM audit WHERE seq >= ?1 AND seq <= ?2",
+                            &vals![removed[i], removed[j]],
+                        )?;
+                        i = j + 1;
+                    }
+                    // The subject index is the trail's: pairs no entry records any more go.
+                    db.execute(
+                        "DELETE FROM audit_subjects WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.subject_hash = audit_subjects.subject_hash AND a.run_id = audit_subjects.run_id)",
+                        &[],
+                    )?;
+                    write_checkpoint(db, &cp)?;
+                    // Crash tests: killed here, the transaction never commits.
+                    #[cfg(feature = "failpoints")]
+                    if std::env::var("LETHE_FAILPOINT").is_ok_and(|v| v == "prune-before-commit") {
+                        let _ = rustix::process::kill_process(
+                            rustix::process::getpid(),
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    Ok(())
+                },
+            );
+            match done {
+                Ok(()) => {
+                    return Ok(PruneReport {
+                        checkpoint: Some(cp),
+                        ..report
+                    });
+                }
+                Err(_) if moved => continue,
+                Err(e) => return Err(e.context("Failed to prune the audit trail")),
+            }
         }
-        Ok(report)
+        bail!("the trail kept changing while it was being pruned; run `lethe audit prune` again")
     }
 
     /// Excludes every change to holds and exceptions, by any process, until

@@ -502,3 +502,54 @@ fn export_env(cfg: &Path, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+#[test]
+fn a_prune_killed_before_it_commits_leaves_the_old_trail_whole() {
+    let d = Tmp::new("prune-crash");
+    let cfg = d.path("lethe.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+    )
+    .unwrap();
+    let now = now_secs();
+    assert_eq!(run_at(&cfg, now - 3000 * DAY, &["init"]).code, Some(0));
+    for k in 0..3 {
+        let tk = now - 2900 * DAY + k * DAY;
+        add_row(&conn, None, "u", tk - 40 * DAY);
+        assert_eq!(
+            run_at(&cfg, tk, &["sweep", "--apply", "--no-progress"]).code,
+            Some(0)
+        );
+    }
+    let before = export(&cfg);
+    let out = lethe_failpoint("prune-before-commit")
+        .args(["audit", "prune", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "not killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The old trail, whole: no entry gone, no checkpoint, no trail_pruned entry.
+    assert_eq!(export(&cfg), before);
+    let r = run(&cfg, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(!r.stdout.contains("checkpoint"), "{}", r.stdout);
+    // Run again, it prunes.
+    let r = run(&cfg, &["audit", "prune", "--json"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // every entry but the head, which is never removed
+    assert_eq!(r.json()["removed"], before.len() - 1);
+    let r = run(&cfg, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("verified from checkpoint"),
+        "{}",
+        r.stdout
+    );
+}
