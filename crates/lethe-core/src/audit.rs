@@ -511,16 +511,22 @@ pub struct Kept {
 }
 
 /// Where a pruned trail starts: the last removed entry (seq and hash), the protections
-/// chain's head and the digest ([`Verifier::digest`]) through it, and the entries at or
-/// below it that were kept. Signed with the deployment's Ed25519 key and MAC'd with the
-/// audit key: a verifier resumes from it as from the genesis.
+/// chain's head and the digest ([`Verifier::digest`]) through it, and what of the entries
+/// below it was kept: their count and digest ([`kept_link`] over each, in order; a hold on
+/// a whole target can keep millions, so they are not listed), and the hold and exception
+/// entries among them listed, which protections are checked against before every batch.
+/// Signed with the deployment's Ed25519 key and MAC'd with the audit key: a verifier
+/// resumes from it as from the genesis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneCheckpoint {
     pub seq: i64,
     pub hash: String,
     pub protections: String,
     pub digest: String,
-    pub kept: Vec<Kept>,
+    pub kept_count: u64,
+    pub kept_digest: String,
+    /// The hold and exception entries kept below it (those in force).
+    pub kept_protections: Vec<Kept>,
     /// Entries this prune removed.
     pub removed: u64,
     /// Entries decided before this were past the trail's retention.
@@ -530,6 +536,12 @@ pub struct PruneCheckpoint {
     pub public_key: String,
     pub signature: String,
     pub mac: String,
+}
+
+/// The next digest of the entries kept below a checkpoint: `prev` (the genesis first)
+/// extended by a kept entry's seq and stored hash.
+pub fn kept_link(prev: &str, seq: i64, hash: &str) -> String {
+    digest_link(prev, seq, hash)
 }
 
 impl PruneCheckpoint {
@@ -542,7 +554,9 @@ impl PruneCheckpoint {
             hash: &'a str,
             protections: &'a str,
             digest: &'a str,
-            kept: &'a [Kept],
+            kept_count: u64,
+            kept_digest: &'a str,
+            kept_protections: &'a [Kept],
             removed: u64,
             cutoff: &'a str,
             pruned_at: &'a str,
@@ -555,7 +569,9 @@ impl PruneCheckpoint {
             hash: &self.hash,
             protections: &self.protections,
             digest: &self.digest,
-            kept: &self.kept,
+            kept_count: self.kept_count,
+            kept_digest: &self.kept_digest,
+            kept_protections: &self.kept_protections,
             removed: self.removed,
             cutoff: &self.cutoff,
             pruned_at: &self.pruned_at,
@@ -1105,7 +1121,9 @@ mod tests {
             hash: hash.to_string(),
             protections: v.protections().to_string(),
             digest: v.digest().to_string(),
-            kept: vec![],
+            kept_count: 0,
+            kept_digest: GENESIS.into(),
+            kept_protections: vec![],
             removed: 3,
             cutoff: "2020-01-01T00:00:00Z".into(),
             pruned_at: "2027-01-01T00:00:00Z".into(),

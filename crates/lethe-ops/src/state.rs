@@ -1296,7 +1296,7 @@ impl State {
         let below = cp.as_ref().map_or(0, |c| c.seq);
         let kept: std::collections::HashMap<i64, String> = cp
             .iter()
-            .flat_map(|c| c.kept.iter().map(|k| (k.seq, k.hash.clone())))
+            .flat_map(|c| c.kept_protections.iter().map(|k| (k.seq, k.hash.clone())))
             .collect();
         let mut p = cp
             .as_ref()
@@ -1669,12 +1669,22 @@ impl State {
                 .into());
             }
             kept.retain(|k| k.seq < seq);
+            let kept_digest = kept.iter().fold(audit::GENESIS.to_string(), |d, k| {
+                audit::kept_link(&d, k.seq, &k.hash)
+            });
+            let kept_protections = kept
+                .iter()
+                .filter(|k| live.contains(&k.seq))
+                .cloned()
+                .collect();
             let mut cp = PruneCheckpoint {
                 seq,
                 hash,
                 protections,
                 digest,
-                kept,
+                kept_count: kept.len() as u64,
+                kept_digest,
+                kept_protections,
                 removed: removed.len() as u64,
                 cutoff: cutoff_s.clone(),
                 pruned_at: pruned_at.clone(),
@@ -1689,7 +1699,7 @@ impl State {
             let report = PruneReport {
                 cutoff: cutoff_s.clone(),
                 removed: removed.len() as u64,
-                kept: cp.kept.len() as u64,
+                kept: cp.kept_count,
                 checkpoint: None,
             };
             Ok((report, removed, Some(cp)))
@@ -1715,7 +1725,7 @@ impl State {
                 "checkpoint_seq": cp.seq,
                 "checkpoint_hash": cp.hash,
                 "removed": cp.removed,
-                "kept_below": cp.kept.len(),
+                "kept_below": cp.kept_count,
                 "cutoff": cp.cutoff,
                 "by": by,
             });
@@ -1992,31 +2002,46 @@ impl State {
             None => Verifier::new(0, audit::GENESIS),
         };
         let below = cp.as_ref().map_or(0, |c| c.seq);
-        let mut kept: std::collections::BTreeMap<i64, String> = cp
+        // The entries kept below the checkpoint: each as its hash says, all of them (their
+        // count and digest), the holds and exceptions among them as listed.
+        let mut kept_protections: std::collections::BTreeMap<i64, String> = cp
             .iter()
-            .flat_map(|c| c.kept.iter().map(|k| (k.seq, k.hash.clone())))
+            .flat_map(|c| c.kept_protections.iter().map(|k| (k.seq, k.hash.clone())))
             .collect();
+        let (mut kept_count, mut kept_digest) = (0u64, audit::GENESIS.to_string());
         self.entries(&Filter::default(), |e| {
             if e.seq > below {
                 let _ = v.push(&e);
                 return Ok(());
             }
-            match kept.remove(&e.seq) {
-                Some(h) if h == e.hash && audit::entry_hash(&e.prev_hash, e.seq, &e.body) == h => {}
-                Some(_) => problems.push(format!(
-                    "entry {}, kept below the prune checkpoint, does not match its hash or the checkpoint's record of it: it was altered",
+            kept_count += 1;
+            kept_digest = audit::kept_link(&kept_digest, e.seq, &e.hash);
+            if audit::entry_hash(&e.prev_hash, e.seq, &e.body) != e.hash {
+                problems.push(format!(
+                    "entry {}, kept below the prune checkpoint, does not match its hash: it was altered",
                     e.seq
-                )),
-                None => problems.push(format!(
-                    "entry {} is below the prune checkpoint (entry {below}), which does not list it as kept: it was inserted",
-                    e.seq
-                )),
+                ));
+            }
+            if e.body.action.is_protection() && kept_protections.remove(&e.seq) != Some(e.hash.clone()) {
+                problems.push(format!(
+                    "entry {} (a {}) is below the prune checkpoint, which does not list it as kept",
+                    e.seq,
+                    e.body.action.as_str()
+                ));
             }
             Ok(())
         })?;
-        for seq in kept.keys() {
+        if let Some(c) = &cp
+            && (c.kept_count != kept_count || c.kept_digest != kept_digest)
+        {
             problems.push(format!(
-                "entry {seq}, kept below the prune checkpoint, is gone: it was removed"
+                "the entries kept below the prune checkpoint (entry {below}) are not the {} it recorded ({kept_count} now): one was removed, added or replaced",
+                c.kept_count
+            ));
+        }
+        for seq in kept_protections.keys() {
+            problems.push(format!(
+                "entry {seq}, a hold or exception kept below the prune checkpoint, is gone: it was removed"
             ));
         }
         Ok((v, problems, cp))

@@ -39,7 +39,7 @@ pub struct PrunedFrom {
     pub pruned_at: String,
     pub by: String,
     /// Entries at or below it still kept (under hold, or holds and exceptions in force).
-    pub kept_below: usize,
+    pub kept_below: u64,
 }
 
 /// Verifies the trail from `from` (a checkpoint an earlier verification returned) when
@@ -73,7 +73,7 @@ pub fn verify_since(
                 hash: c.hash,
                 pruned_at: c.pruned_at,
                 by: c.by,
-                kept_below: c.kept.len(),
+                kept_below: c.kept_count,
             }),
         },
         checkpoint,

@@ -220,6 +220,13 @@ fn prune_removes_exactly_what_is_past_the_window_and_verify_starts_at_its_checkp
     copy_dir(&state, &saved);
     let kept_below = *expected.iter().next().unwrap();
     assert!(kept_below < checkpoint);
+    // A kept entry below the checkpoint about the held item (not a hold itself).
+    let kept_held = before
+        .iter()
+        .find(|e| e["action"] == "held" && e["seq"].as_i64().unwrap() < checkpoint)
+        .map(|e| e["seq"].as_i64().unwrap())
+        .unwrap();
+    assert!(expected.contains(&kept_held));
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "checkpoint removed",
@@ -249,6 +256,16 @@ fn prune_removes_exactly_what_is_past_the_window_and_verify_starts_at_its_checkp
             "kept entry removed",
             format!("DELETE FROM audit WHERE seq = {kept_below}"),
             "removed",
+        ),
+        (
+            "kept entry about a held item removed",
+            format!("DELETE FROM audit WHERE seq = {kept_held}"),
+            "one was removed, added or replaced",
+        ),
+        (
+            "kept entry about a held item altered",
+            format!("UPDATE audit SET item_key = '5' WHERE seq = {kept_held}"),
+            "altered",
         ),
         (
             "entry after the checkpoint removed",
