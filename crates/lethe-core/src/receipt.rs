@@ -339,3 +339,60 @@ impl Receipt {
         Ok((r, outcome))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Body, GENESIS, chain};
+
+    fn item(action: Action, run: &str, key: &str) -> Body {
+        Body {
+            decided_at: "2026-01-01T00:00:00Z".into(),
+            run_id: run.into(),
+            action,
+            target: "t".into(),
+            item_key: key.into(),
+            category: "c".into(),
+            reason: "erasure".into(),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: Some("h".into()),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_item_counts_by_its_last_decision_and_other_runs_do_not_count() {
+        let segment = chain(
+            0,
+            GENESIS,
+            vec![
+                item(Action::WouldDelete, "r", "1"),
+                item(Action::Failed, "r", "1"),
+                item(Action::Deleted, "other", "9"),
+                item(Action::Deleted, "r", "1"),
+                item(Action::Held, "r", "2"),
+                item(Action::Excepted, "r", "3"),
+                item(Action::InUse, "r", "4"),
+                item(Action::Failed, "r", "5"),
+            ],
+        );
+        let o = outcomes("r", &segment);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].deleted, 1);
+        assert_eq!(o[0].deleted_keys_sha256, audit::sha256_hex(b"1\n"));
+        assert_eq!(
+            o[0].withheld,
+            Withheld {
+                held: 1,
+                excepted: 1,
+                failed: 1,
+                in_use: 1
+            }
+        );
+        assert_eq!(
+            o[0].withheld_keys_sha256,
+            audit::sha256_hex(b"2\n3\n4\n5\n")
+        );
+    }
+}
