@@ -1427,6 +1427,12 @@ impl State {
         run_id: &str,
     ) -> Result<Option<audit::RepairRecord>> {
         let key = self.key.clone();
+        // A signed trail whose signing key file was lost: the repair makes a new one, and
+        // records that the head was signed by another key; heads are signed with the new
+        // one from the repair on (receipts made before keep verifying with the old one).
+        if self.signer.is_none() && self.signing_key_env.is_none() {
+            self.signer = load_signing_key(&self.signing_key_path, None, true)?;
+        }
         let expected = self.expected_public_key()?;
         let (v, checkpoint_problems, _) = self.walk()?;
         if let Some(p) = checkpoint_problems.first() {

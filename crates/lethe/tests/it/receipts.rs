@@ -357,6 +357,30 @@ fn the_head_is_signed_and_verify_checks_the_signature() {
         r.stderr
     );
     assert!(!key_file.exists());
+    // The operator records the loss: a new key, the break in the trail, writes again.
+    let r = run(&cfg, &["audit", "repair", "--reason", "signing key lost"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("signed with public key"), "{}", r.stdout);
+    assert!(key_file.exists());
+    let new_pk = run(&cfg, &["audit", "public-key"])
+        .stdout
+        .trim()
+        .to_string();
+    assert_ne!(new_pk, pk);
+    assert_eq!(
+        run(&cfg, &["sweep", "--apply", "--no-progress"]).code,
+        Some(0)
+    );
+    let r = run(&cfg, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(r.stdout.contains("signing key lost"), "{}", r.stdout);
+    // The first key put back: recorded the same way.
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::write(&key_file, &seed).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = run(&cfg, &["audit", "repair", "--reason", "first key restored"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
     // From an environment variable instead ([audit] signing_key_env).
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
