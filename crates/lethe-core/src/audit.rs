@@ -5,6 +5,10 @@
 //! JSON (fields in a fixed order), so anyone can recompute the chain from an export. The
 //! seal is an HMAC over the head (seq and hash) under the audit key: cutting entries off the
 //! end changes the head, and a new seal cannot be made without the key.
+//!
+//! The head is also signed with the deployment's Ed25519 key ([`SigningKey`]), so that a
+//! party without any secret (an auditor, a data subject holding a receipt) can check it
+//! with the public key alone. A pruned trail starts at a signed [`PruneCheckpoint`].
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -45,6 +49,9 @@ pub enum Action {
     /// Past its expiry but kept: work still running at the store uses it (a vendor batch
     /// or fine-tuning job); judged again next run.
     InUse,
+    /// The trail's own retention removed its oldest entries (`lethe audit prune`): the
+    /// entry records the checkpoint the trail now starts from.
+    TrailPruned,
 }
 
 impl Action {
@@ -71,6 +78,7 @@ impl Action {
             Action::AlertFired => "alert_fired",
             Action::AlertResolved => "alert_resolved",
             Action::InUse => "in_use",
+            Action::TrailPruned => "trail_pruned",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -119,6 +127,7 @@ impl Action {
             "alert_fired" => Action::AlertFired,
             "alert_resolved" => Action::AlertResolved,
             "in_use" => Action::InUse,
+            "trail_pruned" => Action::TrailPruned,
             _ => return None,
         })
     }
@@ -252,11 +261,115 @@ impl AuditKey {
         self.mac("lethe-seal-v1", format!("{seq}:{hash}").as_bytes())
     }
 
+    /// A MAC over a prune checkpoint's signed message.
+    pub fn checkpoint_mac(&self, msg: &[u8]) -> String {
+        self.mac(CHECKPOINT_DOMAIN, msg)
+    }
+
     /// A short public fingerprint, so a reader can tell which key sealed a trail.
     pub fn fingerprint(&self) -> String {
         let d = Sha256::digest(&self.0);
         hex(&d[..6])
     }
+}
+
+/// Bytes from lowercase or uppercase hex; `None` when it is not hex of even length.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Hex of SHA-256 over `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The deployment's Ed25519 signing key: signs the trail's head, prune checkpoints and
+/// receipts. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey([REDACTED], public {})", self.public_hex())
+    }
+}
+
+/// The bytes a signature covers: a domain (what is signed, and the format's version), then
+/// the message, so a signature over one kind of thing never passes for another.
+fn signed_message(domain: &str, msg: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.len() + 1 + msg.len());
+    m.extend_from_slice(domain.as_bytes());
+    m.push(0);
+    m.extend_from_slice(msg);
+    m
+}
+
+/// Signature domain of a trail head.
+pub const HEAD_DOMAIN: &str = "lethe-head-v1";
+/// Signature (and MAC) domain of a prune checkpoint.
+pub const CHECKPOINT_DOMAIN: &str = "lethe-checkpoint-v1";
+
+/// What a head's signature covers: its seq and hash, and the protections chain's head.
+pub fn head_message(seq: i64, hash: &str, protections: &str) -> Vec<u8> {
+    format!("{seq}:{hash}:{protections}").into_bytes()
+}
+
+impl SigningKey {
+    /// From a 32-byte seed written as 64 hex digits. The error never quotes the seed.
+    pub fn from_seed_hex(seed: &str) -> Result<Self, String> {
+        let bytes = unhex(seed).ok_or("the signing key is not hex")?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            format!(
+                "the signing key is {} bytes, but an Ed25519 seed is 32 (64 hex digits)",
+                b.len()
+            )
+        })?;
+        Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// The public half, 64 hex digits: what `lethe audit public-key` prints and a
+    /// verifier is given.
+    pub fn public_hex(&self) -> String {
+        hex(self.0.verifying_key().as_bytes())
+    }
+
+    /// A signature (128 hex digits) over `msg` in `domain`.
+    pub fn sign(&self, domain: &str, msg: &[u8]) -> String {
+        use ed25519_dalek::Signer;
+        hex(&self.0.sign(&signed_message(domain, msg)).to_bytes())
+    }
+
+    pub fn sign_head(&self, seq: i64, hash: &str, protections: &str) -> String {
+        self.sign(HEAD_DOMAIN, &head_message(seq, hash, protections))
+    }
+}
+
+/// Checks a signature (hex) over `msg` in `domain` with a public key (hex); `Err` says what
+/// is wrong, for a reader.
+pub fn verify_signature(
+    public_key: &str,
+    domain: &str,
+    msg: &[u8],
+    signature: &str,
+) -> Result<(), String> {
+    let pk: [u8; 32] = unhex(public_key)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the public key is not 64 hex digits")?;
+    let pk = ed25519_dalek::VerifyingKey::from_bytes(&pk)
+        .map_err(|_| "the public key is not an Ed25519 public key".to_string())?;
+    let sig: [u8; 64] = unhex(signature)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the signature is not 128 hex digits")?;
+    let sig = ed25519_dalek::Signature::from_bytes(&sig);
+    pk.verify_strict(&signed_message(domain, msg), &sig)
+        .map_err(|_| "the signature does not verify with this public key".to_string())
 }
 
 /// The next head of the protections chain: `prev` extended by the entry (`seq`, `hash`).
@@ -283,17 +396,55 @@ pub struct Seal {
     /// The protections chain's head; `None` in a seal written before it existed.
     pub protections: Option<String>,
     pub key_fingerprint: String,
+    /// The Ed25519 signature over the head ([`head_message`]); `None` in a seal written
+    /// before the deployment had a signing key.
+    pub signature: Option<String>,
+    /// The public key that made `signature`.
+    pub public_key: Option<String>,
 }
 
 impl Seal {
-    pub fn new(key: &AuditKey, seq: i64, hash: &str, protections: &str) -> Seal {
+    pub fn new(
+        key: &AuditKey,
+        signer: Option<&SigningKey>,
+        seq: i64,
+        hash: &str,
+        protections: &str,
+    ) -> Seal {
         Seal {
             seq,
             hash: hash.to_string(),
             mac: key.seal(seq, hash, protections),
             protections: Some(protections.to_string()),
             key_fingerprint: key.fingerprint(),
+            signature: signer.map(|s| s.sign_head(seq, hash, protections)),
+            public_key: signer.map(SigningKey::public_hex),
         }
+    }
+
+    /// What is wrong with the seal's signature, if anything. `expected` is the deployment's
+    /// public key when it has one: a seal it should have signed and did not, or that
+    /// another key signed, fails. Without one (a state from before signing, read) an
+    /// unsigned seal passes and a signed one is checked with the key it names.
+    pub fn signature_problem(&self, expected: Option<&str>) -> Option<String> {
+        let (Some(sig), Some(pk)) = (&self.signature, &self.public_key) else {
+            return expected.map(|_| {
+                "the seal carries no signature, but this deployment signs its trail: the signature was removed".to_string()
+            });
+        };
+        if let Some(e) = expected
+            && e != pk
+        {
+            return Some(format!(
+                "the trail's head was signed with public key {pk}, but this deployment's is {e}: the signing key was replaced"
+            ));
+        }
+        let p = self.protections.as_deref().unwrap_or_default();
+        verify_signature(pk, HEAD_DOMAIN, &head_message(self.seq, &self.hash, p), sig)
+            .err()
+            .map(|why| {
+                format!("the seal's signature over the head fails: {why}: it was forged or altered")
+            })
     }
 
     /// Why this seal does not vouch for a trail whose head is (`seq`, `hash`) and whose
@@ -348,6 +499,122 @@ impl Seal {
             );
         }
         None
+    }
+}
+
+/// An entry at or below a prune checkpoint that was kept (an item under hold, a hold or
+/// exception still in force): its seq and stored hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// Where a pruned trail starts: the last removed entry (seq and hash), the protections
+/// chain's head and the digest ([`Verifier::digest`]) through it, and what of the entries
+/// below it was kept: their count and digest ([`kept_link`] over each, in order; a hold on
+/// a whole target can keep millions, so they are not listed), and the hold and exception
+/// entries among them listed, which protections are checked against before every batch.
+/// Signed with the deployment's Ed25519 key and MAC'd with the audit key: a verifier
+/// resumes from it as from the genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub protections: String,
+    pub digest: String,
+    pub kept_count: u64,
+    pub kept_digest: String,
+    /// The hold and exception entries kept below it (those in force).
+    pub kept_protections: Vec<Kept>,
+    /// Entries this prune removed.
+    pub removed: u64,
+    /// Entries decided before this were past the trail's retention.
+    pub cutoff: String,
+    pub pruned_at: String,
+    pub by: String,
+    pub public_key: String,
+    pub signature: String,
+    pub mac: String,
+}
+
+/// The next digest of the entries kept below a checkpoint: `prev` (the genesis first)
+/// extended by a kept entry's seq and stored hash.
+pub fn kept_link(prev: &str, seq: i64, hash: &str) -> String {
+    digest_link(prev, seq, hash)
+}
+
+impl PruneCheckpoint {
+    /// What the signature and the MAC cover: every field but themselves, as JSON in
+    /// declaration order.
+    pub fn message(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Signed<'a> {
+            seq: i64,
+            hash: &'a str,
+            protections: &'a str,
+            digest: &'a str,
+            kept_count: u64,
+            kept_digest: &'a str,
+            kept_protections: &'a [Kept],
+            removed: u64,
+            cutoff: &'a str,
+            pruned_at: &'a str,
+            by: &'a str,
+            public_key: &'a str,
+        }
+        // Serializing plain strings and integers cannot fail.
+        serde_json::to_vec(&Signed {
+            seq: self.seq,
+            hash: &self.hash,
+            protections: &self.protections,
+            digest: &self.digest,
+            kept_count: self.kept_count,
+            kept_digest: &self.kept_digest,
+            kept_protections: &self.kept_protections,
+            removed: self.removed,
+            cutoff: &self.cutoff,
+            pruned_at: &self.pruned_at,
+            by: &self.by,
+            public_key: &self.public_key,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Signs and MACs it (sets `public_key`, `signature` and `mac`).
+    pub fn sign(&mut self, key: &AuditKey, signer: &SigningKey) {
+        self.public_key = signer.public_hex();
+        let msg = self.message();
+        self.signature = signer.sign(CHECKPOINT_DOMAIN, &msg);
+        self.mac = key.checkpoint_mac(&msg);
+    }
+
+    /// Why it cannot be trusted, if it cannot: its MAC under the audit key, its signature
+    /// under `public_key` (the deployment's, when it has one; else the one it names).
+    pub fn problem(&self, key: &AuditKey, public_key: Option<&str>) -> Option<String> {
+        let msg = self.message();
+        if key.checkpoint_mac(&msg) != self.mac {
+            return Some(format!(
+                "the prune checkpoint at entry {} was not made with this audit key: it was forged or altered",
+                self.seq
+            ));
+        }
+        if let Some(pk) = public_key
+            && pk != self.public_key
+        {
+            return Some(format!(
+                "the prune checkpoint at entry {} was signed with public key {}, but this deployment's is {pk}",
+                self.seq, self.public_key
+            ));
+        }
+        verify_signature(&self.public_key, CHECKPOINT_DOMAIN, &msg, &self.signature)
+            .err()
+            .map(|why| {
+                format!(
+                    "the prune checkpoint at entry {}: {why}: it was forged or altered",
+                    self.seq
+                )
+            })
     }
 }
 
@@ -458,6 +725,13 @@ impl Verifier {
     pub fn resume(after_seq: i64, after_hash: &str, protections: &str) -> Self {
         let mut v = Verifier::new(after_seq, after_hash);
         v.protections = protections.to_string();
+        v
+    }
+
+    /// Starts after a prune checkpoint: its head, protections head and digest carry on.
+    pub fn from_checkpoint(cp: &PruneCheckpoint) -> Self {
+        let mut v = Verifier::resume(cp.seq, &cp.hash, &cp.protections);
+        v.digest = cp.digest.clone();
         v
     }
 
@@ -580,8 +854,14 @@ impl Verifier {
         &self.protections
     }
 
-    /// Checks the seal over the head reached.
-    pub fn check_seal(&self, key: &AuditKey, seal: Option<&Seal>) -> Result<(), Break> {
+    /// Checks the seal over the head reached, and its signature (see
+    /// [`Seal::signature_problem`]).
+    pub fn check_seal(
+        &self,
+        key: &AuditKey,
+        public_key: Option<&str>,
+        seal: Option<&Seal>,
+    ) -> Result<(), Break> {
         let (seq, hash) = self.head();
         let Some(seal) = seal else {
             return if seq == 0 {
@@ -592,7 +872,10 @@ impl Verifier {
                 })
             };
         };
-        match seal.problem(key, seq, hash, &self.protections) {
+        match seal
+            .problem(key, seq, hash, &self.protections)
+            .or_else(|| seal.signature_problem(public_key))
+        {
             Some(detail) => Err(Break::Seal { detail }),
             None => Ok(()),
         }
@@ -633,7 +916,7 @@ mod tests {
             v.push(e)?;
         }
         v.finish();
-        v.check_seal(&key(), seal)
+        v.check_seal(&key(), None, seal)
     }
 
     fn sealed(entries: &[Entry]) -> Seal {
@@ -642,7 +925,7 @@ mod tests {
             let _ = v.push(e);
         }
         let (seq, hash) = v.head();
-        Seal::new(&key(), seq, hash, v.protections())
+        Seal::new(&key(), None, seq, hash, v.protections())
     }
 
     #[test]
@@ -726,9 +1009,9 @@ mod tests {
         for e in &entries {
             v.push(e).unwrap_or_else(|b| panic!("{b}"));
         }
-        let other = Seal::new(&key(), 4, &entries[3].hash, GENESIS);
-        assert!(v.check_seal(&key(), Some(&other)).is_err());
-        assert!(v.check_seal(&key(), Some(&seal)).is_ok());
+        let other = Seal::new(&key(), None, 4, &entries[3].hash, GENESIS);
+        assert!(v.check_seal(&key(), None, Some(&other)).is_err());
+        assert!(v.check_seal(&key(), None, Some(&seal)).is_ok());
     }
 
     #[test]
@@ -764,7 +1047,7 @@ mod tests {
                 let _ = v.push(e);
             }
             v.finish();
-            (v.breaks.clone(), v.check_seal(&key(), Some(&seal)))
+            (v.breaks.clone(), v.check_seal(&key(), None, Some(&seal)))
         };
         let (breaks, seal_ok) = walk(&all);
         assert!(breaks.is_empty(), "{breaks:?}");
@@ -783,6 +1066,89 @@ mod tests {
             breaks.iter().any(|b| matches!(b, Break::Repair { .. })),
             "{breaks:?}"
         );
+    }
+
+    fn signer() -> SigningKey {
+        SigningKey::from_seed_hex(&"2a".repeat(32)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key_and_nothing_else() {
+        let k = signer();
+        let pk = k.public_hex();
+        let sig = k.sign_head(5, "ab", "cd");
+        assert_eq!(
+            verify_signature(&pk, HEAD_DOMAIN, &head_message(5, "ab", "cd"), &sig),
+            Ok(())
+        );
+        // another head, another domain, another key: no
+        assert!(verify_signature(&pk, HEAD_DOMAIN, &head_message(6, "ab", "cd"), &sig).is_err());
+        assert!(
+            verify_signature(&pk, CHECKPOINT_DOMAIN, &head_message(5, "ab", "cd"), &sig).is_err()
+        );
+        let other = SigningKey::from_seed_hex(&"2b".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            verify_signature(
+                &other.public_hex(),
+                HEAD_DOMAIN,
+                &head_message(5, "ab", "cd"),
+                &sig
+            )
+            .is_err()
+        );
+        assert!(verify_signature("zz", HEAD_DOMAIN, b"", &sig).is_err());
+        // a bad seed is refused without being quoted; Debug shows only the public half
+        let e = SigningKey::from_seed_hex("abcd").err().unwrap_or_default();
+        assert!(e.contains("2 bytes") && !e.contains("abcd"), "{e}");
+        assert!(SigningKey::from_seed_hex("not hex").is_err());
+        let dbg = format!("{k:?}");
+        assert!(
+            dbg.contains("REDACTED") && !dbg.contains(&"2a".repeat(32)),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_is_vouched_for_by_both_keys_and_any_change_breaks_it() {
+        let entries = chain(0, GENESIS, (0..6).map(body).collect());
+        let mut v = Verifier::new(0, GENESIS);
+        for e in &entries[..3] {
+            v.push(e).unwrap_or_else(|b| panic!("{b}"));
+        }
+        let (seq, hash) = v.head();
+        let mut cp = PruneCheckpoint {
+            seq,
+            hash: hash.to_string(),
+            protections: v.protections().to_string(),
+            digest: v.digest().to_string(),
+            kept_count: 0,
+            kept_digest: GENESIS.into(),
+            kept_protections: vec![],
+            removed: 3,
+            cutoff: "2020-01-01T00:00:00Z".into(),
+            pruned_at: "2027-01-01T00:00:00Z".into(),
+            by: "op".into(),
+            public_key: String::new(),
+            signature: String::new(),
+            mac: String::new(),
+        };
+        cp.sign(&key(), &signer());
+        assert_eq!(cp.problem(&key(), Some(&signer().public_hex())), None);
+        // the rest of the chain verifies from it as from the genesis, digest included
+        let mut from = Verifier::from_checkpoint(&cp);
+        let mut whole = v;
+        for e in &entries[3..] {
+            from.push(e).unwrap_or_else(|b| panic!("{b}"));
+            whole.push(e).unwrap_or_else(|b| panic!("{b}"));
+        }
+        assert_eq!(from.digest(), whole.digest());
+        assert_eq!(from.head(), whole.head());
+        let mut altered = cp.clone();
+        altered.removed = 4;
+        assert!(altered.problem(&key(), None).is_some());
+        let other = AuditKey::new(vec![9; 32]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cp.problem(&other, None).is_some());
+        assert!(cp.problem(&key(), Some(&"00".repeat(32))).is_some());
     }
 
     #[test]

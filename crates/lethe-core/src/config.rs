@@ -96,6 +96,9 @@ pub struct ExceptionsConfig {
 pub struct AuditConfig {
     pub retention: Option<Duration>,
     pub key_env: Option<String>,
+    /// The environment variable holding the Ed25519 signing key's seed (64 hex digits);
+    /// else a key file beside the state, mode 0600.
+    pub signing_key_env: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -847,12 +850,14 @@ fn parse_audit(root: &mut Tbl<'_>, ctx: &mut Ctx) -> AuditConfig {
     let mut audit = AuditConfig {
         retention: None,
         key_env: None,
+        signing_key_env: None,
     };
     if let Some(v) = root.raw("audit")
         && let Some(mut t) = Tbl::new("audit", v, ctx)
     {
         audit.retention = t.duration(ctx, "retention");
         audit.key_env = t.opt_str(ctx, "key_env");
+        audit.signing_key_env = t.opt_str(ctx, "signing_key_env");
         t.finish(ctx);
     }
     audit

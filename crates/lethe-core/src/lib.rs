@@ -5,5 +5,6 @@ pub mod audit;
 pub mod config;
 pub mod expiry;
 pub mod lifecycle;
+pub mod receipt;
 pub mod schedule;
 pub mod time;

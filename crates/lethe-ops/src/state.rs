@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use lethe_core::audit::{self, Action, AuditKey, Body, Entry, Verifier};
+use lethe_core::audit::{
+    self, Action, AuditKey, Body, Entry, PruneCheckpoint, SigningKey, Verifier,
+};
 
 use crate::db::{Db, DbRow, Val};
 use crate::util::{UsageError, now};
@@ -32,6 +34,7 @@ const MIGRATIONS_SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0007_pending_identity.sql"),
     include_str!("../migrations/sqlite/0008_repairs_index.sql"),
     include_str!("../migrations/sqlite/0009_schedules.sql"),
+    include_str!("../migrations/sqlite/0010_signatures_checkpoint.sql"),
 ];
 const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_trail.sql"),
@@ -43,6 +46,7 @@ const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0007_pending_identity.sql"),
     include_str!("../migrations/postgres/0008_repairs_index.sql"),
     include_str!("../migrations/postgres/0009_schedules.sql"),
+    include_str!("../migrations/postgres/0010_signatures_checkpoint.sql"),
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads
@@ -104,6 +108,11 @@ pub struct State {
     /// Where the state lives, for messages (never with a password).
     pub location: String,
     pub key: AuditKey,
+    /// The deployment's Ed25519 key; `None` only for a state from before signing, opened to
+    /// read (a writing command makes it).
+    signer: Option<SigningKey>,
+    signing_key_path: PathBuf,
+    signing_key_env: Option<String>,
     holder: String,
     /// How it was opened, so a second connection can be opened for the audit writer.
     url: String,
@@ -290,6 +299,82 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// Repairs recorded in the trail, for a reader: what each acknowledged.
     pub repairs: Vec<String>,
+    /// The prune checkpoint the verification started from, if the trail was pruned.
+    pub pruned: Option<PruneCheckpoint>,
+}
+
+/// What a prune removed (or, in a dry run, would remove).
+#[derive(Clone, Debug)]
+pub struct PruneReport {
+    /// Entries decided before this are past the trail's retention.
+    pub cutoff: String,
+    pub removed: u64,
+    /// Entries past the window kept: about items under hold, or holds and exceptions in
+    /// force.
+    pub kept: u64,
+    /// The checkpoint the trail now starts from; `None` when nothing was removed.
+    pub checkpoint: Option<PruneCheckpoint>,
+}
+
+/// The holds in force, as a prune matches trail entries against them.
+#[derive(Default)]
+struct HeldScopes {
+    items: std::collections::HashSet<(String, String)>,
+    targets: std::collections::HashSet<String>,
+    subjects: std::collections::HashSet<String>,
+}
+
+impl HeldScopes {
+    fn covers(&self, e: &Entry) -> bool {
+        let b = &e.body;
+        (!b.target.is_empty() && self.targets.contains(&b.target))
+            || (!b.item_key.is_empty()
+                && self.items.contains(&(b.target.clone(), b.item_key.clone())))
+            || b.subject_hash
+                .as_ref()
+                .is_some_and(|h| self.subjects.contains(h))
+    }
+}
+
+/// Replays protection entries in order: the seqs of the entries that record a hold or an
+/// exception still in force at the end (a hold's placement, an exception's latest grant or
+/// renewal), and the holds' scopes. Mirrors the registers' replay.
+fn live_protections(entries: &[Entry]) -> (std::collections::HashSet<i64>, HeldScopes) {
+    use std::collections::HashMap;
+    let mut holds: HashMap<String, &Entry> = HashMap::new();
+    let mut excs: HashMap<String, &Entry> = HashMap::new();
+    for e in entries {
+        let b = &e.body;
+        match b.action {
+            Action::HoldPlaced => {
+                holds.insert(b.run_id.clone(), e);
+            }
+            Action::HoldReleased => {
+                holds.remove(&b.run_id);
+            }
+            Action::ExceptionGranted | Action::ExceptionRenewed => {
+                excs.retain(|_, x| !(x.body.target == b.target && x.body.item_key == b.item_key));
+                excs.insert(b.run_id.clone(), e);
+            }
+            Action::ExceptionRevoked => {
+                excs.remove(&b.run_id);
+            }
+            _ => {}
+        }
+    }
+    let mut scopes = HeldScopes::default();
+    for e in holds.values() {
+        let b = &e.body;
+        if let Some(h) = &b.subject_hash {
+            scopes.subjects.insert(h.clone());
+        } else if !b.item_key.is_empty() {
+            scopes.items.insert((b.target.clone(), b.item_key.clone()));
+        } else if !b.target.is_empty() {
+            scopes.targets.insert(b.target.clone());
+        }
+    }
+    let live = holds.values().chain(excs.values()).map(|e| e.seq).collect();
+    (live, scopes)
 }
 
 pub(crate) fn hostname() -> String {
@@ -332,40 +417,83 @@ fn load_key(key_path: &Path, key_env: Option<&str>, create: bool) -> Result<Audi
         .into());
     }
     if !key_path.exists() {
-        // Written whole to a private temporary file, then linked into place: a second
-        // process starting at the same moment sees either no key file or the whole key.
-        let mut tmp = key_path.as_os_str().to_owned();
-        tmp.push(format!(".tmp-{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("Failed to create audit key file {}", tmp.display()))?;
-            f.write_all(random_hex(32)?.as_bytes())
-                .and_then(|_| f.sync_all())
-                .with_context(|| format!("Failed to write audit key file {}", tmp.display()))?;
-        }
-        let linked = std::fs::hard_link(&tmp, key_path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("Failed to create audit key file {}", key_path.display())
-                });
-            }
-        }
+        write_new_key_file(key_path, "audit key file")?;
     }
     let hex = std::fs::read_to_string(key_path)
         .with_context(|| format!("Failed to read audit key file {}", key_path.display()))?;
     AuditKey::new(hex.trim().as_bytes().to_vec())
         .map_err(|e| anyhow!("audit key file {}: {e}", key_path.display()))
+}
+
+/// Makes a key file of 32 random bytes in hex, mode 0600, unless one is there. Written whole
+/// to a private temporary file, then linked into place: a second process starting at the
+/// same moment sees either no key file or the whole key.
+fn write_new_key_file(key_path: &Path, what: &str) -> Result<()> {
+    let mut tmp = key_path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("Failed to create {what} {}", tmp.display()))?;
+        f.write_all(random_hex(32)?.as_bytes())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("Failed to write {what} {}", tmp.display()))?;
+    }
+    let linked = std::fs::hard_link(&tmp, key_path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Failed to create {what} {}", key_path.display())),
+    }
+}
+
+/// Loads the deployment's Ed25519 signing key: its seed (64 hex digits) from the
+/// environment variable `[audit] signing_key_env` names, else from the key file beside the
+/// state, which must be private (0600). `create` makes the file when it is missing; `None`
+/// when it is missing and may not be made. Errors never quote the seed.
+fn load_signing_key(path: &Path, env: Option<&str>, create: bool) -> Result<Option<SigningKey>> {
+    if let Some(var) = env {
+        let val = std::env::var(var).map_err(|_| {
+            UsageError(format!(
+                "[audit] signing_key_env names {var}, but {var} is not set: set it to the signing key's seed (64 hex digits), or remove signing_key_env to use a key file beside the state"
+            ))
+        })?;
+        return SigningKey::from_seed_hex(&val)
+            .map(Some)
+            .map_err(|e| UsageError(format!("{var}: {e}")).into());
+    }
+    if !path.exists() {
+        if !create {
+            return Ok(None);
+        }
+        write_new_key_file(path, "signing key file")?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("Failed to read signing key file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "signing key file {} has mode {:04o}: others may read it, and whoever reads it can sign as this deployment; make it private (chmod 600 {}) and consider making a new one",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        ))
+        .into());
+    }
+    let hex = std::fs::read_to_string(path)
+        .with_context(|| format!("Failed to read signing key file {}", path.display()))?;
+    SigningKey::from_seed_hex(hex.trim())
+        .map(Some)
+        .map_err(|e| anyhow!("signing key file {}: {e}", path.display()))
 }
 
 /// The anchor's (seq, hash), if there is one; `Err` says why it cannot be trusted.
@@ -412,10 +540,80 @@ fn anchor_mismatch(db: &mut Db, seq: i64, hash: &str) -> Result<Option<String>> 
         Some(_) => Some(format!(
             "entry {seq}, which this machine sealed, is no longer the entry it sealed: the trail was rolled back or rewritten"
         )),
+        None if checkpoint_seq(db)? >= seq => None,
         None => Some(format!(
             "this machine sealed the trail at entry {seq}, which the trail no longer has: it was rolled back to an older copy (with its older seal)"
         )),
     })
+}
+
+/// Whether the trail's head was ever signed (a signed head is kept from the first).
+fn ever_signed(db: &mut Db) -> Result<bool> {
+    Ok(db
+        .query_opt("SELECT 1 FROM signed_heads LIMIT 1", &[])?
+        .is_some())
+}
+
+/// The prune checkpoint's seq; 0 when the trail was never pruned.
+fn checkpoint_seq(db: &mut Db) -> Result<i64> {
+    Ok(db
+        .query_opt("SELECT seq FROM audit_checkpoint WHERE id = 1", &[])?
+        .map_or(0, |r| r.int(0)))
+}
+
+/// The prune checkpoint, if the trail was pruned; the inner `Err` says why the stored one
+/// cannot be read.
+fn read_checkpoint(db: &mut Db) -> Result<std::result::Result<Option<PruneCheckpoint>, String>> {
+    let Some(r) = db.query_opt("SELECT seq, body FROM audit_checkpoint WHERE id = 1", &[])? else {
+        return Ok(Ok(None));
+    };
+    Ok(match serde_json::from_str::<PruneCheckpoint>(&r.text(1)) {
+        Ok(cp) if cp.seq == r.int(0) => Ok(Some(cp)),
+        Ok(cp) => Err(format!(
+            "the prune checkpoint row says entry {}, but its record says entry {}: it was altered",
+            r.int(0),
+            cp.seq
+        )),
+        Err(_) => Err("the prune checkpoint is unreadable: it was altered".into()),
+    })
+}
+
+fn write_checkpoint(db: &mut Db, cp: &PruneCheckpoint) -> Result<()> {
+    db.execute(
+        "INSERT INTO audit_checkpoint (id, seq, body) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, body = excluded.body",
+        &vals![cp.seq, serde_json::to_string(cp)?],
+    )?;
+    Ok(())
+}
+
+/// Records a signed head for receipts to cite.
+fn record_signed_head(db: &mut Db, seal: &audit::Seal) -> Result<()> {
+    if let (Some(sig), Some(pk), Some(p)) = (&seal.signature, &seal.public_key, &seal.protections) {
+        db.execute(
+            "INSERT INTO signed_heads (seq, hash, protections, signature, public_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (seq) DO NOTHING",
+            &vals![seal.seq, &seal.hash, p, sig, pk],
+        )?;
+    }
+    Ok(())
+}
+
+/// Why a writing command may not extend a trail whose seal is `seal`, as far as its
+/// signature goes, if it may not: signed by another key, or signed while this deployment's
+/// key is missing (a new key is never made over a signed trail).
+fn signing_problem(
+    signer: Option<&SigningKey>,
+    seal: &audit::Seal,
+    key_path: &Path,
+) -> Option<String> {
+    match signer {
+        Some(k) => seal.signature_problem(Some(&k.public_hex())),
+        None if seal.signature.is_some() => Some(format!(
+            "the trail's head is signed, but the signing key ({}) is missing: restore it from a backup (or set [audit] signing_key_env to the variable that holds it)",
+            key_path.display()
+        )),
+        None => None,
+    }
 }
 
 /// How an append treats the seal it extends.
@@ -466,7 +664,7 @@ fn trail_has_entries(db: &mut Db) -> bool {
 fn read_seal(db: &mut Db) -> Result<Option<audit::Seal>> {
     Ok(db
         .query_opt(
-            "SELECT seq, hash, mac, protections, key_fingerprint FROM audit_seal WHERE id = 1",
+            "SELECT seq, hash, mac, protections, key_fingerprint, signature, public_key FROM audit_seal WHERE id = 1",
             &[],
         )?
         .map(|r| audit::Seal {
@@ -475,6 +673,8 @@ fn read_seal(db: &mut Db) -> Result<Option<audit::Seal>> {
             mac: r.text(2),
             protections: r.opt_text(3),
             key_fingerprint: r.text(4),
+            signature: r.opt_text(5),
+            public_key: r.opt_text(6),
         }))
 }
 
@@ -492,7 +692,7 @@ fn read_head(db: &mut Db) -> Result<(i64, String)> {
 fn read_head_and_seal(db: &mut Db) -> Result<((i64, String), Option<audit::Seal>)> {
     let row = db.query_opt(
         "SELECT (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1),
-                s.seq, s.hash, s.mac, s.protections, s.key_fingerprint
+                s.seq, s.hash, s.mac, s.protections, s.key_fingerprint, s.signature, s.public_key
          FROM (SELECT 1 AS one) AS lethe_one LEFT JOIN audit_seal s ON s.id = 1",
         &[],
     )?;
@@ -509,6 +709,8 @@ fn read_head_and_seal(db: &mut Db) -> Result<((i64, String), Option<audit::Seal>
         mac: r.text(4),
         protections: r.opt_text(5),
         key_fingerprint: r.text(6),
+        signature: r.opt_text(7),
+        public_key: r.opt_text(8),
     });
     Ok((head, seal))
 }
@@ -516,9 +718,9 @@ fn read_head_and_seal(db: &mut Db) -> Result<((i64, String), Option<audit::Seal>
 /// Writes the seal over a head.
 fn write_seal(db: &mut Db, seal: &audit::Seal) -> Result<()> {
     db.execute(
-        "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint, protections) VALUES (1, ?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint, protections = excluded.protections",
-        &vals![seal.seq, &seal.hash, &seal.mac, &seal.key_fingerprint, &seal.protections],
+        "INSERT INTO audit_seal (id, seq, hash, mac, key_fingerprint, protections, signature, public_key) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, key_fingerprint = excluded.key_fingerprint, protections = excluded.protections, signature = excluded.signature, public_key = excluded.public_key",
+        &vals![seal.seq, &seal.hash, &seal.mac, &seal.key_fingerprint, &seal.protections, &seal.signature, &seal.public_key],
     )?;
     Ok(())
 }
@@ -556,6 +758,7 @@ impl State {
         password_env: Option<&str>,
         base: &Path,
         key_env: Option<&str>,
+        signing_key_env: Option<&str>,
         access: Access,
     ) -> Result<State> {
         let missing = |location: &str| {
@@ -620,10 +823,15 @@ impl State {
         let create_key = access == Access::Create && !trail_has_entries(&mut db);
         let key_existed = key_env.is_some() || key_path.exists();
         let key = load_key(&key_path, key_env, create_key)?;
+        // `<state>.signing-key`, beside `<state>.key`.
+        let signing_key_path = key_path.with_extension("signing-key");
         let mut st = State {
             db,
             location,
             key,
+            signer: None,
+            signing_key_path,
+            signing_key_env: signing_key_env.map(str::to_string),
             // Host and process, and a part of its own: two sweeps in one process (a daemon's
             // scheduled sweep and one asked through its API) are two holders, never one.
             holder: format!("{}:{}:{}", hostname(), std::process::id(), random_hex(4)?),
@@ -639,6 +847,18 @@ impl State {
             anchor_written: std::time::Instant::now(),
         };
         st.migrate()?;
+        // The signing key: made with a new state, and by a writing command on a state from
+        // before signing (its trail is signed from then on); a state whose head was signed
+        // never gets a new one silently (a writing command then refuses: see
+        // `signing_problem`).
+        let unsigned = read_seal(&mut st.db)?.is_none_or(|s| s.signature.is_none())
+            && !ever_signed(&mut st.db)?;
+        let create_signer = access == Access::Create || (access == Access::Write && unsigned);
+        st.signer = load_signing_key(
+            &st.signing_key_path,
+            st.signing_key_env.as_deref(),
+            create_signer,
+        )?;
         if access != Access::Read {
             st.upgrade_seal()?;
         }
@@ -705,6 +925,7 @@ impl State {
             self.password_env.as_deref(),
             &self.base,
             self.key_env.as_deref(),
+            self.signing_key_env.as_deref(),
             Access::Write,
         )?;
         st.holder = self.holder.clone();
@@ -817,6 +1038,12 @@ impl State {
         change: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
         let key = self.key.clone();
+        let signer = self.signer.clone();
+        let signing_key_path = self.signing_key_path.clone();
+        // A head a receipt may cite later is kept: the one just after a request finished,
+        // and the first signed head of a trail (which marks that its heads are signed).
+        let keep_head = matches!(sealing, Sealing::Create)
+            || bodies.iter().any(|b| b.action == Action::ErasureFinished);
         let mut new_subjects: Vec<(String, String)> = Vec::new();
         let mut added = std::collections::HashSet::new();
         for b in &bodies {
@@ -855,7 +1082,10 @@ impl State {
                             Some(p) => p.clone(),
                             None => protections_head(db)?,
                         };
-                        if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                        if let Some(problem) = seal
+                            .problem(&key, head_seq, &head_hash, &p)
+                            .or_else(|| signing_problem(signer.as_ref(), &seal, &signing_key_path))
+                        {
                             return Err(TrailBroken(problem).into());
                         }
                         p
@@ -896,7 +1126,11 @@ impl State {
                 for e in entries.iter().filter(|e| e.body.action.is_protection()) {
                     p = audit::protections_link(&p, e.seq, &e.hash);
                 }
-                write_seal(db, &audit::Seal::new(&key, last.seq, &last.hash, &p))?;
+                let seal = audit::Seal::new(&key, signer.as_ref(), last.seq, &last.hash, &p);
+                write_seal(db, &seal)?;
+                if keep_head {
+                    record_signed_head(db, &seal)?;
+                }
                 sealed_head = Some((last.seq, last.hash.clone()));
             }
             change(db)
@@ -991,7 +1225,10 @@ impl State {
                     Some(p) => p.clone(),
                     None => protections_head(&mut self.db)?,
                 };
-                if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                if let Some(problem) = seal
+                    .problem(&key, head_seq, &head_hash, &p)
+                    .or_else(|| signing_problem(self.signer.as_ref(), &seal, &self.signing_key_path))
+                {
                     return Err(TrailBroken(problem).into());
                 }
                 match self.anchor_problem()? {
@@ -1045,8 +1282,25 @@ impl State {
     /// A removed, replaced or altered one, or a cut or rewritten trail, is [`TrailBroken`].
     pub fn protection_entries(&mut self) -> Result<Vec<Entry>> {
         let key = self.key.clone();
+        let expected = self.expected_public_key()?;
         let mut out = Vec::new();
-        let mut p = audit::GENESIS.to_string();
+        // A pruned trail's protections chain resumes from its checkpoint; the entries kept
+        // below it are vouched for by the checkpoint's list.
+        let cp = read_checkpoint(&mut self.db)?.map_err(TrailBroken)?;
+        if let Some(p) = cp
+            .as_ref()
+            .and_then(|c| c.problem(&key, expected.as_deref()))
+        {
+            return Err(TrailBroken(p).into());
+        }
+        let below = cp.as_ref().map_or(0, |c| c.seq);
+        let kept: std::collections::HashMap<i64, String> = cp
+            .iter()
+            .flat_map(|c| c.kept_protections.iter().map(|k| (k.seq, k.hash.clone())))
+            .collect();
+        let mut p = cp
+            .as_ref()
+            .map_or_else(|| audit::GENESIS.to_string(), |c| c.protections.clone());
         let mut problem = None;
         // Entries a repair acknowledged as altered stay as they were found; their stored
         // hashes are in the sealed protections chain all the same.
@@ -1084,7 +1338,17 @@ impl State {
                     e.body.action.as_str()
                 ));
             }
-            p = audit::protections_link(&p, e.seq, &e.hash);
+            if e.seq <= below {
+                if problem.is_none() && kept.get(&e.seq) != Some(&e.hash) {
+                    problem = Some(format!(
+                        "entry {} (a {}) is below the prune checkpoint, which does not list it as kept",
+                        e.seq,
+                        e.body.action.as_str()
+                    ));
+                }
+            } else {
+                p = audit::protections_link(&p, e.seq, &e.hash);
+            }
             out.push(e);
             Ok(())
         })?;
@@ -1094,7 +1358,10 @@ impl State {
         let ((head_seq, head_hash), seal) = read_head_and_seal(&mut self.db)?;
         match seal {
             Some(seal) => {
-                if let Some(problem) = seal.problem(&key, head_seq, &head_hash, &p) {
+                if let Some(problem) = seal
+                    .problem(&key, head_seq, &head_hash, &p)
+                    .or_else(|| seal.signature_problem(expected.as_deref()))
+                {
                     return Err(TrailBroken(problem).into());
                 }
             }
@@ -1113,24 +1380,38 @@ impl State {
     /// head, if and only if they still verify: a trail that does not is never re-sealed.
     fn upgrade_seal(&mut self) -> Result<()> {
         // Upgraded already (every open but the first after an upgrade): no write lock.
-        if read_seal(&mut self.db)?.is_none_or(|s| s.protections.is_some()) {
+        let signing = self.signer.is_some();
+        let current =
+            |s: &audit::Seal| s.protections.is_some() && (s.signature.is_some() || !signing);
+        if read_seal(&mut self.db)?.is_none_or(|s| current(&s)) {
             return Ok(());
         }
         let key = self.key.clone();
+        let signer = self.signer.clone();
         self.db.write(|db| {
             let Some(seal) = read_seal(db)? else {
                 return Ok(());
             };
-            if seal.protections.is_some() {
+            if current(&seal) {
                 return Ok(());
             }
             let (head_seq, head_hash) = read_head(db)?;
-            let p = protections_head(db)?;
-            if seal.problem(&key, head_seq, &head_hash, &p).is_some() {
+            let p = match &seal.protections {
+                Some(p) => p.clone(),
+                None => protections_head(db)?,
+            };
+            // A trail signed before whose seal has no signature now had it removed: that is
+            // not upgraded but refused (see `signing_problem`).
+            if seal.problem(&key, head_seq, &head_hash, &p).is_some()
+                || seal.signature_problem(None).is_some()
+                || (seal.signature.is_none() && ever_signed(db)?)
+            {
                 // Left as found: every writing command refuses it, verify says why.
                 return Ok(());
             }
-            write_seal(db, &audit::Seal::new(&key, head_seq, &head_hash, &p))
+            let new = audit::Seal::new(&key, signer.as_ref(), head_seq, &head_hash, &p);
+            write_seal(db, &new)?;
+            record_signed_head(db, &new)
         })
     }
 
@@ -1146,10 +1427,24 @@ impl State {
         run_id: &str,
     ) -> Result<Option<audit::RepairRecord>> {
         let key = self.key.clone();
-        let v = self.walk()?;
+        // A signed trail whose signing key file was lost: the repair makes a new one, and
+        // records that the head was signed by another key; heads are signed with the new
+        // one from the repair on (receipts made before keep verifying with the old one).
+        if self.signer.is_none() && self.signing_key_env.is_none() {
+            self.signer = load_signing_key(&self.signing_key_path, None, true)?;
+        }
+        let expected = self.expected_public_key()?;
+        let (v, checkpoint_problems, _) = self.walk()?;
+        if let Some(p) = checkpoint_problems.first() {
+            // A checkpoint is the start of the chain: there is nothing before it to repair
+            // from, and a repair entry cannot vouch for it.
+            bail!(
+                "the trail's prune checkpoint cannot be trusted ({p}); a repair cannot acknowledge that: restore the state from a backup"
+            );
+        }
         let seal = read_seal(&mut self.db)?;
         let seal_problem = v
-            .check_seal(&key, seal.as_ref())
+            .check_seal(&key, expected.as_deref(), seal.as_ref())
             .err()
             .map(|b| b.to_string());
         let pending: Vec<audit::Break> = v.since_repair().to_vec();
@@ -1202,6 +1497,314 @@ impl State {
             self.append_with(record_after, |_| Ok(()))?;
         }
         Ok(Some(record))
+    }
+
+    /// What a receipt for request `id` cites: the entries from its first (its
+    /// `erasure_received`) through the first signed head kept at or after its last
+    /// `erasure_finished`, and that head; read in one snapshot. The inner `Err` says why no
+    /// receipt can be made (entries pruned, a request finished before signing began and a
+    /// head not signed since).
+    pub fn receipt_segment(
+        &mut self,
+        id: &str,
+    ) -> Result<std::result::Result<(Vec<Entry>, lethe_core::receipt::SignedHead), String>> {
+        self.db.begin_snapshot()?;
+        let r = receipt_segment_in(&mut self.db, id);
+        self.db.end_snapshot();
+        r
+    }
+
+    /// The trail's own retention: removes the entries decided before `cutoff`, except those
+    /// about an item under a hold in force (item, target or subject) and those recording a
+    /// hold or exception in force, and never the head. Only a prefix of the chain is cut:
+    /// nothing after the first entry inside the window (or one whose time does not read).
+    /// Leaves a checkpoint (the last removed entry's seq and hash, the protections chain's
+    /// head and the digest through it, the entries kept below it), signed and MAC'd, that
+    /// verification resumes from. Decided from a snapshot (to write what it will do in its
+    /// `trail_pruned` entry), then decided again and done in one write transaction that
+    /// holds and exceptions wait for, with that entry: a crash leaves the old trail, or the
+    /// pruned one with its checkpoint and its entry. `dry_run` only counts.
+    pub fn prune(
+        &mut self,
+        cutoff: lethe_core::time::Timestamp,
+        by: &str,
+        run_id: &str,
+        dry_run: bool,
+    ) -> Result<PruneReport> {
+        let key = self.key.clone();
+        let signer = self.signer.clone();
+        let signing_key_path = self.signing_key_path.clone();
+        let cutoff_s = cutoff.to_rfc3339();
+        let pruned_at = now().to_rfc3339();
+        // What a prune of the trail as `db` holds it would do: the report, the entries to
+        // remove, and the checkpoint (signed when there is a key). Deterministic: decided
+        // twice over the same trail, it is the same.
+        let decide = |db: &mut Db| -> Result<(PruneReport, Vec<i64>, Option<PruneCheckpoint>)> {
+            let expected = signer.as_ref().map(SigningKey::public_hex);
+            let old = read_checkpoint(db)?.map_err(TrailBroken)?;
+            if let Some(p) = old
+                .as_ref()
+                .and_then(|c| c.problem(&key, expected.as_deref()))
+            {
+                return Err(TrailBroken(p).into());
+            }
+            let old_seq = old.as_ref().map_or(0, |c| c.seq);
+            let (head_seq, _) = read_head(db)?;
+            // What is in force: holds and exceptions as the trail records them, and the
+            // holds table's (a hold either has is honoured).
+            let mut protection = Vec::new();
+            db.query_each(
+                &format!(
+                    "SELECT {ENTRY_COLS} FROM audit WHERE action IN ({}) ORDER BY seq",
+                    protection_actions()
+                ),
+                &[],
+                |r| {
+                    protection.push(entry_from(&r));
+                    Ok(())
+                },
+            )?;
+            let (live, mut held) = live_protections(&protection);
+            db.query_each(
+                "SELECT scope, target, item_key, subject_hash FROM holds WHERE released_at IS NULL",
+                &[],
+                |r| {
+                    match (
+                        r.text(0).as_str(),
+                        r.opt_text(1),
+                        r.opt_text(2),
+                        r.opt_text(3),
+                    ) {
+                        ("subject", _, _, Some(h)) => {
+                            held.subjects.insert(h);
+                        }
+                        ("item", Some(t), Some(k), _) => {
+                            held.items.insert((t, k));
+                        }
+                        (_, Some(t), _, _) => {
+                            held.targets.insert(t);
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                },
+            )?;
+            let past = |decided_at: &str| {
+                lethe_core::time::Timestamp::parse(decided_at).is_ok_and(|t| t < cutoff)
+            };
+            // Where the prefix ends: before the first entry inside the window, and before
+            // the head.
+            let mut end = head_seq - 1;
+            db.query_each(
+                "SELECT seq, decided_at FROM audit WHERE seq > ?1 ORDER BY seq",
+                &vals![old_seq],
+                |r| {
+                    if r.int(0) <= end && !past(&r.text(1)) {
+                        end = r.int(0) - 1;
+                    }
+                    Ok(())
+                },
+            )?;
+            // Walk the prefix: what goes, what stays, and the chain's state at the last
+            // entry removed.
+            let mut v = match &old {
+                Some(c) => Verifier::from_checkpoint(c),
+                None => Verifier::new(0, audit::GENESIS),
+            };
+            let mut at = old.as_ref().map(|c| {
+                (
+                    c.seq,
+                    c.hash.clone(),
+                    c.protections.clone(),
+                    c.digest.clone(),
+                )
+            });
+            let mut removed: Vec<i64> = Vec::new();
+            let mut kept: Vec<audit::Kept> = Vec::new();
+            let mut broken: Option<String> = None;
+            db.query_each(
+                &format!("SELECT {ENTRY_COLS} FROM audit WHERE seq <= ?1 ORDER BY seq"),
+                &vals![end],
+                |r| {
+                    let e = entry_from(&r);
+                    if e.seq > old_seq
+                        && let Err(b) = v.push(&e)
+                    {
+                        broken.get_or_insert(b.to_string());
+                    }
+                    let keep =
+                        live.contains(&e.seq) || held.covers(&e) || !past(&e.body.decided_at);
+                    if keep {
+                        kept.push(audit::Kept {
+                            seq: e.seq,
+                            hash: e.hash,
+                        });
+                    } else {
+                        removed.push(e.seq);
+                        if e.seq > old_seq {
+                            at = Some((
+                                e.seq,
+                                e.hash.clone(),
+                                v.protections().to_string(),
+                                v.digest().to_string(),
+                            ));
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            if let Some(b) = broken {
+                return Err(
+                    TrailBroken(format!("{b}; a trail is pruned only where it verifies")).into(),
+                );
+            }
+            let (Some((seq, hash, protections, digest)), false) = (at, removed.is_empty()) else {
+                let report = PruneReport {
+                    cutoff: cutoff_s.clone(),
+                    removed: 0,
+                    kept: kept.len() as u64,
+                    checkpoint: None,
+                };
+                return Ok((report, removed, None));
+            };
+            if !v.since_repair().is_empty() {
+                return Err(TrailBroken(
+                    "the entries to be pruned hold breaks a later repair acknowledged; a repair's record covers the whole trail before it, so this trail is not pruned"
+                        .into(),
+                )
+                .into());
+            }
+            kept.retain(|k| k.seq < seq);
+            let kept_digest = kept.iter().fold(audit::GENESIS.to_string(), |d, k| {
+                audit::kept_link(&d, k.seq, &k.hash)
+            });
+            let kept_protections = kept
+                .iter()
+                .filter(|k| live.contains(&k.seq))
+                .cloned()
+                .collect();
+            let mut cp = PruneCheckpoint {
+                seq,
+                hash,
+                protections,
+                digest,
+                kept_count: kept.len() as u64,
+                kept_digest,
+                kept_protections,
+                removed: removed.len() as u64,
+                cutoff: cutoff_s.clone(),
+                pruned_at: pruned_at.clone(),
+                by: by.to_string(),
+                public_key: String::new(),
+                signature: String::new(),
+                mac: String::new(),
+            };
+            if let Some(signer) = &signer {
+                cp.sign(&key, signer);
+            }
+            let report = PruneReport {
+                cutoff: cutoff_s.clone(),
+                removed: removed.len() as u64,
+                kept: cp.kept_count,
+                checkpoint: None,
+            };
+            Ok((report, removed, Some(cp)))
+        };
+        // Retried when the trail moved between the look and the write (its head was past
+        // the window, and an entry was appended meanwhile).
+        for _ in 0..3 {
+            self.db.begin_snapshot()?;
+            let looked = decide(&mut self.db);
+            self.db.end_snapshot();
+            let (report, removed, cp) = looked.context("Failed to prune the audit trail")?;
+            let Some(cp) = cp.filter(|_| !dry_run) else {
+                return Ok(report);
+            };
+            if signer.is_none() {
+                return Err(UsageError(format!(
+                    "no signing key ({}): a pruned trail starts at a signed checkpoint",
+                    signing_key_path.display()
+                ))
+                .into());
+            }
+            let detail = serde_json::json!({
+                "checkpoint_seq": cp.seq,
+                "checkpoint_hash": cp.hash,
+                "removed": cp.removed,
+                "kept_below": cp.kept_count,
+                "cutoff": cp.cutoff,
+                "by": by,
+            });
+            let body = Body {
+                decided_at: pruned_at.clone(),
+                run_id: run_id.to_string(),
+                action: Action::TrailPruned,
+                target: String::new(),
+                item_key: String::new(),
+                category: String::new(),
+                reason: "retention".into(),
+                window: format!("before {}", cp.cutoff),
+                expires_at: None,
+                subject_hash: None,
+                detail: detail.to_string(),
+            };
+            let mut moved = false;
+            let done = self.append_inner(
+                vec![body],
+                Sealing::Check,
+                |db| {
+                    // In the write transaction, before the entry: the same decision, or
+                    // nothing is written.
+                    let (_, again, cp_again) = decide(db)?;
+                    if again != removed || cp_again.as_ref() != Some(&cp) {
+                        moved = true;
+                        bail!("the trail changed while it was being pruned");
+                    }
+                    Ok(())
+                },
+                |db| {
+                    // Consecutive runs of removed entries, one statement each.
+                    let mut i = 0;
+                    while i < removed.len() {
+                        let mut j = i;
+                        while j + 1 < removed.len() && removed[j + 1] == removed[j] + 1 {
+                            j += 1;
+                        }
+                        db.execute(
+                            "DELETE FROM audit WHERE seq >= ?1 AND seq <= ?2",
+                            &vals![removed[i], removed[j]],
+                        )?;
+                        i = j + 1;
+                    }
+                    // The subject index is the trail's: pairs no entry records any more go.
+                    db.execute(
+                        "DELETE FROM audit_subjects WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.subject_hash = audit_subjects.subject_hash AND a.run_id = audit_subjects.run_id)",
+                        &[],
+                    )?;
+                    write_checkpoint(db, &cp)?;
+                    // Crash tests: killed here, the transaction never commits.
+                    #[cfg(feature = "failpoints")]
+                    if std::env::var("LETHE_FAILPOINT").is_ok_and(|v| v == "prune-before-commit") {
+                        let _ = rustix::process::kill_process(
+                            rustix::process::getpid(),
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    Ok(())
+                },
+            );
+            match done {
+                Ok(()) => {
+                    return Ok(PruneReport {
+                        checkpoint: Some(cp),
+                        ..report
+                    });
+                }
+                Err(_) if moved => continue,
+                Err(e) => return Err(e.context("Failed to prune the audit trail")),
+            }
+        }
+        bail!("the trail kept changing while it was being pruned; run `lethe audit prune` again")
     }
 
     /// Excludes every change to holds and exceptions, by any process, until
@@ -1359,14 +1962,95 @@ impl State {
         self.db.query_each(&sql, &args, |r| each(entry_from(&r)))
     }
 
-    /// Every entry through a verifier, which goes on past any break.
-    fn walk(&mut self) -> Result<Verifier> {
-        let mut v = Verifier::new(0, audit::GENESIS);
+    /// The public key the trail's signatures must verify with: this deployment's, else (a
+    /// state opened to read without its key file) the one its last kept signed head names;
+    /// `None` for a trail never signed.
+    fn expected_public_key(&mut self) -> Result<Option<String>> {
+        if let Some(k) = &self.signer {
+            return Ok(Some(k.public_hex()));
+        }
+        Ok(self
+            .db
+            .query_opt(
+                "SELECT public_key FROM signed_heads ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| r.text(0)))
+    }
+
+    /// The deployment's public key (hex), when it has a signing key.
+    pub fn public_key(&self) -> Option<String> {
+        self.signer.as_ref().map(SigningKey::public_hex)
+    }
+
+    /// Every entry through a verifier, which goes on past any break: from the genesis, or
+    /// from the prune checkpoint when the trail was pruned. Also what is wrong with the
+    /// checkpoint and the entries it lists as kept below it.
+    fn walk(&mut self) -> Result<(Verifier, Vec<String>, Option<PruneCheckpoint>)> {
+        let key = self.key.clone();
+        let expected = self.expected_public_key()?;
+        let mut problems = Vec::new();
+        let cp = match read_checkpoint(&mut self.db)? {
+            Ok(cp) => cp,
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        if let Some(p) = cp
+            .as_ref()
+            .and_then(|c| c.problem(&key, expected.as_deref()))
+        {
+            problems.push(p);
+        }
+        let mut v = match &cp {
+            Some(c) => Verifier::from_checkpoint(c),
+            None => Verifier::new(0, audit::GENESIS),
+        };
+        let below = cp.as_ref().map_or(0, |c| c.seq);
+        // The entries kept below the checkpoint: each as its hash says, all of them (their
+        // count and digest), the holds and exceptions among them as listed.
+        let mut kept_protections: std::collections::BTreeMap<i64, String> = cp
+            .iter()
+            .flat_map(|c| c.kept_protections.iter().map(|k| (k.seq, k.hash.clone())))
+            .collect();
+        let (mut kept_count, mut kept_digest) = (0u64, audit::GENESIS.to_string());
         self.entries(&Filter::default(), |e| {
-            let _ = v.push(&e);
+            if e.seq > below {
+                let _ = v.push(&e);
+                return Ok(());
+            }
+            kept_count += 1;
+            kept_digest = audit::kept_link(&kept_digest, e.seq, &e.hash);
+            if audit::entry_hash(&e.prev_hash, e.seq, &e.body) != e.hash {
+                problems.push(format!(
+                    "entry {}, kept below the prune checkpoint, does not match its hash: it was altered",
+                    e.seq
+                ));
+            }
+            if e.body.action.is_protection() && kept_protections.remove(&e.seq) != Some(e.hash.clone()) {
+                problems.push(format!(
+                    "entry {} (a {}) is below the prune checkpoint, which does not list it as kept",
+                    e.seq,
+                    e.body.action.as_str()
+                ));
+            }
             Ok(())
         })?;
-        Ok(v)
+        if let Some(c) = &cp
+            && (c.kept_count != kept_count || c.kept_digest != kept_digest)
+        {
+            problems.push(format!(
+                "the entries kept below the prune checkpoint (entry {below}) are not the {} it recorded ({kept_count} now): one was removed, added or replaced",
+                c.kept_count
+            ));
+        }
+        for seq in kept_protections.keys() {
+            problems.push(format!(
+                "entry {seq}, a hold or exception kept below the prune checkpoint, is gone: it was removed"
+            ));
+        }
+        Ok((v, problems, cp))
     }
 
     /// Recomputes the whole chain (every break in it, not only the first), checks the seal
@@ -1389,14 +2073,15 @@ impl State {
         anchor: Anchor,
     ) -> Result<VerifyReport> {
         let key = self.key.clone();
-        let mut v = self.walk()?;
+        let expected = self.expected_public_key()?;
+        let (mut v, mut problems, pruned) = self.walk()?;
         v.finish();
-        let mut problems: Vec<String> = v.breaks.iter().map(|b| b.to_string()).collect();
+        problems.extend(v.breaks.iter().map(|b| b.to_string()));
         if v.count == 0 {
             problems.push(audit::Break::Empty.to_string());
         } else {
             let seal = read_seal(&mut self.db)?;
-            if let Err(b) = v.check_seal(&key, seal.as_ref()) {
+            if let Err(b) = v.check_seal(&key, expected.as_deref(), seal.as_ref()) {
                 problems.push(b.to_string());
             }
         }
@@ -1428,6 +2113,7 @@ impl State {
             problem: problems.first().cloned(),
             problems,
             repairs,
+            pruned,
         })
     }
 
@@ -1449,6 +2135,12 @@ impl State {
         anchor: Anchor,
     ) -> Result<Option<VerifyReport>> {
         let key = self.key.clone();
+        let expected = self.expected_public_key()?;
+        // Pruned since `from` was verified: only a whole verification (from the checkpoint)
+        // can check the trail now.
+        if from.seq > 0 && checkpoint_seq(&mut self.db)? >= from.seq {
+            return Ok(None);
+        }
         let mut problems = Vec::new();
         // The head this machine sealed last must still be there, as it was: a trail cut
         // back to an older copy, with that copy's seal, shows here.
@@ -1483,7 +2175,7 @@ impl State {
         v.finish();
         problems.extend(v.breaks.iter().map(|b| b.to_string()));
         let seal = read_seal(&mut self.db)?;
-        if let Err(b) = v.check_seal(&key, seal.as_ref()) {
+        if let Err(b) = v.check_seal(&key, expected.as_deref(), seal.as_ref()) {
             problems.push(b.to_string());
         }
         let (head_seq, head_hash) = v.head();
@@ -1496,6 +2188,7 @@ impl State {
             problem: problems.first().cloned(),
             problems,
             repairs: Vec::new(),
+            pruned: None,
         }))
     }
 
@@ -1537,6 +2230,84 @@ impl State {
         }
         Ok(problems)
     }
+}
+
+/// [`State::receipt_segment`], in a snapshot begun.
+fn receipt_segment_in(
+    db: &mut Db,
+    id: &str,
+) -> Result<std::result::Result<(Vec<Entry>, lethe_core::receipt::SignedHead), String>> {
+    use lethe_core::receipt::SignedHead;
+    let first = db
+        .query_opt(
+            "SELECT MIN(seq) FROM audit WHERE run_id = ?1 AND action = 'erasure_received'",
+            &vals![id],
+        )?
+        .and_then(|r| r.opt_int(0));
+    let finished = db
+        .query_opt(
+            "SELECT MAX(seq) FROM audit WHERE run_id = ?1 AND action = 'erasure_finished'",
+            &vals![id],
+        )?
+        .and_then(|r| r.opt_int(0));
+    let (Some(first), Some(finished)) = (first, finished) else {
+        return Ok(Err(format!(
+            "the trail no longer holds request {id}'s first or last entry: they were pruned (`[audit] retention`)"
+        )));
+    };
+    let head = db
+        .query_opt(
+            "SELECT seq, hash, protections, signature, public_key FROM signed_heads WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+            &vals![finished],
+        )?
+        .map(|r| SignedHead {
+            seq: r.int(0),
+            hash: r.text(1),
+            protections: r.text(2),
+            signature: r.text(3),
+            public_key: r.text(4),
+        });
+    let head = match head {
+        Some(h) => h,
+        // Finished before the trail was signed: the head signed now covers it.
+        None => match read_seal(db)? {
+            Some(audit::Seal {
+                seq,
+                hash,
+                protections: Some(protections),
+                signature: Some(signature),
+                public_key: Some(public_key),
+                ..
+            }) if seq >= finished => SignedHead {
+                seq,
+                hash,
+                protections,
+                signature,
+                public_key,
+            },
+            _ => {
+                return Ok(Err(format!(
+                    "no signed head covers request {id}: the trail's head is not signed yet (a writing command signs it)"
+                )));
+            }
+        },
+    };
+    let mut segment = Vec::new();
+    db.query_each(
+        &format!("SELECT {ENTRY_COLS} FROM audit WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq"),
+        &vals![first, head.seq],
+        |r| {
+            segment.push(entry_from(&r));
+            Ok(())
+        },
+    )?;
+    if segment.len() as i64 != head.seq - first + 1 {
+        return Ok(Err(format!(
+            "entries between request {id}'s first entry ({first}) and the signed head ({}) are not all in the trail: some were pruned",
+            head.seq
+        )));
+    }
+    Ok(Ok((segment, head)))
 }
 
 /// Inserts chained entries in one bulk insert, one row materialized at a time.

@@ -60,6 +60,7 @@ impl fmt::Display for Conflict {
 impl std::error::Error for Conflict {}
 
 /// The wall clock. Read at the top of a command and passed down, never deep inside.
+/// The tests' build (the `failpoints` feature) honours `LETHE_TEST_NOW` ([`test_now`]).
 pub fn now() -> Timestamp {
     #[cfg(feature = "failpoints")]
     if let Some(t) = test_now() {

@@ -154,6 +154,7 @@ async fn run(d: Arc<Daemon>, listen: std::net::SocketAddr) -> Result<()> {
     tasks.spawn(scheduler::census(d.clone()));
     tasks.spawn(alerts::watch(d.clone()));
     tasks.spawn(dashboard::keep(d.clone()));
+    tasks.spawn(scheduler::prune(d.clone()));
     let worker = tokio::spawn(scheduler::worker(d.clone()));
     tasks.spawn(scheduler::start(d.clone()));
 

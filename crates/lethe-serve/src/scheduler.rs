@@ -464,3 +464,35 @@ pub async fn census(d: Arc<Daemon>) {
         }
     }
 }
+
+/// How often the daemon prunes the trail past `[audit] retention`.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// The trail's own retention, when `[audit] retention` is set: pruned at start-up, then
+/// once a day, as `lethe audit prune` does. Daemons sharing a state may each try; the
+/// prune is one write transaction, so the later one finds nothing left to remove.
+pub async fn prune(d: Arc<Daemon>) {
+    if d.loaded.config.audit.retention.is_none() {
+        return;
+    }
+    loop {
+        let dd = d.clone();
+        let pruned =
+            blocking(move || lethe_ops::ops::prune(&dd.loaded, false, Some("lethe serve"))).await;
+        match pruned {
+            Ok(o) if o.removed > 0 => tracing::info!(
+                removed = o.removed,
+                kept = o.kept,
+                checkpoint = ?o.checkpoint_seq,
+                cutoff = %o.cutoff,
+                "pruned the audit trail past [audit] retention"
+            ),
+            Ok(o) => tracing::debug!(cutoff = %o.cutoff, "no audit entry past [audit] retention"),
+            Err(e) => tracing::error!(error = %e, "could not prune the audit trail"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = d.stopping.notified() => return,
+        }
+    }
+}

@@ -93,6 +93,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(&load()?, command, json),
+        Command::Receipt { command } => crate::requests::receipt(command, json),
     }
 }
 
@@ -205,6 +206,16 @@ fn audit(loaded: &Loaded, cmd: &AuditCommand, json: bool) -> Result<ExitCode> {
             json,
         ),
         AuditCommand::Verify => audit_verify(loaded, json),
+        AuditCommand::Prune { dry_run, by } => audit_prune(loaded, *dry_run, by.as_deref(), json),
+        AuditCommand::PublicKey => {
+            let pk = ops::public_key(loaded)?;
+            if json {
+                output::json(&serde_json::json!({ "public_key": pk }))?;
+            } else {
+                outln!("{pk}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Log {
             target,
             key,
@@ -307,12 +318,42 @@ fn audit_repair(loaded: &Loaded, req: &ops::RepairRequest, json: bool) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// `lethe audit prune`: the trail's own retention.
+fn audit_prune(loaded: &Loaded, dry_run: bool, by: Option<&str>, json: bool) -> Result<ExitCode> {
+    let r = ops::prune(loaded, dry_run, by)?;
+    if json {
+        output::json(&r)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    outln!(
+        "{verb} {} entries decided before {} ([audit] retention {}); kept {} older entries (items under hold, holds and exceptions in force)",
+        r.removed,
+        r.cutoff,
+        r.retention,
+        r.kept
+    );
+    if let (Some(seq), Some(hash)) = (r.checkpoint_seq, &r.checkpoint_hash) {
+        outln!("the trail now starts from a signed checkpoint at entry {seq} ({hash})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `lethe audit verify`: fails unless the trail is intact.
 fn audit_verify(loaded: &Loaded, json: bool) -> Result<ExitCode> {
     let r = ops::verify(loaded)?;
     if json {
         output::json(&serde_json::to_value(&r)?)?;
         return Ok(exit_for(!r.ok));
+    }
+    if let Some(p) = &r.pruned {
+        outln!(
+            "verified from checkpoint at entry {} (pruned {} by {}; {} older entries kept under hold or in force)",
+            p.seq,
+            p.pruned_at,
+            p.by,
+            p.kept_below
+        );
     }
     if r.problems.is_empty() {
         outln!(

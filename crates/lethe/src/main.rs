@@ -118,6 +118,27 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Signed erasure receipts (`lethe erase status ID --receipt` writes one)
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptCommand {
+    /// Check a receipt offline: every entry's hash and link up to the signed head, the
+    /// head's signature, and the counts against the entries; exit 0 valid, 1 not, 2
+    /// unreadable. Needs no config or state.
+    Verify {
+        /// The receipt (JSON, as `erase status --receipt` wrote it)
+        file: PathBuf,
+        /// The deployment's public key (64 hex digits, or a file holding them, as `lethe
+        /// audit public-key` prints it). Without it the receipt's own key is used, which
+        /// shows the receipt is whole but not who signed it
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -206,7 +227,21 @@ pub struct EraseArgs {
 #[derive(Subcommand, Debug)]
 enum EraseCommand {
     /// The receipt of one request: deadline, status, counts and the audit entries it produced
-    Status { id: String },
+    Status {
+        id: String,
+        /// Write the signed receipt (JSON) of a completed erasure, verifiable offline with
+        /// `lethe receipt verify`
+        #[arg(long)]
+        receipt: bool,
+        /// Write the receipt to this file instead of stdout
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "FILE",
+            requires = "receipt"
+        )]
+        output: Option<PathBuf>,
+    },
     /// Open requests, and those near or past their deadline
     List,
 }
@@ -336,6 +371,19 @@ enum AuditCommand {
         #[arg(long, value_name = "N")]
         sample: Option<usize>,
     },
+    /// The trail's own retention: remove entries older than [audit] retention (except those
+    /// about items under hold, and holds and exceptions in force), leaving a signed
+    /// checkpoint that verify starts from
+    Prune {
+        /// Count what would be removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Who is pruning (default: the OS user)
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Print the deployment's Ed25519 public key (hex): what receipt verifiers are given
+    PublicKey,
     /// Write the whole trail as JSON lines or CSV, for a SIEM
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]

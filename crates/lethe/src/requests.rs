@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lethe_core::time::Timestamp;
 
-use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, output};
+use crate::{EraseArgs, EraseCommand, ExceptionCommand, HoldCommand, ReceiptCommand, output};
 use lethe_ops::ops::erase::{NEAR_DEADLINE_DAYS, days_to_deadline, is_closed};
 use lethe_ops::ops::{self, exception, hold};
 use lethe_ops::registry::{HoldRecord, Request};
@@ -26,7 +26,12 @@ fn json_id(id: &str, json: bool, what: &str) -> Result<()> {
 
 pub fn erase(loaded: &Loaded, args: &EraseArgs, json: bool) -> Result<ExitCode> {
     match &args.command {
-        Some(EraseCommand::Status { id }) => return erase_status(loaded, id, json),
+        Some(EraseCommand::Status {
+            id,
+            receipt: true,
+            output,
+        }) => return erase_receipt(loaded, id, output.as_deref()),
+        Some(EraseCommand::Status { id, .. }) => return erase_status(loaded, id, json),
         Some(EraseCommand::List) => return erase_list(loaded, json),
         None => {}
     }
@@ -93,6 +98,108 @@ fn deadline_note(r: &Request, now: Timestamp) -> String {
         format!("due in {:.1} day(s)", days)
     } else {
         format!("due in {:.0} days", days.floor())
+    }
+}
+
+/// `lethe erase status ID --receipt [-o FILE]`: the signed receipt, as JSON (it is JSON
+/// with or without `--json`).
+fn erase_receipt(loaded: &Loaded, id: &str, out: Option<&std::path::Path>) -> Result<ExitCode> {
+    let r = ops::erase::receipt(loaded, id)?;
+    let text = r.to_text();
+    match out {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| anyhow::anyhow!("Failed to write {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote the receipt of request {id} to {} (check it with `lethe receipt verify {} --public-key KEY`; `lethe audit public-key` prints KEY)",
+                path.display(),
+                path.display()
+            );
+        }
+        None => {
+            use std::io::Write as _;
+            let _ = write!(std::io::stdout(), "{text}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lethe receipt verify FILE [--public-key K]`: offline, no config. Exit 0 valid, 1 not,
+/// 2 unreadable.
+pub fn receipt(cmd: &ReceiptCommand, json: bool) -> Result<ExitCode> {
+    use lethe_core::receipt::Receipt;
+    let ReceiptCommand::Verify { file, public_key } = cmd;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        lethe_ops::Error::usage(format!("cannot read receipt {}: {e}", file.display()))
+    })?;
+    let key = match public_key.as_deref().map(str::trim) {
+        None => None,
+        Some(k) if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) => Some(k.to_string()),
+        Some(k) => Some(
+            std::fs::read_to_string(k)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    lethe_ops::Error::usage(format!(
+                        "--public-key {k:?} is neither 64 hex digits nor a readable file: {e}"
+                    ))
+                })?,
+        ),
+    };
+    let (r, outcome) = Receipt::check_text(&text, key.as_deref())
+        .map_err(|e| lethe_ops::Error::usage(format!("{}: {e}", file.display())))?;
+    if json {
+        output::json(&match &outcome {
+            Ok(v) => serde_json::json!({
+                "ok": true, "request": r.request.id, "public_key": v.public_key,
+                "key_given": v.key_given, "entries": v.entries, "head_seq": r.head.seq,
+                "problems": [],
+            }),
+            Err(ps) => serde_json::json!({
+                "ok": false, "request": r.request.id, "problems": ps,
+            }),
+        })?;
+        return Ok(if outcome.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    match outcome {
+        Ok(v) => {
+            outln!(
+                "receipt of erasure request {} verifies: {} trail entries through signed head #{}, signature by public key {}",
+                r.request.id,
+                v.entries,
+                r.head.seq,
+                v.public_key
+            );
+            if v.key_given {
+                outln!("  the key is the one given (--public-key)");
+            } else {
+                outln!(
+                    "  the key is the receipt's own: this shows the receipt is whole, not who made it; pass --public-key with the deployment's key (`lethe audit public-key`)"
+                );
+            }
+            for t in &r.targets {
+                outln!(
+                    "  {:<20} deleted {}  withheld: held {}, excepted {}, failed {}, in use {}",
+                    t.target,
+                    t.deleted,
+                    t.withheld.held,
+                    t.withheld.excepted,
+                    t.withheld.failed,
+                    t.withheld.in_use
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            outln!("receipt of request {} does NOT verify:", r.request.id);
+            for p in problems {
+                outln!("  - {p}");
+            }
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

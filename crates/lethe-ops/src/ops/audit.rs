@@ -26,6 +26,20 @@ pub struct VerifyOutcome {
     pub problems: Vec<String>,
     /// Repairs recorded in the trail: what each acknowledged.
     pub repairs: Vec<String>,
+    /// Where verification started when the trail was pruned.
+    pub pruned: Option<PrunedFrom>,
+}
+
+/// The prune checkpoint a verification started from.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrunedFrom {
+    /// The last removed entry.
+    pub seq: i64,
+    pub hash: String,
+    pub pruned_at: String,
+    pub by: String,
+    /// Entries at or below it still kept (under hold, or holds and exceptions in force).
+    pub kept_below: u64,
 }
 
 /// Verifies the trail from `from` (a checkpoint an earlier verification returned) when
@@ -54,6 +68,13 @@ pub fn verify_since(
             problem: r.problem,
             problems: r.problems,
             repairs: r.repairs,
+            pruned: r.pruned.map(|c| PrunedFrom {
+                seq: c.seq,
+                hash: c.hash,
+                pruned_at: c.pruned_at,
+                by: c.by,
+                kept_below: c.kept_count,
+            }),
         },
         checkpoint,
     ))
@@ -220,4 +241,59 @@ pub fn repair(loaded: &Loaded, req: &RepairRequest) -> Result<RepairOutcome> {
     let run_id = crate::state::new_id("repair")?;
     let record = state.repair(&crate::registry::Registry, &by, &req.reason, &run_id)?;
     Ok(RepairOutcome { run_id, record })
+}
+
+/// What `lethe audit prune` removed (or would remove).
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneOutcome {
+    pub dry_run: bool,
+    /// `[audit] retention`.
+    pub retention: String,
+    /// Entries decided before this were past it.
+    pub cutoff: String,
+    pub removed: u64,
+    /// Entries past the window kept: about items under hold, or holds and exceptions in
+    /// force.
+    pub kept: u64,
+    /// The checkpoint the trail now starts from (the last removed entry).
+    pub checkpoint_seq: Option<i64>,
+    pub checkpoint_hash: Option<String>,
+}
+
+/// The trail's own retention: removes the entries older than `[audit] retention`, except
+/// those about items under hold and those recording holds and exceptions in force, leaving
+/// a signed checkpoint that `audit verify` starts from. `dry_run` only counts.
+pub fn prune(loaded: &Loaded, dry_run: bool, by: Option<&str>) -> Result<PruneOutcome> {
+    let Some(retention) = loaded.config.audit.retention else {
+        return Err(Error::usage(
+            "[audit] retention is not set: the trail is kept whole; set it (e.g. \"2555d\") to prune entries older than that",
+        ));
+    };
+    let now = crate::util::now();
+    let cutoff = now
+        .checked_sub(retention)
+        .ok_or_else(|| Error::usage("[audit] retention reaches before the start of time"))?;
+    let mut state = open_state(loaded, if dry_run { Access::Read } else { Access::Write })?;
+    let by = crate::registry::actor(by);
+    let run_id = crate::state::new_id("prune")?;
+    let r = state.prune(cutoff, &by, &run_id, dry_run)?;
+    Ok(PruneOutcome {
+        dry_run,
+        retention: retention.to_string(),
+        cutoff: r.cutoff,
+        removed: r.removed,
+        kept: r.kept,
+        checkpoint_seq: r.checkpoint.as_ref().map(|c| c.seq),
+        checkpoint_hash: r.checkpoint.map(|c| c.hash),
+    })
+}
+
+/// The deployment's public key (hex), for `lethe audit public-key` and receipt verifiers.
+pub fn public_key(loaded: &Loaded) -> Result<String> {
+    let state = open_state(loaded, Access::Read)?;
+    state.public_key().ok_or_else(|| {
+        Error::usage(
+            "this state has no signing key yet: it was made before trails were signed; any writing command (e.g. `lethe sweep`) makes one",
+        )
+    })
 }

@@ -55,6 +55,7 @@ pub fn open_unchecked(loaded: &Loaded, access: Access) -> Result<State> {
         c.state.password_env.as_deref(),
         &loaded.base,
         c.audit.key_env.as_deref(),
+        c.audit.signing_key_env.as_deref(),
         access,
     )?)
 }

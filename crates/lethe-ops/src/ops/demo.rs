@@ -105,7 +105,7 @@ const DATASET_FILES: usize = 36;
 const KEEP_ME: &str = "not Lethe's to delete\n";
 
 /// Whether a top-level file is one the demo made, or one the commands it suggests make
-/// beside them: SQLite's journals, and the state's key, second database and lock file.
+/// beside them: SQLite's journals, and the state's keys, second database and lock file.
 fn demo_file(name: &str) -> bool {
     let journal = |base: &str| {
         name.strip_prefix(base)
@@ -118,10 +118,14 @@ fn demo_file(name: &str) -> bool {
         || journal("lethe-state.db.pending")
         || name == "lethe-state.db.key"
         || name == "lethe-state.db.head"
+        || name == "lethe-state.db.signing-key"
         || name == "lethe-state.db.protections-lock"
-        || name
-            .strip_prefix("lethe-state.db.key.tmp-")
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        || ["lethe-state.db.key.tmp-", "lethe-state.db.signing-key.tmp-"]
+            .iter()
+            .any(|p| {
+                name.strip_prefix(p)
+                    .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            })
 }
 
 /// What is in a directory a demo was built in: the demo's own files, by name and kind, and

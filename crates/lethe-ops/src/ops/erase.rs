@@ -148,6 +148,66 @@ pub fn status(loaded: &Loaded, id: &str) -> Result<Receipt> {
     Ok(Receipt { request, entries })
 }
 
+/// The signed receipt of a finished erasure request ([`lethe_core::receipt`]): the request,
+/// per target what was deleted and withheld, and the chain segment from its first entry to
+/// a signed head, checkable offline with the public key alone. Refused (a conflict: nothing
+/// to attest yet) for a request not completed.
+pub fn receipt(loaded: &Loaded, id: &str) -> Result<lethe_core::receipt::Receipt> {
+    use lethe_core::receipt::{self, Receipt as Signed, RequestFacts};
+    let mut state = open_state(loaded, Access::Read)?;
+    let request = registry::request(&mut state, id)?
+        .ok_or_else(|| Error::not_found(format!("no request {id} (see `lethe erase list`)")))?;
+    if request.kind != "erasure" {
+        return Err(Error::usage(format!(
+            "request {id} is an access request; receipts are for erasure requests"
+        )));
+    }
+    if !is_closed(&request) {
+        return Err(Error::conflict(format!(
+            "request {id} is {}, not completed: a receipt attests a finished erasure; run `lethe erase --subject ... --apply` to finish it",
+            request.status
+        )));
+    }
+    let (segment, head) = state
+        .receipt_segment(id)?
+        .map_err(|why| Error::conflict(format!("no receipt for request {id}: {why}")))?;
+    let finished_at = segment
+        .iter()
+        .rev()
+        .find(|e| {
+            e.body.run_id == id && e.body.action == lethe_core::audit::Action::ErasureFinished
+        })
+        .map(|e| e.body.decided_at.clone())
+        .unwrap_or_default();
+    let r = Signed {
+        version: receipt::VERSION,
+        kind: receipt::KIND.to_string(),
+        targets: receipt::outcomes(id, &segment),
+        request: RequestFacts {
+            id: request.id.clone(),
+            kind: request.kind.clone(),
+            subject_hash: request.subject_hash.clone(),
+            received_at: request.received_at.clone(),
+            finished_at,
+            deadline: request.deadline.clone(),
+            status: request.status.clone(),
+        },
+        segment,
+        head,
+    };
+    // What is handed out must verify: a trail or register that disagrees is reported, not
+    // signed off.
+    if let Err(problems) = r.verify(state.public_key().as_deref()) {
+        return Err(Error::TrailBroken(anyhow::Error::new(
+            crate::state::TrailBroken(format!(
+                "the receipt of request {id} does not verify against the trail ({})",
+                problems.join("; ")
+            )),
+        )));
+    }
+    Ok(r)
+}
+
 /// The erasure requests still open (not completed), by deadline.
 pub fn open_requests(loaded: &Loaded) -> Result<Vec<Request>> {
     let mut state = open_state(loaded, Access::Read)?;

@@ -25,8 +25,8 @@ pub mod schedule;
 pub mod sweep;
 
 pub use audit::{
-    LogPage, LogQuery, RepairOutcome, RepairRequest, TrailFormat, VerifyOutcome, export_trail, log,
-    repair, verify,
+    LogPage, LogQuery, PruneOutcome, PrunedFrom, RepairOutcome, RepairRequest, TrailFormat,
+    VerifyOutcome, export_trail, log, prune, public_key, repair, verify,
 };
 pub use check::{CheckReport, TargetCheck, check};
 pub use common::Destination;

@@ -18,6 +18,8 @@ mod pg;
 mod pg_safety;
 mod pg_tls;
 mod prism;
+mod prune;
+mod receipts;
 mod reconcile;
 mod reconcile_review;
 mod report;
