@@ -51,7 +51,8 @@ pub struct RequestFacts {
 pub struct TargetOutcome {
     pub target: String,
     pub deleted: u64,
-    /// SHA-256 over the deleted items' keys, sorted, each followed by a newline.
+    /// SHA-256 over the deleted items' keys, sorted, each as its length in bytes, a colon,
+    /// the key and a newline (so that no two sets of keys read the same).
     pub deleted_keys_sha256: String,
     pub withheld: Withheld,
     /// The same over the withheld items' keys.
@@ -84,8 +85,7 @@ fn keys_sha256(keys: &mut [&str]) -> String {
     keys.sort_unstable();
     let mut text = String::new();
     for k in keys.iter() {
-        text.push_str(k);
-        text.push('\n');
+        text.push_str(&format!("{}:{k}\n", k.len()));
     }
     audit::sha256_hex(text.as_bytes())
 }
@@ -287,6 +287,54 @@ impl Receipt {
                 }
             }
         }
+        // A repair inside the segment accepted the trail before it as found: what was
+        // altered there and re-chained would pass every hash check above.
+        for e in self
+            .segment
+            .iter()
+            .filter(|e| e.body.action == Action::TrailRepaired)
+        {
+            bad(format!(
+                "entry {} inside the segment is a repair of the trail ({}): the entries before it were accepted as they were found, so the segment cannot vouch for them",
+                e.seq,
+                e.body.detail.chars().take(120).collect::<String>()
+            ));
+        }
+        // The deletions each run of the request recorded at its finish, as the run counted
+        // them, summed per target, against the entries (an item is deleted once).
+        let mut recorded: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        for e in self
+            .segment
+            .iter()
+            .filter(|e| e.body.action == Action::ErasureFinished && e.body.run_id == r.id)
+        {
+            let counts = e.body.detail.split_once("; ").map(|(_, c)| c);
+            match counts.and_then(|c| serde_json::from_str::<Vec<serde_json::Value>>(c).ok()) {
+                Some(list) => {
+                    for c in list {
+                        let target = c["target"].as_str().unwrap_or_default().to_string();
+                        *recorded.entry(target).or_default() += c["deleted"].as_u64().unwrap_or(0);
+                    }
+                }
+                None => bad(format!(
+                    "entry {}: the request's finish does not record its counts readably",
+                    e.seq
+                )),
+            }
+        }
+        let given = outcomes(&r.id, &self.segment);
+        for (target, deleted) in &recorded {
+            let counted = given
+                .iter()
+                .find(|o| &o.target == target)
+                .map_or(0, |o| o.deleted);
+            if counted != *deleted {
+                bad(format!(
+                    "target {target}: the request's runs recorded {deleted} deleted at their finish, but the segment's entries give {counted}"
+                ));
+            }
+        }
         if outcomes(&r.id, &self.segment) != self.targets {
             bad(
                 "the per-target counts or key hashes are not the ones the segment's entries give"
@@ -380,7 +428,7 @@ mod tests {
         let o = outcomes("r", &segment);
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].deleted, 1);
-        assert_eq!(o[0].deleted_keys_sha256, audit::sha256_hex(b"1\n"));
+        assert_eq!(o[0].deleted_keys_sha256, audit::sha256_hex(b"1:1\n"));
         assert_eq!(
             o[0].withheld,
             Withheld {
@@ -392,7 +440,7 @@ mod tests {
         );
         assert_eq!(
             o[0].withheld_keys_sha256,
-            audit::sha256_hex(b"2\n3\n4\n5\n")
+            audit::sha256_hex(b"1:2\n1:3\n1:4\n1:5\n")
         );
     }
 }

@@ -1589,6 +1589,18 @@ impl State {
                     Ok(())
                 },
             )?;
+            // The entries of a request not completed yet are its evidence to come (its
+            // receipt starts at its first entry): kept, whatever their age.
+            let mut open_requests: std::collections::HashSet<String> =
+                std::collections::HashSet::new();
+            db.query_each(
+                "SELECT id FROM requests WHERE status NOT LIKE 'completed%'",
+                &[],
+                |r| {
+                    open_requests.insert(r.text(0));
+                    Ok(())
+                },
+            )?;
             let past = |decided_at: &str| {
                 lethe_core::time::Timestamp::parse(decided_at).is_ok_and(|t| t < cutoff)
             };
@@ -1605,6 +1617,17 @@ impl State {
                     Ok(())
                 },
             )?;
+            // Nor past the first entry of a request not completed yet: its receipt will be
+            // the chain from there, whole.
+            let open: Vec<String> = open_requests.iter().cloned().collect();
+            for id in &open {
+                if let Some(first) = db
+                    .query_opt("SELECT MIN(seq) FROM audit WHERE run_id = ?1", &vals![id])?
+                    .and_then(|r| r.opt_int(0))
+                {
+                    end = end.min(first - 1);
+                }
+            }
             // Walk the prefix: what goes, what stays, and the chain's state at the last
             // entry removed.
             let mut v = match &old {
@@ -1632,8 +1655,10 @@ impl State {
                     {
                         broken.get_or_insert(b.to_string());
                     }
-                    let keep =
-                        live.contains(&e.seq) || held.covers(&e) || !past(&e.body.decided_at);
+                    let keep = live.contains(&e.seq)
+                        || held.covers(&e)
+                        || open_requests.contains(&e.body.run_id)
+                        || !past(&e.body.decided_at);
                     if keep {
                         kept.push(audit::Kept {
                             seq: e.seq,
@@ -1678,9 +1703,14 @@ impl State {
             let kept_digest = kept.iter().fold(audit::GENESIS.to_string(), |d, k| {
                 audit::kept_link(&d, k.seq, &k.hash)
             });
+            // Every hold and exception entry kept below the checkpoint is listed (whether
+            // in force or kept because it is about something held): verification and the
+            // protections chain vouch for each by this list.
+            let protection_seqs: std::collections::HashSet<i64> =
+                protection.iter().map(|e| e.seq).collect();
             let kept_protections = kept
                 .iter()
-                .filter(|k| live.contains(&k.seq))
+                .filter(|k| protection_seqs.contains(&k.seq))
                 .cloned()
                 .collect();
             let mut cp = PruneCheckpoint {

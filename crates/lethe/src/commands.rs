@@ -428,7 +428,7 @@ fn demo(dir: &Path, json: bool) -> Result<ExitCode> {
         "\nThe failed items are deliberate: a timestamp nobody can read, a file outside \
          file_roots, a symbolic link out of them and a directory. Lethe reports them and never \
          deletes them on a guess.\n\
-         Next: lethe check --config {c}\n      lethe audit verify --config {c}",
+         Next: lethe check --config {c}\n      lethe audit verify --config {c}\n      lethe report --config {c}",
         c = shown.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -273,7 +273,23 @@ pub fn prune(loaded: &Loaded, dry_run: bool, by: Option<&str>) -> Result<PruneOu
     let cutoff = now
         .checked_sub(retention)
         .ok_or_else(|| Error::usage("[audit] retention reaches before the start of time"))?;
+    if retention < loaded.config.erasure.deadline {
+        return Err(Error::usage(format!(
+            "[audit] retention ({retention}) is shorter than [erasure] deadline ({}): a request's evidence would be pruned before its deadline; set a retention of at least the deadline",
+            loaded.config.erasure.deadline
+        )));
+    }
     let mut state = open_state(loaded, if dry_run { Access::Read } else { Access::Write })?;
+    // Only a trail that verifies whole is pruned: what it keeps and what its new checkpoint
+    // vouches for are read from it, and a prune must never launder a break into a trail
+    // that verifies (or drop a hold a forged entry released).
+    let checked = state.verify(&crate::registry::Registry)?;
+    if let Some(problem) = checked.problem {
+        return Err(crate::state::TrailBroken(format!(
+            "{problem}; a trail is pruned only where it verifies whole"
+        ))
+        .into());
+    }
     let by = crate::registry::actor(by);
     let run_id = crate::state::new_id("prune")?;
     let r = state.prune(cutoff, &by, &run_id, dry_run)?;

@@ -594,3 +594,154 @@ fn a_prune_killed_before_it_commits_leaves_the_old_trail_whole() {
         r.stdout
     );
 }
+
+/// A small trail for the review's cases: a 30-day retention, rows of alice and bob.
+fn review_case(name: &str) -> (Tmp, PathBuf, Connection) {
+    let d = Tmp::new(name);
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("2555d", "30d").replace(
+            "[categories.c]",
+            "[erasure]\ndeadline = \"30d\"\n\n[categories.c]",
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.path("state")).unwrap();
+    let conn = Connection::open(d.path("ai.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+    )
+    .unwrap();
+    (d, cfg, conn)
+}
+
+const T0: i64 = 1_577_880_000; // 2020-01-01T12:00:00Z
+const D: i64 = 86_400;
+
+#[test]
+fn a_hold_placed_again_after_its_release_survives_a_prune_that_still_verifies() {
+    let (_d, cfg, conn) = review_case("prune-rehold");
+    add_row(&conn, Some(1), "alice", T0 - 100 * D);
+    add_row(&conn, Some(2), "bob", T0 - 100 * D);
+    assert_eq!(run_at(&cfg, T0, &["init"]).code, Some(0));
+    let first = hold(&cfg, T0, &["--subject", "alice"]);
+    let r = run_at(
+        &cfg,
+        T0 + D,
+        &["hold", "release", &first, "--reason", "settled"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    hold(&cfg, T0 + 2 * D, &["--subject", "alice"]);
+    let r = run_at(&cfg, T0 + 3 * D, &["sweep", "--apply", "--no-progress"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_at(&cfg, T0 + 100 * D, &["audit", "prune"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run_at(&cfg, T0 + 100 * D, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    // and the trail can still be written
+    add_row(&conn, Some(3), "bob", T0 - 10 * D);
+    let r = run_at(&cfg, T0 + 101 * D, &["sweep", "--apply", "--no-progress"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM t WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "alice's row is under the second hold");
+}
+
+#[test]
+fn a_broken_trail_is_never_pruned_into_one_that_verifies() {
+    let (d, cfg, conn) = review_case("prune-broken");
+    add_row(&conn, Some(4), "alice", T0 - 100 * D);
+    add_row(&conn, Some(5), "bob", T0 - 100 * D);
+    assert_eq!(run_at(&cfg, T0, &["init"]).code, Some(0));
+    hold(&cfg, T0 + D, &["--target", "t", "--key", "4"]);
+    let r = run_at(&cfg, T0 + 2 * D, &["sweep", "--apply", "--no-progress"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_at(&cfg, T0 + 100 * D, &["audit", "prune"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    // a kept entry below the checkpoint removed with nothing but database access
+    let state = Connection::open(d.path("state/s.db")).unwrap();
+    state
+        .execute(
+            "DELETE FROM audit WHERE seq = (SELECT MIN(seq) FROM audit WHERE action = 'held')",
+            [],
+        )
+        .unwrap();
+    let r = run_at(&cfg, T0 + 100 * D, &["audit", "verify"]);
+    assert_eq!(r.code, Some(1));
+    // the daemon's daily prune, later: refused, and the break stays visible
+    let r = run_at(&cfg, T0 + 200 * D, &["audit", "prune"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("pruned only where it verifies"),
+        "{}",
+        r.stderr
+    );
+    let r = run_at(&cfg, T0 + 200 * D, &["audit", "verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    // the held row was never deleted
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM t WHERE id = 4", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+#[test]
+fn an_open_requests_entries_are_kept_and_a_short_retention_is_refused() {
+    let (d, cfg, conn) = review_case("prune-open-request");
+    add_row(&conn, Some(1), "alice", T0 - 100 * D);
+    assert_eq!(run_at(&cfg, T0, &["init"]).code, Some(0));
+    // a preview: the request stays open
+    let r = run_at(&cfg, T0 + D, &["--json", "erase", "--subject", "alice"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let id = r.json()["request_id"].as_str().unwrap().to_string();
+    add_row(&conn, Some(2), "bob", T0 - 100 * D);
+    let r = run_at(&cfg, T0 + 2 * D, &["sweep", "--apply", "--no-progress"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_at(&cfg, T0 + 60 * D, &["audit", "prune"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run_at(&cfg, T0 + 60 * D, &["--json", "audit", "log", "--run", &id]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("erasure_received"),
+        "the open request's first entry was pruned: {}",
+        r.stdout
+    );
+    // completed later, it still has its receipt
+    let r = run_at(
+        &cfg,
+        T0 + 61 * D,
+        &["erase", "--subject", "alice", "--apply"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let file = d.path("r.json");
+    let r = run_at(
+        &cfg,
+        T0 + 61 * D,
+        &[
+            "erase",
+            "status",
+            &id,
+            "--receipt",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run_at(
+        &cfg,
+        T0 + 61 * D,
+        &["receipt", "verify", file.to_str().unwrap()],
+    );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    // a retention shorter than the erasure deadline: refused
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "retention = \"30d\"\n\n[erasure]",
+        "retention = \"7d\"\n\n[erasure]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let r = run_at(&cfg, T0 + 62 * D, &["audit", "prune"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("[erasure] deadline"), "{}", r.stderr);
+}

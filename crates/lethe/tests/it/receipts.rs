@@ -104,12 +104,15 @@ fn a_receipt_verifies_with_the_public_key_alone_and_any_change_fails() {
         .map(|i| i.to_string())
         .collect();
     deleted.sort();
-    let joined: String = deleted.iter().map(|k| format!("{k}\n")).collect();
+    let joined: String = deleted
+        .iter()
+        .map(|k| format!("{}:{k}\n", k.len()))
+        .collect();
     assert_eq!(
         t["deleted_keys_sha256"],
         audit::sha256_hex(joined.as_bytes())
     );
-    assert_eq!(t["withheld_keys_sha256"], audit::sha256_hex(b"10\n"));
+    assert_eq!(t["withheld_keys_sha256"], audit::sha256_hex(b"2:10\n"));
     // The segment starts at the request's first entry and is the trail's, entry for entry.
     let seg: Vec<Entry> = serde_json::from_value(j["segment"].clone()).unwrap();
     assert_eq!(seg[0].body.run_id, id);

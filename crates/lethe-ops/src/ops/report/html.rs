@@ -1477,6 +1477,7 @@ mod tests {
                 head_seq: 9,
                 entries: 9,
                 problems: vec![format!("entry 3 {evil}")],
+                pruned_before: None,
             },
             all_met: false,
         }

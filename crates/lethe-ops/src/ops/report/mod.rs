@@ -340,6 +340,9 @@ pub struct TrailCheck {
     pub entries: u64,
     /// Empty when intact.
     pub problems: Vec<String>,
+    /// The trail was pruned (`[audit] retention`): entries decided before this were
+    /// removed, and it verifies from the checkpoint at `from_seq`.
+    pub pruned_before: Option<String>,
 }
 
 /// Verifies the trail from the entry before the period's first (its protections chain
@@ -361,9 +364,14 @@ fn check_trail(
     // head there and the entries kept below it: it is verified whole, from there.
     let pruned = state
         .db()
-        .query_opt("SELECT seq FROM audit_checkpoint WHERE id = 1", &[])?
-        .is_some();
-    let from = from.filter(|_| !pruned);
+        .query_opt("SELECT seq, body FROM audit_checkpoint WHERE id = 1", &[])?
+        .map(|r| {
+            let cutoff = serde_json::from_str::<serde_json::Value>(&r.text(1))
+                .ok()
+                .and_then(|b| b["cutoff"].as_str().map(str::to_string));
+            (r.int(0), cutoff)
+        });
+    let from = from.filter(|_| pruned.is_none());
     let checkpoint = match from {
         None => None,
         Some((seq, hash)) => {
@@ -390,7 +398,12 @@ fn check_trail(
     };
     let (outcome, _) = crate::ops::audit::verify_since(loaded, checkpoint.as_ref())?;
     Ok(TrailCheck {
-        from_seq: checkpoint.as_ref().map_or(0, |c| c.seq),
+        from_seq: pruned
+            .as_ref()
+            .map(|(seq, _)| *seq)
+            .or(checkpoint.as_ref().map(|c| c.seq))
+            .unwrap_or(0),
+        pruned_before: pruned.and_then(|(_, cutoff)| cutoff),
         head_seq: outcome.head_seq,
         entries: outcome.entries,
         problems: outcome.problems,
@@ -1436,7 +1449,13 @@ fn assemble(
         "Audit trail verified",
         Some(if trail.problems.is_empty() { 1.0 } else { 0.0 }),
         if trail.problems.is_empty() {
-            format!("intact (entries {} to {})", trail.from_seq + 1, trail.head_seq)
+            match &trail.pruned_before {
+                Some(_) => format!(
+                    "intact from the prune checkpoint at entry {} to {}",
+                    trail.from_seq, trail.head_seq
+                ),
+                None => format!("intact (entries {} to {})", trail.from_seq + 1, trail.head_seq),
+            }
         } else {
             format!("BROKEN: {}", trail.problems[0])
         },
@@ -1487,6 +1506,27 @@ fn assemble(
         false,
         "schedule_misfire entries in the period (a daemon found a scheduled run missed by more than misfire_grace)",
     ));
+    // A trail pruned inside or after the period no longer holds what the period's figures
+    // would be read from: they say so, and a period wholly before the cut is not measured.
+    if let Some(cut) = trail
+        .pruned_before
+        .as_deref()
+        .and_then(|c| Timestamp::parse(c).ok())
+        .filter(|c| *c > since)
+    {
+        for k in kpis.iter_mut().filter(|k| k.period != "now") {
+            if cut >= until {
+                k.value = None;
+                k.pass = None;
+                k.display = "pruned".into();
+            }
+            k.method = format!(
+                "{}. The trail's entries before {} were pruned ([audit] retention): the figure covers only what it still holds",
+                k.method,
+                cut.to_rfc3339()
+            );
+        }
+    }
     let all_met = kpis.iter().all(|k| k.pass != Some(false));
 
     let mut remediation = remediation(&groups, &kpis, &requests, &runs, reconciliation.as_ref());
