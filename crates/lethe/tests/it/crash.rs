@@ -480,6 +480,20 @@ fn the_failpoint_variable_is_ignored_without_the_feature() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["targets"][0]["deleted"], 10);
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
+    // Nor does it honour the tests' clock: a sweep told it is 2099 deletes nothing more.
+    let out = lethe()
+        .args(["sweep", "--apply", "--json", "--config"])
+        .arg(&cfg)
+        .env("LETHE_TEST_NOW", "2099-01-01T00:00:00Z")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["targets"][0]["deleted"], 0,
+        "LETHE_TEST_NOW moved the clock"
+    );
+    assert_eq!(ids(&conn, "training_records"), alive);
 }
 
 /// Issue 10, item 5: deletions in flight are kept by the target's identity. A config that
