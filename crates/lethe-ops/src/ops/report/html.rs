@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use super::render::escape;
-use super::{Figures, GroupFigures, Kpi, Report, human_secs};
+use super::render::{FIGURE_HEADERS, escape, pct};
+use super::{Figures, GroupFigures, Kpi, Report, human_secs, thousands};
 
 /// Markup being written. Tags, attribute names and CSS are `&'static str`; every other
 /// string goes through [`escape`].
@@ -132,23 +132,6 @@ footer{color:var(--muted);font-size:.8rem;padding-bottom:2rem;margin-top:2rem}
 const PALETTE: [&str; 8] = [
     "#0b5cad", "#d4761c", "#1a7f37", "#8250df", "#c62828", "#0f8f8f", "#9a6700", "#57606a",
 ];
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map(|v| format!("{:.1}%", v * 100.0))
-        .unwrap_or_else(|| "-".into())
-}
 
 fn opt(v: Option<u64>) -> String {
     v.map(thousands).unwrap_or_else(|| "-".into())
@@ -934,22 +917,6 @@ fn owner_anchors(r: &Report) -> BTreeMap<String, String> {
         .map(|(i, g)| (g.name.clone(), format!("owner-{i}")))
         .collect()
 }
-
-const FIGURE_HEADERS: [&str; 13] = [
-    "items",
-    "tagged",
-    "past 0-1 d",
-    "1-7 d",
-    "> 7 d",
-    "oldest expiry",
-    "deleted",
-    "failed",
-    "success",
-    "≤ 24 h",
-    "mean time to delete",
-    "p95",
-    "held / excepted",
-];
 
 fn figure_cells(h: &mut Html, f: &Figures) {
     let over = f.past_expiry.over_7d;

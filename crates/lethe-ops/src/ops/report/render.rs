@@ -56,7 +56,7 @@ fn verdict(k: &Kpi) -> &'static str {
     }
 }
 
-fn pct(v: Option<f64>) -> String {
+pub(super) fn pct(v: Option<f64>) -> String {
     v.map(|v| format!("{:.1}%", v * 100.0))
         .unwrap_or_else(|| "-".into())
 }
@@ -114,7 +114,7 @@ fn figure_cells(f: &Figures) -> Vec<String> {
     ]
 }
 
-const FIGURE_HEADERS: [&str; 13] = [
+pub(super) const FIGURE_HEADERS: [&str; 13] = [
     "items",
     "tagged",
     "past 0-1 d",
