@@ -596,6 +596,17 @@ fn read_trail(
             Ok(())
         },
     )?;
+    // Dry runs attempt nothing: their `failed` entries say what would fail, and are not
+    // counted against the deletion success rate.
+    let mut dry_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
+    state.db().query_each(
+        "SELECT DISTINCT run_id FROM audit WHERE action = 'sweep_finished' AND decided_at >= ?1 AND detail LIKE 'dry_run=true%'",
+        &vals![&s],
+        |r| {
+            dry_runs.insert(r.text(0));
+            Ok(())
+        },
+    )?;
     state.db().query_each(
         "SELECT target, action, reason, decided_at, expires_at, category, run_id, detail, item_key FROM audit
          WHERE decided_at >= ?1
@@ -663,6 +674,9 @@ fn read_trail(
                     }
                 }
                 "failed" => {
+                    if dry_runs.contains(&r.text(6)) {
+                        return Ok(());
+                    }
                     if not_judged(&r.text(8), &r.text(7)) {
                         a.not_judged += 1;
                     } else {
@@ -974,7 +988,7 @@ fn item_kpis(f: &Figures, k: &KpiArgs<'_>, uncounted: &[String]) -> Vec<Kpi> {
             pct(f.success_rate),
             Some(("≥ 99%", |v| v >= 0.99)),
             false,
-            "deleted / (deleted + failed) trail entries in the period, retention and erasure; failed entries of items that could not be judged (never attempted) are not counted",
+            "deleted / (deleted + failed) trail entries in the period, retention and erasure; failed entries of dry runs and of items that could not be judged (neither attempted a deletion) are not counted",
         ),
     ];
     if !uncounted.is_empty() {

@@ -21,12 +21,16 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Text from the config or the registers in a Markdown table cell or list item: HTML
-/// escaped, line breaks folded, and the characters Markdown reads as markup escaped.
+/// Text from the config or the registers in a Markdown table cell or list item: no HTML
+/// tag or entity of its own, line breaks folded, and the characters Markdown reads as
+/// markup escaped.
 fn md_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in escape(s).chars() {
+    for c in s.chars() {
         match c {
+            // no HTML from the text; `>` and quotes are plain text in a cell
+            '<' => out.push_str("&lt;"),
+            '&' => out.push_str("&amp;"),
             '\n' | '\r' => out.push(' '),
             '|' | '`' | '*' | '_' | '[' | ']' | '\\' => {
                 out.push('\\');
