@@ -443,4 +443,64 @@ mod tests {
             audit::sha256_hex(b"1:2\n1:3\n1:4\n1:5\n")
         );
     }
+
+    #[test]
+    fn a_repair_inside_the_segment_or_counts_unlike_the_finish_fail() {
+        let mut received = item(Action::ErasureReceived, "r", "");
+        received.detail = "request r received; deadline 2026-02-01T00:00:00Z".into();
+        let mut repaired = item(Action::TrailRepaired, "repair-1", "");
+        repaired.detail = "{}".into();
+        let mut finished = item(Action::ErasureFinished, "r", "");
+        // the run counted one deletion; the entries (one altered) give two
+        finished.detail = r#"request r completed; [{"deleted":1,"target":"t"}]"#.into();
+        let segment = chain(
+            0,
+            GENESIS,
+            vec![
+                received,
+                item(Action::Deleted, "r", "1"),
+                item(Action::Deleted, "r", "2"),
+                repaired,
+                finished,
+            ],
+        );
+        let last = segment
+            .last()
+            .map(|e| (e.seq, e.hash.clone()))
+            .unwrap_or_default();
+        let receipt = Receipt {
+            version: VERSION,
+            kind: KIND.into(),
+            request: RequestFacts {
+                id: "r".into(),
+                kind: "erasure".into(),
+                subject_hash: "h".into(),
+                received_at: "2026-01-01T00:00:00Z".into(),
+                finished_at: "2026-01-01T00:00:00Z".into(),
+                deadline: "2026-02-01T00:00:00Z".into(),
+                status: "completed".into(),
+            },
+            targets: outcomes("r", &segment),
+            segment,
+            head: SignedHead {
+                seq: last.0,
+                hash: last.1,
+                protections: GENESIS.into(),
+                signature: "00".repeat(64),
+                public_key: "00".repeat(32),
+            },
+        };
+        let problems = receipt.verify(None).err().unwrap_or_default();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("is a repair of the trail")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p
+                .contains("recorded 1 deleted at their finish, but the segment's entries give 2")),
+            "{problems:?}"
+        );
+    }
 }
