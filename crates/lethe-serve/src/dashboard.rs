@@ -16,6 +16,8 @@ const RECONCILE_SAMPLE: usize = 20;
 
 /// The longest a rendered page is kept when nothing happens (the period's end is "now").
 const AT_LEAST_EVERY: Duration = Duration::from_secs(3600);
+/// Renderings are this far apart at least.
+const MIN_GAP: Duration = Duration::from_secs(5);
 
 /// How often an open page reloads itself.
 const PAGE_REFRESH_SECS: u32 = 300;
@@ -80,6 +82,13 @@ pub async fn keep(d: Arc<Daemon>) {
             Ok(_) => tracing::debug!("dashboard rendered"),
             // The page kept (if any) stays; the next run or the timer tries again.
             Err(e) => tracing::error!(error = %e, "could not render the dashboard"),
+        }
+        // At most one rendering every MIN_GAP: a schedule firing every few seconds must not
+        // keep a report (a census of every target, the trail verified) running back to back.
+        // A redraw asked for meanwhile waits, and is not lost.
+        tokio::select! {
+            _ = tokio::time::sleep(MIN_GAP) => {}
+            _ = d.stopping.notified() => return,
         }
         tokio::select! {
             _ = tokio::time::sleep(AT_LEAST_EVERY) => {}
