@@ -853,12 +853,22 @@ impl State {
         // `signing_problem`).
         let unsigned = read_seal(&mut st.db)?.is_none_or(|s| s.signature.is_none())
             && !ever_signed(&mut st.db)?;
-        let create_signer = access == Access::Create || (access == Access::Write && unsigned);
         st.signer = load_signing_key(
             &st.signing_key_path,
             st.signing_key_env.as_deref(),
-            create_signer,
+            access == Access::Create,
         )?;
+        // A state from before signing gets its key on a writing command, over a trail that
+        // checks out only: one whose seal was stripped of its signature is refused by the
+        // command, and must not leave a new key behind for a repair to adopt.
+        if access == Access::Write
+            && unsigned
+            && st.signer.is_none()
+            && st.signing_key_env.is_none()
+            && st.check_head().is_ok()
+        {
+            st.signer = load_signing_key(&st.signing_key_path, None, true)?;
+        }
         if access != Access::Read {
             st.upgrade_seal()?;
         }

@@ -446,3 +446,28 @@ fn a_state_from_before_signing_is_signed_from_its_next_write() {
     assert_eq!(stored, pk);
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+#[test]
+fn a_refused_write_leaves_no_new_signing_key_behind() {
+    let d = Tmp::new("signing-refused");
+    seed_training(&d, 10);
+    let cfg = training_config(&d);
+    assert_eq!(
+        run(&cfg, &["sweep", "--apply", "--no-progress"]).code,
+        Some(0)
+    );
+    // The key file gone, the seal stripped of its signature, and the seal altered too.
+    let key_file = d.path("state/lethe-state.db.signing-key");
+    std::fs::remove_file(&key_file).unwrap();
+    let c = rusqlite::Connection::open(d.path("state/lethe-state.db")).unwrap();
+    c.execute_batch(
+        "UPDATE audit_seal SET signature = NULL, public_key = NULL, mac = '00'; DELETE FROM signed_heads;",
+    )
+    .unwrap();
+    let r = run(&cfg, &["sweep", "--apply", "--no-progress"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(
+        !key_file.exists(),
+        "a refused command made a signing key a repair would adopt"
+    );
+}
