@@ -79,6 +79,10 @@ pub struct Category {
     pub max: Option<Duration>,
     pub owner: Option<String>,
     pub runbook: Option<String>,
+    /// `range = ["7d", "30d"]`: the approved windows. The category's window and every
+    /// target's own window of this category must lie in it (bounds included), or the config
+    /// is refused.
+    pub range: Option<(Duration, Duration)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -723,10 +727,21 @@ fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Categ
         let Some(mut t) = Tbl::new(format!("categories.{name}"), cv, ctx) else {
             continue;
         };
+        let retention_span = t.raw("retention").map(|v| v.span());
         let retention = t.duration(ctx, "retention");
         let max = t.duration(ctx, "max");
         let owner = t.opt_str(ctx, "owner");
         let runbook = t.opt_str(ctx, "runbook");
+        let range = approved_range(&mut t, ctx);
+        if let (Some((lo, hi)), Some(r)) = (range, retention)
+            && (r < lo || r > hi)
+        {
+            ctx.err(
+                retention_span,
+                t.key("retention"),
+                format!("{r} is outside the category's approved range, {lo} to {hi}"),
+            );
+        }
         t.finish(ctx);
         categories.insert(
             name.clone(),
@@ -736,10 +751,44 @@ fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Categ
                 max,
                 owner,
                 runbook,
+                range,
             },
         );
     }
     categories
+}
+
+/// A category's `range = ["SHORTEST", "LONGEST"]`, both bounds included.
+fn approved_range(t: &mut Tbl<'_>, ctx: &mut Ctx) -> Option<(Duration, Duration)> {
+    let span = t.raw("range").map(|v| v.span())?;
+    let errors = ctx.errors.len();
+    let items = t.strings_checked(ctx, "range", |s| Duration::parse(s).map(|_| ()));
+    if ctx.errors.len() > errors {
+        return None;
+    }
+    let parsed: Vec<Duration> = items
+        .iter()
+        .filter_map(|s| Duration::parse(s).ok())
+        .collect();
+    match parsed.as_slice() {
+        [lo, hi] if lo <= hi => Some((*lo, *hi)),
+        [lo, hi] => {
+            ctx.err(
+                Some(span),
+                t.key("range"),
+                format!("the shortest window comes first: {lo} is longer than {hi}"),
+            );
+            None
+        }
+        _ => {
+            ctx.err(
+                Some(span),
+                t.key("range"),
+                "expected two windows, the shortest and the longest approved, e.g. [\"7d\", \"30d\"]",
+            );
+            None
+        }
+    }
 }
 
 /// `[[targets]]`: at least one, each with a name of its own.
@@ -910,8 +959,15 @@ fn parse_target(
     }
     let ty = t.req_str(ctx, "type");
     let category = t.req_str(ctx, "category");
+    let retention_span = t.raw("retention").map(|v| v.span());
     let retention = t.duration(ctx, "retention");
-    let window = target_window(ctx, &t, category.as_deref(), retention, categories);
+    let window = target_window(
+        ctx,
+        &t,
+        category.as_deref(),
+        (retention, retention_span),
+        categories,
+    );
     let subject = t.opt_str(ctx, "subject");
     let schedule = serve::cron(&mut t, ctx, "schedule", tz);
     let labels = Labels {
@@ -976,7 +1032,7 @@ fn target_window(
     ctx: &mut Ctx,
     t: &Tbl<'_>,
     category: Option<&str>,
-    retention: Option<Duration>,
+    (retention, retention_span): (Option<Duration>, Option<Range<usize>>),
     categories: &BTreeMap<String, Category>,
 ) -> Option<Window> {
     let c = category?;
@@ -996,6 +1052,19 @@ fn target_window(
         );
         return None;
     };
+    if let (Some((lo, hi)), Some(r)) = (cat.range, retention)
+        && (r < lo || r > hi)
+    {
+        ctx.err(
+            retention_span.or(Some(t.span.clone())),
+            t.key("retention"),
+            format!(
+                "{r} is outside the approved range of [categories.{}], {lo} to {hi}",
+                cat.name
+            ),
+        );
+        return None;
+    }
     match retention.or(cat.retention) {
         Some(r) => Some(Window {
             retention: r,
@@ -1065,6 +1134,50 @@ mod tests {
 
     const HEAD: &str =
         "[categories.d]\nretention = \"1d\"\n[[targets]]\nname = \"t\"\ncategory = \"d\"\n";
+
+    #[test]
+    fn a_window_outside_its_categorys_approved_range_is_refused_with_key_and_line() {
+        let target =
+            "[[targets]]\nname = \"t\"\ncategory = \"p\"\ntype = \"spot\"\nplace = \"x\"\n";
+        // in range, bounds included, on the category and on a target: accepted
+        for (cat, own) in [("7d", ""), ("30d", ""), ("14d", "retention = \"7d\"\n")] {
+            let src = format!(
+                "[categories.p]\nretention = \"{cat}\"\nrange = [\"7d\", \"30d\"]\n{target}{own}"
+            );
+            assert!(parse_spots(&src).is_ok(), "{src}");
+        }
+        // the category's own window outside: its retention key, on its line
+        let e = problem(&format!(
+            "[categories.p]\nretention = \"3d\"\nrange = [\"7d\", \"30d\"]\n{target}"
+        ));
+        assert_eq!(e.key, "categories.p.retention");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("outside"), "{}", e.message);
+        // a target's own window outside: the target's retention key, on its line
+        let e = problem(&format!(
+            "[categories.p]\nretention = \"14d\"\nrange = [\"7d\", \"30d\"]\n{target}retention = \"31d\"\n"
+        ));
+        assert_eq!(e.key, "targets.t.retention");
+        assert_eq!(e.line, Some(9));
+        // a range that is not two windows, shortest first
+        for (range, says) in [
+            ("[\"30d\", \"7d\"]", "shortest window comes first"),
+            ("[\"7d\"]", "expected two windows"),
+            ("[\"7d\", \"30d\", \"90d\"]", "expected two windows"),
+            ("\"7d\"", "expected a list"),
+        ] {
+            let e = problem(&format!(
+                "[categories.p]\nretention = \"14d\"\nrange = {range}\n{target}"
+            ));
+            assert_eq!(e.key, "categories.p.range", "{range}");
+            assert_eq!(e.line, Some(3), "{range}");
+            assert!(e.message.contains(says), "{range}: {}", e.message);
+        }
+        let e = problem(&format!(
+            "[categories.p]\nretention = \"14d\"\nrange = [\"7d\", \"soon\"]\n{target}"
+        ));
+        assert_eq!(e.key, "categories.p.range[1]");
+    }
 
     #[test]
     fn a_kind_reads_its_own_keys_and_the_config_the_rest() {

@@ -356,3 +356,42 @@ fn a_config_without_targets_says_what_is_missing() {
         );
     }
 }
+
+/// Issue 15, part 1 (`range`): a window outside its category's approved range refuses every
+/// command, naming the key and its line; nothing is touched.
+#[test]
+fn a_window_outside_the_approved_range_refuses_every_command_and_touches_nothing() {
+    let d = Tmp::new("range-refused");
+    let conn = Connection::open(d.path("app.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE prompts (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL);
+         INSERT INTO prompts VALUES (1, '2000-01-01T00:00:00Z'), (2, '2000-01-02T00:00:00Z');",
+    )
+    .unwrap();
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        "[state]\nurl = \"sqlite://state.db\"\n\n[categories.prompts]\nretention = \"30d\"\nrange = [\"7d\", \"30d\"]\n\n[[targets]]\nname = \"prompts\"\ntype = \"sql\"\nurl = \"sqlite://app.db\"\ntable = \"prompts\"\ncategory = \"prompts\"\nkey = \"id\"\ncreated_at = \"created_at\"\nretention = \"3d\"\n",
+    )
+    .unwrap();
+    let before = listing(&d.0);
+    for args in [
+        vec!["init"],
+        vec!["check"],
+        vec!["sweep", "--apply", "--no-progress"],
+        vec!["report"],
+    ] {
+        let r = run_raw(&cfg, &args);
+        assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("line 16") && r.stderr.contains("targets.prompts.retention"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(listing(&d.0), before, "nothing was created");
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM prompts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
