@@ -637,13 +637,18 @@ fn protection_actions() -> String {
 
 /// The head of the protections chain over the trail as stored.
 fn protections_head(db: &mut Db) -> Result<String> {
+    protections_head_through(db, i64::MAX)
+}
+
+/// The head of the protections chain over the stored entries up to entry `seq`.
+fn protections_head_through(db: &mut Db, seq: i64) -> Result<String> {
     let mut p = audit::GENESIS.to_string();
     db.query_each(
         &format!(
-            "SELECT seq, hash FROM audit WHERE action IN ({}) ORDER BY seq",
+            "SELECT seq, hash FROM audit WHERE action IN ({}) AND seq <= ?1 ORDER BY seq",
             protection_actions()
         ),
-        &[],
+        &vals![seq],
         |r| {
             p = audit::protections_link(&p, r.int(0), &r.text(1));
             Ok(())
@@ -2091,6 +2096,24 @@ impl State {
             ));
         }
         Ok((v, problems, cp))
+    }
+
+    /// Where a verification may resume at entry `seq` (its hash, and the protections chain's
+    /// head through it), as the trail stores them: for a reader that trusts that entry, like
+    /// a report verifying from its period's start. `None` when there is no such entry.
+    pub fn checkpoint_at(&mut self, seq: i64) -> Result<Option<Checkpoint>> {
+        let Some(hash) = self
+            .db
+            .query_opt("SELECT hash FROM audit WHERE seq = ?1", &vals![seq])?
+            .map(|r| r.text(0))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Checkpoint {
+            seq,
+            hash,
+            protections: protections_head_through(&mut self.db, seq)?,
+        }))
     }
 
     /// Recomputes the whole chain (every break in it, not only the first), checks the seal

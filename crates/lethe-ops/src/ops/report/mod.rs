@@ -353,13 +353,14 @@ fn check_trail(
     since: Timestamp,
 ) -> Result<TrailCheck> {
     let (s, _) = text_bounds(since, since);
+    // The entry before the period's first: verification resumes after it.
     let from = state
         .db()
         .query_opt(
-            "SELECT seq, hash FROM audit WHERE seq < (SELECT MIN(seq) FROM audit WHERE decided_at >= ?1) ORDER BY seq DESC LIMIT 1",
+            "SELECT seq FROM audit WHERE seq < (SELECT MIN(seq) FROM audit WHERE decided_at >= ?1) ORDER BY seq DESC LIMIT 1",
             &vals![&s],
         )?
-        .map(|r| (r.int(0), r.text(1)));
+        .map(|r| r.int(0));
     // A pruned trail starts at its checkpoint, which alone knows the protections chain's
     // head there and the entries kept below it: it is verified whole, from there.
     let pruned = state
@@ -371,30 +372,9 @@ fn check_trail(
                 .and_then(|b| b["cutoff"].as_str().map(str::to_string));
             (r.int(0), cutoff)
         });
-    let from = from.filter(|_| pruned.is_none());
-    let checkpoint = match from {
+    let checkpoint = match from.filter(|_| pruned.is_none()) {
+        Some(seq) => state.checkpoint_at(seq)?,
         None => None,
-        Some((seq, hash)) => {
-            let mut p = lethe_core::audit::GENESIS.to_string();
-            let list = lethe_core::audit::Action::PROTECTIONS
-                .iter()
-                .map(|a| format!("'{a}'"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            state.db().query_each(
-                &format!("SELECT seq, hash FROM audit WHERE action IN ({list}) AND seq <= ?1 ORDER BY seq"),
-                &vals![seq],
-                |r| {
-                    p = lethe_core::audit::protections_link(&p, r.int(0), &r.text(1));
-                    Ok(())
-                },
-            )?;
-            Some(crate::state::Checkpoint {
-                seq,
-                hash,
-                protections: p,
-            })
-        }
     };
     let (outcome, _) = crate::ops::audit::verify_since(loaded, checkpoint.as_ref())?;
     Ok(TrailCheck {
