@@ -192,9 +192,15 @@ impl Failpoint {
     }
 
     fn reached(&mut self) {
+        // A stall happens once per process: a stalled daemon that is resumed goes on past
+        // the point in this sweep and in every later one (each sweep reads the variable
+        // afresh, and a sweep with nothing due still reaches the point).
+        static STALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let fire = self.left == 1;
         self.left = self.left.saturating_sub(1);
-        // Once: a stalled process that is resumed goes on past the point.
+        if fire && self.stop && STALLED.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if fire {
             let signal = if self.stop {
                 rustix::process::Signal::STOP
