@@ -46,6 +46,8 @@ impl fmt::Display for ConfigError {
 pub struct Config {
     pub state: StateConfig,
     pub categories: BTreeMap<String, Category>,
+    /// The sensitivity levels and their caps: the four built in, and `[sensitivity.LEVEL]`.
+    pub sensitivity: Levels,
     pub targets: Vec<Target>,
     pub tags: TagsConfig,
     pub exceptions: ExceptionsConfig,
@@ -83,6 +85,9 @@ pub struct Category {
     /// target's own window of this category must lie in it (bounds included), or the config
     /// is refused.
     pub range: Option<(Duration, Duration)>,
+    /// `min`: the legal minimum. Nothing of the category is deleted before it, whatever an
+    /// item, a cap or a tag says; an erasure request still applies, and says so.
+    pub min: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -120,11 +125,108 @@ pub struct Labels {
     pub sensitivity: Option<String>,
 }
 
-/// How long items of a target may live: the window, capped by the category's maximum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How long items of a target may live: the window, capped by the category's maximum and
+/// the sensitivity caps, never shorter than the category's legal minimum.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
     pub retention: Duration,
     pub max: Option<Duration>,
+    /// The category's legal minimum (`min`): nothing of the category is deleted younger,
+    /// whatever an item, a cap or a tag says; only an erasure request goes under it.
+    pub min: Option<Duration>,
+    /// The target's own sensitivity level (`sensitivity = "…"`), for items that name none.
+    pub level: Option<String>,
+    /// Every known level (the four built in and each `[sensitivity.LEVEL]`) and its cap.
+    pub levels: Levels,
+}
+
+impl Window {
+    /// A plain window: no minimum, no level, no caps.
+    pub fn new(retention: Duration, max: Option<Duration>) -> Window {
+        Window {
+            retention,
+            max,
+            min: None,
+            level: None,
+            levels: Levels::default(),
+        }
+    }
+
+    /// The shortest life any item may be given by a cap (the category's max or a level's),
+    /// before the legal minimum: what a store's own filter must let through. With
+    /// `item_levels`, items may name any level, an unknown one read as the strictest.
+    pub fn earliest_cap(&self, item_levels: bool) -> Option<Duration> {
+        let own = self.level.as_deref().and_then(|l| self.levels.cap(l));
+        let any = if item_levels {
+            self.levels.strictest()
+        } else {
+            None
+        };
+        [self.max, own, any].into_iter().flatten().min()
+    }
+
+    /// What in the policy gives way to the legal minimum, for `check` to say: a window or a
+    /// cap shorter than it. `item_levels`: items name their own level.
+    pub fn minimum_warnings(&self, category: &str, item_levels: bool) -> Vec<String> {
+        let Some(min) = self.min else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if self.retention < min {
+            out.push(format!(
+                "the window {} is shorter than the legal minimum {min} of [categories.{category}]: items are kept until the minimum",
+                self.retention
+            ));
+        }
+        let mut levels: Vec<&str> = Vec::new();
+        if let Some(l) = self.level.as_deref() {
+            levels.push(l);
+        }
+        if item_levels {
+            levels.extend(self.levels.0.keys().map(String::as_str));
+        }
+        levels.dedup();
+        for l in levels {
+            if let Some(cap) = self.levels.cap(l)
+                && cap < min
+            {
+                out.push(format!(
+                    "the {l} cap {cap} falls below the legal minimum {min} of [categories.{category}]: the minimum wins for those items"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The built-in sensitivity levels, known whatever the config says (uncapped unless a
+/// `[sensitivity.LEVEL]` table gives a `max`).
+pub const BUILTIN_LEVELS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+
+/// Sensitivity levels and their caps (`[sensitivity.LEVEL] max`), by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Levels(pub BTreeMap<String, Option<Duration>>);
+
+impl Levels {
+    /// The level a name means: matched whole, ignoring ASCII case and surrounding space.
+    pub fn find(&self, name: &str) -> Option<&str> {
+        let name = name.trim();
+        self.0
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .map(String::as_str)
+    }
+
+    /// A known level's cap (`None`: uncapped or unknown).
+    pub fn cap(&self, name: &str) -> Option<Duration> {
+        self.find(name)
+            .and_then(|k| self.0.get(k).copied().flatten())
+    }
+
+    /// The shortest cap of any level, and its level: what an unknown level is read as.
+    pub fn strictest(&self) -> Option<Duration> {
+        self.0.values().flatten().min().copied()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -656,8 +758,15 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
 
     let state = parse_state(&mut root, &mut ctx);
     let categories = parse_categories(&mut root, &mut ctx);
+    let sensitivity = parse_sensitivity(&mut root, &mut ctx);
     let tz = serve::schedule_tz(&root);
-    let mut targets = parse_targets(&mut root, &mut ctx, &categories, kinds, tz.as_deref());
+    let mut targets = parse_targets(
+        &mut root,
+        &mut ctx,
+        (&categories, &sensitivity),
+        kinds,
+        tz.as_deref(),
+    );
     link_targets(&mut targets, &mut ctx, kinds);
     let tags = parse_tags(&mut root, &mut ctx);
     let exceptions = parse_exceptions(&mut root, &mut ctx);
@@ -676,6 +785,7 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
         (Some(state), Some(tags)) => Ok(Config {
             state,
             categories,
+            sensitivity,
             targets,
             tags,
             exceptions,
@@ -730,6 +840,17 @@ fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Categ
         let retention_span = t.raw("retention").map(|v| v.span());
         let retention = t.duration(ctx, "retention");
         let max = t.duration(ctx, "max");
+        let min_span = t.raw("min").map(|v| v.span());
+        let min = t.duration(ctx, "min");
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            ctx.err(
+                min_span.clone(),
+                t.key("min"),
+                format!("the legal minimum {lo} is longer than the category's max {hi}: no item could be both kept and deleted in time"),
+            );
+        }
         let owner = t.opt_str(ctx, "owner");
         let runbook = t.opt_str(ctx, "runbook");
         let range = approved_range(&mut t, ctx);
@@ -752,10 +873,42 @@ fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Categ
                 owner,
                 runbook,
                 range,
+                min,
             },
         );
     }
     categories
+}
+
+/// `[sensitivity.LEVEL]`: a level's `max` caps the window of every item of that level. The
+/// four built-in levels are known whether or not they are listed.
+fn parse_sensitivity(root: &mut Tbl<'_>, ctx: &mut Ctx) -> Levels {
+    let mut levels: BTreeMap<String, Option<Duration>> = BUILTIN_LEVELS
+        .iter()
+        .map(|l| (l.to_string(), None))
+        .collect();
+    let Some(v) = root.raw("sensitivity") else {
+        return Levels(levels);
+    };
+    let Some(all) = Tbl::new("sensitivity", v, ctx) else {
+        return Levels(levels);
+    };
+    for (name, lv) in all.t.iter() {
+        let raw = name.get_ref().to_string();
+        let Some(mut t) = Tbl::new(format!("sensitivity.{raw}"), lv, ctx) else {
+            continue;
+        };
+        let max = t.duration(ctx, "max");
+        t.finish(ctx);
+        // One spelling per level: `Confidential` is the built-in `confidential`.
+        let name = levels
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(raw.trim()))
+            .cloned()
+            .unwrap_or(raw);
+        levels.insert(name, max);
+    }
+    Levels(levels)
 }
 
 /// A category's `range = ["SHORTEST", "LONGEST"]`, both bounds included.
@@ -795,7 +948,7 @@ fn approved_range(t: &mut Tbl<'_>, ctx: &mut Ctx) -> Option<(Duration, Duration)
 fn parse_targets(
     root: &mut Tbl<'_>,
     ctx: &mut Ctx,
-    categories: &BTreeMap<String, Category>,
+    policy: (&BTreeMap<String, Category>, &Levels),
     kinds: &[&dyn TargetParser],
     tz: Option<&str>,
 ) -> Vec<Target> {
@@ -827,7 +980,7 @@ fn parse_targets(
         match v.get_ref() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(t) = parse_target(ctx, i, item, categories, kinds, tz) {
+                    if let Some(t) = parse_target(ctx, i, item, policy, kinds, tz) {
                         targets.push(t);
                     }
                 }
@@ -934,7 +1087,7 @@ fn parse_target(
     ctx: &mut Ctx,
     i: usize,
     v: &Spanned<DeValue>,
-    categories: &BTreeMap<String, Category>,
+    (categories, levels): (&BTreeMap<String, Category>, &Levels),
     kinds: &[&dyn TargetParser],
     tz: Option<&str>,
 ) -> Option<Target> {
@@ -961,7 +1114,7 @@ fn parse_target(
     let category = t.req_str(ctx, "category");
     let retention_span = t.raw("retention").map(|v| v.span());
     let retention = t.duration(ctx, "retention");
-    let window = target_window(
+    let mut window = target_window(
         ctx,
         &t,
         category.as_deref(),
@@ -970,12 +1123,33 @@ fn parse_target(
     );
     let subject = t.opt_str(ctx, "subject");
     let schedule = serve::cron(&mut t, ctx, "schedule", tz);
-    let labels = Labels {
+    let level_span = t.raw("sensitivity").map(|v| v.span());
+    let mut labels = Labels {
         owner: t.opt_str(ctx, "owner"),
         runbook: t.opt_str(ctx, "runbook"),
         region: t.opt_str(ctx, "region"),
         sensitivity: t.opt_str(ctx, "sensitivity"),
     };
+    if let Some(l) = labels.sensitivity.clone() {
+        match levels.find(&l) {
+            Some(known) => labels.sensitivity = Some(known.to_string()),
+            None => {
+                let known: Vec<&str> = levels.0.keys().map(String::as_str).collect();
+                ctx.err(
+                    level_span.or(Some(t.span.clone())),
+                    t.key("sensitivity"),
+                    format!(
+                        "unknown sensitivity level {l:?} (known: {}; add [sensitivity.{l}] to define it)",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(w) = &mut window {
+        w.level = labels.sensitivity.clone();
+        w.levels = levels.clone();
+    }
     let kind = ty.as_deref().and_then(|ty| target_kind(ctx, &t, ty, kinds));
     let spec = kind.and_then(|kind| {
         if subject.is_some() && !kind.maps_subject() {
@@ -1067,8 +1241,8 @@ fn target_window(
     }
     match retention.or(cat.retention) {
         Some(r) => Some(Window {
-            retention: r,
-            max: cat.max,
+            min: cat.min,
+            ..Window::new(r, cat.max)
         }),
         None => {
             ctx.err(

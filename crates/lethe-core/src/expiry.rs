@@ -28,10 +28,13 @@ pub struct Facts<'a> {
     pub created_at_format: Option<&'a TimeFormat>,
     /// How expires_at is stored, when the config says (`expires_at_format`).
     pub expires_at_format: Option<&'a TimeFormat>,
+    /// The item's own sensitivity level (`sensitivity_column`, a metadata entry); `None`
+    /// when the target reads none. An empty one falls back to the target's level.
+    pub sensitivity: Option<Raw<'a>>,
 }
 
-/// Why an item expires when it does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why an item expires when it does: the rule that won.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Basis {
     /// The item's own expires_at.
     ExpiresAt,
@@ -41,8 +44,20 @@ pub enum Basis {
     Window(Duration),
     /// created_at plus the category's maximum, which was shorter than what the item asked for.
     Max(Duration),
+    /// created_at plus a sensitivity level's cap, shorter than anything else: the level the
+    /// item (or its target) names, or, for a level nobody defined, the strictest cap.
+    Cap {
+        level: String,
+        cap: Duration,
+        unknown: bool,
+    },
+    /// created_at plus the category's legal minimum, which came later than every other rule.
+    Min(Duration),
     /// An erasure request: due now, whatever the window.
     Erasure,
+    /// An erasure request on an item still inside its category's legal minimum: the request
+    /// applies, and the entry says it overrode the minimum.
+    ErasureUnderMin(Duration),
 }
 
 impl Basis {
@@ -53,7 +68,21 @@ impl Basis {
             Basis::ItemRetention(d) => format!("{d}d (item)"),
             Basis::Window(w) => w.to_string(),
             Basis::Max(m) => format!("max {m}"),
+            Basis::Cap {
+                level,
+                cap,
+                unknown: false,
+            } => format!("cap {cap} (sensitivity {level})"),
+            Basis::Cap {
+                level,
+                cap,
+                unknown: true,
+            } => format!("cap {cap} (unknown sensitivity {level:?}, read as the strictest)"),
+            Basis::Min(m) => format!("min {m} (legal minimum)"),
             Basis::Erasure => "erasure".into(),
+            Basis::ErasureUnderMin(m) => {
+                format!("erasure (overrides the legal minimum {m}: the request applies)")
+            }
         }
     }
 }
@@ -285,14 +314,93 @@ pub fn expiry(window: &Window, facts: &Facts<'_>) -> Result<(Timestamp, Basis), 
             }
         }
     };
-    if let (Some(max), Some(created)) = (window.max, created) {
-        let cap = created.checked_add(max).ok_or_else(too_far)?;
-        if cap < at {
-            at = cap;
-            basis = Basis::Max(max);
+    // The caps: the category's max and the sensitivity level's, the earliest winning.
+    if let Some(created) = created {
+        let level = item_level(window, facts.sensitivity);
+        let mut caps: Vec<(Duration, Basis)> = Vec::new();
+        if let Some(max) = window.max {
+            caps.push((max, Basis::Max(max)));
+        }
+        if let Some((cap, b)) = level {
+            caps.push((cap, b));
+        }
+        for (cap, b) in caps {
+            let capped = created.checked_add(cap).ok_or_else(too_far)?;
+            if capped < at {
+                at = capped;
+                basis = b;
+            }
+        }
+    }
+    // The legal minimum outranks every other rule (a cap, an item's own expiry).
+    if let Some(min) = window.min {
+        let created = created.ok_or_else(|| {
+            format!(
+                "created_at is empty, so the category's legal minimum ({min}) cannot be checked"
+            )
+        })?;
+        let floor = created.checked_add(min).ok_or_else(too_far)?;
+        if at < floor {
+            at = floor;
+            basis = Basis::Min(min);
         }
     }
     Ok((at, basis))
+}
+
+/// The sensitivity cap that applies to an item, and its basis: the item's own level when it
+/// names one, else its target's; a level nobody defined is read as the strictest cap.
+pub fn item_level(window: &Window, own: Option<Raw<'_>>) -> Option<(Duration, Basis)> {
+    let named = match own {
+        None | Some(Raw::Null) => None,
+        Some(Raw::Text(t)) if t.trim().is_empty() => None,
+        Some(Raw::Text(t)) => Some(t.trim().to_string()),
+        Some(Raw::Int(i)) => Some(i.to_string()),
+        Some(Raw::Real(f)) => Some(f.to_string()),
+        Some(Raw::Blob) => Some("(binary)".to_string()),
+    };
+    let name = named.or_else(|| window.level.clone())?;
+    match window.levels.find(&name) {
+        Some(level) => {
+            let cap = window.levels.cap(level)?;
+            Some((
+                cap,
+                Basis::Cap {
+                    level: level.to_string(),
+                    cap,
+                    unknown: false,
+                },
+            ))
+        }
+        None => {
+            let cap = window.levels.strictest()?;
+            Some((
+                cap,
+                Basis::Cap {
+                    level: name,
+                    cap,
+                    unknown: true,
+                },
+            ))
+        }
+    }
+}
+
+/// Whether an item names a sensitivity level nobody defined (reported, and read as the
+/// strictest).
+pub fn unknown_level(window: &Window, own: Option<Raw<'_>>) -> Option<String> {
+    match own {
+        Some(Raw::Text(t)) if !t.trim().is_empty() && window.levels.find(t).is_none() => {
+            Some(t.trim().to_string())
+        }
+        Some(Raw::Int(_) | Raw::Real(_) | Raw::Blob) => {
+            item_level(window, own).and_then(|(_, b)| match b {
+                Basis::Cap { level, .. } => Some(level),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The verdict on one item at `now`. Holds outrank exceptions; both only matter once due.
@@ -315,7 +423,7 @@ pub fn decide(
     protected(
         now,
         expires_at,
-        basis,
+        basis.clone(),
         target,
         key,
         subject_hash,
@@ -326,23 +434,42 @@ pub fn decide(
 
 /// The verdict on one item of a subject under an erasure request (GDPR Art. 17): due now,
 /// whatever its window; only a legal hold withholds it (Art. 17(3)(e)). Exceptions extend
-/// retention, not a right to erasure, so they do not apply.
+/// retention, not a right to erasure, so they do not apply. An item still inside its
+/// category's legal minimum (or whose age cannot be read) is erased too, and the basis says
+/// the request overrode the minimum.
 pub fn decide_erasure(
     now: Timestamp,
+    window: &Window,
     target: &str,
     key: &str,
     subject_hash: Option<&str>,
+    facts: &Facts<'_>,
     protections: &Protections,
 ) -> Verdict {
+    let basis = match window.min {
+        None => Basis::Erasure,
+        Some(min) => {
+            let past_min = read_instant(facts.created_at, facts.created_at_format)
+                .ok()
+                .flatten()
+                .and_then(|c| c.checked_add(min))
+                .is_some_and(|floor| floor <= now);
+            if past_min {
+                Basis::Erasure
+            } else {
+                Basis::ErasureUnderMin(min)
+            }
+        }
+    };
     match protections.hold_for(target, key, subject_hash) {
         Some(hold_id) => Verdict::Held {
             expires_at: now,
-            basis: Basis::Erasure,
+            basis,
             hold_id: hold_id.to_string(),
         },
         None => Verdict::Expired {
             expires_at: now,
-            basis: Basis::Erasure,
+            basis,
         },
     }
 }
@@ -386,10 +513,7 @@ mod tests {
     const NOW: &str = "2026-06-01T00:00:00Z";
 
     fn window(days: i64, max: Option<i64>) -> Window {
-        Window {
-            retention: Duration::from_days(days),
-            max: max.map(Duration::from_days),
-        }
+        Window::new(Duration::from_days(days), max.map(Duration::from_days))
     }
 
     fn facts<'a>(created: Raw<'a>, days: Option<Raw<'a>>, exp: Option<Raw<'a>>) -> Facts<'a> {
@@ -399,6 +523,7 @@ mod tests {
             retention_days: days,
             created_at_format: None,
             expires_at_format: None,
+            sensitivity: None,
         }
     }
 
@@ -413,49 +538,49 @@ mod tests {
         let cases: Vec<(&str, Window, Facts, &str)> = vec![
             (
                 "31 days old, 30d window",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-01 00:00:00"), None, None),
                 "expired",
             ),
             (
                 "29 days old",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-03 00:00:00"), None, None),
                 "keep",
             ),
             (
                 "exactly due",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-02T00:00:00Z"), None, None),
                 "expired",
             ),
             (
                 "offset puts it one hour earlier: due",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-02T00:30:00+01:00"), None, None),
                 "expired",
             ),
             (
                 "offset puts it later: not due",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-01T23:30:00-01:00"), None, None),
                 "keep",
             ),
             (
                 "item retention overrides window",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-25 00:00:00"), Some(Int(7)), None),
                 "expired",
             ),
             (
                 "item retention longer",
-                w30,
+                w30.clone(),
                 facts(Text("2026-04-01 00:00:00"), Some(Int(90)), None),
                 "keep",
             ),
             (
                 "null retention falls back to window",
-                w30,
+                w30.clone(),
                 facts(Text("2026-04-01 00:00:00"), Some(Null), None),
                 "expired",
             ),
@@ -473,69 +598,79 @@ mod tests {
             ),
             (
                 "explicit expires_at in the future",
-                w30,
+                w30.clone(),
                 facts(Text("2020-01-01"), None, Some(Text("2027-01-01"))),
                 "keep",
             ),
             (
                 "explicit expires_at passed",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-30"), None, Some(Text("2026-05-31"))),
                 "expired",
             ),
             (
                 "null expires_at uses window",
-                w30,
+                w30.clone(),
                 facts(Text("2026-04-01"), None, Some(Null)),
                 "expired",
             ),
             (
                 "unix seconds",
-                w30,
+                w30.clone(),
                 facts(Int(1_700_000_000), None, None),
                 "expired",
             ),
             (
                 "unix millis",
-                w30,
+                w30.clone(),
                 facts(Int(1_780_000_000_000), None, None),
                 "keep",
             ),
             (
                 "garbage timestamp",
-                w30,
+                w30.clone(),
                 facts(Text("last tuesday"), None, None),
                 "invalid",
             ),
-            ("null timestamp", w30, facts(Null, None, None), "invalid"),
-            ("blob timestamp", w30, facts(Blob, None, None), "invalid"),
+            (
+                "null timestamp",
+                w30.clone(),
+                facts(Null, None, None),
+                "invalid",
+            ),
+            (
+                "blob timestamp",
+                w30.clone(),
+                facts(Blob, None, None),
+                "invalid",
+            ),
             (
                 "negative retention",
-                w30,
+                w30.clone(),
                 facts(Text("2020-01-01"), Some(Int(-1)), None),
                 "invalid",
             ),
             (
                 "fractional retention",
-                w30,
+                w30.clone(),
                 facts(Text("2020-01-01"), Some(Real(1.5)), None),
                 "invalid",
             ),
             (
                 "text retention",
-                w30,
+                w30.clone(),
                 facts(Text("2026-05-25"), Some(Text("3")), None),
                 "expired",
             ),
             (
                 "garbage expires_at",
-                w30,
+                w30.clone(),
                 facts(Text("2020-01-01"), None, Some(Text("soon"))),
                 "invalid",
             ),
             (
                 "huge retention does not overflow",
-                w30,
+                w30.clone(),
                 facts(Text("2020-01-01"), Some(Int(i64::MAX)), None),
                 "invalid",
             ),
@@ -556,7 +691,7 @@ mod tests {
         let w = window(30, Some(60));
         let f = facts(Raw::Text("2026-03-01"), Some(Raw::Int(365)), None);
         assert!(matches!(
-            verdict(w, f),
+            verdict(w.clone(), f),
             Verdict::Expired {
                 basis: Basis::Max(_),
                 ..
@@ -587,19 +722,570 @@ mod tests {
         }];
         let p = Protections::new(&holds, &exc);
         assert!(matches!(
-            decide_erasure(now, "t", "1", Some("s1"), &p),
+            decide_erasure(
+                now,
+                &window(30, None),
+                "t",
+                "1",
+                Some("s1"),
+                &facts(Raw::Text("2026-01-01"), None, None),
+                &p
+            ),
             Verdict::Held { .. }
         ));
         assert!(matches!(
-            decide_erasure(now, "t", "2", Some("s2"), &p),
+            decide_erasure(
+                now,
+                &window(30, None),
+                "t",
+                "2",
+                Some("s2"),
+                &facts(Raw::Text("2026-01-01"), None, None),
+                &p
+            ),
             Verdict::Expired {
                 basis: Basis::Erasure,
                 ..
             }
         ));
         assert!(matches!(
-            decide_erasure(now, "t", "3", Some("s2"), &p),
+            decide_erasure(
+                now,
+                &window(30, None),
+                "t",
+                "3",
+                Some("s2"),
+                &facts(Raw::Text("2026-01-01"), None, None),
+                &p
+            ),
             Verdict::Expired { .. }
+        ));
+    }
+
+    /// Levels as a config with `[sensitivity.restricted] max = "7d"` and
+    /// `[sensitivity.confidential] max = "14d"` has them (public and internal uncapped).
+    fn levels() -> crate::config::Levels {
+        let mut l = std::collections::BTreeMap::new();
+        l.insert("public".to_string(), None);
+        l.insert("internal".to_string(), None);
+        l.insert("confidential".to_string(), Some(Duration::from_days(14)));
+        l.insert("restricted".to_string(), Some(Duration::from_days(7)));
+        crate::config::Levels(l)
+    }
+
+    /// The policy's rules, one verdict per row: window 30d unless said, the winning rule in
+    /// the basis.
+    #[test]
+    fn table_of_policy_rules() {
+        use Raw::*;
+        let now = t(NOW);
+        let d = Duration::from_days;
+        let ts = |days: i64| Timestamp::from_micros(now.as_micros() - days * 86_400_000_000);
+        let win = |max: Option<i64>, min: Option<i64>, level: Option<&str>| Window {
+            min: min.map(d),
+            level: level.map(str::to_string),
+            levels: levels(),
+            ..Window::new(d(30), max.map(d))
+        };
+        struct Case<'a> {
+            what: &'a str,
+            w: Window,
+            age: i64,
+            days: Option<i64>,
+            /// expires_at, in days after created_at.
+            exp: Option<i64>,
+            item_level: Option<&'a str>,
+            want: &'a str,
+            basis: Option<Basis>,
+        }
+        let c = |what, w, age, days, exp, item_level, want, basis| Case {
+            what,
+            w,
+            age,
+            days,
+            exp,
+            item_level,
+            want,
+            basis,
+        };
+        let cases = vec![
+            c(
+                "window alone, due",
+                win(None, None, None),
+                31,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Window(d(30))),
+            ),
+            c(
+                "window alone, young",
+                win(None, None, None),
+                29,
+                None,
+                None,
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "max under the row's own 365 days",
+                win(Some(60), None, None),
+                61,
+                Some(365),
+                None,
+                None,
+                "expired",
+                Some(Basis::Max(d(60))),
+            ),
+            c(
+                "row's own 7 days under the window",
+                win(None, None, None),
+                8,
+                Some(7),
+                None,
+                None,
+                "expired",
+                Some(Basis::ItemRetention(7)),
+            ),
+            c(
+                "explicit expiry wins over the window",
+                win(None, None, None),
+                5,
+                None,
+                Some(3),
+                None,
+                "expired",
+                Some(Basis::ExpiresAt),
+            ),
+            c(
+                "explicit expiry later than max: max",
+                win(Some(60), None, None),
+                61,
+                None,
+                Some(200),
+                None,
+                "expired",
+                Some(Basis::Max(d(60))),
+            ),
+            c(
+                "min keeps what the window made due",
+                win(None, Some(45), None),
+                31,
+                None,
+                None,
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "min passed: due, and min is the basis",
+                win(None, Some(45), None),
+                46,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Min(d(45))),
+            ),
+            c(
+                "min outranks an explicit expiry",
+                win(None, Some(45), None),
+                10,
+                None,
+                Some(3),
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "min outranks a row's own retention",
+                win(None, Some(45), None),
+                40,
+                Some(5),
+                None,
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "min under the window changes nothing",
+                win(None, Some(10), None),
+                31,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Window(d(30))),
+            ),
+            c(
+                "target level cap",
+                win(None, None, Some("restricted")),
+                8,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Cap {
+                    level: "restricted".into(),
+                    cap: d(7),
+                    unknown: false,
+                }),
+            ),
+            c(
+                "target level uncapped",
+                win(None, None, Some("public")),
+                8,
+                None,
+                None,
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "item level outranks the target's",
+                win(None, None, Some("restricted")),
+                8,
+                None,
+                None,
+                Some("public"),
+                "keep",
+                None,
+            ),
+            c(
+                "item level cap",
+                win(None, None, None),
+                15,
+                None,
+                None,
+                Some("confidential"),
+                "expired",
+                Some(Basis::Cap {
+                    level: "confidential".into(),
+                    cap: d(14),
+                    unknown: false,
+                }),
+            ),
+            c(
+                "item level in another case",
+                win(None, None, None),
+                15,
+                None,
+                None,
+                Some(" Confidential "),
+                "expired",
+                Some(Basis::Cap {
+                    level: "confidential".into(),
+                    cap: d(14),
+                    unknown: false,
+                }),
+            ),
+            c(
+                "empty item level: the target's",
+                win(None, None, Some("restricted")),
+                8,
+                None,
+                None,
+                Some(""),
+                "expired",
+                Some(Basis::Cap {
+                    level: "restricted".into(),
+                    cap: d(7),
+                    unknown: false,
+                }),
+            ),
+            c(
+                "unknown item level: the strictest cap",
+                win(None, None, None),
+                8,
+                None,
+                None,
+                Some("secrett"),
+                "expired",
+                Some(Basis::Cap {
+                    level: "secrett".into(),
+                    cap: d(7),
+                    unknown: true,
+                }),
+            ),
+            c(
+                "unknown level, young: kept",
+                win(None, None, None),
+                6,
+                None,
+                None,
+                Some("secrett"),
+                "keep",
+                None,
+            ),
+            c(
+                "cap under min: the minimum wins",
+                win(None, Some(10), Some("restricted")),
+                8,
+                None,
+                None,
+                None,
+                "keep",
+                None,
+            ),
+            c(
+                "cap under min, past min",
+                win(None, Some(10), Some("restricted")),
+                11,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Min(d(10))),
+            ),
+            c(
+                "cap under the explicit expiry",
+                win(None, None, Some("restricted")),
+                8,
+                None,
+                Some(200),
+                None,
+                "expired",
+                Some(Basis::Cap {
+                    level: "restricted".into(),
+                    cap: d(7),
+                    unknown: false,
+                }),
+            ),
+            c(
+                "max under the cap",
+                win(Some(5), None, Some("restricted")),
+                6,
+                None,
+                None,
+                None,
+                "expired",
+                Some(Basis::Max(d(5))),
+            ),
+        ];
+        for case in cases {
+            let cr = ts(case.age).to_rfc3339();
+            let ex = case.exp.map(|e| {
+                Timestamp::from_micros(ts(case.age).as_micros() + e * 86_400_000_000).to_rfc3339()
+            });
+            let f = Facts {
+                created_at: Text(&cr),
+                expires_at: Some(ex.as_deref().map_or(Null, Text)),
+                retention_days: Some(case.days.map_or(Null, Int)),
+                created_at_format: None,
+                expires_at_format: None,
+                sensitivity: Some(case.item_level.map_or(Null, Text)),
+            };
+            let v = decide(now, &case.w, "t", "1", None, &f, &Protections::default());
+            let got = match &v {
+                Verdict::Keep { .. } => "keep",
+                Verdict::Expired { .. } => "expired",
+                Verdict::Held { .. } => "held",
+                Verdict::Excepted { .. } => "excepted",
+                Verdict::Invalid { .. } => "invalid",
+            };
+            assert_eq!(got, case.want, "{}: {v:?}", case.what);
+            if let (Some(want), Verdict::Expired { basis, .. }) = (&case.basis, &v) {
+                assert_eq!(basis, want, "{}", case.what);
+            }
+        }
+    }
+
+    /// Every combination of window, max, min, level cap (target's, item's, unknown),
+    /// per-row retention, explicit expiry, hold and exception, at ages either side of each
+    /// bound, against the rule written out in days.
+    #[test]
+    fn every_combination_of_rules_matches_the_rule_in_days() {
+        use Raw::*;
+        let now = t(NOW);
+        let d = Duration::from_days;
+        let day = 86_400_000_000i64;
+        let holds = vec![Hold {
+            id: "h".into(),
+            scope: HoldScope::Item {
+                target: "t".into(),
+                key: "held".into(),
+            },
+        }];
+        let excs = vec![
+            Exception {
+                id: "x".into(),
+                target: "t".into(),
+                key: "excepted".into(),
+                until: Timestamp::from_micros(now.as_micros() + day),
+            },
+            Exception {
+                id: "old".into(),
+                target: "t".into(),
+                key: "lapsed".into(),
+                until: Timestamp::from_micros(now.as_micros() - day),
+            },
+        ];
+        let p = Protections::new(&holds, &excs);
+        let mut checked = 0;
+        for max in [None, Some(60), Some(20)] {
+            for min in [None, Some(45), Some(10)] {
+                if matches!((min, max), (Some(lo), Some(hi)) if lo > hi) {
+                    continue; // refused by the config
+                }
+                for target_level in [None, Some("restricted"), Some("public")] {
+                    for item_level in [None, Some("confidential"), Some("secrett"), Some("")] {
+                        for row_days in [None, Some(5), Some(100)] {
+                            for exp in [None, Some(3), Some(200)] {
+                                for key in ["plain", "held", "excepted", "lapsed"] {
+                                    for age in [2, 4, 6, 8, 12, 16, 25, 35, 50, 70, 150, 250] {
+                                        let w = Window {
+                                            min: min.map(d),
+                                            level: target_level.map(str::to_string),
+                                            levels: levels(),
+                                            ..Window::new(d(30), max.map(d))
+                                        };
+                                        let created = now.as_micros() - age * day;
+                                        let cr = Timestamp::from_micros(created).to_rfc3339();
+                                        let ex = exp.map(|e: i64| {
+                                            Timestamp::from_micros(created + e * day).to_rfc3339()
+                                        });
+                                        let f = Facts {
+                                            created_at: Text(&cr),
+                                            expires_at: Some(ex.as_deref().map_or(Null, Text)),
+                                            retention_days: Some(row_days.map_or(Null, Int)),
+                                            created_at_format: None,
+                                            expires_at_format: None,
+                                            sensitivity: Some(item_level.map_or(Null, Text)),
+                                        };
+                                        // The rule, in days after created_at.
+                                        let mut life = exp.or(row_days).unwrap_or(30);
+                                        let level = match item_level {
+                                            Some(l) if !l.is_empty() => Some(l),
+                                            _ => target_level,
+                                        };
+                                        let cap = match level {
+                                            Some("restricted") | Some("secrett") => Some(7),
+                                            Some("confidential") => Some(14),
+                                            _ => None,
+                                        };
+                                        for c in [max, cap].into_iter().flatten() {
+                                            life = life.min(c);
+                                        }
+                                        if let Some(m) = min {
+                                            life = life.max(m);
+                                        }
+                                        let want = if age < life {
+                                            "keep"
+                                        } else {
+                                            match key {
+                                                "held" => "held",
+                                                "excepted" => "excepted",
+                                                _ => "expired",
+                                            }
+                                        };
+                                        let v = decide(now, &w, "t", key, None, &f, &p);
+                                        let (got, at) = match &v {
+                                            Verdict::Keep { expires_at } => ("keep", *expires_at),
+                                            Verdict::Expired { expires_at, .. } => {
+                                                ("expired", *expires_at)
+                                            }
+                                            Verdict::Held { expires_at, .. } => {
+                                                ("held", *expires_at)
+                                            }
+                                            Verdict::Excepted { expires_at, .. } => {
+                                                ("excepted", *expires_at)
+                                            }
+                                            Verdict::Invalid { .. } => ("invalid", now),
+                                        };
+                                        let case = format!(
+                                            "max {max:?} min {min:?} target {target_level:?} item {item_level:?} row {row_days:?} exp {exp:?} {key} age {age}: {v:?}"
+                                        );
+                                        assert_eq!(got, want, "{case}");
+                                        assert_eq!(at.as_micros(), created + life * day, "{case}");
+                                        // The basis names the rule that set the expiry.
+                                        if let Verdict::Expired { basis, .. }
+                                        | Verdict::Held { basis, .. }
+                                        | Verdict::Excepted { basis, .. } = &v
+                                        {
+                                            let named = match basis {
+                                                Basis::Min(m) => Some(m.as_secs() / 86_400) == min,
+                                                Basis::Max(m) => {
+                                                    Some(m.as_secs() / 86_400) == max
+                                                        && Some(life) == max
+                                                }
+                                                Basis::Cap {
+                                                    cap: c, unknown, ..
+                                                } => {
+                                                    Some(c.as_secs() / 86_400) == cap
+                                                        && Some(life) == cap
+                                                        && *unknown == (level == Some("secrett"))
+                                                }
+                                                Basis::ExpiresAt => exp == Some(life),
+                                                Basis::ItemRetention(n) => {
+                                                    exp.is_none()
+                                                        && row_days == Some(*n)
+                                                        && *n == life
+                                                }
+                                                Basis::Window(w) => {
+                                                    exp.is_none()
+                                                        && row_days.is_none()
+                                                        && w.as_secs() / 86_400 == life
+                                                }
+                                                _ => false,
+                                            };
+                                            assert!(
+                                                named,
+                                                "the basis does not name the winning rule: {case}"
+                                            );
+                                        }
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn an_erasure_under_the_legal_minimum_applies_and_says_so() {
+        let now = t(NOW);
+        let w = Window {
+            min: Some(Duration::from_days(45)),
+            ..window(30, None)
+        };
+        let young = facts(Raw::Text("2026-05-20"), None, None);
+        let old = facts(Raw::Text("2026-01-01"), None, None);
+        let none = Protections::default();
+        assert_eq!(
+            decide_erasure(now, &w, "t", "1", None, &young, &none),
+            Verdict::Expired {
+                expires_at: now,
+                basis: Basis::ErasureUnderMin(Duration::from_days(45))
+            }
+        );
+        assert!(
+            Basis::ErasureUnderMin(Duration::from_days(45))
+                .describe()
+                .contains("overrides the legal minimum 45d")
+        );
+        assert_eq!(
+            decide_erasure(now, &w, "t", "1", None, &old, &none),
+            Verdict::Expired {
+                expires_at: now,
+                basis: Basis::Erasure
+            }
+        );
+        // A retention sweep keeps the young one.
+        assert!(matches!(
+            decide(now, &w, "t", "1", None, &young, &none),
+            Verdict::Keep { .. }
+        ));
+        // Without created_at the minimum cannot be checked: never deleted by a sweep.
+        let blank = facts(Raw::Null, None, Some(Raw::Text("2026-01-01")));
+        assert!(matches!(
+            decide(now, &w, "t", "1", None, &blank, &none),
+            Verdict::Invalid { .. }
         ));
     }
 

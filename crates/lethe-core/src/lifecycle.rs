@@ -25,19 +25,24 @@ fn split_url(url: &str) -> Option<(&str, &str, &str)> {
     (!bucket.is_empty()).then_some((scheme, bucket, prefix))
 }
 
-/// Whole days of the target's effective window (retention capped by max), rounded up: a
-/// store may keep an object up to a day longer than Lethe would, never shorter.
-pub fn days(w: Window) -> i64 {
-    let secs = match w.max {
-        Some(m) if m < w.retention => m.as_secs(),
-        _ => w.retention.as_secs(),
-    };
-    ((secs + 86_399) / 86_400).max(1)
+/// Whole days of the target's effective window (retention capped by max and its level's
+/// cap, never under the legal minimum), rounded up: a store may keep an object up to a day
+/// longer than Lethe would, never shorter. Caps an object names for itself are not known
+/// to the store: it keeps those objects longer, and Lethe deletes them on time.
+pub fn days(w: &Window) -> i64 {
+    let mut effective = w.retention;
+    if let Some(cap) = w.earliest_cap(false) {
+        effective = effective.min(cap);
+    }
+    if let Some(min) = w.min {
+        effective = effective.max(min);
+    }
+    ((effective.as_secs() + 86_399) / 86_400).max(1)
 }
 
 /// The lifecycle policy for the objects under `url` (`scheme://bucket/prefix`) of the
 /// target `name`, whose window is `window`.
-pub fn render(name: &str, window: Window, url: &str, cloud: Cloud) -> Result<Value, String> {
+pub fn render(name: &str, window: &Window, url: &str, cloud: Cloud) -> Result<Value, String> {
     let (scheme, bucket, prefix) =
         split_url(url).ok_or_else(|| format!("target {name}: url {url:?} has no bucket"))?;
     let expected = match cloud {
@@ -104,15 +109,12 @@ mod tests {
 
     fn target(url: &str, retention: &str, max: Option<&str>) -> (&'static str, Window, String) {
         let d = |t: &str| Duration::parse(t).unwrap_or(Duration::from_days(1));
-        let window = Window {
-            retention: d(retention),
-            max: max.map(d),
-        };
+        let window = Window::new(d(retention), max.map(d));
         ("blobs", window, url.to_string())
     }
 
     fn render_for(t: &(&str, Window, String), cloud: Cloud) -> Result<Value, String> {
-        render(t.0, t.1, &t.2, cloud)
+        render(t.0, &t.1, &t.2, cloud)
     }
 
     #[test]

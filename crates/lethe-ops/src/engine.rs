@@ -389,9 +389,11 @@ impl Judge<'_> {
         if self.erasure {
             expiry::decide_erasure(
                 self.now,
+                &self.target.window,
                 &self.target.name,
                 key,
                 subject_hash,
+                facts,
                 &self.protections,
             )
         } else {
@@ -546,6 +548,7 @@ impl Sweeper<'_> {
             retention_days: Some(row.retention_days.raw()),
             created_at_format: self.judge.created_at_format.as_ref(),
             expires_at_format: self.judge.expires_at_format.as_ref(),
+            sensitivity: Some(row.sensitivity.raw()),
         };
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;

@@ -2,7 +2,7 @@
 //! keys, and every problem reported with its key and line. (The parser itself is in
 //! lethe-core; the kinds' keys are read by their connectors here.)
 
-use lethe_core::config::{Config, ConfigError, DEFAULT_CONFIG, Window};
+use lethe_core::config::{Config, ConfigError, DEFAULT_CONFIG};
 use lethe_core::time::Duration;
 use lethe_ops::targets::objects::ObjectStoreTarget;
 
@@ -69,13 +69,20 @@ key_env = "LETHE_AUDIT_KEY"
         Err(e) => panic!("{e:?}"),
     };
     assert_eq!(c.targets.len(), 3);
+    let w = &c.targets[0].window;
     assert_eq!(
-        c.targets[0].window,
-        Window {
-            retention: Duration::from_days(30),
-            max: Some(Duration::from_days(90))
-        }
+        (w.retention, w.max, w.min, &w.level),
+        (
+            Duration::from_days(30),
+            Some(Duration::from_days(90)),
+            None,
+            &None
+        )
     );
+    // The four built-in levels are known, uncapped.
+    assert_eq!(w.levels, c.sensitivity);
+    assert_eq!(c.sensitivity.0.len(), 4);
+    assert_eq!(c.sensitivity.strictest(), None);
     assert_eq!(c.targets[0].line, 12);
     match c.targets[2].spec::<ObjectStoreTarget>() {
         Some(o) => assert_eq!(o.options.len(), 2),

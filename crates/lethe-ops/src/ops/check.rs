@@ -47,6 +47,12 @@ pub struct TargetCheck {
     pub oldest: Option<String>,
 }
 
+/// Whether the target's items name their own sensitivity level.
+fn item_levels(t: &lethe_core::config::Target) -> bool {
+    t.spec::<crate::targets::sql::SqlTarget>()
+        .is_some_and(|s| s.sensitivity_column.is_some())
+}
+
 /// Reaches every target and checks its table, columns and roots, and counts what it holds.
 /// One target that cannot be read is reported; the others are checked.
 pub fn check(loaded: &Loaded) -> Result<CheckReport> {
@@ -71,6 +77,9 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
             untagged: None,
             oldest: None,
         };
+        found
+            .warnings
+            .extend(t.window.minimum_warnings(&t.category, item_levels(t)));
         match loaded.open(t, false) {
             Some(source) => match source {
                 Err(e) => problems.push(format!("{e:#}")),

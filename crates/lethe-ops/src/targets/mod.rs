@@ -170,6 +170,8 @@ pub struct Row {
     pub expires_at: Value,
     pub subject: Result<Option<String>, String>,
     pub file: Result<Option<String>, String>,
+    /// The item's own sensitivity level, where the target reads one.
+    pub sensitivity: Value,
     /// Why the item's facts could not be read (it is reported, never deleted on a guess).
     pub problem: Option<String>,
     /// What was judged, when the item can change between its judgement and its deletion
@@ -191,6 +193,7 @@ impl Row {
             expires_at: Value::Null,
             subject: Ok(None),
             file: Ok(None),
+            sensitivity: Value::Null,
             problem: None,
             detail: None,
             in_use: None,
@@ -210,6 +213,7 @@ impl Row {
             retention_days: Some(self.retention_days.raw()),
             created_at_format,
             expires_at_format,
+            sensitivity: Some(self.sensitivity.raw()),
         }
     }
 

@@ -17,6 +17,7 @@ mod objects;
 mod pg;
 mod pg_safety;
 mod pg_tls;
+mod policy;
 mod prism;
 mod prune;
 mod receipts;

@@ -358,10 +358,7 @@ fn sql_prefilter_never_hides_a_due_row() {
     tx.commit().unwrap();
 
     // Judge every row in Rust with no pre-filter, a few seconds early so boundary rows agree.
-    let window = Window {
-        retention: Duration::from_days(30),
-        max: Some(Duration::from_days(90)),
-    };
+    let window = Window::new(Duration::from_days(30), Some(Duration::from_days(90)));
     let judged_at = Timestamp::from_unix_seconds(now_secs()).unwrap();
     let mut expected_left = Vec::new();
     let mut borderline = Vec::new();
@@ -396,6 +393,7 @@ fn sql_prefilter_never_hides_a_due_row() {
             retention_days: Some(to_raw(&k)),
             created_at_format: None,
             expires_at_format: None,
+            sensitivity: None,
         };
         let p = Protections::default();
         let v = expiry::decide(judged_at, &window, "t", "", None, &facts, &p);

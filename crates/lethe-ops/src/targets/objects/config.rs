@@ -110,6 +110,6 @@ impl Kind for ObjectStoreKind {
 
     fn lifecycle(&self, target: &Target, cloud: Cloud) -> Result<serde_json::Value, String> {
         let o = target.spec::<ObjectStoreTarget>().ok_or_else(|| format!("target {} has no url", target.name))?;
-        lifecycle::render(&target.name, target.window, &o.url, cloud)
+        lifecycle::render(&target.name, &target.window, &o.url, cloud)
     }
 }

@@ -39,6 +39,9 @@ pub struct SqlTarget {
     pub subject: Option<String>,
     pub file: Option<String>,
     pub file_roots: Vec<String>,
+    /// `sensitivity_column`: the column naming each row's own sensitivity level, whose cap
+    /// then applies to it (an empty one: the target's level).
+    pub sensitivity_column: Option<String>,
 }
 
 impl SqlTarget {
@@ -52,6 +55,7 @@ impl SqlTarget {
             ("expires_at", &self.expires_at),
             ("subject", &self.subject),
             ("file", &self.file),
+            ("sensitivity_column", &self.sensitivity_column),
         ] {
             if let Some(c) = c {
                 v.push((k, c.as_str()));
@@ -84,6 +88,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
     let retention_days = s.optional_str("retention_days");
     let expires_at = s.optional_str("expires_at");
     let file = s.optional_str("file");
+    let sensitivity_column = s.optional_str("sensitivity_column");
     let file_roots = s.strings("file_roots", |_| Ok(()));
     if file.is_some() && file_roots.is_empty() {
         s.error(
@@ -112,6 +117,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
         subject: s.subject().map(str::to_string),
         file,
         file_roots,
+        sensitivity_column,
     }))
 }
 

@@ -243,6 +243,11 @@ impl PgTable {
         } else {
             "NULL::bigint".into()
         });
+        // The row's own sensitivity level, as text.
+        select.push(match &cfg.sensitivity_column {
+            Some(c) => format!("{}::text", qa(c)),
+            None => "NULL::text".into(),
+        });
         // Aliased, so that ORDER BY and WHERE always mean the table's own columns.
         let select: Vec<String> = select
             .into_iter()
@@ -263,8 +268,10 @@ impl PgTable {
             None => "TRUE".to_string(),
             Some(cr) => {
                 let mut any = vec![format!("{cr} IS NULL")];
-                if let Some(max) = window.max {
-                    any.push(older_than(&cr, threshold, max.as_secs().max(0) as u64));
+                // The earliest any cap (the category's max, a sensitivity level's) may end
+                // a row's life: such rows must reach the pure decision.
+                if let Some(cap) = window.earliest_cap(cfg.sensitivity_column.is_some()) {
+                    any.push(older_than(&cr, threshold, cap.as_secs().max(0) as u64));
                 }
                 let by_window = older_than(&cr, threshold, window_secs);
                 let window_due = match (&cfg.retention_days, kind_of(&cfg.retention_days)) {
@@ -475,6 +482,7 @@ impl PgTable {
             expires_at: text_val(r.get(n + 2)),
             subject: Ok(r.get(n + 3)),
             file: Ok(r.get(n + 4)),
+            sensitivity: text_val(r.get(n + 6)),
             problem: None,
             detail: None,
             in_use: None,

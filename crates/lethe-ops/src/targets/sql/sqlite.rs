@@ -217,6 +217,12 @@ impl SqliteTable {
                 .unwrap_or_else(|| "NULL".into()),
         );
         cols.push(cfg.file.as_deref().map(q).unwrap_or_else(|| "NULL".into()));
+        cols.push(
+            cfg.sensitivity_column
+                .as_deref()
+                .map(q)
+                .unwrap_or_else(|| "NULL".into()),
+        );
         let select = format!("SELECT {} FROM {table}", cols.join(", "));
 
         let cr = julian(&q(&cfg.created_at), cfg.created_at_format.as_ref());
@@ -231,8 +237,10 @@ impl SqliteTable {
             None => format!("{days}"),
         };
         let mut due = vec![format!("{cr} IS NULL")];
-        if let Some(max) = window.max {
-            due.push(format!("{cr} + {} <= ?1", max.as_days_f64()));
+        // The earliest any cap (the category's max, a sensitivity level's) may end a row's
+        // life: such rows must reach the pure decision.
+        if let Some(cap) = window.earliest_cap(cfg.sensitivity_column.is_some()) {
+            due.push(format!("{cr} + {} <= ?1", cap.as_days_f64()));
         }
         match &cfg.expires_at {
             Some(ex) => {
@@ -771,6 +779,7 @@ fn read_row(r: &rusqlite::Row<'_>, nkeys: usize) -> rusqlite::Result<(Row, Vec<C
             expires_at: value(r.get_ref(n + 2)?),
             subject: text(r.get_ref(n + 3)?),
             file: text(r.get_ref(n + 4)?),
+            sensitivity: value(r.get_ref(n + 5)?),
             problem,
             detail: None,
             in_use: None,
