@@ -1079,3 +1079,59 @@ fn s3_deleted_entry_names_the_etag_and_last_modified_judged() {
     assert!(detail.contains(&etag), "ETag {etag} in {entry}");
     assert!(detail.contains(&modified), "{modified} in {entry}");
 }
+
+/// Issue 15: an object's own `sensitivity` metadata entry (`sensitivity_metadata`) brings
+/// its level's cap; an object naming another level, or none, keeps the window; a level
+/// nobody defined is read as the strictest.
+#[test]
+fn s3_an_objects_metadata_names_its_level_and_its_cap_applies() {
+    let dir = Tmp::new("s3-levels");
+    let (server, store) = moto_bucket(&dir);
+    let level = |l: &str| vec![("sensitivity", l.to_string())];
+    let seed: Seed = vec![
+        ("finetune/restricted.bin".into(), level("Restricted")),
+        ("finetune/internal.bin".into(), level("internal")),
+        ("finetune/unknown.bin".into(), level("top-secret")),
+        ("finetune/none.bin".into(), vec![]),
+    ];
+    put_all(Arc::clone(&store), &seed);
+    let cfg = s3_config(&dir, server.port);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // Restricted objects live 1 s; the objects were just written, so only a cap can make
+    // one due.
+    let text = text
+        .replace(
+            "subject = \"user_id\"\n",
+            "subject = \"user_id\"\nsensitivity_metadata = \"sensitivity\"\n",
+        )
+        .replace(
+            "[tags]",
+            "[sensitivity.restricted]\nmax = \"1s\"\n\n[sensitivity.internal]\nmax = \"30d\"\n\n[tags]",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let r = run_env(&cfg, &S3_CREDS, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let left = list_all(Arc::clone(&store));
+    let want: BTreeSet<String> = ["finetune/internal.bin", "finetune/none.bin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(left, want);
+    let deleted = entries_of(&cfg, "deleted");
+    let rule = |key: &str| {
+        deleted
+            .iter()
+            .find(|e| e["item_key"] == key)
+            .and_then(|e| e["window"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        rule("finetune/restricted.bin"),
+        "cap 1s (sensitivity restricted)"
+    );
+    assert!(
+        rule("finetune/unknown.bin").contains("unknown sensitivity \"top-secret\""),
+        "{deleted:?}"
+    );
+}

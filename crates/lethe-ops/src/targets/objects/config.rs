@@ -21,6 +21,9 @@ pub struct ObjectStoreTarget {
     pub options: BTreeMap<String, String>,
     /// The metadata entry that names an object's data subject.
     pub subject: Option<String>,
+    /// `sensitivity_metadata`: the metadata entry naming an object's own sensitivity level,
+    /// whose cap then applies to it.
+    pub sensitivity_metadata: Option<String>,
 }
 
 impl ObjectStoreTarget {
@@ -37,6 +40,15 @@ kind!(ObjectStoreKind, "object_store", subjects: true, parse: parse);
 fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
     let url = s.required_str("url");
     let options = s.string_map("options");
+    let sensitivity_metadata = s.optional_str("sensitivity_metadata");
+    if let (Some(u), Some(_)) = (&url, &sensitivity_metadata)
+        && u.starts_with("file://")
+    {
+        s.error(
+            "sensitivity_metadata",
+            "a file:// store's files carry no metadata to name a level",
+        );
+    }
     if let Some(u) = &url
         && u.starts_with("file://")
         && s.subject().is_some()
@@ -50,6 +62,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
         url: url?,
         options,
         subject: s.subject().map(str::to_string),
+        sensitivity_metadata,
     }))
 }
 

@@ -97,6 +97,8 @@ pub struct ObjectTarget {
     prefix: Path,
     url: String,
     subject_key: Option<String>,
+    /// The metadata entry naming an object's sensitivity level (lower case, as read).
+    level_key: Option<String>,
     required: Vec<String>,
     listing: Option<Listing>,
     /// S3 requests the store client does not make (listing, versioned deletes).
@@ -274,6 +276,10 @@ impl ObjectTarget {
             prefix,
             url: cfg.url.clone(),
             subject_key: cfg.subject.as_ref().map(|s| s.to_ascii_lowercase()),
+            level_key: cfg
+                .sensitivity_metadata
+                .as_ref()
+                .map(|s| s.to_ascii_lowercase()),
             required: required_tags
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
@@ -338,6 +344,9 @@ impl ObjectTarget {
                 }
                 if let Some(k) = &self.subject_key {
                     row.subject = Ok(md.get(k).cloned());
+                }
+                if let Some(level) = self.level_key.as_ref().and_then(|k| md.get(k)) {
+                    row.sensitivity = Value::Text(level.clone());
                 }
                 let mut judged = format!(
                     "judged ETag {}, last modified {}",
