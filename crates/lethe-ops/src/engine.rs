@@ -1488,7 +1488,12 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     let ran = s.run(batch, rows_per_commit, ctx.progress);
     let table = &mut s.store.table;
     let report = &mut s.books.report;
-    report.untagged = table.untagged();
+    match table.count_untagged(&ctx.opts.required_tags) {
+        Ok(n) => report.untagged = n,
+        Err(e) => report
+            .notes
+            .push(format!("tag coverage could not be counted: {e:#}")),
+    }
     report.retries = table.retries();
     report.notes.extend(table.notes());
     if let Some((bulk, single)) = table.delete_stats()

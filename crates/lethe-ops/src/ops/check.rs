@@ -98,7 +98,7 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
                             found.oldest = due
                                 .oldest
                                 .map(|(k, e)| format!("{k} (expired {})", e.to_rfc3339()));
-                            found.untagged = table.untagged();
+                            found.untagged = table.count_untagged(&c.tags.required)?;
                         }
                         Ok(())
                     };

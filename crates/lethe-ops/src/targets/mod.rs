@@ -536,6 +536,12 @@ pub trait Connector: Send {
     fn untagged(&self) -> Option<u64> {
         None
     }
+    /// Items of the whole target lacking one of `required` (`None`: nothing is required).
+    /// By default what the scan saw ([`Connector::untagged`]); a connector whose scan reads
+    /// only candidates counts them itself.
+    fn count_untagged(&mut self, _required: &[String]) -> Result<Option<u64>> {
+        Ok(self.untagged())
+    }
     /// Bulk and single delete requests made, for stores that have a bulk API.
     fn delete_stats(&self) -> Option<(u64, u64)> {
         None

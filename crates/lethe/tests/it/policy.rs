@@ -182,9 +182,18 @@ fn the_same_policy_on_postgres_deletes_the_same_rows() {
     let cfg = pg.dir().join("lethe.toml");
     std::fs::write(
         &cfg,
-        policy(&pg.url("lethe_state"), &pg.url("app"), "chats", ""),
+        policy(
+            &pg.url("lethe_state"),
+            &pg.url("app"),
+            "chats",
+            "[targets.tags]\nsensitivity = \"level\"\n\n[tags]\nrequired = [\"sensitivity\"]\n",
+        ),
     )
     .unwrap();
+    // Tag coverage on PostgreSQL: the four rows with no level lack the tag.
+    let r = lethe_pg(&cfg, &["check", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["untagged"], 4, "{}", r.stdout);
     let r = lethe_pg(&cfg, &["sweep", "--apply", "--json", "--no-progress"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let mut left: Vec<i64> = pg_ids(&mut data, "chats")
@@ -322,4 +331,135 @@ fn check_warns_where_a_cap_or_a_window_gives_way_to_the_minimum() {
         "{}",
         r.stdout
     );
+}
+
+/// Issue 15, item 3: tag coverage counted the same way on SQL and filesystem targets, by
+/// `check`, the sweep and the report. A SQL target maps each required tag to a column; a
+/// filesystem target reads a sidecar beside each file, or, naming none, has every file
+/// untagged.
+#[test]
+fn tag_coverage_is_counted_alike_on_sql_and_filesystem_targets() {
+    let d = Tmp::new("policy-tags");
+    let c = Connection::open(d.path("app.db")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE chats (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, team TEXT, level TEXT);",
+    )
+    .unwrap();
+    // 10 rows: 2 lack a team, 1 has a blank level, 1 lacks both: 4 untagged.
+    for id in 1..=10 {
+        let team = match id {
+            1 | 2 | 4 => None,
+            _ => Some("ml"),
+        };
+        let level = match id {
+            3 => Some("  "),
+            4 => None,
+            _ => Some("internal"),
+        };
+        c.execute(
+            "INSERT INTO chats VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id, naive(DAY), team, level],
+        )
+        .unwrap();
+    }
+    for dir in ["ckpt", "bare"] {
+        std::fs::create_dir_all(d.path(dir)).unwrap();
+        for i in 0..4 {
+            std::fs::write(d.path(&format!("{dir}/m{i}.pt")), "w").unwrap();
+        }
+    }
+    // Sidecars: m0 complete, m1 missing a tag, m2 unreadable, m3 none.
+    std::fs::write(
+        d.path("ckpt/m0.pt.tags.json"),
+        r#"{"owner": "ml", "sensitivity": "internal"}"#,
+    )
+    .unwrap();
+    std::fs::write(d.path("ckpt/m1.pt.tags.json"), r#"{"owner": "ml"}"#).unwrap();
+    std::fs::write(d.path("ckpt/m2.pt.tags.json"), "not json").unwrap();
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        r#"[state]
+url = "sqlite://state.db"
+
+[categories.prompts]
+retention = "30d"
+
+[[targets]]
+name = "chats"
+type = "sql"
+url = "sqlite://app.db"
+table = "chats"
+category = "prompts"
+key = "id"
+created_at = "created_at"
+[targets.tags]
+owner = "team"
+sensitivity = "level"
+
+[[targets]]
+name = "ckpt"
+type = "filesystem"
+root = "ckpt"
+category = "prompts"
+tags_sidecar = "{}.tags.json"
+
+[[targets]]
+name = "bare"
+type = "filesystem"
+root = "bare"
+category = "prompts"
+
+[tags]
+required = ["owner", "sensitivity"]
+"#,
+    )
+    .unwrap();
+    // ckpt: 4 files + 3 sidecars (counted tagged): m1, m2, m3 untagged.
+    let want = [("chats", 4, 10), ("ckpt", 3, 7), ("bare", 4, 4)];
+    let r = run(&cfg, &["check", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let j = r.json();
+    for (name, untagged, _) in want {
+        let t = j["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap();
+        assert_eq!(t["untagged"], untagged, "check, {name}: {t}");
+    }
+    let r = run(&cfg, &["sweep", "--json", "--no-progress"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let j = r.json();
+    for (name, untagged, _) in want {
+        let t = j["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap();
+        assert_eq!(t["untagged"], untagged, "sweep, {name}: {t}");
+    }
+    let r = run(&cfg, &["report", "--format", "json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let j = r.json();
+    for (name, untagged, items) in want {
+        let t = j["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap_or_else(|| panic!("{name} in {}", r.stdout));
+        let cov = t["figures"]["tag_coverage"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {}", t["figures"]));
+        let expect = 1.0 - untagged as f64 / items as f64;
+        assert!(
+            (cov - expect).abs() < 1e-9,
+            "report, {name}: {cov} vs {expect}"
+        );
+    }
+    // Nothing was deleted by looking.
+    assert_eq!(ids(&c, "chats").len(), 10);
 }

@@ -402,7 +402,10 @@ fn a_scripted_month_gives_every_kpi_as_computed_independently() {
         close(&f["time_to_delete_mean_s"], mean(&t.ttd));
         close(&f["time_to_delete_p95_s"], p95(&mut t.ttd.clone()));
         all_ttd.extend(t.ttd);
-        assert!(f["tag_coverage"].is_null(), "sql targets carry no tags yet");
+        assert!(
+            f["tag_coverage"].is_null(),
+            "no [tags] required: coverage is not counted"
+        );
     }
     // The logs target refused deletions for days: its failures show.
     let logs = targets.iter().find(|t| t["target"] == "logs").unwrap();

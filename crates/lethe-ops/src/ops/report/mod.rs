@@ -772,7 +772,7 @@ fn census_target(
     c.unreadable += not_read + table.null_keys(now, None)?;
     c.past.oldest_expiry = oldest.map(Timestamp::to_rfc3339);
     c.items = table.count()?;
-    c.untagged = table.untagged();
+    c.untagged = table.count_untagged(&loaded.config.tags.required)?;
     c.tag_checked = c.untagged.and(c.items);
     Ok(c)
 }

@@ -21,6 +21,9 @@ pub struct FsTarget {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub prune_empty_dirs: bool,
+    /// `tags_sidecar = "{}.tags.json"`: where a file's tags live, a JSON object in a file
+    /// beside it (`{}` is the file's name). Without it no file carries tags.
+    pub tags_sidecar: Option<String>,
 }
 
 impl FsTarget {
@@ -32,6 +35,7 @@ impl FsTarget {
             include: Vec::new(),
             exclude: Vec::new(),
             prune_empty_dirs: false,
+            tags_sidecar: None,
         }
     }
 
@@ -78,12 +82,22 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
     let include = s.strings("include", is_glob);
     let exclude = s.strings("exclude", is_glob);
     let prune_empty_dirs = s.boolean("prune_empty_dirs").unwrap_or(false);
+    let tags_sidecar = s.optional_str("tags_sidecar");
+    if let Some(p) = &tags_sidecar
+        && (p.matches("{}").count() != 1 || p.contains('/') || p == "{}")
+    {
+        s.error(
+            "tags_sidecar",
+            "expected a file name beside each file, with {} once for the file's name, e.g. \"{}.tags.json\"",
+        );
+    }
     Some(Arc::new(FsTarget {
         root: root?,
         suffixes,
         include,
         exclude,
         prune_empty_dirs,
+        tags_sidecar,
     }))
 }
 

@@ -127,6 +127,60 @@ impl Connector for FsTree {
     /// The next files of the walk (the walk keeps its own place). Only the root itself
     /// failing to list stops the target; anything below it that cannot be read is an item
     /// with a problem, and the walk goes on.
+    /// Files lacking a required tag: with `tags_sidecar`, those whose sidecar is missing,
+    /// unreadable or lacks one; without it, every file. A sidecar is itself counted tagged
+    /// (it is where tags live, not an asset lacking them).
+    fn count_untagged(&mut self, required: &[String]) -> Result<Option<u64>> {
+        if required.is_empty() {
+            return Ok(None);
+        }
+        let pattern = self.cfg.tags_sidecar.clone();
+        let (before, after) = pattern
+            .as_deref()
+            .and_then(|p| p.split_once("{}"))
+            .unwrap_or(("", ""));
+        let mut walk = self.restart();
+        let mut n = 0u64;
+        loop {
+            let rows = walk.candidates(Timestamp::from_micros(0), 10_000)?;
+            if rows.is_empty() {
+                return Ok(Some(n));
+            }
+            for row in rows {
+                let Ok(Key::Text(rel)) = &row.key else {
+                    n += 1;
+                    continue;
+                };
+                if pattern.is_none() || row.problem.is_some() {
+                    n += 1;
+                    continue;
+                }
+                let path = self.root.join(rel);
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                let is_sidecar = name.len() > before.len() + after.len()
+                    && name.starts_with(before)
+                    && name.ends_with(after);
+                if is_sidecar {
+                    continue;
+                }
+                let sidecar = path.with_file_name(format!("{before}{name}{after}"));
+                let tagged = std::fs::read(&sidecar)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|v| {
+                        required.iter().all(|t| {
+                            v.get(t)
+                                .and_then(|x| x.as_str())
+                                .is_some_and(|x| !x.trim().is_empty())
+                        })
+                    });
+                if !tagged {
+                    n += 1;
+                }
+            }
+        }
+    }
+
     fn candidates(&mut self, _now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         if !self.started {
             self.started = true;
@@ -280,6 +334,7 @@ mod tests {
             include: include.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
             prune_empty_dirs: false,
+            tags_sidecar: None,
         };
         FsTree::open(&cfg, &std::env::temp_dir())
     }

@@ -42,6 +42,9 @@ pub struct SqlTarget {
     /// `sensitivity_column`: the column naming each row's own sensitivity level, whose cap
     /// then applies to it (an empty one: the target's level).
     pub sensitivity_column: Option<String>,
+    /// `[targets.tags]`: the column holding each `[tags] required` entry. A row carries a
+    /// tag when its column is neither NULL nor empty; a tag no column holds, no row carries.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl SqlTarget {
@@ -61,7 +64,32 @@ impl SqlTarget {
                 v.push((k, c.as_str()));
             }
         }
+        v.extend(self.tags.values().map(|c| ("tags", c.as_str())));
         v
+    }
+
+    /// The condition a row lacking one of `required` meets, for `SELECT count(*)`; `None`
+    /// when nothing is required. `text` casts a quoted column to text.
+    pub fn untagged_condition(
+        &self,
+        required: &[String],
+        text: impl Fn(&str) -> String,
+    ) -> Option<String> {
+        if required.is_empty() {
+            return None;
+        }
+        let mut any = Vec::new();
+        for tag in required {
+            match self.tags.get(tag) {
+                Some(col) => {
+                    let c = shared::quote_ident(col);
+                    any.push(format!("{c} IS NULL OR trim({}) = ''", text(&c)));
+                }
+                // Carried by no column: every row lacks it.
+                None => return Some("1 = 1".into()),
+            }
+        }
+        Some(any.join(" OR "))
     }
 
     fn is_postgres(&self) -> bool {
@@ -89,6 +117,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
     let expires_at = s.optional_str("expires_at");
     let file = s.optional_str("file");
     let sensitivity_column = s.optional_str("sensitivity_column");
+    let tags = s.string_map("tags");
     let file_roots = s.strings("file_roots", |_| Ok(()));
     if file.is_some() && file_roots.is_empty() {
         s.error(
@@ -118,6 +147,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
         file,
         file_roots,
         sensitivity_column,
+        tags,
     }))
 }
 

@@ -829,6 +829,19 @@ impl Connector for PgTable {
         ))
     }
 
+    fn count_untagged(&mut self, required: &[String]) -> Result<Option<u64>> {
+        let Some(cond) = self
+            .cfg
+            .untagged_condition(required, |c| format!("{c}::text"))
+        else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", self.table);
+        Ok(Some(
+            self.client.query_one(sql.as_str(), &[])?.get::<_, i64>(0) as u64,
+        ))
+    }
+
     fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         let threshold =
             Timestamp::from_micros(now.as_micros() + MARGIN_SECS * 1_000_000).to_rfc3339();

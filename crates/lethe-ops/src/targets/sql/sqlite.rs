@@ -517,6 +517,19 @@ impl Connector for SqliteTable {
         ))
     }
 
+    fn count_untagged(&mut self, required: &[String]) -> Result<Option<u64>> {
+        let Some(cond) = self
+            .cfg
+            .untagged_condition(required, |c| format!("CAST({c} AS TEXT)"))
+        else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", self.table);
+        Ok(Some(
+            self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64,
+        ))
+    }
+
     fn candidates(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Row>> {
         let threshold = now.julian_day() + MARGIN_DAYS;
         let due = self.due.clone();
