@@ -288,3 +288,27 @@ fn vendor_targets_name_each_bad_key_and_resolve_their_subject_map_source() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].key, "targets.an.subject");
 }
+
+/// The README's "Writing a policy" example is a config this build reads, with the rules it
+/// describes.
+#[test]
+fn the_readme_policy_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("## Writing a policy")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next());
+    let Some(src) = section else {
+        panic!("README.md has no \"Writing a policy\" example");
+    };
+    let c = match parse(src) {
+        Ok(c) => c,
+        Err(e) => panic!("{e:?}"),
+    };
+    let prompts = &c.targets[0].window;
+    assert_eq!(prompts.min, Some(Duration::from_days(7)));
+    assert_eq!(prompts.level.as_deref(), Some("confidential"));
+    assert_eq!(c.sensitivity.strictest(), Some(Duration::from_days(14)));
+    assert_eq!(c.targets.len(), 3);
+}
