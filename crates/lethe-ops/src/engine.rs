@@ -122,6 +122,10 @@ pub struct TargetReport {
     /// The target's roots as resolved for this run, recorded in its `sweep_finished` entry.
     #[serde(skip)]
     pub roots: Vec<String>,
+    /// Items judged that name a sensitivity level nobody defined, by the level they name
+    /// (read as the strictest cap).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unknown_levels: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -552,6 +556,9 @@ impl Sweeper<'_> {
         };
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;
+        if let Some(level) = expiry::unknown_level(&self.judge.target.window, facts.sensitivity) {
+            *report.unknown_levels.entry(level).or_default() += 1;
+        }
         // A kept item's entry: the protection that keeps it, and how it was judged.
         let (action, window, expires_at, detail) = match verdict {
             Verdict::Keep { .. } => return None,
@@ -1496,6 +1503,17 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     }
     report.retries = table.retries();
     report.notes.extend(table.notes());
+    if !report.unknown_levels.is_empty() {
+        let named: Vec<String> = report
+            .unknown_levels
+            .iter()
+            .map(|(l, n)| format!("{l:?} ({n})"))
+            .collect();
+        report.notes.push(format!(
+            "items name a sensitivity level nobody defined, read as the strictest cap: {}; define it under [sensitivity.LEVEL] or correct the items",
+            named.join(", ")
+        ));
+    }
     if let Some((bulk, single)) = table.delete_stats()
         && bulk + single > 0
     {

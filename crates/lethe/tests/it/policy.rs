@@ -131,6 +131,21 @@ fn the_minimum_and_the_caps_decide_what_a_sqlite_sweep_deletes_each_entry_naming
     let r = lethe_pg(&cfg, &["sweep", "--json", "--no-progress"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(r.json()["targets"][0]["found"], 5, "{}", r.stdout);
+    // The level nobody defined is reported, by the name the item gave.
+    assert_eq!(
+        r.json()["targets"][0]["unknown_levels"],
+        serde_json::json!({"Top-Secret": 1}),
+        "{}",
+        r.stdout
+    );
+    let text = lethe_pg(&cfg, &["sweep", "--no-progress"]);
+    assert!(
+        text.stdout.contains("sensitivity level nobody defined")
+            || text.stderr.contains("sensitivity level nobody defined"),
+        "{}{}",
+        text.stdout,
+        text.stderr
+    );
     assert_eq!(ids(&conn, "chats").len(), ROWS.len());
 
     let r = lethe_pg(&cfg, &["sweep", "--apply", "--json", "--no-progress"]);
