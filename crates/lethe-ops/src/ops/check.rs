@@ -53,6 +53,8 @@ fn item_levels(t: &lethe_core::config::Target) -> bool {
         .is_some_and(|s| s.sensitivity_column.is_some())
         || t.spec::<crate::targets::objects::ObjectStoreTarget>()
             .is_some_and(|o| o.sensitivity_metadata.is_some())
+        || t.spec::<crate::targets::vendor::VendorTarget>()
+            .is_some_and(|v| v.sensitivity_metadata.is_some())
 }
 
 /// Reaches every target and checks its table, columns and roots, and counts what it holds.

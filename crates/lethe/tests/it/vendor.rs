@@ -860,3 +860,62 @@ fn the_anthropic_path_conforms_to_its_documented_shapes_through_prism() {
     assert_eq!(left.len(), 50, "the 40-day-old half is gone");
     assert!(ids.iter().step_by(2).all(|id| left.contains(id)));
 }
+
+/// Issue 15: a vector store's metadata names its sensitivity level
+/// (`sensitivity_metadata`); its cap applies, an undefined level is read as the strictest,
+/// and a store naming none keeps the window.
+#[test]
+fn openai_vector_stores_take_the_cap_of_the_level_their_metadata_names() {
+    let dir = Tmp::new("openai-store-levels");
+    let fake = Fake::openai(KEY);
+    let t = now();
+    let store = |level: Option<&str>| StoreSpec {
+        created_at: t - 10 * DAY,
+        metadata: level
+            .map(|l| {
+                [("sensitivity".to_string(), l.to_string())]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let restricted = fake.add_vector_store(store(Some("restricted")));
+    let unknown = fake.add_vector_store(store(Some("secrett")));
+    let internal = fake.add_vector_store(store(Some("internal")));
+    let none = fake.add_vector_store(store(None));
+    let cfg = config(
+        &dir,
+        "openai_files",
+        &fake.base_url(),
+        "vector_stores = true\npurposes = [\"batch\"]\nsensitivity_metadata = \"sensitivity\"\n\n[sensitivity.restricted]\nmax = \"7d\"\n",
+    );
+    let applied = run_env(&cfg, &env(), &["sweep", "--apply", "--json"]);
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    let left = fake.vector_store_ids();
+    assert!(
+        !left.contains(&restricted) && !left.contains(&unknown),
+        "{left:?}"
+    );
+    assert!(left.contains(&internal) && left.contains(&none), "{left:?}");
+    // Files carry no metadata: the key needs vector stores.
+    let bad = config(
+        &dir,
+        "openai_files",
+        &fake.base_url(),
+        "sensitivity_metadata = \"sensitivity\"\n",
+    );
+    let r = run_env(&bad, &env(), &["check"]);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("targets.vendor.sensitivity_metadata"),
+        "{}",
+        r.stderr
+    );
+}

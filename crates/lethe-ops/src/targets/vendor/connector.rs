@@ -283,6 +283,14 @@ impl VendorConnector {
         }
         row.created_at = item.created_at.clone().unwrap_or(Value::Null);
         row.expires_at = item.expires_at.clone().unwrap_or(Value::Null);
+        if let Some(level) = self
+            .cfg
+            .sensitivity_metadata
+            .as_ref()
+            .and_then(|k| item.metadata.get(&k.to_ascii_lowercase()))
+        {
+            row.sensitivity = Value::Text(level.clone());
+        }
         let subject_key = self.cfg.subject_key.clone();
         row.subject = match (subject, item.kind, &subject_key) {
             (Some(s), ..) => Ok(Some(s.to_string())),

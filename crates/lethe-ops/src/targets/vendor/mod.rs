@@ -85,6 +85,9 @@ pub struct VendorTarget {
     pub subject_map: Option<SubjectMap>,
     /// A vector store's metadata key that names its subject.
     pub subject_key: Option<String>,
+    /// `sensitivity_metadata`: a vector store's metadata key naming its own sensitivity
+    /// level (files carry none: they take the target's `sensitivity`).
+    pub sensitivity_metadata: Option<String>,
 }
 
 /// A vendor's kind, by its `type`.
@@ -178,6 +181,13 @@ impl TargetParser for VendorKind {
                 "names a vector store metadata key: it needs vector_stores = true (files carry no metadata; use subject_map for them)",
             );
         }
+        let sensitivity_metadata = s.optional_str("sensitivity_metadata");
+        if sensitivity_metadata.is_some() && !(vendor == Vendor::OpenAi && vector_stores) {
+            s.error(
+                "sensitivity_metadata",
+                "names a vector store metadata key: it needs vector_stores = true (files carry no metadata; set the target's sensitivity for them)",
+            );
+        }
         let deletes_in_flight = if s.has("deletes_in_flight") {
             s.integer_in("deletes_in_flight", 1..=MAX_DELETES_IN_FLIGHT)
                 .map(|n| n as usize)
@@ -215,6 +225,7 @@ impl TargetParser for VendorKind {
             request_timeout: request_timeout?,
             subject_map,
             subject_key: s.subject().map(str::to_string),
+            sensitivity_metadata,
         }))
     }
 
