@@ -432,40 +432,31 @@ required = ["owner", "sensitivity"]
     .unwrap();
     // ckpt: 4 files + 3 sidecars (counted tagged): m1, m2, m3 untagged.
     let want = [("chats", 4, 10), ("ckpt", 3, 7), ("bare", 4, 4)];
-    let r = run(&cfg, &["check", "--json"]);
-    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    let j = r.json();
-    for (name, untagged, _) in want {
-        let t = j["targets"]
+    // Each command's JSON, and its entry for one target.
+    let answer = |args: &[&str]| {
+        let r = run(&cfg, args);
+        assert_eq!(r.code, Some(0), "{args:?}: {}{}", r.stdout, r.stderr);
+        r.json()
+    };
+    let target = |j: &serde_json::Value, name: &str| {
+        j["targets"]
             .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["target"] == name)
-            .unwrap();
-        assert_eq!(t["untagged"], untagged, "check, {name}: {t}");
+            .and_then(|ts| ts.iter().find(|t| t["target"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {j}"))
+    };
+    for args in [
+        &["check", "--json"][..],
+        &["sweep", "--json", "--no-progress"][..],
+    ] {
+        let j = answer(args);
+        for (name, untagged, _) in want {
+            let t = target(&j, name);
+            assert_eq!(t["untagged"], untagged, "{args:?}, {name}: {t}");
+        }
     }
-    let r = run(&cfg, &["sweep", "--json", "--no-progress"]);
-    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    let j = r.json();
-    for (name, untagged, _) in want {
-        let t = j["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["target"] == name)
-            .unwrap();
-        assert_eq!(t["untagged"], untagged, "sweep, {name}: {t}");
-    }
-    let r = run(&cfg, &["report", "--format", "json"]);
-    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    let j = r.json();
+    let j = answer(&["report", "--format", "json"]);
     for (name, untagged, items) in want {
-        let t = j["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["target"] == name)
-            .unwrap_or_else(|| panic!("{name} in {}", r.stdout));
+        let t = target(&j, name);
         let cov = t["figures"]["tag_coverage"]
             .as_f64()
             .unwrap_or_else(|| panic!("{name}: {}", t["figures"]));
