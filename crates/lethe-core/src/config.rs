@@ -854,6 +854,15 @@ fn parse_categories(root: &mut Tbl<'_>, ctx: &mut Ctx) -> BTreeMap<String, Categ
         let owner = t.opt_str(ctx, "owner");
         let runbook = t.opt_str(ctx, "runbook");
         let range = approved_range(&mut t, ctx);
+        if let (Some(lo), Some((_, hi))) = (min, range)
+            && lo > hi
+        {
+            ctx.err(
+                min_span.clone(),
+                t.key("min"),
+                format!("the legal minimum {lo} is longer than the longest approved window {hi} (range): items would live outside the approved range"),
+            );
+        }
         if let (Some((lo, hi)), Some(r)) = (range, retention)
             && (r < lo || r > hi)
         {
@@ -893,17 +902,41 @@ fn parse_sensitivity(root: &mut Tbl<'_>, ctx: &mut Ctx) -> Levels {
     let Some(all) = Tbl::new("sensitivity", v, ctx) else {
         return Levels(levels);
     };
+    // Each level defined once, whatever its case: which of two spellings won would depend
+    // on their order, and one of the caps would be silently dropped.
+    let mut defined: BTreeMap<String, String> = BTreeMap::new();
     for (name, lv) in all.t.iter() {
         let raw = name.get_ref().to_string();
         let Some(mut t) = Tbl::new(format!("sensitivity.{raw}"), lv, ctx) else {
             continue;
         };
         let max = t.duration(ctx, "max");
+        let span = Some(t.span.clone());
         t.finish(ctx);
+        if raw.is_empty()
+            || !raw
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            ctx.err(
+                span,
+                format!("sensitivity.{raw}"),
+                "a level's name uses letters, digits, '_', '-' and '.' only",
+            );
+            continue;
+        }
+        if let Some(first) = defined.insert(raw.to_ascii_lowercase(), raw.clone()) {
+            ctx.err(
+                span,
+                format!("sensitivity.{raw}"),
+                format!("the level is defined twice ([sensitivity.{first}] and [sensitivity.{raw}]): levels are matched ignoring case"),
+            );
+            continue;
+        }
         // One spelling per level: `Confidential` is the built-in `confidential`.
         let name = levels
             .keys()
-            .find(|k| k.eq_ignore_ascii_case(raw.trim()))
+            .find(|k| k.eq_ignore_ascii_case(&raw))
             .cloned()
             .unwrap_or(raw);
         levels.insert(name, max);

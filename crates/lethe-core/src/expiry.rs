@@ -73,11 +73,10 @@ impl Basis {
                 cap,
                 unknown: false,
             } => format!("cap {cap} (sensitivity {level})"),
+            // The value an item gave is its own content: never written in the trail.
             Basis::Cap {
-                level,
-                cap,
-                unknown: true,
-            } => format!("cap {cap} (unknown sensitivity {level:?}, read as the strictest)"),
+                cap, unknown: true, ..
+            } => format!("cap {cap} (unknown sensitivity level, read as the strictest)"),
             Basis::Min(m) => format!("min {m} (legal minimum)"),
             Basis::Erasure => "erasure".into(),
             Basis::ErasureUnderMin(m) => {
@@ -377,7 +376,7 @@ pub fn item_level(window: &Window, own: Option<Raw<'_>>) -> Option<(Duration, Ba
             Some((
                 cap,
                 Basis::Cap {
-                    level: name,
+                    level: shown_level(&name),
                     cap,
                     unknown: true,
                 },
@@ -386,12 +385,26 @@ pub fn item_level(window: &Window, own: Option<Raw<'_>>) -> Option<(Duration, Ba
     }
 }
 
+/// An undefined level as a report may show it: a short name as given, anything else (free
+/// text, which may be personal data) only by its length.
+pub fn shown_level(raw: &str) -> String {
+    let name_like = raw.chars().count() <= 32
+        && raw
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '));
+    if name_like {
+        raw.to_string()
+    } else {
+        format!("(not a level name: {} characters)", raw.chars().count())
+    }
+}
+
 /// Whether an item names a sensitivity level nobody defined (reported, and read as the
 /// strictest).
 pub fn unknown_level(window: &Window, own: Option<Raw<'_>>) -> Option<String> {
     match own {
         Some(Raw::Text(t)) if !t.trim().is_empty() && window.levels.find(t).is_none() => {
-            Some(t.trim().to_string())
+            Some(shown_level(t.trim()))
         }
         Some(Raw::Int(_) | Raw::Real(_) | Raw::Blob) => {
             item_level(window, own).and_then(|(_, b)| match b {

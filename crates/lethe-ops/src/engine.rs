@@ -557,6 +557,15 @@ impl Sweeper<'_> {
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;
         if let Some(level) = expiry::unknown_level(&self.judge.target.window, facts.sensitivity) {
+            // A bounded report: past the first few names, the rest are counted together.
+            const SHOWN: usize = 20;
+            let level = if report.unknown_levels.len() < SHOWN
+                || report.unknown_levels.contains_key(&level)
+            {
+                level
+            } else {
+                "(other levels)".to_string()
+            };
             *report.unknown_levels.entry(level).or_default() += 1;
         }
         // A kept item's entry: the protection that keeps it, and how it was judged.

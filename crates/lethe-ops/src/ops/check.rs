@@ -84,6 +84,18 @@ pub fn check(loaded: &Loaded) -> Result<CheckReport> {
         found
             .warnings
             .extend(t.window.minimum_warnings(&t.category, item_levels(t)));
+        if let Some(sql) = t.spec::<crate::targets::sql::SqlTarget>() {
+            for tag in sql.tags.keys().filter(|k| !c.tags.required.contains(k)) {
+                let required = if c.tags.required.is_empty() {
+                    "none".to_string()
+                } else {
+                    c.tags.required.join(", ")
+                };
+                found.warnings.push(format!(
+                    "[targets.tags] maps {tag:?}, which [tags] required does not name (required: {required}): it counts for nothing"
+                ));
+            }
+        }
         match loaded.open(t, false) {
             Some(source) => match source {
                 Err(e) => problems.push(format!("{e:#}")),

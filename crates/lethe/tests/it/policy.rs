@@ -34,7 +34,7 @@ fn expected() -> BTreeMap<String, &'static str> {
         ("3", "cap 14d (sensitivity confidential)"),
         (
             "6",
-            "cap 7d (unknown sensitivity \"Top-Secret\", read as the strictest)",
+            "cap 7d (unknown sensitivity level, read as the strictest)",
         ),
         ("8", "min 5d (legal minimum)"),
         ("9", "30d"),
@@ -468,4 +468,143 @@ required = ["owner", "sensitivity"]
     }
     // Nothing was deleted by looking.
     assert_eq!(ids(&c, "chats").len(), 10);
+}
+
+/// The store's own lifecycle rule never deletes sooner than Lethe would: it keeps the legal
+/// minimum, and applies the target's level cap only when no object can name a laxer level
+/// of its own.
+#[test]
+fn lifecycle_export_keeps_the_minimum_and_drops_a_cap_objects_may_override() {
+    let d = Tmp::new("policy-lifecycle");
+    let cfg = d.path("lethe.toml");
+    let write = |extra: &str, min: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[categories.logs]\nretention = \"90d\"\n{min}\n[sensitivity.restricted]\nmax = \"7d\"\n\n[[targets]]\nname = \"gw\"\ntype = \"object_store\"\nurl = \"s3://logs/gw/\"\ncategory = \"logs\"\nsensitivity = \"restricted\"\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    let days = || {
+        let r = run(
+            &cfg,
+            &["lifecycle", "export", "--target", "gw", "--format", "s3"],
+        );
+        assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+        r.json()["Rules"][0]["Expiration"]["Days"].as_i64().unwrap()
+    };
+    write("", "");
+    assert_eq!(days(), 7, "every object is restricted");
+    write("", "min = \"10d\"");
+    assert_eq!(days(), 10, "the legal minimum outranks the cap");
+    write("sensitivity_metadata = \"sensitivity\"\n", "");
+    assert_eq!(days(), 90, "an object may name a laxer level");
+}
+
+#[test]
+fn a_level_defined_twice_a_bad_level_name_and_a_minimum_beyond_the_range_are_refused() {
+    let base = policy("sqlite://state.db", "sqlite://app.db", "chats", "");
+    let line_of = |text: &str, prefix: &str| {
+        text.lines()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or(0)
+            + 1
+    };
+    // The same level in two spellings: which cap won would depend on their order.
+    let text = base.replace(
+        "[sensitivity.confidential]",
+        "[sensitivity.Restricted]\nmax = \"30d\"\n\n[sensitivity.confidential]",
+    );
+    // Reported at the spelling read second (the tables are read in name order).
+    let line = line_of(&text, "[sensitivity.restricted]");
+    refused(&Tmp::new("policy-twice"), &text, "defined twice", line);
+    // A level name that could never be matched as written.
+    let text = base.replace("[sensitivity.confidential]", "[sensitivity.\" secret \"]");
+    let line = line_of(&text, "[sensitivity.\" secret");
+    refused(
+        &Tmp::new("policy-level-name"),
+        &text,
+        "letters, digits",
+        line,
+    );
+    // A legal minimum beyond the longest approved window.
+    let text = base.replace("min = \"5d\"", "min = \"40d\"\nrange = [\"7d\", \"30d\"]");
+    refused(
+        &Tmp::new("policy-min-range"),
+        &text,
+        "categories.prompts.min",
+        6,
+    );
+}
+
+/// A sidecar that is not a regular file (a FIFO, a link to a device) counts as no tags and
+/// never blocks or exhausts a sweep; a file merely named like a sidecar, with no file beside
+/// it, is an item like any other; a tag mapped but not required is warned about.
+#[test]
+fn sidecars_that_are_not_plain_files_never_block_a_sweep() {
+    let d = Tmp::new("policy-sidecar-fifo");
+    std::fs::create_dir_all(d.path("ckpt")).unwrap();
+    for f in ["a.pt", "b.pt", "c.pt"] {
+        std::fs::write(d.path(&format!("ckpt/{f}")), "w").unwrap();
+    }
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        d.path("ckpt/a.pt.tags.json"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.path("ckpt/b.pt.tags.json")).unwrap();
+    // Named like a sidecar, with no `orphan.pt` beside it: an untagged item.
+    std::fs::write(d.path("ckpt/orphan.pt.tags.json"), r#"{"owner": "x"}"#).unwrap();
+    std::fs::write(d.path("ckpt/c.pt.tags.json"), r#"{"owner": "ml"}"#).unwrap();
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        "[state]\nurl = \"sqlite://state.db\"\n\n[categories.m]\nretention = \"30d\"\n\n[[targets]]\nname = \"ckpt\"\ntype = \"filesystem\"\nroot = \"ckpt\"\ncategory = \"m\"\ntags_sidecar = \"{}.tags.json\"\n\n[tags]\nrequired = [\"owner\"]\n",
+    )
+    .unwrap();
+    let mut child = lethe()
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("check blocked on a sidecar");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // a.pt, b.pt (bad sidecars) and orphan.pt.tags.json (an item, with no sidecar of its
+    // own) lack the tag; c.pt has it; the three real sidecars count as tagged.
+    assert_eq!(j["targets"][0]["untagged"], 3, "{j}");
+}
+
+#[test]
+fn a_tag_mapped_but_not_required_is_warned_about() {
+    let d = Tmp::new("policy-tag-typo");
+    let _conn = sqlite_table(&d);
+    let cfg = d.path("lethe.toml");
+    std::fs::write(
+        &cfg,
+        policy(
+            "sqlite://state.db",
+            "sqlite://app.db",
+            "chats",
+            "[targets.tags]\nownr = \"user_id\"\n\n[tags]\nrequired = [\"owner\"]\n",
+        ),
+    )
+    .unwrap();
+    let r = lethe_pg(&cfg, &["check"]);
+    assert!(
+        r.stdout.contains("[targets.tags] maps \"ownr\""),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
 }

@@ -42,6 +42,39 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet> {
         .map_err(|e| anyhow::anyhow!("{key}: patterns cannot be compiled: {e}"))
 }
 
+/// The most of a sidecar read: tags are a few short strings.
+const SIDECAR_MAX: u64 = 64 * 1024;
+
+/// A sidecar's bytes, when it is a regular file (never a link, FIFO or device) of at most
+/// [`SIDECAR_MAX`] bytes; anything else counts as no tags.
+fn read_sidecar(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > SIDECAR_MAX {
+        return None;
+    }
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .ok()?;
+    // Swapped for something else between the look and the open: not read.
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(SIDECAR_MAX + 1).read_to_end(&mut buf).ok()?;
+    (buf.len() as u64 <= SIDECAR_MAX).then_some(buf)
+}
+
+/// A tag value that says nothing: empty, or spaces, tabs and line breaks only (the same
+/// characters the SQL count trims).
+pub fn blank(v: &str) -> bool {
+    v.trim_matches([' ', '\t', '\r', '\n']).is_empty()
+}
+
 impl FsTree {
     /// Resolves the root (relative to `base`) and compiles the patterns; refuses a root that
     /// is not a directory or resolves to `/`, and a pattern that is not a glob.
@@ -157,21 +190,26 @@ impl Connector for FsTree {
                 }
                 let path = self.root.join(rel);
                 let name = rel.rsplit('/').next().unwrap_or(rel);
+                // A sidecar is the tags of a file beside it: one whose file is not there is
+                // an item like any other.
                 let is_sidecar = name.len() > before.len() + after.len()
                     && name.starts_with(before)
-                    && name.ends_with(after);
+                    && name.ends_with(after)
+                    && std::fs::symlink_metadata(path.with_file_name(
+                        &name[before.len()..name.len() - after.len()],
+                    ))
+                    .is_ok_and(|m| m.is_file());
                 if is_sidecar {
                     continue;
                 }
                 let sidecar = path.with_file_name(format!("{before}{name}{after}"));
-                let tagged = std::fs::read(&sidecar)
-                    .ok()
+                let tagged = read_sidecar(&sidecar)
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                     .is_some_and(|v| {
                         required.iter().all(|t| {
                             v.get(t)
                                 .and_then(|x| x.as_str())
-                                .is_some_and(|x| !x.trim().is_empty())
+                                .is_some_and(|x| !blank(x))
                         })
                     });
                 if !tagged {

@@ -123,6 +123,12 @@ impl Kind for ObjectStoreKind {
 
     fn lifecycle(&self, target: &Target, cloud: Cloud) -> Result<serde_json::Value, String> {
         let o = target.spec::<ObjectStoreTarget>().ok_or_else(|| format!("target {} has no url", target.name))?;
-        lifecycle::render(&target.name, &target.window, &o.url, cloud)
+        // An object naming its own level replaces the target's, and may be less strict: the
+        // store, which cannot read it, must not apply the target's cap to every object.
+        let mut window = target.window.clone();
+        if o.sensitivity_metadata.is_some() {
+            window.level = None;
+        }
+        lifecycle::render(&target.name, &window, &o.url, cloud)
     }
 }

@@ -69,11 +69,12 @@ impl SqlTarget {
     }
 
     /// The condition a row lacking one of `required` meets, for `SELECT count(*)`; `None`
-    /// when nothing is required. `text` casts a quoted column to text.
+    /// when nothing is required. `blank` says a quoted column holds only spaces, tabs and
+    /// line breaks (or nothing).
     pub fn untagged_condition(
         &self,
         required: &[String],
-        text: impl Fn(&str) -> String,
+        blank: impl Fn(&str) -> String,
     ) -> Option<String> {
         if required.is_empty() {
             return None;
@@ -83,7 +84,7 @@ impl SqlTarget {
             match self.tags.get(tag) {
                 Some(col) => {
                     let c = shared::quote_ident(col);
-                    any.push(format!("{c} IS NULL OR trim({}) = ''", text(&c)));
+                    any.push(format!("{c} IS NULL OR {}", blank(&c)));
                 }
                 // Carried by no column: every row lacks it.
                 None => return Some("1 = 1".into()),

@@ -832,7 +832,7 @@ impl Connector for PgTable {
     fn count_untagged(&mut self, required: &[String]) -> Result<Option<u64>> {
         let Some(cond) = self
             .cfg
-            .untagged_condition(required, |c| format!("{c}::text"))
+            .untagged_condition(required, |c| format!("btrim({c}::text, E' \\t\\r\\n') = ''"))
         else {
             return Ok(None);
         };

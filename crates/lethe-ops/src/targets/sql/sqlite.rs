@@ -520,7 +520,9 @@ impl Connector for SqliteTable {
     fn count_untagged(&mut self, required: &[String]) -> Result<Option<u64>> {
         let Some(cond) = self
             .cfg
-            .untagged_condition(required, |c| format!("CAST({c} AS TEXT)"))
+            .untagged_condition(required, |c| {
+                format!("trim(CAST({c} AS TEXT), ' ' || char(9) || char(10) || char(13)) = ''")
+            })
         else {
             return Ok(None);
         };
