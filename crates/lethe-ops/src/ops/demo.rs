@@ -34,7 +34,7 @@ CREATE TABLE inference_logs (
     prompt_text TEXT NOT NULL,
     response_text TEXT NOT NULL,
     created_at DATETIME NOT NULL,
-    retention_days INTEGER NOT NULL,
+    retention_days INTEGER,
     PRIMARY KEY (id)
 );
 CREATE INDEX ix_inference_logs_user_id ON inference_logs (user_id);
@@ -271,7 +271,9 @@ fn build(dir: &Path, now: Timestamp) -> Result<()> {
             "INSERT INTO inference_logs (model_name, user_id, prompt_text, response_text, created_at, retention_days) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for _ in 0..240 {
-            let days = [30, 30, 30, 30, 7, 90][rng.below(6) as usize];
+            // Most rows keep the category's window (no retention of their own); some were
+            // given a shorter or longer one.
+            let days = [None, None, None, None, Some(7), Some(90)][rng.below(6) as usize];
             let age = rng.below(120) as i64;
             let created = naive(ago(now, age, &mut rng));
             let user = format!("user-{:04}", rng.below(40));
