@@ -71,6 +71,9 @@ pub struct SweepOptions {
     pub run_id: Option<String>,
     /// On whose behalf (an API token's name), recorded in each target's `sweep_finished`.
     pub by: Option<String>,
+    /// The guard's decision per target, by name ([`crate::guard::check`]): a target it
+    /// refused is not swept by an apply (a dry run says so in a note).
+    pub guard: HashMap<String, crate::guard::Guarded>,
 }
 
 impl SweepOptions {
@@ -103,6 +106,10 @@ pub struct TargetReport {
     pub retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the guard against a mistyped policy said about the target ([`crate::guard`]):
+    /// a policy change recorded or allowed, or (in a dry run) why an apply would refuse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard: Vec<String>,
     /// The sweep stopped before the end of the target (the process was told to stop):
     /// what it did is recorded, the rest is left for the next run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -1372,6 +1379,31 @@ pub fn sweep_in_run(
 /// One target's part of a run: swept under its lease and closed by a `sweep_finished`
 /// entry, or skipped (busy, or a type this build cannot sweep).
 fn sweep_target(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
+    let guarded = ctx.opts.guard.get(&target.name);
+    if let Some(g) = guarded
+        && let Some(why) = &g.refused
+        && ctx.opts.apply
+    {
+        // Nothing is deleted on the target; the run fails there, and says why.
+        let report = TargetReport {
+            target: target.name.clone(),
+            error: Some(why.clone()),
+            guard: g.notes.clone(),
+            ..Default::default()
+        };
+        state.append(vec![finished_entry(target, ctx, &report)?], &[])?;
+        return Ok(report);
+    }
+    let mut report = sweep_unguarded(state, target, ctx)?;
+    if let Some(g) = guarded {
+        report.guard = g.notes.clone();
+        report.guard.extend(g.refused.clone());
+    }
+    Ok(report)
+}
+
+/// [`sweep_target`] once the guard let the target through.
+fn sweep_unguarded(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
     Ok(match skip_reason(state, target)? {
         Some((error, busy)) => TargetReport {
             target: target.name.clone(),
