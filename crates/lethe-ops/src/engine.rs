@@ -106,6 +106,16 @@ pub struct TargetReport {
     pub retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `delete_delay`: items found due and scheduled by this run (deleted by a run at least
+    /// the delay later, if still due then), and items an earlier run scheduled whose delay
+    /// has not passed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scheduled: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: u64,
+    /// When the first of the scheduled or waiting items becomes deletable (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletable_from: Option<String>,
     /// What the guard against a mistyped policy said about the target ([`crate::guard`]):
     /// a policy change recorded or allowed, or (in a dry run) why an apply would refuse.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -278,6 +288,50 @@ struct Sweeper<'a> {
     judge: Judge<'a>,
     store: Store,
     books: Books<'a>,
+    /// The target's `delete_delay`, for a retention sweep of a target that has one.
+    delay: Option<Delay>,
+}
+
+/// `delete_delay` on one target's sweep: an item found due is scheduled, and deleted only
+/// by a run at least the delay after it was scheduled, if still due then.
+struct Delay {
+    /// The delay, in seconds.
+    after: i64,
+    now: i64,
+    /// What earlier runs scheduled: item key -> (run, when, unix seconds).
+    earlier: HashMap<String, (String, i64)>,
+    /// Scheduled earlier, delay not passed, still due: kept scheduled.
+    waiting: Vec<(String, String, i64)>,
+    /// Found due by this run, not scheduled before.
+    new: Vec<String>,
+}
+
+impl Delay {
+    /// Whether a due item may be deleted now; if not, it is scheduled (or stays so).
+    fn deletable(&mut self, key: &str) -> bool {
+        match self.earlier.remove(key) {
+            Some((_, at)) if at + self.after <= self.now => true,
+            Some((run, at)) => {
+                self.waiting.push((key.to_string(), run, at));
+                false
+            }
+            None => {
+                self.new.push(key.to_string());
+                false
+            }
+        }
+    }
+
+    /// When the first item scheduled (now or earlier, still waiting) becomes deletable.
+    fn deletable_from(&self) -> Option<i64> {
+        let new = (!self.new.is_empty()).then_some(self.now);
+        self.waiting
+            .iter()
+            .map(|(_, _, at)| *at)
+            .chain(new)
+            .min()
+            .map(|at| at + self.after)
+    }
 }
 
 /// What judging a row needs: the run's instant and the target's window as the entries spell
@@ -612,6 +666,14 @@ impl Sweeper<'_> {
                     row.in_use.unwrap_or_default()
                 ),
             ),
+            Verdict::Expired { .. }
+                if !self.judge.erasure
+                    && self.judge.recovering.is_none()
+                    && self.delay.as_mut().is_some_and(|d| !d.deletable(&key_s)) =>
+            {
+                // Scheduled (or still waiting): deleted by a later run, if still due then.
+                return None;
+            }
             Verdict::Expired { expires_at, basis } => {
                 let item = PendingItem {
                     k: key,
@@ -1219,6 +1281,45 @@ impl Sweeper<'_> {
         self.books.auditor.append(entries, None)
     }
 
+    /// `delete_delay`: says what this run scheduled and what waits, and (an apply) writes
+    /// the target's schedule: what it scheduled, and what waits; a scan that ran to its end
+    /// drops the rest (deleted now, or no longer due).
+    fn keep_schedule(&mut self, ctx: &RunCtx<'_>) -> Result<()> {
+        let Some(delay) = self.delay.take() else {
+            return Ok(());
+        };
+        let report = &mut self.books.report;
+        report.scheduled = delay.new.len() as u64;
+        report.waiting = delay.waiting.len() as u64;
+        let from = delay.deletable_from();
+        report.deletable_from = from
+            .and_then(Timestamp::from_unix_seconds)
+            .map(Timestamp::to_rfc3339);
+        if let Some(at) = &report.deletable_from {
+            report.notes.push(format!(
+                "delete_delay {}: {} item(s) {} now, {} scheduled earlier still waiting; the first becomes deletable at {at} (deleted by the first run after, if still due then; `lethe sweep --cancel {}` drops what this run scheduled; erasure requests are not delayed)",
+                lethe_core::time::Duration::from_secs(delay.after),
+                delay.new.len(),
+                if self.apply { "scheduled" } else { "would be scheduled" },
+                delay.waiting.len(),
+                ctx.run_id,
+            ));
+        }
+        if !self.apply {
+            return Ok(());
+        }
+        let whole = !self.books.report.interrupted;
+        crate::guard::write_schedule(
+            self.books.state,
+            self.judge.target,
+            ctx.run_id,
+            ctx.now,
+            &delay.new,
+            whole.then_some(&delay.waiting[..]),
+            delay.after,
+        )
+    }
+
     /// Rows with a NULL key cannot be named, so they are neither paged through nor deleted;
     /// they are counted and reported, never passed over in silence.
     fn report_null_keys(&mut self) -> Result<()> {
@@ -1515,6 +1616,15 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         ctx.opts.rows_per_commit
     };
     let ran = s.run(batch, rows_per_commit, ctx.progress);
+    let ran = match ran {
+        Ok(()) => s.keep_schedule(ctx),
+        Err(e) => Err(e),
+    };
+    if let (Job::Erasure { .. }, Some(d)) = (ctx.job, target.delete_delay) {
+        s.books.report.notes.push(format!(
+            "delete_delay {d} does not apply to an erasure request: its deadline is the law's, so its items are deleted now"
+        ));
+    }
     let table = &mut s.store.table;
     let report = &mut s.books.report;
     report.untagged = table.untagged();
@@ -1551,7 +1661,18 @@ impl<'a> Sweeper<'a> {
         let pending = state.pending_store()?;
         let roots = roots_for(target, ctx.base);
         let resolved = roots.resolved();
+        let delay = match (target.delete_delay, subject) {
+            (Some(after), None) => Some(Delay {
+                after: after.as_secs(),
+                now: ctx.now.unix_seconds(),
+                earlier: crate::guard::scheduled(state, &target.name)?,
+                waiting: Vec::new(),
+                new: Vec::new(),
+            }),
+            _ => None,
+        };
         Ok(Sweeper {
+            delay,
             apply: ctx.opts.apply,
             stop: ctx.opts.stop.clone(),
             subject,

@@ -459,3 +459,138 @@ pub fn check(
     }
     Ok(g)
 }
+
+// `delete_delay`: the schedule of deletions, kept in the state.
+
+/// What earlier runs scheduled on a target: item key -> (run, when, unix seconds).
+pub fn scheduled(
+    state: &mut State,
+    target: &str,
+) -> Result<std::collections::HashMap<String, (String, i64)>> {
+    let rows = state.db().query(
+        "SELECT item_key, run_id, scheduled_at FROM scheduled_deletions WHERE target = ?1",
+        &vals![target],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.text(0), (r.text(1), r.int(2))))
+        .collect())
+}
+
+/// Writes what run `run_id` scheduled on the target (with its trail entry), and, when the
+/// run judged the whole target (`waiting` given), replaces the rest of the target's
+/// schedule with what still waits: items deleted now, or no longer due, are dropped.
+pub fn write_schedule(
+    state: &mut State,
+    target: &Target,
+    run_id: &str,
+    now: Timestamp,
+    new: &[String],
+    waiting: Option<&[(String, String, i64)]>,
+    delay_secs: i64,
+) -> Result<()> {
+    if new.is_empty() && waiting.is_none() {
+        return Ok(());
+    }
+    let at = now.unix_seconds();
+    let change = |db: &mut crate::db::Db| -> Result<()> {
+        if let Some(waiting) = waiting {
+            db.execute(
+                "DELETE FROM scheduled_deletions WHERE target = ?1",
+                &vals![&target.name],
+            )?;
+            db.insert_many(
+                "scheduled_deletions",
+                &["target", "item_key", "run_id", "scheduled_at"],
+                waiting
+                    .iter()
+                    .map(|(k, run, when)| vals![&target.name, k, run, *when].to_vec()),
+            )?;
+        }
+        db.insert_many(
+            "scheduled_deletions",
+            &["target", "item_key", "run_id", "scheduled_at"],
+            new.iter()
+                .map(|k| vals![&target.name, k, run_id, at].to_vec()),
+        )?;
+        Ok(())
+    };
+    if new.is_empty() {
+        return state.db().write(change);
+    }
+    let deletable = Timestamp::from_unix_seconds(at + delay_secs)
+        .map(Timestamp::to_rfc3339)
+        .unwrap_or_default();
+    let body = Body {
+        decided_at: now.to_rfc3339(),
+        run_id: run_id.to_string(),
+        action: Action::DeletionsScheduled,
+        target: target.name.clone(),
+        item_key: String::new(),
+        category: target.category.clone(),
+        reason: "retention".into(),
+        window: window_text(&target.window),
+        expires_at: None,
+        subject_hash: None,
+        detail: format!(
+            "{} items found due and scheduled (delete_delay {}): deletable from {deletable}, by a run then if still due; `lethe sweep --cancel {run_id}` drops them",
+            new.len(),
+            lethe_core::time::Duration::from_secs(delay_secs)
+        ),
+    };
+    state.append_with(vec![body], change)
+}
+
+/// What `lethe sweep --cancel RUN` dropped: items by target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cancelled {
+    pub run_id: String,
+    pub targets: Vec<(String, u64)>,
+}
+
+/// Drops what run `run_id` scheduled (`delete_delay`): none of it is deleted by that
+/// schedule; a later run may find the items due and schedule them again. Recorded in the
+/// trail, one entry per target, with who.
+pub fn cancel(state: &mut State, run_id: &str, by: &str, now: Timestamp) -> Result<Cancelled> {
+    let rows = state.db().query(
+        "SELECT target, COUNT(*) FROM scheduled_deletions WHERE run_id = ?1 GROUP BY target ORDER BY target",
+        &vals![run_id],
+    )?;
+    let targets: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r.text(0), r.int(1).max(0) as u64))
+        .collect();
+    if targets.is_empty() {
+        return Ok(Cancelled {
+            run_id: run_id.to_string(),
+            targets,
+        });
+    }
+    let bodies = targets
+        .iter()
+        .map(|(t, n)| Body {
+            decided_at: now.to_rfc3339(),
+            run_id: run_id.to_string(),
+            action: Action::ScheduleCancelled,
+            target: t.clone(),
+            item_key: String::new(),
+            category: String::new(),
+            reason: "retention".into(),
+            window: String::new(),
+            expires_at: None,
+            subject_hash: None,
+            detail: format!("{n} scheduled deletions of run {run_id} cancelled by {by}"),
+        })
+        .collect();
+    state.append_with(bodies, |db| {
+        db.execute(
+            "DELETE FROM scheduled_deletions WHERE run_id = ?1",
+            &vals![run_id],
+        )?;
+        Ok(())
+    })?;
+    Ok(Cancelled {
+        run_id: run_id.to_string(),
+        targets,
+    })
+}

@@ -28,6 +28,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check => check(&load()?, json),
         Command::Sweep(args) => {
             let loaded = load()?;
+            if let Some(run) = &args.cancel {
+                let c = ops::sweep::cancel(&loaded, run, args.by.as_deref())?;
+                if json {
+                    output::json(&c)?;
+                } else {
+                    for (t, n) in &c.targets {
+                        outln!("{t}: {n} scheduled deletion(s) of run {run} cancelled");
+                    }
+                    outln!(
+                        "those items are not deleted by that schedule; a later run may find them due and schedule them again"
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = ops::sweep(
                 &loaded,
                 &ops::SweepRequest {

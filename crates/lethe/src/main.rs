@@ -335,9 +335,13 @@ struct SweepArgs {
     /// then recorded as accepted, by --by or the OS user), a target's max_delete
     #[arg(long, requires = "apply")]
     allow_large: bool,
-    /// Who allows it (with --allow-large) [default: the OS user]
-    #[arg(long, requires = "allow_large")]
+    /// Who allows it (with --allow-large or --cancel) [default: the OS user]
+    #[arg(long)]
     by: Option<String>,
+    /// Drop what run RUN scheduled on targets with delete_delay (nothing it scheduled is
+    /// deleted by that schedule; a later run may find the items due and schedule them again)
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["apply", "targets", "allow_large"])]
+    cancel: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -143,3 +143,17 @@ pub fn guard_targets(
     }
     Ok(out)
 }
+
+/// `lethe sweep --cancel RUN`: drops what run RUN scheduled on targets with
+/// `delete_delay` (those items are not deleted by it; a later run may schedule them again).
+pub fn cancel(loaded: &Loaded, run_id: &str, by: Option<&str>) -> Result<guard::Cancelled> {
+    let mut state = open_state(loaded, Access::Write)?;
+    let by = registry::actor(by);
+    let c = guard::cancel(&mut state, run_id, &by, now())?;
+    if c.targets.is_empty() {
+        return Err(Error::not_found(format!(
+            "run {run_id} has nothing scheduled now (nothing it scheduled is left: deleted, cancelled, or never scheduled; see `lethe audit log --run {run_id}`)"
+        )));
+    }
+    Ok(c)
+}

@@ -381,8 +381,122 @@ fn a_change_under_the_limit_goes_on_and_held_items_are_not_counted_as_lost() {
     assert_eq!(plan_of(&r.json(), "t")["changed"], false);
 }
 
-/// Unused for now; kept for the clock-driven tests below.
-#[allow(dead_code)]
 fn at(secs: i64) -> String {
     Timestamp::from_unix_seconds(secs).unwrap().to_rfc3339()
+}
+
+fn run_at(cfg: &Path, secs: i64, args: &[&str]) -> Run {
+    let now = at(secs);
+    run_env(cfg, &[("LETHE_TEST_NOW", now.as_str())], args)
+}
+
+#[test]
+fn delete_delay_deletes_at_the_first_run_after_the_delay_and_cancel_keeps_the_items() {
+    assert!(
+        has_failpoints(),
+        "this test moves the clock with LETHE_TEST_NOW, which only the tests' build honours: run it with --features lethe/failpoints"
+    );
+    let d = Tmp::new("guard-delay");
+    // Rows 1 and 2 due (40 days old), 3 to 10 not.
+    let mut ages = vec![40.0; 2];
+    ages.extend([5.0; 8]);
+    let cfg = small(&d, "30d", "delete_delay = \"2h\"", &ages);
+    let db = d.path("ai.db");
+    let t0 = now_secs();
+    let all: Vec<i64> = (1..=10).collect();
+
+    // Run 1 finds them due and schedules them: nothing deleted.
+    let r = run_at(&cfg, t0, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let j = r.json();
+    let run1 = j["run_id"].as_str().unwrap().to_string();
+    let t = &j["targets"][0];
+    assert_eq!(
+        (t["deleted"].as_u64(), t["scheduled"].as_u64()),
+        (Some(0), Some(2)),
+        "{t}"
+    );
+    assert_eq!(t["deletable_from"], at(t0 + 7200));
+    assert_eq!(ids(&db, "t"), all);
+    assert_eq!(entries(&cfg, &[], "t", "deletions_scheduled").len(), 1);
+
+    // Before the delay: still nothing.
+    let r = run_at(&cfg, t0 + 7199, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert_eq!(
+        (t["deleted"].as_u64(), t["waiting"].as_u64()),
+        (Some(0), Some(2)),
+        "{t}"
+    );
+    assert_eq!(ids(&db, "t"), all);
+    // A dry run after the delay would delete them, and changes nothing.
+    let r = run_at(&cfg, t0 + 7300, &["sweep", "--json"]);
+    assert_eq!(r.json()["targets"][0]["found"], 2);
+    assert_eq!(ids(&db, "t"), all);
+
+    // A hold placed meanwhile still protects one of them at the first run after the delay.
+    let r = run_at(
+        &cfg,
+        t0 + 7250,
+        &[
+            "hold", "add", "--target", "t", "--key", "2", "--case", "C-1", "--reason", "r",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_at(&cfg, t0 + 7300, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert_eq!(
+        (t["deleted"].as_u64(), t["held"].as_u64()),
+        (Some(1), Some(1)),
+        "{t}"
+    );
+    assert_eq!(ids(&db, "t"), (2..=10).collect::<Vec<_>>());
+
+    // Cancel: row 11, due, scheduled by run 2, cancelled: not deleted after the delay.
+    let conn = Connection::open(&db).unwrap();
+    add(&conn, 11, 40 * DAY);
+    let r = run_at(&cfg, t0 + 8000, &["sweep", "--apply", "--json"]);
+    let run2 = r.json()["run_id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["targets"][0]["scheduled"], 1);
+    let r = run_at(&cfg, t0 + 8100, &["sweep", "--cancel", &run2, "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run_at(&cfg, t0 + 8100, &["sweep", "--cancel", &run2]);
+    assert_eq!(
+        r.code,
+        Some(2),
+        "cancelling twice names nothing: {}",
+        r.stdout
+    );
+    let r = run_at(&cfg, t0 + 8000 + 7300, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let t = &r.json()["targets"][0];
+    assert_eq!(
+        (t["deleted"].as_u64(), t["scheduled"].as_u64()),
+        (Some(0), Some(1)),
+        "{t}"
+    );
+    assert!(
+        ids(&db, "t").contains(&11),
+        "a cancelled schedule deleted row 11"
+    );
+    assert_eq!(entries(&cfg, &[], "t", "schedule_cancelled").len(), 1);
+    assert_ne!(run1, run2);
+
+    // An erasure request is not delayed.
+    conn.execute("UPDATE t SET user_id = 'erase-me' WHERE id = 5", [])
+        .unwrap();
+    let r = run_at(
+        &cfg,
+        t0 + 20_000,
+        &["erase", "--subject", "erase-me", "--apply", "--json"],
+    );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        !ids(&db, "t").contains(&5),
+        "the erasure waited for delete_delay"
+    );
+    let r = run_at(&cfg, t0 + 20_000, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
 }
