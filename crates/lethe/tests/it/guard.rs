@@ -500,3 +500,85 @@ fn delete_delay_deletes_at_the_first_run_after_the_delay_and_cancel_keeps_the_it
     let r = run_at(&cfg, t0 + 20_000, &["audit", "verify"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
 }
+
+/// The same with the state (and the data) in PostgreSQL: the applied policy, the
+/// acceptance and the schedule are written through the other backend.
+#[test]
+fn on_postgresql_the_guard_refuses_until_accepted_and_delete_delay_waits() {
+    assert!(
+        has_failpoints(),
+        "this test moves the clock with LETHE_TEST_NOW, which only the tests' build honours: run it with --features lethe/failpoints"
+    );
+    use crate::pg::{PgCluster, config, pg_ids};
+    let pg = PgCluster::start();
+    let mut data = pg.create_db("app");
+    pg.create_db("lethe_state");
+    // 30 rows of 20 days, 70 of 2 days.
+    data.batch_execute(
+        "CREATE TABLE logs (id bigint PRIMARY KEY, user_id text NOT NULL, created_at timestamptz NOT NULL);
+         INSERT INTO logs SELECT g, 'user-' || g, now() - make_interval(days => CASE WHEN g <= 30 THEN 20 ELSE 2 END)
+           FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    let cfg = config(
+        pg.dir(),
+        &pg.url("app"),
+        &pg.url("lethe_state"),
+        "logs",
+        "created_at",
+        "",
+    );
+    let t0 = now_secs();
+    let key = (
+        "LETHE_TEST_AUDIT_KEY",
+        "a shared key for every lethe process",
+    );
+    let run_pg = |secs: i64, args: &[&str]| {
+        let now = at(secs);
+        run_env(&cfg, &[key, ("LETHE_TEST_NOW", now.as_str())], args)
+    };
+    let r = run_pg(t0, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(entries(&cfg, &[key], "logs", "policy_recorded").len(), 1);
+
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("retention = \"30d\"", "retention = \"10d\"", 1),
+    )
+    .unwrap();
+    let r = run_pg(t0, &["plan", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(plan_of(&r.json(), "logs")["newly_due"], 30);
+    let r = run_pg(t0, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(pg_ids(&mut data, "logs").len(), 100);
+    let r = run_pg(t0, &["plan", "--accept", "--reason", "x", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(entries(&cfg, &[key], "logs", "policy_accepted").len(), 1);
+
+    // With a delay: scheduled first, deleted by the first run after it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "subject = \"user_id\"\n",
+            "subject = \"user_id\"\ndelete_delay = \"2h\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let r = run_pg(t0, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["scheduled"], 30);
+    assert_eq!(pg_ids(&mut data, "logs").len(), 100);
+    let r = run_pg(t0 + 3600, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.json()["targets"][0]["waiting"], 30);
+    assert_eq!(pg_ids(&mut data, "logs").len(), 100);
+    let r = run_pg(t0 + 7300, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["targets"][0]["deleted"], 30);
+    assert_eq!(pg_ids(&mut data, "logs").len(), 70);
+    let r = run_pg(t0 + 7300, &["audit", "verify"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+}
