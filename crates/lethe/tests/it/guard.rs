@@ -582,3 +582,55 @@ fn on_postgresql_the_guard_refuses_until_accepted_and_delete_delay_waits() {
     let r = run_pg(t0 + 7300, &["audit", "verify"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
 }
+
+/// A scheduled run of `lethe serve` is guarded as an apply is: the target is refused, its
+/// run fails (which the daemon alerts on), and nothing is deleted.
+#[test]
+fn a_scheduled_run_after_a_large_change_deletes_nothing_and_fails() {
+    use crate::serve::{Daemon, eventually};
+    let d = Tmp::new("guard-serve");
+    let mut ages = vec![20.0; 30];
+    ages.extend([2.0; 70]);
+    let cfg = small(&d, "30d", "", &ages);
+    let db = d.path("ai.db");
+    let r = apply(&cfg, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let mistyped = write_small(&d, "10d", "");
+    let mut text = std::fs::read_to_string(&mistyped).unwrap();
+    text.push_str("\n[schedule]\nsweep = \"*/2 * * * * *\"\napply = true\n");
+    std::fs::write(&mistyped, text).unwrap();
+    let state = || Connection::open(d.path("state/lethe.db")).unwrap();
+    let mut daemon = Daemon::start(&cfg, &[]);
+    eventually(30, "a scheduled run is refused on the target", || {
+        state()
+            .query_row(
+                "SELECT COUNT(*) FROM fire_targets WHERE target = 't' AND status = 'done' AND report LIKE '%lethe plan%'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            > 0
+    });
+    daemon.term();
+    assert_eq!(
+        ids(&db, "t").len(),
+        100,
+        "a scheduled run deleted past the guard"
+    );
+    let failed: i64 = state()
+        .query_row(
+            "SELECT COUNT(*) FROM fires WHERE result = 'failure'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let results: Vec<String> = {
+        let c = state();
+        let mut st = c.prepare("SELECT COALESCE(result, '') FROM fires").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert!(failed > 0, "no failed fire: {results:?}");
+}
