@@ -303,6 +303,29 @@ fn max_delete_refuses_a_large_run_and_allow_large_goes_past_it_for_one_run_only(
         "{}",
         r.stderr
     );
+    let bad = write_small(
+        &d,
+        "30d",
+        "delete_delay = \"soon\"\n[guard]\nmax_new_due = \"101%\"\nmax_new = 1",
+    );
+    let r = run(&bad, &["sweep", "--apply"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    for (key, line) in [
+        ("targets.t.delete_delay", 14),
+        ("guard.max_new_due", 16),
+        ("guard.max_new:", 17),
+    ] {
+        assert!(
+            r.stderr.contains(&format!("line {line}: {key}")),
+            "{key} at line {line}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(
+        ids(&db, "t"),
+        (11..=20).collect::<Vec<_>>(),
+        "a refused config touched rows"
+    );
 }
 
 #[test]
