@@ -58,9 +58,9 @@ pub enum Action {
     /// A person accepted a policy change past the guard's limit (`lethe plan --accept`, or
     /// an apply with `--allow-large`): who and why are in the entry.
     PolicyAccepted,
-    /// An apply on a target with `delete_delay` found items due and scheduled them for a
-    /// later run (one entry per target and run, with the count).
-    DeletionsScheduled,
+    /// An apply on a target with `delete_delay` found the item due and scheduled it: a run
+    /// at least the delay later deletes it, if it is still due then.
+    Scheduled,
     /// `lethe sweep --cancel RUN` dropped what that run scheduled.
     ScheduleCancelled,
 }
@@ -92,7 +92,7 @@ impl Action {
             Action::TrailPruned => "trail_pruned",
             Action::PolicyRecorded => "policy_recorded",
             Action::PolicyAccepted => "policy_accepted",
-            Action::DeletionsScheduled => "deletions_scheduled",
+            Action::Scheduled => "scheduled",
             Action::ScheduleCancelled => "schedule_cancelled",
         }
     }
@@ -145,7 +145,7 @@ impl Action {
             "trail_pruned" => Action::TrailPruned,
             "policy_recorded" => Action::PolicyRecorded,
             "policy_accepted" => Action::PolicyAccepted,
-            "deletions_scheduled" => Action::DeletionsScheduled,
+            "scheduled" => Action::Scheduled,
             "schedule_cancelled" => Action::ScheduleCancelled,
             _ => return None,
         })

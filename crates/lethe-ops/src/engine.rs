@@ -666,12 +666,33 @@ impl Sweeper<'_> {
                     row.in_use.unwrap_or_default()
                 ),
             ),
-            Verdict::Expired { .. }
+            Verdict::Expired { expires_at, basis }
                 if !self.judge.erasure
                     && self.judge.recovering.is_none()
                     && self.delay.as_mut().is_some_and(|d| !d.deletable(&key_s)) =>
             {
                 // Scheduled (or still waiting): deleted by a later run, if still due then.
+                // An apply records what it schedules now, one entry per item, so that the
+                // trail knows of every item past expiry it did not delete.
+                let newly = self
+                    .delay
+                    .as_ref()
+                    .filter(|d| d.new.last() == Some(&key_s))
+                    .map(|d| (d.after, d.now + d.after));
+                if let (true, Some((after, from))) = (self.apply, newly) {
+                    let mut b = self.judge.body(&key_s, Action::Scheduled, subject_hash);
+                    b.window = basis.describe();
+                    b.expires_at = Some(expires_at.to_rfc3339());
+                    b.detail = format!(
+                        "found due; scheduled (delete_delay {}): deletable from {}, by a run then if still due; `lethe sweep --cancel {}` drops it",
+                        lethe_core::time::Duration::from_secs(after),
+                        Timestamp::from_unix_seconds(from)
+                            .map(Timestamp::to_rfc3339)
+                            .unwrap_or_default(),
+                        self.judge.run_id
+                    );
+                    entries.push(b);
+                }
                 return None;
             }
             Verdict::Expired { expires_at, basis } => {
@@ -1316,7 +1337,6 @@ impl Sweeper<'_> {
             ctx.now,
             &delay.new,
             whole.then_some(&delay.waiting[..]),
-            delay.after,
         )
     }
 

@@ -477,7 +477,7 @@ pub fn scheduled(
         .collect())
 }
 
-/// Writes what run `run_id` scheduled on the target (with its trail entry), and, when the
+/// Writes what run `run_id` scheduled on the target, and, when the
 /// run judged the whole target (`waiting` given), replaces the rest of the target's
 /// schedule with what still waits: items deleted now, or no longer due, are dropped.
 pub fn write_schedule(
@@ -487,7 +487,6 @@ pub fn write_schedule(
     now: Timestamp,
     new: &[String],
     waiting: Option<&[(String, String, i64)]>,
-    delay_secs: i64,
 ) -> Result<()> {
     if new.is_empty() && waiting.is_none() {
         return Ok(());
@@ -515,30 +514,8 @@ pub fn write_schedule(
         )?;
         Ok(())
     };
-    if new.is_empty() {
-        return state.db().write(change);
-    }
-    let deletable = Timestamp::from_unix_seconds(at + delay_secs)
-        .map(Timestamp::to_rfc3339)
-        .unwrap_or_default();
-    let body = Body {
-        decided_at: now.to_rfc3339(),
-        run_id: run_id.to_string(),
-        action: Action::DeletionsScheduled,
-        target: target.name.clone(),
-        item_key: String::new(),
-        category: target.category.clone(),
-        reason: "retention".into(),
-        window: window_text(&target.window),
-        expires_at: None,
-        subject_hash: None,
-        detail: format!(
-            "{} items found due and scheduled (delete_delay {}): deletable from {deletable}, by a run then if still due; `lethe sweep --cancel {run_id}` drops them",
-            new.len(),
-            lethe_core::time::Duration::from_secs(delay_secs)
-        ),
-    };
-    state.append_with(vec![body], change)
+    // Each item scheduled has its own `scheduled` entry, written with its batch.
+    state.db().write(change)
 }
 
 /// What `lethe sweep --cancel RUN` dropped: items by target.

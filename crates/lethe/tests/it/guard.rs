@@ -441,7 +441,16 @@ fn delete_delay_deletes_at_the_first_run_after_the_delay_and_cancel_keeps_the_it
     );
     assert_eq!(t["deletable_from"], at(t0 + 7200));
     assert_eq!(ids(&db, "t"), all);
-    assert_eq!(entries(&cfg, &[], "t", "deletions_scheduled").len(), 1);
+    // One `scheduled` entry per item: the trail knows of what it did not delete yet.
+    let scheduled = entries(&cfg, &[], "t", "scheduled");
+    let keys: Vec<&str> = scheduled
+        .iter()
+        .map(|e| e["item_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["1", "2"], "{scheduled:#?}");
+    assert_eq!(scheduled[0]["run_id"], run1.as_str());
+    let r = run_at(&cfg, t0, &["audit", "reconcile", "--json"]);
+    assert_eq!(r.code, Some(0), "reconcile: {}{}", r.stdout, r.stderr);
 
     // Before the delay: still nothing.
     let r = run_at(&cfg, t0 + 7199, &["sweep", "--apply", "--json"]);
