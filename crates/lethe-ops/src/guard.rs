@@ -141,6 +141,11 @@ pub struct TargetPlan {
     pub applied: Option<String>,
     /// The config's window.
     pub window: String,
+    /// Both policies as stored, every field (JSON text): a change in a field the windows
+    /// above do not show is seen here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_policy: Option<String>,
+    pub policy: String,
     /// The config's policy differs from the one last applied (or none was).
     pub changed: bool,
     /// How many items the target holds, when the store can count them.
@@ -187,6 +192,8 @@ pub fn plan_target(
             return p;
         }
     };
+    p.policy = current.clone();
+    p.applied_policy = applied.map(|a| a.policy.clone());
     let Some(applied) = applied else {
         // Nothing applied yet: the first apply records the policy; nothing to compare.
         p.changed = true;
