@@ -1609,6 +1609,10 @@ fn finished_entry(target: &Target, ctx: &RunCtx<'_>, report: &TargetReport) -> R
             " interrupted=true"
         } else {
             ""
+        } + &if report.scheduled + report.waiting > 0 {
+            format!(" scheduled={} waiting={}", report.scheduled, report.waiting)
+        } else {
+            String::new()
         } + &ctx
             .opts
             .by
