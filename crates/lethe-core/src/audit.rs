@@ -52,6 +52,17 @@ pub enum Action {
     /// The trail's own retention removed its oldest entries (`lethe audit prune`): the
     /// entry records the checkpoint the trail now starts from.
     TrailPruned,
+    /// A target's policy was recorded as applied by an apply that passed the guard: the
+    /// first apply on the state, or a change under `[guard] max_new_due`.
+    PolicyRecorded,
+    /// A person accepted a policy change past the guard's limit (`lethe plan --accept`, or
+    /// an apply with `--allow-large`): who and why are in the entry.
+    PolicyAccepted,
+    /// An apply on a target with `delete_delay` found the item due and scheduled it: a run
+    /// at least the delay later deletes it, if it is still due then.
+    Scheduled,
+    /// `lethe sweep --cancel RUN` dropped what that run scheduled.
+    ScheduleCancelled,
 }
 
 impl Action {
@@ -79,6 +90,10 @@ impl Action {
             Action::AlertResolved => "alert_resolved",
             Action::InUse => "in_use",
             Action::TrailPruned => "trail_pruned",
+            Action::PolicyRecorded => "policy_recorded",
+            Action::PolicyAccepted => "policy_accepted",
+            Action::Scheduled => "scheduled",
+            Action::ScheduleCancelled => "schedule_cancelled",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -128,6 +143,10 @@ impl Action {
             "alert_resolved" => Action::AlertResolved,
             "in_use" => Action::InUse,
             "trail_pruned" => Action::TrailPruned,
+            "policy_recorded" => Action::PolicyRecorded,
+            "policy_accepted" => Action::PolicyAccepted,
+            "scheduled" => Action::Scheduled,
+            "schedule_cancelled" => Action::ScheduleCancelled,
             _ => return None,
         })
     }

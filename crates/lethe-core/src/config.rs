@@ -10,6 +10,7 @@ use std::sync::Arc;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::guard::{DEFAULT_MAX_NEW_DUE, Limit};
 use crate::time::{Duration, TimeFormat};
 
 mod serve;
@@ -56,6 +57,24 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub api: ApiConfig,
     pub alerts: AlertsConfig,
+    pub guard: GuardConfig,
+}
+
+/// `[guard]`: how much a policy change may newly make due before a person accepts it.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    /// `max_new_due` (default 10%): a target whose items the config makes due, that the
+    /// policy last applied did not, beyond this many is not swept by an apply until the
+    /// change is accepted (`lethe plan --accept`) or the run says `--allow-large`.
+    pub max_new_due: Limit,
+}
+
+impl Default for GuardConfig {
+    fn default() -> GuardConfig {
+        GuardConfig {
+            max_new_due: DEFAULT_MAX_NEW_DUE,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -127,16 +146,23 @@ pub struct Labels {
 
 /// How long items of a target may live: the window, capped by the category's maximum and
 /// the sensitivity caps, never shorter than the category's legal minimum.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The state stores it as JSON (the policy last applied to a target, for `lethe plan` and
+/// the guard before an apply), and compares every field: a field added later must be
+/// `#[serde(default)]` (or an `Option`) so that a policy stored before it can still be read.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub retention: Duration,
     pub max: Option<Duration>,
     /// The category's legal minimum (`min`): nothing of the category is deleted younger,
     /// whatever an item, a cap or a tag says; only an erasure request goes under it.
+    #[serde(default)]
     pub min: Option<Duration>,
     /// The target's own sensitivity level (`sensitivity = "…"`), for items that name none.
+    #[serde(default)]
     pub level: Option<String>,
     /// Every known level (the four built in and each `[sensitivity.LEVEL]`) and its cap.
+    #[serde(default)]
     pub levels: Levels,
 }
 
@@ -204,7 +230,7 @@ impl Window {
 pub const BUILTIN_LEVELS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 
 /// Sensitivity levels and their caps (`[sensitivity.LEVEL] max`), by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Levels(pub BTreeMap<String, Option<Duration>>);
 
 impl Levels {
@@ -248,6 +274,12 @@ pub struct Target {
     pub labels: Labels,
     /// Everything else the target says, as the connector of its type read it.
     pub spec: Arc<dyn TargetSpec>,
+    /// `max_delete`: an apply that would delete more of the target's items in one run
+    /// deletes none of them (unless the run says `--allow-large`).
+    pub max_delete: Option<Limit>,
+    /// `delete_delay`: an apply only schedules what it finds due; a run at least this much
+    /// later deletes it, if it is still due then. Erasure requests are not delayed.
+    pub delete_delay: Option<Duration>,
 }
 
 impl Target {
@@ -415,6 +447,28 @@ impl<'a> Tbl<'a> {
             return None;
         }
         self.opt_str(ctx, k)
+    }
+
+    /// A [`Limit`]: `"10%"`, `"500"` or `500`.
+    fn limit(&mut self, ctx: &mut Ctx, k: &str) -> Option<Limit> {
+        let v = self.raw(k)?;
+        let parsed = match v.get_ref() {
+            DeValue::String(s) => Limit::parse(s),
+            DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
+                .map(Limit::Count)
+                .map_err(|_| format!("{} is not a number of items", i.as_str())),
+            other => Err(format!(
+                "expected a percentage (\"10%\") or a number of items, found {}",
+                other.type_str()
+            )),
+        };
+        match parsed {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ctx.err(Some(v.span()), self.key(k), e);
+                None
+            }
+        }
     }
 
     /// A duration, longer than zero and at most [`MAX_DURATION`].
@@ -775,6 +829,7 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
     let schedule = serve::parse_schedule(&mut root, &mut ctx);
     let api = serve::parse_api(&mut root, &mut ctx);
     let alerts = serve::parse_alerts(&mut root, &mut ctx);
+    let guard = parse_guard(&mut root, &mut ctx);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -794,6 +849,7 @@ pub fn parse(src: &str, kinds: &[&dyn TargetParser]) -> Result<Config, Vec<Confi
             schedule,
             api,
             alerts,
+            guard,
         }),
         _ => Err(ctx.errors),
     }
@@ -1098,6 +1154,20 @@ fn parse_audit(root: &mut Tbl<'_>, ctx: &mut Ctx) -> AuditConfig {
     audit
 }
 
+/// `[guard]`, each key defaulted.
+fn parse_guard(root: &mut Tbl<'_>, ctx: &mut Ctx) -> GuardConfig {
+    let mut guard = GuardConfig::default();
+    if let Some(v) = root.raw("guard")
+        && let Some(mut t) = Tbl::new("guard", v, ctx)
+    {
+        if let Some(l) = t.limit(ctx, "max_new_due") {
+            guard.max_new_due = l;
+        }
+        t.finish(ctx);
+    }
+    guard
+}
+
 /// `[erasure]`.
 fn parse_erasure(root: &mut Tbl<'_>, ctx: &mut Ctx) -> ErasureConfig {
     let mut erasure = ErasureConfig {
@@ -1155,6 +1225,8 @@ fn parse_target(
         categories,
     );
     let subject = t.opt_str(ctx, "subject");
+    let max_delete = t.limit(ctx, "max_delete");
+    let delete_delay = t.duration(ctx, "delete_delay");
     let schedule = serve::cron(&mut t, ctx, "schedule", tz);
     let level_span = t.raw("sensitivity").map(|v| v.span());
     let mut labels = Labels {
@@ -1213,6 +1285,8 @@ fn parse_target(
         schedule,
         labels,
         spec: spec?,
+        max_delete,
+        delete_delay,
     })
 }
 

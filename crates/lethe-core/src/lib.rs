@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod expiry;
+pub mod guard;
 pub mod lifecycle;
 pub mod receipt;
 pub mod schedule;

@@ -413,8 +413,12 @@ fn parse_iso(t: &str) -> Option<Timestamp> {
     Some(Timestamp(secs * MICROS_PER_SEC + micros))
 }
 
-/// A length of time, in whole seconds; written `30d`, `12h`, `90m`, `45s` or `2w`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A length of time, in whole seconds; written `30d`, `12h`, `90m`, `45s` or `2w`. Stored
+/// (the policy last applied to a target) as its number of seconds.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Duration(i64);
 
 impl Duration {

@@ -71,6 +71,9 @@ pub struct SweepOptions {
     pub run_id: Option<String>,
     /// On whose behalf (an API token's name), recorded in each target's `sweep_finished`.
     pub by: Option<String>,
+    /// The guard's decision per target, by name ([`crate::guard::check`]): a target it
+    /// refused is not swept by an apply (a dry run says so in a note).
+    pub guard: HashMap<String, crate::guard::Guarded>,
 }
 
 impl SweepOptions {
@@ -103,6 +106,20 @@ pub struct TargetReport {
     pub retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `delete_delay`: items found due and scheduled by this run (deleted by a run at least
+    /// the delay later, if still due then), and items an earlier run scheduled whose delay
+    /// has not passed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scheduled: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: u64,
+    /// When the first of the scheduled or waiting items becomes deletable (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletable_from: Option<String>,
+    /// What the guard against a mistyped policy said about the target ([`crate::guard`]):
+    /// a policy change recorded or allowed, or (in a dry run) why an apply would refuse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard: Vec<String>,
     /// The sweep stopped before the end of the target (the process was told to stop):
     /// what it did is recorded, the rest is left for the next run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -275,6 +292,50 @@ struct Sweeper<'a> {
     judge: Judge<'a>,
     store: Store,
     books: Books<'a>,
+    /// The target's `delete_delay`, for a retention sweep of a target that has one.
+    delay: Option<Delay>,
+}
+
+/// `delete_delay` on one target's sweep: an item found due is scheduled, and deleted only
+/// by a run at least the delay after it was scheduled, if still due then.
+struct Delay {
+    /// The delay, in seconds.
+    after: i64,
+    now: i64,
+    /// What earlier runs scheduled: item key -> (run, when, unix seconds).
+    earlier: HashMap<String, (String, i64)>,
+    /// Scheduled earlier, delay not passed, still due: kept scheduled.
+    waiting: Vec<(String, String, i64)>,
+    /// Found due by this run, not scheduled before.
+    new: Vec<String>,
+}
+
+impl Delay {
+    /// Whether a due item may be deleted now; if not, it is scheduled (or stays so).
+    fn deletable(&mut self, key: &str) -> bool {
+        match self.earlier.remove(key) {
+            Some((_, at)) if at + self.after <= self.now => true,
+            Some((run, at)) => {
+                self.waiting.push((key.to_string(), run, at));
+                false
+            }
+            None => {
+                self.new.push(key.to_string());
+                false
+            }
+        }
+    }
+
+    /// When the first item scheduled (now or earlier, still waiting) becomes deletable.
+    fn deletable_from(&self) -> Option<i64> {
+        let new = (!self.new.is_empty()).then_some(self.now);
+        self.waiting
+            .iter()
+            .map(|(_, _, at)| *at)
+            .chain(new)
+            .min()
+            .map(|at| at + self.after)
+    }
 }
 
 /// What judging a row needs: the run's instant and the target's window as the entries spell
@@ -624,6 +685,35 @@ impl Sweeper<'_> {
                     row.in_use.unwrap_or_default()
                 ),
             ),
+            Verdict::Expired { expires_at, basis }
+                if !self.judge.erasure
+                    && self.judge.recovering.is_none()
+                    && self.delay.as_mut().is_some_and(|d| !d.deletable(&key_s)) =>
+            {
+                // Scheduled (or still waiting): deleted by a later run, if still due then.
+                // An apply records what it schedules now, one entry per item, so that the
+                // trail knows of every item past expiry it did not delete.
+                let newly = self
+                    .delay
+                    .as_ref()
+                    .filter(|d| d.new.last() == Some(&key_s))
+                    .map(|d| (d.after, d.now + d.after));
+                if let (true, Some((after, from))) = (self.apply, newly) {
+                    let mut b = self.judge.body(&key_s, Action::Scheduled, subject_hash);
+                    b.window = basis.describe();
+                    b.expires_at = Some(expires_at.to_rfc3339());
+                    b.detail = format!(
+                        "found due; scheduled (delete_delay {}): deletable from {}, by a run then if still due; `lethe sweep --cancel {}` drops it",
+                        lethe_core::time::Duration::from_secs(after),
+                        Timestamp::from_unix_seconds(from)
+                            .map(Timestamp::to_rfc3339)
+                            .unwrap_or_default(),
+                        self.judge.run_id
+                    );
+                    entries.push(b);
+                }
+                return None;
+            }
             Verdict::Expired { expires_at, basis } => {
                 let item = PendingItem {
                     k: key,
@@ -1231,6 +1321,44 @@ impl Sweeper<'_> {
         self.books.auditor.append(entries, None)
     }
 
+    /// `delete_delay`: says what this run scheduled and what waits, and (an apply) writes
+    /// the target's schedule: what it scheduled, and what waits; a scan that ran to its end
+    /// drops the rest (deleted now, or no longer due).
+    fn keep_schedule(&mut self, ctx: &RunCtx<'_>) -> Result<()> {
+        let Some(delay) = self.delay.take() else {
+            return Ok(());
+        };
+        let report = &mut self.books.report;
+        report.scheduled = delay.new.len() as u64;
+        report.waiting = delay.waiting.len() as u64;
+        let from = delay.deletable_from();
+        report.deletable_from = from
+            .and_then(Timestamp::from_unix_seconds)
+            .map(Timestamp::to_rfc3339);
+        if let Some(at) = &report.deletable_from {
+            report.notes.push(format!(
+                "delete_delay {}: {} item(s) {} now, {} scheduled earlier still waiting; the first becomes deletable at {at} (deleted by the first run after, if still due then; `lethe sweep --cancel {}` drops what this run scheduled; erasure requests are not delayed)",
+                lethe_core::time::Duration::from_secs(delay.after),
+                delay.new.len(),
+                if self.apply { "scheduled" } else { "would be scheduled" },
+                delay.waiting.len(),
+                ctx.run_id,
+            ));
+        }
+        if !self.apply {
+            return Ok(());
+        }
+        let whole = !self.books.report.interrupted;
+        crate::guard::write_schedule(
+            self.books.state,
+            self.judge.target,
+            ctx.run_id,
+            ctx.now,
+            &delay.new,
+            whole.then_some(&delay.waiting[..]),
+        )
+    }
+
     /// Rows with a NULL key cannot be named, so they are neither paged through nor deleted;
     /// they are counted and reported, never passed over in silence.
     fn report_null_keys(&mut self) -> Result<()> {
@@ -1391,6 +1519,31 @@ pub fn sweep_in_run(
 /// One target's part of a run: swept under its lease and closed by a `sweep_finished`
 /// entry, or skipped (busy, or a type this build cannot sweep).
 fn sweep_target(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
+    let guarded = ctx.opts.guard.get(&target.name);
+    if let Some(g) = guarded
+        && let Some(why) = &g.refused
+        && ctx.opts.apply
+    {
+        // Nothing is deleted on the target; the run fails there, and says why.
+        let report = TargetReport {
+            target: target.name.clone(),
+            error: Some(why.clone()),
+            guard: g.notes.clone(),
+            ..Default::default()
+        };
+        state.append(vec![finished_entry(target, ctx, &report)?], &[])?;
+        return Ok(report);
+    }
+    let mut report = sweep_unguarded(state, target, ctx)?;
+    if let Some(g) = guarded {
+        report.guard = g.notes.clone();
+        report.guard.extend(g.refused.clone());
+    }
+    Ok(report)
+}
+
+/// [`sweep_target`] once the guard let the target through.
+fn sweep_unguarded(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
     Ok(match skip_reason(state, target)? {
         Some((error, busy)) => TargetReport {
             target: target.name.clone(),
@@ -1475,6 +1628,10 @@ fn finished_entry(target: &Target, ctx: &RunCtx<'_>, report: &TargetReport) -> R
             " interrupted=true"
         } else {
             ""
+        } + &if report.scheduled + report.waiting > 0 {
+            format!(" scheduled={} waiting={}", report.scheduled, report.waiting)
+        } else {
+            String::new()
         } + &ctx
             .opts
             .by
@@ -1502,6 +1659,15 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         ctx.opts.rows_per_commit
     };
     let ran = s.run(batch, rows_per_commit, ctx.progress);
+    let ran = match ran {
+        Ok(()) => s.keep_schedule(ctx),
+        Err(e) => Err(e),
+    };
+    if let (Job::Erasure { .. }, Some(d)) = (ctx.job, target.delete_delay) {
+        s.books.report.notes.push(format!(
+            "delete_delay {d} does not apply to an erasure request: its deadline is the law's, so its items are deleted now"
+        ));
+    }
     let table = &mut s.store.table;
     let report = &mut s.books.report;
     match table.count_untagged(&ctx.opts.required_tags) {
@@ -1554,7 +1720,18 @@ impl<'a> Sweeper<'a> {
         let pending = state.pending_store()?;
         let roots = roots_for(target, ctx.base);
         let resolved = roots.resolved();
+        let delay = match (target.delete_delay, subject) {
+            (Some(after), None) => Some(Delay {
+                after: after.as_secs(),
+                now: ctx.now.unix_seconds(),
+                earlier: crate::guard::scheduled(state, &target.name)?,
+                waiting: Vec::new(),
+                new: Vec::new(),
+            }),
+            _ => None,
+        };
         Ok(Sweeper {
+            delay,
             apply: ctx.opts.apply,
             stop: ctx.opts.stop.clone(),
             subject,

@@ -8,6 +8,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod io;
 pub mod ops;
 pub mod registry;

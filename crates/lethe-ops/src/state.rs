@@ -35,6 +35,7 @@ const MIGRATIONS_SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0008_repairs_index.sql"),
     include_str!("../migrations/sqlite/0009_schedules.sql"),
     include_str!("../migrations/sqlite/0010_signatures_checkpoint.sql"),
+    include_str!("../migrations/sqlite/0011_policy_guard.sql"),
 ];
 const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_trail.sql"),
@@ -47,6 +48,7 @@ const MIGRATIONS_POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0008_repairs_index.sql"),
     include_str!("../migrations/postgres/0009_schedules.sql"),
     include_str!("../migrations/postgres/0010_signatures_checkpoint.sql"),
+    include_str!("../migrations/postgres/0011_policy_guard.sql"),
 ];
 
 /// How a command uses the state: only `lethe init` creates one; a command that only reads

@@ -28,6 +28,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check => check(&load()?, json),
         Command::Sweep(args) => {
             let loaded = load()?;
+            if let Some(run) = &args.cancel {
+                let c = ops::sweep::cancel(&loaded, run, args.by.as_deref())?;
+                if json {
+                    output::json(&c)?;
+                } else {
+                    for (t, n) in &c.targets {
+                        outln!("{t}: {n} scheduled deletion(s) of run {run} cancelled");
+                    }
+                    outln!(
+                        "those items are not deleted by that schedule; a later run may find them due and schedule them again"
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = ops::sweep(
                 &loaded,
                 &ops::SweepRequest {
@@ -36,6 +50,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     batch_size: args.batch_size as usize,
                     rows_per_commit: args.rows_per_commit as usize,
                     progress: !args.no_progress,
+                    allow_large: args.allow_large,
+                    by: args.by.clone(),
                     ..Default::default()
                 },
             )?;
@@ -46,6 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(exit_for(report.has_failures()))
         }
+        Command::Plan(args) => plan(&load()?, args, json),
         Command::Erase(args) => crate::requests::erase(&load()?, args, json),
         Command::Export { subject, output } => {
             crate::requests::export(&load()?, subject, output.as_deref())
@@ -95,6 +112,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { command } => audit(&load()?, command, json),
         Command::Receipt { command } => crate::requests::receipt(command, json),
     }
+}
+
+/// `lethe plan`: exit 1 when a target would newly lose more than the limit (and nothing
+/// was accepted), else 0.
+fn plan(loaded: &Loaded, args: &crate::PlanArgs, json: bool) -> Result<ExitCode> {
+    let r = ops::plan(
+        loaded,
+        &ops::PlanRequest {
+            targets: args.targets.clone(),
+            accept: args.accept,
+            reason: args.reason.clone(),
+            by: args.by.clone(),
+        },
+    )?;
+    if json {
+        output::json(&r)?;
+    } else {
+        output::plan(&r, &loaded.path);
+    }
+    Ok(exit_for(r.over_limit && r.accepted.is_none()))
 }
 
 /// Exit 1 when something failed while the command ran, else 0.

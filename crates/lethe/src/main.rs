@@ -69,6 +69,10 @@ enum Command {
     Check,
     /// Find expired items and delete them (dry run unless --apply)
     Sweep(SweepArgs),
+    /// What the config's policy newly makes due on each target, against the policy last
+    /// applied there; exit 1 when a target would newly lose more than [guard] max_new_due.
+    /// With --accept, record the change as applied (who and why go in the trail)
+    Plan(PlanArgs),
     /// Erase one data subject's items across every target that maps a subject (GDPR Art. 17)
     Erase(EraseArgs),
     /// Export one data subject's items as one JSON document (GDPR Art. 15)
@@ -327,6 +331,34 @@ struct SweepArgs {
     /// No progress bar, even on a terminal
     #[arg(long)]
     no_progress: bool,
+    /// Go past the guard for this one run: a policy change past [guard] max_new_due (it is
+    /// then recorded as accepted, by --by or the OS user), a target's max_delete
+    #[arg(long, requires = "apply")]
+    allow_large: bool,
+    /// Who allows it (with --allow-large or --cancel) [default: the OS user]
+    #[arg(long)]
+    by: Option<String>,
+    /// Drop what run RUN scheduled on targets with delete_delay (nothing it scheduled is
+    /// deleted by that schedule; a later run may find the items due and schedule them again)
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["apply", "targets", "allow_large"])]
+    cancel: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Plan only this target (repeatable)
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Record the config's policy as applied on every target where it changed, so that an
+    /// apply goes on there
+    #[arg(long, requires = "reason")]
+    pub accept: bool,
+    /// Why the change is right (recorded in the trail)
+    #[arg(long, requires = "accept")]
+    pub reason: Option<String>,
+    /// Who accepts it [default: the OS user]
+    #[arg(long, requires = "accept")]
+    pub by: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -145,6 +145,9 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
         if let Some(e) = &t.error {
             outln!("\n{}: {e}", t.target);
         }
+        for g in &t.guard {
+            outln!("\n{}: guard: {g}", t.target);
+        }
         for n in &t.notes {
             outln!("\n{}: {n}", t.target);
         }
@@ -254,5 +257,93 @@ pub fn print_table(rows: &[Vec<String>]) {
             .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
             .collect();
         outln!("  {}", line.join("  ").trim_end());
+    }
+}
+
+/// `lethe plan`: per target, the window last applied and the config's, and what the change
+/// newly makes due (and no longer), with a few keys.
+pub fn plan(r: &lethe_ops::ops::PlanReport, config: &Path) {
+    outln!(
+        "Plan for {} against the policies last applied (judged at {}; [guard] max_new_due {})",
+        config.display(),
+        r.at,
+        r.max_new_due
+    );
+    let mut rows = vec![vec![
+        "target".to_string(),
+        "applied".into(),
+        "config".into(),
+        "items".into(),
+        "newly due".into(),
+        "no longer due".into(),
+        "limit".into(),
+        "".into(),
+    ]];
+    for t in &r.targets {
+        let verdict = if t.error.is_some() {
+            "CANNOT JUDGE"
+        } else if t.over_limit {
+            "OVER THE LIMIT"
+        } else if t.applied.is_none() {
+            "first apply records it"
+        } else if t.changed {
+            "changed, within the limit"
+        } else {
+            "unchanged"
+        };
+        let judged = t.changed && t.applied.is_some() && t.error.is_none();
+        let count = |n: u64| if judged { n.to_string() } else { "-".into() };
+        rows.push(vec![
+            t.target.clone(),
+            t.applied.clone().unwrap_or_else(|| "(none)".into()),
+            t.window.clone(),
+            t.items.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            count(t.newly_due),
+            count(t.no_longer_due),
+            t.allowance
+                .map(|n| format!("{n} ({})", t.limit))
+                .unwrap_or_else(|| t.limit.clone()),
+            verdict.into(),
+        ]);
+    }
+    outln!("{}", table(&rows).trim_end_matches('\n'));
+    for t in &r.targets {
+        if let Some(e) = &t.error {
+            outln!("\n{}: {e}", t.target);
+        }
+        for (what, n, sample) in [
+            ("newly due", t.newly_due, &t.newly_due_sample),
+            ("no longer due", t.no_longer_due, &t.no_longer_due_sample),
+        ] {
+            if !sample.is_empty() {
+                let more = n.saturating_sub(sample.len() as u64);
+                outln!(
+                    "\n{} {what}, keys: {}{}",
+                    t.target,
+                    sample.join(", "),
+                    if more > 0 {
+                        format!(" … and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    match &r.accepted {
+        Some(targets) if targets.is_empty() => {
+            outln!("\nNothing to accept: every target's policy is the one last applied.")
+        }
+        Some(targets) => outln!(
+            "\nAccepted: the config's policy is recorded as applied on {} (trail: lethe audit log --run {}).",
+            targets.join(", "),
+            r.accept_id.as_deref().unwrap_or("?")
+        ),
+        None if r.over_limit => outln!(
+            "\nAn apply deletes nothing on the targets over the limit until the change is accepted: \
+             lethe plan --accept --reason \"...\" (or lethe sweep --apply --allow-large for one run). \
+             Erasure requests are not held back."
+        ),
+        None => outln!("\nWithin the limit: an apply goes on and records the config's policy."),
     }
 }

@@ -388,6 +388,20 @@ pub fn sweep_assigned(
         preflight(loaded, &[target], a.apply)?;
         let mut state = open_state(loaded, Access::Write)?;
         refuse_dropped_pending(&state, loaded)?;
+        // A scheduled run is guarded as an apply from the command line is; nobody is
+        // there to say --allow-large: a refused target fails the run, which alerts.
+        let guard = crate::ops::sweep::guard_targets(
+            loaded,
+            &mut state,
+            &[target],
+            now(),
+            &crate::ops::SweepRequest {
+                apply: a.apply,
+                by: Some("lethe serve (scheduled run)".into()),
+                ..Default::default()
+            },
+            &a.run_id,
+        )?;
         let opts = SweepOptions {
             apply: a.apply,
             batch: engine::DEFAULT_BATCH,
@@ -397,6 +411,7 @@ pub fn sweep_assigned(
             stop,
             run_id: Some(a.run_id.clone()),
             by: None,
+            guard,
         };
         Ok(engine::sweep_in_run(
             &mut state,

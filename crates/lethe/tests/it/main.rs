@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod demo_dir;
 mod fs;
+mod guard;
 mod infinity;
 #[cfg(feature = "jsonl-connector")]
 mod jsonl;
