@@ -52,6 +52,11 @@ pub enum Action {
     /// The trail's own retention removed its oldest entries (`lethe audit prune`): the
     /// entry records the checkpoint the trail now starts from.
     TrailPruned,
+    /// The item's named columns were overwritten (`action = "redact"`, `redact_after`): the
+    /// row stays, its personal text is gone. The detail names the columns, never a value.
+    Redacted,
+    /// What a dry run would redact.
+    WouldRedact,
 }
 
 impl Action {
@@ -79,6 +84,8 @@ impl Action {
             Action::AlertResolved => "alert_resolved",
             Action::InUse => "in_use",
             Action::TrailPruned => "trail_pruned",
+            Action::Redacted => "redacted",
+            Action::WouldRedact => "would_redact",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -128,6 +135,8 @@ impl Action {
             "alert_resolved" => Action::AlertResolved,
             "in_use" => Action::InUse,
             "trail_pruned" => Action::TrailPruned,
+            "redacted" => Action::Redacted,
+            "would_redact" => Action::WouldRedact,
             _ => return None,
         })
     }

@@ -630,6 +630,24 @@ pub struct Open<'a> {
     pub required_tags: &'a [String],
 }
 
+/// One pass of a sweep over a target: the target as this pass judges and opens it, and
+/// whether a due item is redacted rather than deleted.
+pub struct Pass {
+    pub target: Target,
+    /// `Some(what)`: due items are redacted (what the entries say was done), not deleted.
+    pub redacts: Option<String>,
+}
+
+impl Pass {
+    /// The target as configured, its due items deleted.
+    pub fn whole(target: &Target) -> Pass {
+        Pass {
+            target: target.clone(),
+            redacts: None,
+        }
+    }
+}
+
 /// A kind of target (`type = "..."`): its connector's config (parsed purely, through
 /// [`TargetParser`]) and how to reach it (with IO). One per connector folder, registered
 /// in [`KINDS`]; nothing else in Lethe names a kind.
@@ -668,6 +686,11 @@ pub trait Kind: TargetParser {
     /// the item), for exports; `None` when items own no files.
     fn owned_files<'t>(&self, _target: &'t Target) -> Option<(&'t str, &'t [String])> {
         None
+    }
+    /// The passes a sweep (or, with `erasure`, an erasure) makes over the target, in order:
+    /// by default one, deleting what is due.
+    fn passes(&self, target: &Target, _erasure: bool) -> Vec<Pass> {
+        vec![Pass::whole(target)]
     }
     /// Whether this build can sweep it (a kind may be parsed, and checked, before it can).
     fn can_sweep(&self) -> bool {
@@ -750,6 +773,11 @@ pub fn open_with(
         required_tags,
     };
     kind_of(target).open(target, &how)
+}
+
+/// The passes a sweep or erasure makes over a target (see [`Kind::passes`]).
+pub fn passes(target: &Target, erasure: bool) -> Vec<Pass> {
+    kind_of(target).passes(target, erasure)
 }
 
 /// What a target is, whatever it is called (see [`Kind::identity`]).
