@@ -128,7 +128,15 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
         "failed".into(),
     ];
     if redacts {
-        head.insert(3, if r.dry_run { "would redact" } else { "redacted" }.into());
+        head.insert(
+            3,
+            if r.dry_run {
+                "would redact"
+            } else {
+                "redacted"
+            }
+            .into(),
+        );
     }
     let mut rows = vec![head];
     for t in &r.targets {
