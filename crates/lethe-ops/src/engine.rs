@@ -306,6 +306,10 @@ struct Judge<'a> {
     /// `Some(what)`: this pass redacts due items (these columns, this way) instead of
     /// deleting them; their entries say `redacted`.
     redacts: Option<String>,
+    /// Items are due by created time and window alone ([`crate::targets::Pass`]).
+    created_only: bool,
+    /// An earlier pass's window: items due under it were that pass's, skipped here.
+    judged_before: Option<lethe_core::config::Window>,
 }
 
 /// Where the target's items are: its rows, and the roots their files live under.
@@ -557,6 +561,32 @@ impl Sweeper<'_> {
             retention_days: Some(row.retention_days.raw()),
             created_at_format: self.judge.created_at_format.as_ref(),
             expires_at_format: self.judge.expires_at_format.as_ref(),
+        };
+        if let Some(window) = &self.judge.judged_before
+            && !self.judge.erasure
+            && !matches!(
+                expiry::decide(
+                    self.judge.now,
+                    window,
+                    &self.judge.target.name,
+                    &key_s,
+                    subject_hash.as_deref(),
+                    &facts,
+                    &Protections::default(),
+                ),
+                Verdict::Keep { .. }
+            )
+        {
+            return None;
+        }
+        let facts = if self.judge.created_only {
+            Facts {
+                expires_at: None,
+                retention_days: None,
+                ..facts
+            }
+        } else {
+            facts
         };
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;
@@ -1546,7 +1576,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         if report.as_ref().is_some_and(|r| r.interrupted) || ctx.opts.stopping() {
             break;
         }
-        let r = sweep_pass(state, &pass.target, pass.redacts, ctx)?;
+        let r = sweep_pass(state, &pass, ctx)?;
         report = Some(match report {
             None => r,
             Some(mut sum) => {
@@ -1590,12 +1620,13 @@ impl TargetReport {
 
 fn sweep_pass(
     state: &mut State,
-    target: &Target,
-    redacts: Option<String>,
+    pass: &crate::targets::Pass,
     ctx: &RunCtx<'_>,
 ) -> Result<TargetReport> {
-    let mut s = Sweeper::open(state, target, ctx)?;
-    s.judge.redacts = redacts;
+    let mut s = Sweeper::open(state, &pass.target, ctx)?;
+    s.judge.redacts = pass.redacts.clone();
+    s.judge.created_only = pass.created_only;
+    s.judge.judged_before = pass.judged_before;
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if !s.store.table.capabilities().transactions {
         batch
@@ -1656,6 +1687,8 @@ impl<'a> Sweeper<'a> {
                 subject_hashes: HashMap::new(),
                 recovering: None,
                 redacts: None,
+                created_only: false,
+                judged_before: None,
             },
             store: Store {
                 table,

@@ -636,6 +636,12 @@ pub struct Pass {
     pub target: Target,
     /// `Some(what)`: due items are redacted (what the entries say was done), not deleted.
     pub redacts: Option<String>,
+    /// An item is due by its created time and the window alone (its own expiry and
+    /// retention are read, but not for this pass).
+    pub created_only: bool,
+    /// The window of an earlier pass over the same items in the run: an item due under it
+    /// (with its own expiry and retention) was that pass's to act on and record; skipped.
+    pub judged_before: Option<lethe_core::config::Window>,
 }
 
 impl Pass {
@@ -644,6 +650,8 @@ impl Pass {
         Pass {
             target: target.clone(),
             redacts: None,
+            created_only: false,
+            judged_before: None,
         }
     }
 }

@@ -379,13 +379,26 @@ fn redact_after_redacts_at_created_plus_redact_after_and_deletes_at_retention() 
     let c = Connection::open(d.path("ai.db")).unwrap();
     c.execute_batch(
         "CREATE TABLE inference_logs (id INTEGER PRIMARY KEY, user_id TEXT, model TEXT,
-           cost REAL, latency_ms INTEGER, prompt TEXT, response TEXT, created_at TEXT NOT NULL);
+           cost REAL, latency_ms INTEGER, prompt TEXT, response TEXT, created_at TEXT NOT NULL,
+           retention_days INTEGER);
          INSERT INTO inference_logs VALUES
-           (1, 'u1', 'm', 0.5, 10, 'p1', 'r1', '2026-01-01T00:00:00Z'),
-           (2, 'u2', 'm', 0.5, 10, 'p2', 'r2', '2026-01-21T00:00:00Z');",
+           (1, 'u1', 'm', 0.5, 10, 'p1', 'r1', '2026-01-01T00:00:00Z', NULL),
+           (2, 'u2', 'm', 0.5, 10, 'p2', 'r2', '2026-01-21T00:00:00Z', NULL),
+           (3, 'u3', 'm', 0.5, 10, 'p3', 'r3', '2026-01-01T00:00:00Z', NULL),
+           (4, 'u4', 'm', 0.5, 10, 'p4', 'r4', '2026-01-21T00:00:00Z', 3);",
     )
     .unwrap();
-    let cfg = sqlite_config(&d, "redact = [\"prompt\"]\nredact_after = \"7d\"\n");
+    let cfg = sqlite_config(
+        &d,
+        "retention_days = \"retention_days\"\nredact = [\"prompt\"]\nredact_after = \"7d\"\n",
+    );
+    // Row 3 is held: neither redacted nor deleted, and recorded held once per run.
+    ok(&run(
+        &cfg,
+        &[
+            "hold", "add", "--target", "logs", "--key", "3", "--case", "C-1", "--reason", "r",
+        ],
+    ));
     let prompt_of = |id: i64| -> Option<String> {
         c.query_row(
             "SELECT prompt FROM inference_logs WHERE id = ?1",
@@ -411,7 +424,9 @@ fn redact_after_redacts_at_created_plus_redact_after_and_deletes_at_retention() 
     ok(&r);
     assert_eq!(r.json()["targets"][0]["redacted"], 1, "{}", r.stdout);
     assert_eq!(r.json()["targets"][0]["deleted"], 0);
-    assert_eq!(ids(&c, "inference_logs"), vec![1, 2]);
+    assert_eq!(r.json()["targets"][0]["held"], 1, "{}", r.stdout);
+    assert_eq!(ids(&c, "inference_logs"), vec![1, 2, 3, 4]);
+    assert_eq!(prompt_of(3).as_deref(), Some("p3"), "held");
     assert_eq!(prompt_of(1), None);
     assert_eq!(prompt_of(2).as_deref(), Some("p2"));
     let response: String = c
@@ -429,24 +444,36 @@ fn redact_after_redacts_at_created_plus_redact_after_and_deletes_at_retention() 
         &["sweep", "--apply", "--json"],
     );
     ok(&r);
-    assert_eq!(r.json()["targets"][0]["found"], 0, "{}", r.stdout);
-    // Day 31: row 1 is past its retention and deleted; row 2 (11 days old) redacted.
+    assert_eq!(r.json()["targets"][0]["found"], 1, "{}", r.stdout);
+    assert_eq!(r.json()["targets"][0]["held"], 1, "{}", r.stdout);
+    // Day 31: row 1 is past its retention and deleted; row 2 (11 days old) redacted; row 4
+    // past its own 3-day retention deleted (never redacted); row 3 held, recorded once.
     let r = run_env(
         &cfg,
         &at("2026-02-01T00:00:00Z"),
         &["sweep", "--apply", "--json"],
     );
     ok(&r);
-    assert_eq!(r.json()["targets"][0]["deleted"], 1, "{}", r.stdout);
+    assert_eq!(r.json()["targets"][0]["deleted"], 2, "{}", r.stdout);
     assert_eq!(r.json()["targets"][0]["redacted"], 1, "{}", r.stdout);
-    assert_eq!(ids(&c, "inference_logs"), vec![2]);
+    assert_eq!(r.json()["targets"][0]["held"], 1, "{}", r.stdout);
+    assert_eq!(r.json()["targets"][0]["found"], 4, "{}", r.stdout);
+    assert_eq!(ids(&c, "inference_logs"), vec![2, 3]);
     assert_eq!(prompt_of(2), None);
+    assert_eq!(prompt_of(3).as_deref(), Some("p3"), "held");
     let red = entries_by_key(&cfg, &[], "redacted");
     assert_eq!(red.get("1"), Some(&1));
     assert_eq!(red.get("2"), Some(&1));
+    assert_eq!(red.len(), 2);
     let del = entries_by_key(&cfg, &[], "deleted");
     assert_eq!(del.get("1"), Some(&1));
-    assert_eq!(del.len(), 1);
+    assert_eq!(del.get("4"), Some(&1));
+    assert_eq!(del.len(), 2);
+    assert_eq!(
+        entries_by_key(&cfg, &[], "held").get("3"),
+        Some(&3),
+        "once a run"
+    );
     ok(&run(&cfg, &["audit", "verify"]));
 }
 

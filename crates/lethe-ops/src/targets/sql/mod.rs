@@ -52,6 +52,9 @@ pub struct SqlTarget {
     /// `action = "redact"`, and for the passes [`SqlKind::passes`] derives (`redact_after`,
     /// an erasure on a redacting target). `None`: due rows are deleted.
     pub redacting: Option<Redaction>,
+    /// Rows are due by created_at and the window alone (a `redact_after` pass): the SQL
+    /// filter ignores retention_days and expires_at, which are still read.
+    pub created_only: bool,
 }
 
 /// What a sweep does to a due row of a `sql` target.
@@ -206,6 +209,7 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
         redact,
         redact_with,
         redact_after: redact_after?,
+        created_only: false,
     }))
 }
 
@@ -374,11 +378,12 @@ impl Kind for SqlKind {
             return vec![Pass {
                 target: derived(spec, target.window),
                 redacts: Some(what),
+                ..Pass::whole(target)
             }];
         }
         let mut passes = vec![Pass {
-            target: target.clone(),
             redacts: sql.redacting.as_ref().map(Redaction::describe),
+            ..Pass::whole(target)
         }];
         if let Some(after) = sql.redact_after {
             // Judged by created_at alone: the row's own expiry says when it goes, not when
@@ -387,8 +392,7 @@ impl Kind for SqlKind {
             let what = r.describe();
             let spec = SqlTarget {
                 redacting: Some(r),
-                retention_days: None,
-                expires_at: None,
+                created_only: true,
                 file: None,
                 ..sql.clone()
             };
@@ -397,6 +401,10 @@ impl Kind for SqlKind {
             passes.push(Pass {
                 target: derived(spec, window),
                 redacts: Some(what),
+                created_only: true,
+                // A row the first pass found due (and kept: held, excepted, failed) is that
+                // pass's to record, not this one's again.
+                judged_before: Some(target.window),
             });
         }
         passes

@@ -271,7 +271,14 @@ impl PgTable {
                     any.push(older_than(&cr, threshold, max.as_secs().max(0) as u64));
                 }
                 let by_window = older_than(&cr, threshold, window_secs);
-                let window_due = match (&cfg.retention_days, kind_of(&cfg.retention_days)) {
+                // A `redact_after` pass is due by created_at alone; the row's own expiry
+                // columns are still read, for the deletion's judgement.
+                let (retention_col, expires_col) = if cfg.created_only {
+                    (&None, &None)
+                } else {
+                    (&cfg.retention_days, &cfg.expires_at)
+                };
+                let window_due = match (retention_col, kind_of(retention_col)) {
                     (None, _) => by_window,
                     (Some(rd), Some(Kind::Number)) => {
                         let rd = q(rd);
@@ -284,7 +291,7 @@ impl PgTable {
                     }
                     _ => "TRUE".into(),
                 };
-                match (&cfg.expires_at, kind_of(&cfg.expires_at)) {
+                match (expires_col, kind_of(expires_col)) {
                     (None, _) => any.push(window_due),
                     (Some(ex), k) => {
                         let exq = q(ex);

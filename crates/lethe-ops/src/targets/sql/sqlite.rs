@@ -226,7 +226,14 @@ impl SqliteTable {
 
         let cr = julian(&q(&cfg.created_at), cfg.created_at_format.as_ref());
         let days = window.retention.as_days_f64();
-        let row_days = match &cfg.retention_days {
+        // A `redact_after` pass is due by created_at alone; the row's own expiry columns
+        // are still read, for the deletion's judgement.
+        let (retention_col, expires_col) = if cfg.created_only {
+            (&None, &None)
+        } else {
+            (&cfg.retention_days, &cfg.expires_at)
+        };
+        let row_days = match retention_col {
             Some(rd) => {
                 let rd = q(rd);
                 format!(
@@ -239,7 +246,7 @@ impl SqliteTable {
         if let Some(max) = window.max {
             due.push(format!("{cr} + {} <= ?1", max.as_days_f64()));
         }
-        match &cfg.expires_at {
+        match expires_col {
             Some(ex) => {
                 let exq = q(ex);
                 due.push(format!(
