@@ -642,6 +642,9 @@ pub struct Pass {
     /// The window of an earlier pass over the same items in the run: an item due under it
     /// (with its own expiry and retention) was that pass's to act on and record; skipped.
     pub judged_before: Option<lethe_core::config::Window>,
+    /// Only finish what an interrupted run of this pass left written ahead; read nothing
+    /// new (a retention sweep finishing an interrupted erasure's redactions).
+    pub recover_only: bool,
 }
 
 impl Pass {
@@ -652,6 +655,7 @@ impl Pass {
             redacts: None,
             created_only: false,
             judged_before: None,
+            recover_only: false,
         }
     }
 }

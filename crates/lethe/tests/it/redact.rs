@@ -415,7 +415,22 @@ fn redact_after_redacts_at_created_plus_redact_after_and_deletes_at_retention() 
     );
     ok(&r);
     assert_eq!(prompt_of(1).as_deref(), Some("p1"));
-    // Day 8: row 1's prompt is redacted, the row stays; row 2 (day -12) untouched.
+    // Day 8: row 1's prompt is redacted, the row stays; row 2 (day -12) untouched. The
+    // first try is killed after the redaction pass commits (the deletion pass, with nothing
+    // to delete, reaches the point first); the next run records it.
+    ensure_init(&cfg);
+    let out = lethe_failpoint("after_delete:2")
+        .env("LETHE_TEST_NOW", "2026-01-09T00:00:00Z")
+        .args(["sweep", "--apply", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the failpoint must kill the process"
+    );
+    assert_eq!(prompt_of(1), None, "redacted and committed before the kill");
     let r = run_env(
         &cfg,
         &at("2026-01-09T00:00:00Z"),
@@ -558,6 +573,58 @@ fn erasure_on_a_redacting_target_redacts_the_subjects_rows_and_subject_only() {
     ok(&r);
     assert_eq!(r.json()["targets"][0]["found"], 0, "{}", r.stdout);
     ok(&run(&cfg, &["audit", "verify"]));
+}
+
+/// An erasure on a redacting target killed at `point`, then a retention sweep (not another
+/// erasure): the subject's rows redacted once, subject included, one entry each.
+fn erasure_killed_at(point: &str) {
+    let d = Tmp::new(&format!("redact-erase-kill-{point}"));
+    let conn = seed_sqlite(&d, false);
+    let cfg = sqlite_config(
+        &d,
+        "action = \"redact\"\nredact = [\"prompt\", \"response\"]\n",
+    );
+    let before = sqlite_rows(&conn);
+    ensure_init(&cfg);
+    let out = lethe_failpoint(point)
+        .args(["erase", "--subject", "user-4", "--apply", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{point}: the failpoint must kill the process"
+    );
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    ok(&r);
+    let mine: Vec<i64> = (1..=ROWS).filter(|i| i % 5 == 4).collect();
+    let after = sqlite_rows(&conn);
+    for id in &mine {
+        let (a, b) = (&after[id], &before[id]);
+        assert_eq!(a[1], "NULL", "{point}: row {id}: the subject is gone");
+        assert_eq!(a[5], "NULL", "{point}: row {id}");
+        assert_eq!(a[6], "NULL", "{point}: row {id}");
+        for col in [0, 2, 3, 4, 7] {
+            assert_eq!(a[col], b[col], "{point}: row {id} column {col}");
+        }
+    }
+    let red = entries_by_key(&cfg, &[], "redacted");
+    for id in &mine {
+        assert_eq!(red.get(&id.to_string()), Some(&1), "{point}: row {id}");
+    }
+    ok(&run(&cfg, &["audit", "verify"]));
+    let st = Connection::open(d.path("state/lethe-state.db.pending")).unwrap();
+    let pending: i64 = st
+        .query_row("SELECT count(*) FROM pending", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pending, 0, "{point}: nothing left pending");
+}
+
+#[test]
+fn an_erasure_killed_mid_redaction_is_finished_by_the_next_sweep() {
+    erasure_killed_at("after_delete");
+    erasure_killed_at("before_commit");
 }
 
 #[test]

@@ -360,10 +360,9 @@ impl Kind for SqlKind {
             columns: sql.redact.clone(),
             with: sql.redact_with.clone(),
         };
-        if erasure {
-            if sql.action == SqlAction::Delete {
-                return vec![Pass::whole(target)];
-            }
+        // An erasure on a redacting target: its rows redacted, subject column included (its
+        // write-ahead records kept apart, see `identity`).
+        let erasing = || {
             let mut r = redaction();
             if let Some(s) = &sql.subject
                 && !r.columns.contains(s)
@@ -375,16 +374,31 @@ impl Kind for SqlKind {
                 redacting: Some(r),
                 ..sql.clone()
             };
-            return vec![Pass {
+            Pass {
                 target: derived(spec, target.window),
                 redacts: Some(what),
                 ..Pass::whole(target)
-            }];
+            }
+        };
+        if erasure {
+            if sql.action == SqlAction::Delete {
+                return vec![Pass::whole(target)];
+            }
+            return vec![erasing()];
         }
-        let mut passes = vec![Pass {
+        let mut passes = Vec::new();
+        if sql.action == SqlAction::Redact && sql.subject.is_some() {
+            // A retention sweep also finishes an interrupted erasure's redactions (only
+            // the erasure's own pass, which clears the subject too, can).
+            passes.push(Pass {
+                recover_only: true,
+                ..erasing()
+            });
+        }
+        passes.push(Pass {
             redacts: sql.redacting.as_ref().map(Redaction::describe),
             ..Pass::whole(target)
-        }];
+        });
         if let Some(after) = sql.redact_after {
             // Judged by created_at alone: the row's own expiry says when it goes, not when
             // its text does.
@@ -405,6 +419,7 @@ impl Kind for SqlKind {
                 // A row the first pass found due (and kept: held, excepted, failed) is that
                 // pass's to record, not this one's again.
                 judged_before: Some(target.window),
+                recover_only: false,
             });
         }
         passes
