@@ -187,7 +187,13 @@ fn recorded(state: &mut State, target: &Target, sample: Option<usize>) -> Result
 fn mentions(a: Action) -> bool {
     matches!(
         a,
-        Action::WouldDelete | Action::Held | Action::Excepted | Action::Failed | Action::InUse
+        Action::WouldDelete
+            | Action::Held
+            | Action::Excepted
+            | Action::Failed
+            | Action::InUse
+            | Action::Redacted
+            | Action::WouldRedact
     )
 }
 

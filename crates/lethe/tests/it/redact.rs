@@ -264,6 +264,16 @@ fn sqlite_redaction_changes_only_the_named_columns_of_due_rows_for_every_way() {
             "{way}: the trail holds no redacted text"
         );
 
+        // The report counts the redactions as the handling of due rows (with deletions, and
+        // apart), and a redacted row is no longer past expiry.
+        let rep = run(&cfg, &["report", "--format", "json"]);
+        ok(&rep);
+        let f = &rep.json()["targets"][0]["figures"];
+        assert_eq!(f["deleted"], redactable.len(), "{way}: {f}");
+        assert_eq!(f["redacted"], redactable.len(), "{way}: {f}");
+        assert_eq!(f["past_expiry"]["over_7d"], 0, "{way}: {f}");
+        assert_eq!(f["failed"], 0, "{way}: {f}");
+
         // Again: nothing is due any more, nothing redacted or recorded twice.
         let r = run(&cfg, &["sweep", "--apply", "--json"]);
         ok(&r);

@@ -468,3 +468,52 @@ impl Kind for SqlKind {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::sql::shared::Dialect;
+
+    #[test]
+    fn redact_with_reads_null_sha256_and_single_quoted_literals_only() {
+        assert_eq!(RedactWith::parse("null"), Ok(RedactWith::Null));
+        assert_eq!(RedactWith::parse("sha256"), Ok(RedactWith::Sha256));
+        assert_eq!(
+            RedactWith::parse("'[redacted]'"),
+            Ok(RedactWith::Literal("[redacted]".into()))
+        );
+        assert_eq!(
+            RedactWith::parse("'it''s gone'"),
+            Ok(RedactWith::Literal("it's gone".into()))
+        );
+        assert_eq!(RedactWith::parse("''"), Ok(RedactWith::Literal(String::new())));
+        for bad in ["md5", "NULL", "'", "'a'b'", "[redacted]", "'open"] {
+            assert!(RedactWith::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_redaction_overwrites_only_what_is_not_yet_redacted_and_quotes_its_literal() {
+        let r = Redaction {
+            columns: vec!["prompt".into()],
+            with: RedactWith::Literal("it's".into()),
+        };
+        let q = |c: &str| shared::quote_ident(c);
+        assert_eq!(
+            r.set_list(Dialect::Sqlite, q),
+            "\"prompt\" = CASE WHEN (\"prompt\" IS NULL OR CAST(\"prompt\" AS TEXT) = 'it''s') THEN \"prompt\" ELSE 'it''s' END"
+        );
+        assert_eq!(
+            r.done(Dialect::Postgres, q),
+            "((\"prompt\" IS NULL OR \"prompt\"::text = 'it''s'))"
+        );
+        let h = Redaction {
+            columns: vec!["a".into(), "b".into()],
+            with: RedactWith::Sha256,
+        };
+        let done = h.done(Dialect::Postgres, q);
+        assert!(done.contains("\"a\"::text ~ '^sha256:[0-9a-f]{64}$'"), "{done}");
+        assert!(done.contains(" AND "), "{done}");
+        assert_eq!(h.describe(), "columns a, b with sha256");
+    }
+}
