@@ -248,10 +248,12 @@ fn parse_redaction(
     for k in key.iter().flatten() {
         roles.push(("key", k));
     }
+    // The file column too: a row redacted before its deletion must still name its file.
     for (role, col) in [
         ("created_at", created_at),
         ("expires_at", expires_at),
         ("retention_days", retention_days),
+        ("file", file),
     ] {
         if let Some(c) = col {
             roles.push((role, c));
@@ -259,7 +261,7 @@ fn parse_redaction(
     }
     let redact = s.strings("redact", |c| match roles.iter().find(|(_, r)| *r == c) {
         Some((role, _)) => Err(format!(
-            "{c:?} is the {role} column: a sweep judges and names rows by it, so it is never redacted"
+            "{c:?} is the {role} column: Lethe reads it to judge, name or delete the row, so it is never redacted"
         )),
         None => Ok(()),
     });
