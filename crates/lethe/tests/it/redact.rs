@@ -782,6 +782,26 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
                 "hold", "add", "--target", "logs", "--key", "4", "--case", "C-1", "--reason", "r",
             ],
         ));
+        let until = lethe_core::time::Timestamp::from_unix_seconds(now_secs() + 10 * DAY)
+            .unwrap()
+            .to_rfc3339();
+        ok(&lethe_pg(
+            &cfg,
+            &[
+                "exception",
+                "add",
+                "--target",
+                "logs",
+                "--key",
+                "6",
+                "--until",
+                &until,
+                "--owner",
+                "ml",
+                "--reason",
+                "eval",
+            ],
+        ));
         let r = lethe_pg(&cfg, &["sweep", "--json"]);
         ok(&r);
         assert_eq!(
@@ -824,7 +844,7 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
         let after = pg_rows(&mut data, &table);
         for id in 1..=ROWS {
             let (b, a) = (&before[&id], &after[&id]);
-            if id % 2 == 1 || id == 4 {
+            if id % 2 == 1 || id == 4 || id == 6 {
                 assert_eq!(a, b, "{way}: row {id} must not change");
                 continue;
             }
@@ -845,19 +865,20 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
         let red = entries_by_key(&cfg, &[PG_AUDIT], "redacted");
         assert_eq!(
             red.len(),
-            due.len() - 1,
+            due.len() - 2,
             "{way}: one entry per redacted row"
         );
         assert!(red.values().all(|&n| n == 1), "{way}: {red:?}");
         assert!(!red.contains_key("4"), "{way}: the held row");
+        assert!(!red.contains_key("6"), "{way}: the excepted row");
         assert!(!trail_text(&cfg, &[PG_AUDIT]).contains("secret"), "{way}");
         // Again: nothing redacted or recorded twice.
         let r = lethe_pg(&cfg, &["sweep", "--apply", "--json"]);
         ok(&r);
         assert_eq!(
             r.json()["targets"][0]["found"],
-            1,
-            "{way}: the held row only"
+            2,
+            "{way}: the protected rows only"
         );
         assert_eq!(pg_rows(&mut data, &table), after, "{way}");
         ok(&lethe_pg(&cfg, &["audit", "verify"]));
