@@ -119,7 +119,7 @@ pub struct TargetReport {
     pub files_due: u64,
     /// Items a dry run would redact (the rest of what it found due, less held and failed,
     /// it would delete).
-    #[serde(skip)]
+    #[serde(rename = "would_redact", skip_serializing_if = "is_zero")]
     pub redact_due: u64,
     #[serde(skip)]
     pub failures: Vec<(String, String)>,

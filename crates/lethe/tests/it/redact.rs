@@ -215,6 +215,11 @@ fn sqlite_redaction_changes_only_the_named_columns_of_due_rows_for_every_way() {
             .collect();
         assert_eq!(r.json()["targets"][0]["found"], due.len(), "{way}");
         assert_eq!(r.json()["targets"][0]["held"], 2, "{way}");
+        assert_eq!(
+            r.json()["targets"][0]["would_redact"],
+            redactable.len(),
+            "{way}"
+        );
         let would = entries_by_key(&cfg, &[], "would_redact");
         assert_eq!(would.len(), redactable.len(), "{way}: would_redact entries");
         let r = run(&cfg, &["sweep"]);
