@@ -651,6 +651,15 @@ fn erasure_that_cannot_clear_a_not_null_subject_fails_the_row_and_leaves_it_whol
         "action = \"redact\"\nredact = [\"prompt\", \"response\"]\n",
     );
     let before = sqlite_rows(&conn);
+    // `check` says so beforehand.
+    let r = run(&cfg, &["check"]);
+    assert!(
+        r.stdout
+            .contains("subject = \"user_id\": the column is NOT NULL"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let r = run(&cfg, &["erase", "--subject", "user-2", "--apply", "--json"]);
     assert_eq!(
         r.code,
@@ -781,6 +790,9 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
             ),
         );
         let before = pg_rows(&mut data, &table);
+        let r = lethe_pg(&cfg, &["check"]);
+        ok(&r);
+        assert!(!r.stdout.contains("NOT NULL"), "{way}: {}", r.stdout);
         ok(&lethe_pg(
             &cfg,
             &[
@@ -898,6 +910,24 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
         "logs_e",
         "action = \"redact\"\nredact = [\"prompt\", \"response\"]\n",
     );
+    // A NOT NULL column nothing redacts draws no warning; a NOT NULL subject an erasure
+    // would clear with NULL does.
+    data.batch_execute(
+        "ALTER TABLE logs_e ALTER COLUMN model SET NOT NULL;
+         ALTER TABLE logs_e ALTER COLUMN user_id SET NOT NULL",
+    )
+    .unwrap();
+    let r = lethe_pg(&cfg, &["check"]);
+    ok(&r);
+    assert!(!r.stdout.contains("model"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("subject = \"user_id\": the column is NOT NULL"),
+        "{}",
+        r.stdout
+    );
+    data.batch_execute("ALTER TABLE logs_e ALTER COLUMN user_id DROP NOT NULL")
+        .unwrap();
     let before = pg_rows(&mut data, "logs_e");
     let r = lethe_pg(&cfg, &["erase", "--subject", "user-3", "--apply", "--json"]);
     ok(&r);

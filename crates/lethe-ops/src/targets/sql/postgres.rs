@@ -833,6 +833,16 @@ impl Connector for PgTable {
             let (other, act): (String, String) = (r.get(0), r.get(1));
             out.push(sql::cascade(&other, &self.cfg.table, &act));
         }
+        let not_null: Vec<String> = self
+            .client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped",
+                &[&self.table],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        out.extend(sql::refused_redactions(&self.cfg, &not_null));
         Ok(out)
     }
 

@@ -89,6 +89,35 @@ impl Redaction {
     }
 }
 
+/// Redactions the database will refuse on every row: a `NOT NULL` column overwritten with
+/// NULL (a `redact` column, or the subject an erasure on a redacting target clears).
+/// `not_null` names the table's NOT NULL columns.
+pub fn refused_redactions(cfg: &SqlTarget, not_null: &[String]) -> Vec<String> {
+    if cfg.redact_with != RedactWith::Null || cfg.redact.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = cfg
+        .redact
+        .iter()
+        .filter(|c| not_null.contains(c))
+        .map(|c| {
+            format!(
+                "redact = {c:?}: the column is NOT NULL, so redact_with = \"null\" is refused on every row (each reported failed, none redacted); use a literal such as \"'[redacted]'\" or \"sha256\""
+            )
+        })
+        .collect();
+    if cfg.action == super::SqlAction::Redact
+        && let Some(s) = &cfg.subject
+        && not_null.contains(s)
+        && !cfg.redact.contains(s)
+    {
+        out.push(format!(
+            "subject = {s:?}: the column is NOT NULL, and an erasure on this redacting target clears it with redact_with = \"null\": the database refuses, and each of the subject's rows is reported failed; use a literal or \"sha256\""
+        ));
+    }
+    out
+}
+
 /// A connector's answer for a row it redacted rather than deleted, in a redaction's words.
 pub fn as_redaction(each: Vec<crate::targets::Deletion>) -> Vec<crate::targets::Deletion> {
     use crate::targets::Deletion;

@@ -701,6 +701,14 @@ impl Connector for SqliteTable {
             }
         }
         out.extend(self.cascade_warnings()?);
+        let not_null: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT name FROM pragma_table_info(?1) WHERE \"notnull\" = 1")?;
+            st.query_map([&self.cfg.table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        out.extend(sql::refused_redactions(&self.cfg, &not_null));
         Ok(out)
     }
 }
