@@ -63,6 +63,11 @@ pub enum Action {
     Scheduled,
     /// `lethe sweep --cancel RUN` dropped what that run scheduled.
     ScheduleCancelled,
+    /// The item's named columns were overwritten (`action = "redact"`, `redact_after`): the
+    /// row stays, its personal text is gone. The detail names the columns, never a value.
+    Redacted,
+    /// What a dry run would redact.
+    WouldRedact,
 }
 
 impl Action {
@@ -94,6 +99,8 @@ impl Action {
             Action::PolicyAccepted => "policy_accepted",
             Action::Scheduled => "scheduled",
             Action::ScheduleCancelled => "schedule_cancelled",
+            Action::Redacted => "redacted",
+            Action::WouldRedact => "would_redact",
         }
     }
     /// Entries that change what protects items (holds and exceptions): their own chain is
@@ -147,6 +154,8 @@ impl Action {
             "policy_accepted" => Action::PolicyAccepted,
             "scheduled" => Action::Scheduled,
             "schedule_cancelled" => Action::ScheduleCancelled,
+            "redacted" => Action::Redacted,
+            "would_redact" => Action::WouldRedact,
             _ => return None,
         })
     }

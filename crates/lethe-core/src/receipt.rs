@@ -99,7 +99,12 @@ pub fn outcomes(id: &str, segment: &[Entry]) -> Vec<TargetOutcome> {
         let a = e.body.action;
         if matches!(
             a,
-            Action::Deleted | Action::Held | Action::Excepted | Action::Failed | Action::InUse
+            Action::Deleted
+                | Action::Redacted
+                | Action::Held
+                | Action::Excepted
+                | Action::Failed
+                | Action::InUse
         ) {
             last.insert((e.body.target.as_str(), e.body.item_key.as_str()), a);
         }
@@ -107,14 +112,16 @@ pub fn outcomes(id: &str, segment: &[Entry]) -> Vec<TargetOutcome> {
     let mut by_target: BTreeMap<&str, (Vec<&str>, Vec<&str>, Withheld)> = BTreeMap::new();
     for ((target, key), a) in last {
         let t = by_target.entry(target).or_default();
+        // A row redacted on a redacting target is erased as that target erases (its text
+        // and subject overwritten): counted with the deletions.
         match a {
-            Action::Deleted => t.0.push(key),
+            Action::Deleted | Action::Redacted => t.0.push(key),
             Action::Held => t.2.held += 1,
             Action::Excepted => t.2.excepted += 1,
             Action::Failed => t.2.failed += 1,
             _ => t.2.in_use += 1,
         }
-        if a != Action::Deleted {
+        if !matches!(a, Action::Deleted | Action::Redacted) {
             t.1.push(key);
         }
     }
@@ -314,7 +321,8 @@ impl Receipt {
                 Some(list) => {
                     for c in list {
                         let target = c["target"].as_str().unwrap_or_default().to_string();
-                        *recorded.entry(target).or_default() += c["deleted"].as_u64().unwrap_or(0);
+                        *recorded.entry(target).or_default() += c["deleted"].as_u64().unwrap_or(0)
+                            + c["redacted"].as_u64().unwrap_or(0);
                     }
                 }
                 None => bad(format!(

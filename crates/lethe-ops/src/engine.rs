@@ -91,6 +91,10 @@ pub struct TargetReport {
     pub target: String,
     pub found: u64,
     pub deleted: u64,
+    /// Due rows whose `redact` columns were overwritten (the rows stay): handled like a
+    /// deletion, counted apart from one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redacted: u64,
     pub held: u64,
     pub files_removed: u64,
     pub failed: u64,
@@ -130,6 +134,10 @@ pub struct TargetReport {
     /// Files a dry run would remove.
     #[serde(skip)]
     pub files_due: u64,
+    /// Items a dry run would redact (the rest of what it found due, less held and failed,
+    /// it would delete).
+    #[serde(rename = "would_redact", skip_serializing_if = "is_zero")]
+    pub redact_due: u64,
     #[serde(skip)]
     pub failures: Vec<(String, String)>,
     #[serde(skip)]
@@ -360,6 +368,13 @@ struct Judge<'a> {
     /// While finishing a batch an interrupted run wrote ahead: that run's id. Files go
     /// before rows, so an item it planned may have lost its file already.
     recovering: Option<String>,
+    /// `Some(what)`: this pass redacts due items (these columns, this way) instead of
+    /// deleting them; their entries say `redacted`.
+    redacts: Option<String>,
+    /// Items are due by created time and window alone ([`crate::targets::Pass`]).
+    created_only: bool,
+    /// An earlier pass's window: items due under it were that pass's, skipped here.
+    judged_before: Option<lethe_core::config::Window>,
 }
 
 /// Where the target's items are: its rows, and the roots their files live under.
@@ -614,6 +629,32 @@ impl Sweeper<'_> {
             created_at_format: self.judge.created_at_format.as_ref(),
             expires_at_format: self.judge.expires_at_format.as_ref(),
             sensitivity: Some(row.sensitivity.raw()),
+        };
+        if let Some(window) = &self.judge.judged_before
+            && !self.judge.erasure
+            && !matches!(
+                expiry::decide(
+                    self.judge.now,
+                    window,
+                    &self.judge.target.name,
+                    &key_s,
+                    subject_hash.as_deref(),
+                    &facts,
+                    &Protections::default(),
+                ),
+                Verdict::Keep { .. }
+            )
+        {
+            return None;
+        }
+        let facts = if self.judge.created_only {
+            Facts {
+                expires_at: None,
+                retention_days: None,
+                ..facts
+            }
+        } else {
+            facts
         };
         let verdict = self.judge.verdict(&key_s, subject_hash.as_deref(), &facts);
         let report = &mut self.books.report;
@@ -892,11 +933,16 @@ impl Sweeper<'_> {
                 lease_ttl.as_secs()
             );
         }
+        hit(&mut self.books.failpoint, "before_commit");
         if let Err(e) = self.store.table.commit() {
             // Nothing was deleted after all; say so for each item the entries would claim.
             for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
                 d.outcome = Err(format!("commit failed, row kept: {e:#}"));
-                self.books.report.deleted -= 1;
+                if self.judge.redacts.is_some() {
+                    self.books.report.redacted -= 1;
+                } else {
+                    self.books.report.deleted -= 1;
+                }
                 self.books.report.failed += 1;
             }
         }
@@ -1002,12 +1048,19 @@ impl Sweeper<'_> {
         };
         match deleted {
             Ok(each) => {
+                let redacts = self.judge.redacts.is_some();
                 let report = &mut self.books.report;
                 report.files_removed += files_removed;
                 let mut each = each.into_iter();
                 for d in done.iter_mut().filter(|d| d.outcome.is_ok()) {
                     match each.next() {
+                        Some(Deletion::Deleted) if redacts => report.redacted += 1,
                         Some(Deletion::Deleted) => report.deleted += 1,
+                        // A redaction never finds its row gone: a row not updated is not
+                        // redacted, whatever the store says.
+                        Some(Deletion::AlreadyGone) if redacts => {
+                            d.outcome = Err("redaction not confirmed by the store".into())
+                        }
                         // Gone before the delete reached it (deleted by someone else, or by
                         // an earlier attempt whose answer was lost): recorded as such.
                         Some(Deletion::AlreadyGone) => {
@@ -1015,6 +1068,9 @@ impl Sweeper<'_> {
                             if d.outcome == Ok("") {
                                 d.outcome = Ok("already gone: the store answered not found");
                             }
+                        }
+                        Some(Deletion::Failed(e)) if redacts => {
+                            d.outcome = Err(format!("redaction failed: {e}"))
                         }
                         Some(Deletion::Failed(e)) => d.outcome = Err(format!("delete failed: {e}")),
                         None => d.outcome = Err("delete failed: no answer for this item".into()),
@@ -1056,10 +1112,19 @@ impl Sweeper<'_> {
             for d in rest.by_ref().take(chunk) {
                 bodies.push(match (d.protected, d.outcome) {
                     (Some((action, detail)), _) => self.judge.entry(d.item, action, detail),
-                    (None, Ok(detail)) => {
-                        self.judge
-                            .entry(d.item, Action::Deleted, detail.to_string())
-                    }
+                    (None, Ok(detail)) => match &self.judge.redacts {
+                        Some(what) => {
+                            let detail = if detail.is_empty() {
+                                format!("redacted {what}")
+                            } else {
+                                format!("redacted {what}; {detail}")
+                            };
+                            self.judge.entry(d.item, Action::Redacted, detail)
+                        }
+                        None => self
+                            .judge
+                            .entry(d.item, Action::Deleted, detail.to_string()),
+                    },
                     (None, Err(why)) => self.judge.entry(d.item, Action::Failed, why),
                 });
             }
@@ -1127,22 +1192,30 @@ impl Sweeper<'_> {
             }
         }
         let mut entries = Vec::new();
+        // On a redacting pass, "gone" is a row whose columns hold what a redaction leaves:
+        // the interrupted run redacted it.
+        let (action, done_by) = match &self.judge.redacts {
+            Some(what) => (Action::Redacted, format!("redacted {what}")),
+            None => (Action::Deleted, "deleted".to_string()),
+        };
         for item in items.into_iter().filter(|i| gone.contains(&i.k)) {
-            let mut b = self
-                .judge
-                .body(&item.k.to_string(), Action::Deleted, item.s);
+            let mut b = self.judge.body(&item.k.to_string(), action, item.s);
             b.expires_at = item.e;
             b.window = item.w;
             b.reason = item.r;
             b.detail = if old_name == self.judge.target.name {
-                format!("deleted by interrupted run {old_run}; recorded on recovery")
+                format!("{done_by} by interrupted run {old_run}; recorded on recovery")
             } else {
                 format!(
-                    "deleted by interrupted run {old_run} (the target was then named {old_name}); recorded on recovery"
+                    "{done_by} by interrupted run {old_run} (the target was then named {old_name}); recorded on recovery"
                 )
             };
             self.books.report.found += 1;
-            self.books.report.deleted += 1;
+            if action == Action::Redacted {
+                self.books.report.redacted += 1;
+            } else {
+                self.books.report.deleted += 1;
+            }
             entries.push(b);
         }
         // One batch in a transaction of its own.
@@ -1315,7 +1388,14 @@ impl Sweeper<'_> {
         // Nothing is looked at again before a dry run reports: read them every batch.
         let planned = self.plan(rows, &mut entries, true)?;
         for p in planned {
-            let b = self.judge.entry(p.item, Action::WouldDelete, String::new());
+            let b = match &self.judge.redacts {
+                Some(what) => {
+                    self.books.report.redact_due += 1;
+                    self.judge
+                        .entry(p.item, Action::WouldRedact, format!("would redact {what}"))
+                }
+                None => self.judge.entry(p.item, Action::WouldDelete, String::new()),
+            };
             entries.push(b);
         }
         self.books.auditor.append(entries, None)
@@ -1607,10 +1687,22 @@ fn finished_entry(target: &Target, ctx: &RunCtx<'_>, report: &TargetReport) -> R
         expires_at: None,
         subject_hash: None,
         detail: format!(
-            "dry_run={} found={} deleted={} held={} files_removed={} failed={}{}{}",
+            "dry_run={} found={} deleted={}{} held={} files_removed={} failed={}{}{}",
             !ctx.opts.apply,
             report.found,
             report.deleted,
+            if report.redacted > 0 || report.redact_due > 0 {
+                format!(
+                    " redacted={}",
+                    if ctx.opts.apply {
+                        report.redacted
+                    } else {
+                        report.redact_due
+                    }
+                )
+            } else {
+                String::new()
+            },
             report.held,
             report.files_removed,
             report.failed,
@@ -1650,20 +1742,89 @@ struct RunCtx<'a> {
     progress: bool,
 }
 
+/// Sweeps a target pass by pass ([`crate::targets::passes`]: a deletion pass, a redaction
+/// pass, or both), into one report.
 fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<TargetReport> {
-    let mut s = Sweeper::open(state, target, ctx)?;
+    let erasure = matches!(ctx.job, Job::Erasure { .. });
+    let mut report: Option<TargetReport> = None;
+    // The crash tests' hook counts the points reached in the whole target, not per pass.
+    let mut failpoint: Option<Option<Failpoint>> = None;
+    for pass in crate::targets::passes(target, erasure) {
+        // A pass that was told to stop leaves the later ones to the next run.
+        if report.as_ref().is_some_and(|r| r.interrupted) || ctx.opts.stopping() {
+            break;
+        }
+        let r = sweep_pass(state, &pass, ctx, &mut failpoint)?;
+        report = Some(match report {
+            None => r,
+            Some(mut sum) => {
+                sum.add(r);
+                sum
+            }
+        });
+    }
+    report.ok_or_else(|| anyhow::anyhow!("target {} has nothing to sweep", target.name))
+}
+
+impl TargetReport {
+    /// Adds a later pass's report over the same target to this one.
+    fn add(&mut self, r: TargetReport) {
+        self.found += r.found;
+        self.deleted += r.deleted;
+        self.redacted += r.redacted;
+        self.held += r.held;
+        self.files_removed += r.files_removed;
+        self.failed += r.failed;
+        self.in_use += r.in_use;
+        self.files_due += r.files_due;
+        self.redact_due += r.redact_due;
+        self.untagged = match (self.untagged, r.untagged) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.retries = match (self.retries, r.retries) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.error = self.error.take().or(r.error);
+        self.interrupted |= r.interrupted;
+        self.failures.extend(r.failures);
+        self.failures.truncate(SAMPLE);
+        self.due_sample.extend(r.due_sample);
+        self.due_sample.truncate(SAMPLE);
+        self.notes.extend(r.notes);
+    }
+}
+
+fn sweep_pass(
+    state: &mut State,
+    pass: &crate::targets::Pass,
+    ctx: &RunCtx<'_>,
+    failpoint: &mut Option<Option<Failpoint>>,
+) -> Result<TargetReport> {
+    let mut s = Sweeper::open(state, &pass.target, ctx)?;
+    if let Some(carried) = failpoint.take() {
+        s.books.failpoint = carried;
+    }
+    s.judge.redacts = pass.redacts.clone();
+    s.judge.created_only = pass.created_only;
+    s.judge.judged_before = pass.judged_before.clone();
     let batch = ctx.opts.batch.max(1);
     let rows_per_commit = if !s.store.table.capabilities().transactions {
         batch
     } else {
         ctx.opts.rows_per_commit
     };
-    let ran = s.run(batch, rows_per_commit, ctx.progress);
+    let ran = if pass.recover_only {
+        s.recover()
+    } else {
+        s.run(batch, rows_per_commit, ctx.progress)
+    };
     let ran = match ran {
         Ok(()) => s.keep_schedule(ctx),
         Err(e) => Err(e),
     };
-    if let (Job::Erasure { .. }, Some(d)) = (ctx.job, target.delete_delay) {
+    if let (Job::Erasure { .. }, Some(d)) = (ctx.job, pass.target.delete_delay) {
         s.books.report.notes.push(format!(
             "delete_delay {d} does not apply to an erasure request: its deadline is the law's, so its items are deleted now"
         ));
@@ -1698,6 +1859,7 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
     }
     // Whatever was deleted before an error is recorded before the error is reported.
     let flushed = s.books.auditor.flush();
+    *failpoint = Some(s.books.failpoint.take());
     ran?;
     flushed?;
     Ok(s.books.report)
@@ -1747,6 +1909,9 @@ impl<'a> Sweeper<'a> {
                 protections: Protections::default(),
                 subject_hashes: HashMap::new(),
                 recovering: None,
+                redacts: None,
+                created_only: false,
+                judged_before: None,
             },
             store: Store {
                 table,

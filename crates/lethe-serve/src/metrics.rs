@@ -51,6 +51,8 @@ pub struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     pub items_deleted: Family<TargetLabel, Counter>,
+    /// Rows whose personal columns were redacted (the rows stay), on redacting targets.
+    pub items_redacted: Family<TargetLabel, Counter>,
     pub delete_failures: Family<TargetLabel, Counter>,
     pub items_past_expiry: Family<PastLabel, Gauge>,
     pub sweep_duration: Family<ScheduleLabel, Histogram>,
@@ -79,6 +81,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("lethe");
         let m = Metrics {
             items_deleted: Family::default(),
+            items_redacted: Family::default(),
             delete_failures: Family::default(),
             items_past_expiry: Family::default(),
             sweep_duration: Family::new_with_constructor(histogram),
@@ -98,6 +101,11 @@ impl Metrics {
             "items_deleted",
             "Items deleted, as the audit trail records them",
             m.items_deleted.clone(),
+        );
+        registry.register(
+            "items_redacted",
+            "Rows redacted instead of deleted (their named columns overwritten), as the audit trail records them",
+            m.items_redacted.clone(),
         );
         registry.register(
             "delete_failures",
@@ -250,6 +258,7 @@ impl Metrics {
             };
             match action.as_str() {
                 "deleted" => self.items_deleted.get_or_create(&l).inc_by(*n),
+                "redacted" => self.items_redacted.get_or_create(&l).inc_by(*n),
                 "failed" => self.delete_failures.get_or_create(&l).inc_by(*n),
                 _ => 0,
             };

@@ -117,28 +117,50 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
     } else {
         "files removed"
     };
-    let mut rows = vec![vec![
+    // Redactions get a column of their own only where a target redacts.
+    let redacts = r.targets.iter().any(|t| t.redacted > 0 || t.redact_due > 0);
+    let mut head = vec![
         "target".to_string(),
         "due".into(),
         del.into(),
         "held".into(),
         files.into(),
         "failed".into(),
-    ]];
+    ];
+    if redacts {
+        head.insert(
+            3,
+            if r.dry_run {
+                "would redact"
+            } else {
+                "redacted"
+            }
+            .into(),
+        );
+    }
+    let mut rows = vec![head];
     for t in &r.targets {
-        let (d, f) = if r.dry_run {
-            (t.found - t.held - t.failed, t.files_due)
+        let (d, red, f) = if r.dry_run {
+            (
+                (t.found - t.held - t.failed).saturating_sub(t.redact_due),
+                t.redact_due,
+                t.files_due,
+            )
         } else {
-            (t.deleted, t.files_removed)
+            (t.deleted, t.redacted, t.files_removed)
         };
-        rows.push(vec![
+        let mut row = vec![
             t.target.clone(),
             t.found.to_string(),
             d.to_string(),
             t.held.to_string(),
             f.to_string(),
             t.failed.to_string(),
-        ]);
+        ];
+        if redacts {
+            row.insert(3, red.to_string());
+        }
+        rows.push(row);
     }
     outln!("{}", table(&rows).trim_end_matches('\n'));
     for t in &r.targets {
@@ -171,8 +193,13 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
             let more =
                 (t.found - t.held - t.failed - t.in_use).saturating_sub(t.due_sample.len() as u64);
             outln!(
-                "\n{} would delete keys: {}{}",
+                "\n{} would {} keys: {}{}",
                 t.target,
+                if t.redact_due > 0 {
+                    "delete or redact"
+                } else {
+                    "delete"
+                },
                 t.due_sample.join(", "),
                 if more > 0 {
                     format!(" … and {more} more")
@@ -182,7 +209,16 @@ pub fn sweep(r: &SweepReport, h: &Heading) {
             );
         }
         if !t.failures.is_empty() {
-            outln!("\n{}: {} item(s) not deleted:", t.target, t.failed);
+            outln!(
+                "\n{}: {} item(s) not {}:",
+                t.target,
+                t.failed,
+                if t.redacted > 0 || t.redact_due > 0 {
+                    "deleted or redacted"
+                } else {
+                    "deleted"
+                }
+            );
             for (k, why) in &t.failures {
                 outln!("  key {k}: {why}");
             }

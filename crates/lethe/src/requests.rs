@@ -227,10 +227,14 @@ fn erase_status(loaded: &Loaded, id: &str, json: bool) -> Result<ExitCode> {
     if let Some(targets) = req.counts.as_array() {
         for t in targets {
             outln!(
-                "  {:<20}  found {}  deleted {}  withheld {}  files removed {}  failed {}",
+                "  {:<20}  found {}  deleted {}{}  withheld {}  files removed {}  failed {}",
                 t["target"].as_str().unwrap_or("?"),
                 t["found"],
                 t["deleted"],
+                t["redacted"]
+                    .as_u64()
+                    .map(|n| format!("  redacted {n}"))
+                    .unwrap_or_default(),
                 t["held"],
                 t["files_removed"],
                 t["failed"]

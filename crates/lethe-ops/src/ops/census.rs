@@ -132,7 +132,7 @@ pub fn trail_counts(loaded: &Loaded, after: i64) -> Result<(ActionCounts, i64)> 
         return Ok((Vec::new(), after));
     }
     let rows = db.query(
-        "SELECT target, action, COUNT(*) FROM audit WHERE seq > ?1 AND seq <= ?2 AND action IN ('deleted', 'failed') GROUP BY target, action",
+        "SELECT target, action, COUNT(*) FROM audit WHERE seq > ?1 AND seq <= ?2 AND action IN ('deleted', 'redacted', 'failed') GROUP BY target, action",
         &crate::vals![after, head],
     )?;
     Ok((

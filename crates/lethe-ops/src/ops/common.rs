@@ -65,11 +65,21 @@ pub fn open_unchecked(loaded: &Loaded, access: Access) -> Result<State> {
 /// target is back, under any name (records are kept by the target's identity).
 pub fn refuse_dropped_pending(state: &State, loaded: &Loaded) -> Result<()> {
     let mut store = state.pending_store()?;
+    // Every place a target's passes write ahead (a redaction's records are kept apart from
+    // the table's deletions).
     let known: Vec<(&str, String)> = loaded
         .config
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), crate::targets::identity(t, &loaded.base)))
+        .flat_map(|t| {
+            let mut ids = vec![crate::targets::identity(t, &loaded.base)];
+            for erasure in [false, true] {
+                for p in crate::targets::passes(t, erasure) {
+                    ids.push(crate::targets::identity(&p.target, &loaded.base));
+                }
+            }
+            ids.into_iter().map(move |i| (t.name.as_str(), i))
+        })
         .collect();
     let mut lost = Vec::new();
     for f in store.targets()? {

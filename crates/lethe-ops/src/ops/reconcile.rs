@@ -193,6 +193,8 @@ fn mentions(a: Action) -> bool {
             | Action::Failed
             | Action::InUse
             | Action::Scheduled
+            | Action::Redacted
+            | Action::WouldRedact
     )
 }
 

@@ -640,6 +640,36 @@ pub struct Open<'a> {
     pub required_tags: &'a [String],
 }
 
+/// One pass of a sweep over a target: the target as this pass judges and opens it, and
+/// whether a due item is redacted rather than deleted.
+pub struct Pass {
+    pub target: Target,
+    /// `Some(what)`: due items are redacted (what the entries say was done), not deleted.
+    pub redacts: Option<String>,
+    /// An item is due by its created time and the window alone (its own expiry and
+    /// retention are read, but not for this pass).
+    pub created_only: bool,
+    /// The window of an earlier pass over the same items in the run: an item due under it
+    /// (with its own expiry and retention) was that pass's to act on and record; skipped.
+    pub judged_before: Option<lethe_core::config::Window>,
+    /// Only finish what an interrupted run of this pass left written ahead; read nothing
+    /// new (a retention sweep finishing an interrupted erasure's redactions).
+    pub recover_only: bool,
+}
+
+impl Pass {
+    /// The target as configured, its due items deleted.
+    pub fn whole(target: &Target) -> Pass {
+        Pass {
+            target: target.clone(),
+            redacts: None,
+            created_only: false,
+            judged_before: None,
+            recover_only: false,
+        }
+    }
+}
+
 /// A kind of target (`type = "..."`): its connector's config (parsed purely, through
 /// [`TargetParser`]) and how to reach it (with IO). One per connector folder, registered
 /// in [`KINDS`]; nothing else in Lethe names a kind.
@@ -678,6 +708,11 @@ pub trait Kind: TargetParser {
     /// the item), for exports; `None` when items own no files.
     fn owned_files<'t>(&self, _target: &'t Target) -> Option<(&'t str, &'t [String])> {
         None
+    }
+    /// The passes a sweep (or, with `erasure`, an erasure) makes over the target, in order:
+    /// by default one, deleting what is due.
+    fn passes(&self, target: &Target, _erasure: bool) -> Vec<Pass> {
+        vec![Pass::whole(target)]
     }
     /// Whether this build can sweep it (a kind may be parsed, and checked, before it can).
     fn can_sweep(&self) -> bool {
@@ -760,6 +795,11 @@ pub fn open_with(
         required_tags,
     };
     kind_of(target).open(target, &how)
+}
+
+/// The passes a sweep or erasure makes over a target (see [`Kind::passes`]).
+pub fn passes(target: &Target, erasure: bool) -> Vec<Pass> {
+    kind_of(target).passes(target, erasure)
 }
 
 /// What a target is, whatever it is called (see [`Kind::identity`]).

@@ -24,6 +24,7 @@ mod prune;
 mod receipts;
 mod reconcile;
 mod reconcile_review;
+mod redact;
 mod report;
 mod report_review;
 mod requests;

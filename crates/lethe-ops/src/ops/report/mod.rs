@@ -95,6 +95,10 @@ impl PastExpiry {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The figures of one target, or of a group of targets.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Figures {
@@ -112,8 +116,12 @@ pub struct Figures {
     pub in_use: u64,
     /// Items that cannot be judged (never deleted).
     pub unreadable: u64,
-    /// Deletions recorded in the period (retention and erasure).
+    /// Deletions recorded in the period (retention and erasure), redactions included: on a
+    /// redacting target a redaction is how a due row is handled.
     pub deleted: u64,
+    /// Of `deleted`, the rows redacted rather than deleted (they stay, their text gone).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redacted: u64,
     /// Failed deletions recorded in the period.
     pub failed: u64,
     /// `failed` entries of the period for items that could not be judged (an unreadable
@@ -470,6 +478,7 @@ pub fn period(req: &ReportRequest, now: Timestamp) -> Result<(Timestamp, Timesta
 struct TrailAcc {
     category: String,
     deleted: u64,
+    redacted: u64,
     failed: u64,
     /// `failed` entries for items that could not be judged (no deletion was attempted).
     not_judged: u64,
@@ -590,7 +599,7 @@ fn read_trail(
     state.db().query_each(
         "SELECT target, action, reason, decided_at, expires_at, category, run_id, detail, item_key FROM audit
          WHERE decided_at >= ?1
-           AND action IN ('deleted', 'failed', 'sweep_finished', 'schedule_misfire')
+           AND action IN ('deleted', 'redacted', 'failed', 'sweep_finished', 'schedule_misfire')
          ORDER BY seq",
         &vals![&s],
         |r| {
@@ -604,7 +613,7 @@ fn read_trail(
             if !in_period(at) {
                 // After the period: a retention deletion of an item already more than a
                 // day past expiry at the period's end was late then, though gone now.
-                if action == "deleted" && reason == "retention" {
+                if (action == "deleted" || action == "redacted") && reason == "retention" {
                     let key = (target.clone(), r.text(8), r.text(4));
                     if let Some(e) = r.opt_text(4).and_then(|e| Timestamp::parse(&e).ok())
                         && e.as_micros() + DAY <= until.as_micros()
@@ -629,8 +638,12 @@ fn read_trail(
                 a.category = r.text(5);
             }
             match action.as_str() {
-                "deleted" => {
+                // A redaction handles a due row as a deletion does: timed and counted alike.
+                "deleted" | "redacted" => {
                     a.deleted += 1;
+                    if action == "redacted" {
+                        a.redacted += 1;
+                    }
                     if let Some(i) = day_index(at)
                         && let Some(c) = per_day.get_mut(i)
                     {
@@ -681,7 +694,9 @@ fn read_trail(
                     };
                     // what the run left past expiry: a dry run deletes nothing
                     if let Some(i) = day_index(at) {
-                        let left = num("found").saturating_sub(num("deleted"));
+                        let left = num("found")
+                            .saturating_sub(num("deleted"))
+                            .saturating_sub(num("redacted"));
                         a.backlog.insert(i as i64, (at, left));
                     }
                 }
@@ -694,7 +709,7 @@ fn read_trail(
     // entry's time minus the item's expiry.
     state.db().query_each(
         "SELECT target, MIN(decided_at), expires_at FROM audit
-         WHERE action IN ('deleted', 'failed', 'would_delete', 'held', 'excepted', 'in_use')
+         WHERE action IN ('deleted', 'redacted', 'failed', 'would_delete', 'would_redact', 'held', 'excepted', 'in_use')
            AND reason = 'retention' AND expires_at IS NOT NULL
          GROUP BY target, item_key, expires_at
          HAVING MIN(decided_at) >= ?1 AND MIN(decided_at) < ?2",
@@ -826,6 +841,7 @@ fn combine<'a>(parts: impl Iterator<Item = (&'a Figures, &'a [f64])>) -> Figures
         f.in_use += p.in_use;
         f.unreadable += p.unreadable;
         f.deleted += p.deleted;
+        f.redacted += p.redacted;
         f.failed += p.failed;
         f.not_judged += p.not_judged;
         f.deleted_after_protection += p.deleted_after_protection;
@@ -1212,6 +1228,7 @@ fn assemble(
             in_use: census.in_use,
             unreadable: census.unreadable,
             deleted: acc.deleted,
+            redacted: acc.redacted,
             failed: acc.failed,
             not_judged: acc.not_judged,
             deleted_within_24h: acc.within_24h,

@@ -24,7 +24,7 @@ use postgres::Client;
 use postgres::error::SqlState;
 
 use super::SqlTarget;
-use super::shared::{self as sql, ColumnType, quote_ident};
+use super::shared::{self as sql, ColumnType, Dialect, quote_ident};
 use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
     busy_message, delete_confirmed, found_or_gone,
@@ -157,6 +157,8 @@ pub struct PgTable {
     exact: Vec<bool>,
     select: String,
     due: String,
+    /// ` AND NOT (…)`: for a redacting target, leaves out rows already redacted.
+    not_done: String,
     write: bool,
     /// The fingerprint of every row read in the open transaction, by key: a row is deleted
     /// only while it still has it.
@@ -182,7 +184,8 @@ impl PgTable {
         // fingerprint or a timestamp reads the same whatever the database or role sets.
         client.batch_execute(&format!(
             "SET lock_timeout = '{}s'; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
-             SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'",
+             SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+             SET standard_conforming_strings = on",
             cfg.lock_timeout.as_secs().max(1)
         ))?;
         if !write {
@@ -200,6 +203,7 @@ impl PgTable {
             exact: Vec::new(),
             select: String::new(),
             due: "TRUE".into(),
+            not_done: String::new(),
             write,
             judged: HashMap::new(),
             reads: 0,
@@ -274,7 +278,14 @@ impl PgTable {
                     any.push(older_than(&cr, threshold, cap.as_secs().max(0) as u64));
                 }
                 let by_window = older_than(&cr, threshold, window_secs);
-                let window_due = match (&cfg.retention_days, kind_of(&cfg.retention_days)) {
+                // A `redact_after` pass is due by created_at alone; the row's own expiry
+                // columns are still read, for the deletion's judgement.
+                let (retention_col, expires_col) = if cfg.created_only {
+                    (&None, &None)
+                } else {
+                    (&cfg.retention_days, &cfg.expires_at)
+                };
+                let window_due = match (retention_col, kind_of(retention_col)) {
                     (None, _) => by_window,
                     (Some(rd), Some(Kind::Number)) => {
                         let rd = q(rd);
@@ -287,7 +298,7 @@ impl PgTable {
                     }
                     _ => "TRUE".into(),
                 };
-                match (&cfg.expires_at, kind_of(&cfg.expires_at)) {
+                match (expires_col, kind_of(expires_col)) {
                     (None, _) => any.push(window_due),
                     (Some(ex), k) => {
                         let exq = q(ex);
@@ -309,6 +320,12 @@ impl PgTable {
         } else {
             format!("({due}) AND $1::text IS NOT NULL")
         };
+        // A redacting target's rows whose columns already hold what a redaction leaves are
+        // done with: never selected, redacted or recorded again.
+        if let Some(r) = &cfg.redacting {
+            t.not_done = format!(" AND NOT {}", r.done(Dialect::Postgres, qa));
+            t.due = format!("({}){}", t.due, t.not_done);
+        }
         Ok(t)
     }
 
@@ -492,7 +509,10 @@ impl PgTable {
     fn subject_filter(&self) -> Option<String> {
         self.cfg.subject.as_ref().map(|s| {
             let s = format!("{ALIAS}.{}", quote_ident(s));
-            format!("{s}::text = $1 AND {s}::text COLLATE \"C\" = $1")
+            format!(
+                "{s}::text = $1 AND {s}::text COLLATE \"C\" = $1{}",
+                self.not_done
+            )
         })
     }
 
@@ -629,7 +649,10 @@ impl Deleter for PgTable {
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
-        if self.keys.len() == 1 && !self.exact.first().copied().unwrap_or(false) {
+        if self.keys.len() == 1
+            && !self.exact.first().copied().unwrap_or(false)
+            && self.cfg.redacting.is_none()
+        {
             return self.delete_by_snapshot(keys);
         }
         let arrays = self.key_arrays(keys);
@@ -662,10 +685,23 @@ impl Deleter for PgTable {
                 arrays.join(", ")
             )
         };
+        // A redacting target overwrites its columns instead: only on the row version
+        // judged, and only on a row not yet redacted.
+        let change = match &self.cfg.redacting {
+            Some(r) => format!(
+                "UPDATE {} AS {ALIAS} SET {} FROM {unnest} WHERE {on} AND {} = lethe_v.lethe_fp{}",
+                self.table,
+                r.set_list(Dialect::Postgres, |c| format!("{ALIAS}.{}", quote_ident(c))),
+                self.fingerprint,
+                self.not_done
+            ),
+            None => format!(
+                "DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp",
+                self.table, self.fingerprint
+            ),
+        };
         let sql = format!(
-            "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp RETURNING {}) SELECT {}",
-            self.table,
-            self.fingerprint,
+            "WITH lethe_d AS ({change} RETURNING {}) SELECT {}",
             returning.join(", "),
             aggregated(n + 2)
         );
@@ -805,6 +841,16 @@ impl Connector for PgTable {
             let (other, act): (String, String) = (r.get(0), r.get(1));
             out.push(sql::cascade(&other, &self.cfg.table, &act));
         }
+        let not_null: Vec<String> = self
+            .client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped",
+                &[&self.table],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        out.extend(sql::refused_redactions(&self.cfg, &not_null));
         Ok(out)
     }
 
@@ -927,7 +973,9 @@ impl Connector for PgTable {
     fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let arrays = self.key_arrays(keys);
         let (unnest, on) = self.join_keys(false);
-        let sql = format!("{}, {unnest} WHERE {on}", self.select);
+        // On a redacting target a row already redacted reads as gone: nothing is left to
+        // do to it (an interrupted run's redaction is then recorded once, on recovery).
+        let sql = format!("{}, {unnest} WHERE {on}{}", self.select, self.not_done);
         let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
             .iter()
             .map(|a| a as &(dyn postgres::types::ToSql + Sync))
@@ -960,7 +1008,12 @@ impl Connector for PgTable {
     }
 
     fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
-        delete_confirmed(self, keys)
+        let each = delete_confirmed(self, keys)?;
+        Ok(if self.cfg.redacting.is_some() {
+            sql::as_redaction(each)
+        } else {
+            each
+        })
     }
 
     fn export_subject(&mut self, subject_col: &str, subject: &str, each: ExportSink) -> Result<()> {

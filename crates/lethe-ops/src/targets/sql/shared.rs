@@ -3,11 +3,133 @@
 //! Each backend says only how its own type names map to [`ColumnType`] and how it reads
 //! its catalog; everything here is written once.
 
-use super::SqlTarget;
+use super::{RedactWith, Redaction, SqlTarget};
 
 /// An identifier quoted for SQL (both SQLite and PostgreSQL double the quote).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The SQL a database speaks, where redaction's statements differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A text as an SQL string literal (quotes doubled; PostgreSQL sessions set
+/// `standard_conforming_strings`, so a backslash is only a backslash).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The name SQLite knows Lethe's SHA-256 function by (registered on each connection).
+pub const SQLITE_SHA256: &str = "lethe_sha256";
+
+impl Redaction {
+    /// SQL true when column `col` (as written in the statement) already holds what a
+    /// redaction leaves: NULL, the literal, or `sha256:` and 64 hex digits.
+    fn column_done(&self, d: Dialect, col: &str) -> String {
+        let text = match d {
+            Dialect::Sqlite => format!("CAST({col} AS TEXT)"),
+            Dialect::Postgres => format!("{col}::text"),
+        };
+        match (&self.with, d) {
+            (RedactWith::Null, _) => format!("{col} IS NULL"),
+            (RedactWith::Literal(t), _) => {
+                format!("({col} IS NULL OR {text} = {})", quote_literal(t))
+            }
+            (RedactWith::Sha256, Dialect::Sqlite) => format!(
+                "({col} IS NULL OR {text} GLOB 'sha256:{}')",
+                "[0-9a-f]".repeat(64)
+            ),
+            (RedactWith::Sha256, Dialect::Postgres) => {
+                format!("({col} IS NULL OR {text} ~ '^sha256:[0-9a-f]{{64}}$')")
+            }
+        }
+    }
+
+    /// SQL true when every redacted column of a row already holds what a redaction leaves:
+    /// such a row is not selected, redacted or recorded again. `qualify` writes a column
+    /// as the statement names it.
+    pub fn done(&self, d: Dialect, qualify: impl Fn(&str) -> String) -> String {
+        let each: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| self.column_done(d, &qualify(c)))
+            .collect();
+        format!("({})", each.join(" AND "))
+    }
+
+    /// The `SET` list of the redacting UPDATE: each column overwritten unless it already
+    /// holds what a redaction leaves (a NULL stays NULL; a hash is not hashed again).
+    pub fn set_list(&self, d: Dialect, qualify: impl Fn(&str) -> String) -> String {
+        self.columns
+            .iter()
+            .map(|c| {
+                let col = qualify(c);
+                let value = match (&self.with, d) {
+                    (RedactWith::Null, _) => "NULL".to_string(),
+                    (RedactWith::Literal(t), _) => quote_literal(t),
+                    (RedactWith::Sha256, Dialect::Sqlite) => {
+                        format!("'sha256:' || {SQLITE_SHA256}(CAST({col} AS TEXT))")
+                    }
+                    (RedactWith::Sha256, Dialect::Postgres) => format!(
+                        "'sha256:' || encode(sha256(convert_to({col}::text, 'UTF8')), 'hex')"
+                    ),
+                };
+                format!(
+                    "{} = CASE WHEN {} THEN {col} ELSE {value} END",
+                    quote_ident(c),
+                    self.column_done(d, &col)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Redactions the database will refuse on every row: a `NOT NULL` column overwritten with
+/// NULL (a `redact` column, or the subject an erasure on a redacting target clears).
+/// `not_null` names the table's NOT NULL columns.
+pub fn refused_redactions(cfg: &SqlTarget, not_null: &[String]) -> Vec<String> {
+    if cfg.redact_with != RedactWith::Null || cfg.redact.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = cfg
+        .redact
+        .iter()
+        .filter(|c| not_null.contains(c))
+        .map(|c| {
+            format!(
+                "redact = {c:?}: the column is NOT NULL, so redact_with = \"null\" is refused on every row (each reported failed, none redacted); use a literal such as \"'[redacted]'\" or \"sha256\""
+            )
+        })
+        .collect();
+    if cfg.action == super::SqlAction::Redact
+        && let Some(s) = &cfg.subject
+        && not_null.contains(s)
+        && !cfg.redact.contains(s)
+    {
+        out.push(format!(
+            "subject = {s:?}: the column is NOT NULL, and an erasure on this redacting target clears it with redact_with = \"null\": the database refuses, and each of the subject's rows is reported failed; use a literal or \"sha256\""
+        ));
+    }
+    out
+}
+
+/// A connector's answer for a row it redacted rather than deleted, in a redaction's words.
+pub fn as_redaction(each: Vec<crate::targets::Deletion>) -> Vec<crate::targets::Deletion> {
+    use crate::targets::Deletion;
+    each.into_iter()
+        .map(|d| match d {
+            Deletion::Failed(why) => Deletion::Failed(
+                why.replacen("not deleted: the database did not confirm removing the row", "not redacted: the database did not confirm updating the row", 1)
+                    .replacen("refused to delete the row", "refused to redact the row", 1),
+            ),
+            other => other,
+        })
+        .collect()
 }
 
 /// What a column can hold, as far as judging and deleting go.
@@ -35,6 +157,8 @@ impl ColumnType {
             "created_at" | "expires_at" => matches!(self, Timestamp | Number | Text | Untyped),
             "retention_days" => matches!(self, Number | Text | Untyped),
             "file" => matches!(self, Text | Untyped),
+            // Any column can be overwritten; the database refuses what it cannot hold.
+            "redact" => true,
             // Keys and subjects are read as text; bytes have no text to name them by.
             _ => self != Blob,
         }
@@ -48,6 +172,7 @@ fn role_needs(role: &str) -> &'static str {
         "retention_days" => "a number of days",
         "file" => "a path",
         "subject" => "a subject",
+        "redact" => "a redacted value",
         _ => "a key",
     }
 }

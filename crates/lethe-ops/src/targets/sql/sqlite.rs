@@ -21,7 +21,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::SqlTarget;
-use super::shared::{self as sql, ColumnType, quote_ident};
+use super::shared::{self as sql, ColumnType, Dialect, quote_ident};
 use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
     busy_message, delete_confirmed, found_or_gone,
@@ -133,6 +133,8 @@ pub struct SqliteTable {
     key_cmp: String,
     /// `k1 IS NOT NULL AND k2 IS NOT NULL`.
     key_not_null: String,
+    /// ` AND NOT (…)`: for a redacting target, leaves out rows already redacted.
+    not_done: String,
     /// `CAST(subj AS TEXT) COLLATE BINARY = ?1 AND subj = ?1`: exact text, index-friendly.
     subject_match: Option<String>,
     nkeys: usize,
@@ -169,6 +171,9 @@ impl SqliteTable {
         // The table's own integrity rules apply to Lethe as to the application: a row that a
         // restricting foreign key protects is refused (and reported), not orphaned.
         conn.execute_batch("PRAGMA foreign_keys = ON")?;
+        if cfg.redacting.is_some() {
+            register_sha256(&conn)?;
+        }
         if !write {
             // A read-only open cannot roll back a hot journal left by an interrupted writer;
             // say so plainly instead of failing later with SQLite's code.
@@ -227,7 +232,14 @@ impl SqliteTable {
 
         let cr = julian(&q(&cfg.created_at), cfg.created_at_format.as_ref());
         let days = window.retention.as_days_f64();
-        let row_days = match &cfg.retention_days {
+        // A `redact_after` pass is due by created_at alone; the row's own expiry columns
+        // are still read, for the deletion's judgement.
+        let (retention_col, expires_col) = if cfg.created_only {
+            (&None, &None)
+        } else {
+            (&cfg.retention_days, &cfg.expires_at)
+        };
+        let row_days = match retention_col {
             Some(rd) => {
                 let rd = q(rd);
                 format!(
@@ -242,7 +254,7 @@ impl SqliteTable {
         if let Some(cap) = window.earliest_cap(cfg.sensitivity_column.is_some()) {
             due.push(format!("{cr} + {} <= ?1", cap.as_days_f64()));
         }
-        match &cfg.expires_at {
+        match expires_col {
             Some(ex) => {
                 let exq = q(ex);
                 due.push(format!(
@@ -253,14 +265,22 @@ impl SqliteTable {
             }
             None => due.push(format!("{cr} + {row_days} <= ?1")),
         }
+        // A redacting target's rows whose columns already hold what a redaction leaves are
+        // done with: never selected, redacted or recorded again.
+        let not_done = cfg
+            .redacting
+            .as_ref()
+            .map(|r| format!(" AND NOT {}", r.done(Dialect::Sqlite, q)))
+            .unwrap_or_default();
         let subject_match = cfg.subject.as_deref().map(|s| {
             let s = q(s);
-            format!("{s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1")
+            format!("{s} = ?1 AND CAST({s} AS TEXT) COLLATE BINARY = ?1{not_done}")
         });
         Ok(SqliteTable {
             conn,
             select,
-            due: due.join(" OR "),
+            due: format!("({}){not_done}", due.join(" OR ")),
+            not_done,
             key_list,
             key_cmp,
             key_not_null,
@@ -427,18 +447,28 @@ impl Deleter for SqliteTable {
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
+        // A redacting target overwrites its columns instead, only on rows not yet redacted,
+        // and counts a row only when the database names it among those it updated.
+        let head = match &self.cfg.redacting {
+            Some(r) => format!(
+                "UPDATE {} SET {}",
+                self.table,
+                r.set_list(Dialect::Sqlite, quote_ident)
+            ),
+            None => format!("DELETE FROM {}", self.table),
+        };
         let sql = if self.nkeys == 1 {
             format!(
-                "DELETE FROM {} WHERE {} IN (SELECT value FROM json_each(?1)) RETURNING {}",
-                self.table, self.key_cmp, self.key_list
+                "{head} WHERE {} IN (SELECT value FROM json_each(?1)){} RETURNING {}",
+                self.key_cmp, self.not_done, self.key_list
             )
         } else {
             let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
             format!(
-                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM json_each(?1)) RETURNING {}",
-                self.table,
+                "{head} WHERE ({}) IN (SELECT {} FROM json_each(?1)){} RETURNING {}",
                 self.key_cmp,
                 parts.join(", "),
+                self.not_done,
                 self.key_list
             )
         };
@@ -619,19 +649,22 @@ impl Connector for SqliteTable {
         Capabilities::ALL
     }
 
+    /// On a redacting target a row already redacted reads as gone: nothing is left to do
+    /// to it (an interrupted run's redaction is then recorded once, on recovery).
     fn lookup(&mut self, keys: &[Key]) -> Result<Vec<Lookup>> {
         let sql = if self.nkeys == 1 {
             format!(
-                "{} WHERE {} IN (SELECT value FROM json_each(?1))",
-                self.select, self.key_cmp
+                "{} WHERE {} IN (SELECT value FROM json_each(?1)){}",
+                self.select, self.key_cmp, self.not_done
             )
         } else {
             let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
             format!(
-                "{} WHERE ({}) IN (SELECT {} FROM json_each(?1))",
+                "{} WHERE ({}) IN (SELECT {} FROM json_each(?1)){}",
                 self.select,
                 self.key_cmp,
-                parts.join(", ")
+                parts.join(", "),
+                self.not_done
             )
         };
         let nkeys = self.nkeys;
@@ -664,7 +697,12 @@ impl Connector for SqliteTable {
     }
 
     fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
-        delete_confirmed(self, keys)
+        let each = delete_confirmed(self, keys)?;
+        Ok(if self.cfg.redacting.is_some() {
+            sql::as_redaction(each)
+        } else {
+            each
+        })
     }
 
     fn index_warnings(&mut self) -> Result<Vec<String>> {
@@ -686,8 +724,36 @@ impl Connector for SqliteTable {
             }
         }
         out.extend(self.cascade_warnings()?);
+        let not_null: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT name FROM pragma_table_info(?1) WHERE \"notnull\" = 1")?;
+            st.query_map([&self.cfg.table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        out.extend(sql::refused_redactions(&self.cfg, &not_null));
         Ok(out)
     }
+}
+
+/// Registers `lethe_sha256(text)`: the hex SHA-256 of a text's bytes (NULL for NULL), for
+/// `redact_with = "sha256"` (SQLite has no hash function of its own).
+fn register_sha256(conn: &Connection) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        sql::SQLITE_SHA256,
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Null => None,
+                ValueRef::Text(t) | ValueRef::Blob(t) => Some(lethe_core::audit::sha256_hex(t)),
+                ValueRef::Integer(i) => Some(lethe_core::audit::sha256_hex(i.to_string().as_bytes())),
+                ValueRef::Real(f) => Some(lethe_core::audit::sha256_hex(f.to_string().as_bytes())),
+            })
+        },
+    )
+    .context("Failed to register the sha256 function for redact_with = \"sha256\"")
 }
 
 /// Keys as a JSON array for `json_each`: a composite key is an array of its parts.
