@@ -954,3 +954,33 @@ fn pg_redaction_changes_only_the_named_columns_of_due_rows_and_survives_a_kill()
     }
     ok(&lethe_pg(&cfg, &["audit", "verify"]));
 }
+
+/// An unkeyed hash of a subject's id could be reversed by trying ids: an erasure on a
+/// target that redacts with sha256 leaves a fixed text in the subject and the named columns.
+#[test]
+fn an_erasure_never_leaves_a_hash_of_the_subject() {
+    let d = Tmp::new("redact-erase-sha");
+    let conn = seed_sqlite(&d, false);
+    let cfg = sqlite_config(
+        &d,
+        "action = \"redact\"\nredact = [\"prompt\", \"response\"]\nredact_with = \"sha256\"\n",
+    );
+    let r = run(&cfg, &["erase", "--subject", "user-1", "--apply", "--json"]);
+    ok(&r);
+    let mine: Vec<i64> = (1..=ROWS).filter(|i| i % 5 == 1).collect();
+    let after = sqlite_rows(&conn);
+    for id in &mine {
+        let a = &after[id];
+        assert_eq!(a[1], "'[erased]'", "row {id}: {a:?}");
+        assert!(!a.iter().any(|c| c.contains("sha256:")), "row {id}: {a:?}");
+    }
+    // Run again: nothing more to do, nothing recorded twice.
+    let again = run(&cfg, &["erase", "--subject", "user-1", "--apply", "--json"]);
+    ok(&again);
+    assert_eq!(
+        entries_by_key(&cfg, &[], "redacted").len(),
+        mine.len(),
+        "{}",
+        again.stdout
+    );
+}
