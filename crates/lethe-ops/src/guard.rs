@@ -24,10 +24,50 @@ use crate::vals;
 /// Item keys a plan names per target and direction, at most.
 pub const SAMPLE: usize = 10;
 
-/// A target's policy as the state keeps it: its effective window, every field of it.
+/// A target's policy as the state keeps it: its effective window, every field of it, and
+/// (`reads`) where each item's own dates, retention and level are read from. A change there
+/// changes what is due as surely as a window does, but cannot be judged under the old
+/// settings: the plan then counts every item due now as newly due.
 pub fn policy_json(target: &Target) -> Result<String> {
-    serde_json::to_string(&target.window)
-        .with_context(|| format!("target {}: its window could not be written", target.name))
+    let mut v = serde_json::to_value(&target.window)
+        .with_context(|| format!("target {}: its window could not be written", target.name))?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("reads".into(), serde_json::Value::String(reads(target)));
+    }
+    Ok(v.to_string())
+}
+
+/// Where a target's items say when they expire and what level they are: the settings that
+/// decide what is due besides the window.
+pub fn reads(target: &Target) -> String {
+    use crate::targets::{objects::ObjectStoreTarget, sql::SqlTarget, vendor::VendorTarget};
+    if let Some(s) = target.spec::<SqlTarget>() {
+        return format!(
+            "sql created_at={} created_at_format={:?} expires_at={:?} expires_at_format={:?} retention_days={:?} sensitivity_column={:?}",
+            s.created_at,
+            s.created_at_format.as_ref().map(ToString::to_string),
+            s.expires_at,
+            s.expires_at_format.as_ref().map(ToString::to_string),
+            s.retention_days,
+            s.sensitivity_column,
+        );
+    }
+    if let Some(o) = target.spec::<ObjectStoreTarget>() {
+        return format!("objects sensitivity_metadata={:?}", o.sensitivity_metadata);
+    }
+    if let Some(v) = target.spec::<VendorTarget>() {
+        return format!("vendor sensitivity_metadata={:?}", v.sensitivity_metadata);
+    }
+    target.type_name.to_string()
+}
+
+/// The `reads` of a stored policy (`None`: stored before they were kept).
+fn reads_of(policy: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(policy)
+        .ok()?
+        .get("reads")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A window as a person reads it: `30d`, or `30d (max 90d)`.
@@ -166,6 +206,10 @@ pub struct TargetPlan {
     /// Why the target could not be judged (an apply refuses it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The columns or metadata items are read from changed: the old settings cannot be
+    /// judged with, so every item due now was counted as newly due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_changed: Option<String>,
 }
 
 /// Judges the target under the policy last applied and under the config's, reading only.
@@ -216,12 +260,32 @@ pub fn plan_target(
     }
     let mut old_target = target.clone();
     old_target.window = old;
+    // The columns items are read from changed: the old settings cannot be judged with, so
+    // every item due now counts as newly due (an over-count, never an under-count).
+    let reads_changed = reads_of(&applied.policy) != Some(reads(target));
     let judged = (|| -> Result<()> {
         p.items = open(loaded, target)?.count()?;
+        if reads_changed {
+            p.newly_due = due_only_under(
+                loaded,
+                target,
+                None,
+                now,
+                protections,
+                key,
+                &mut p.newly_due_sample,
+            )?;
+            p.reads_changed = Some(format!(
+                "where items are read from changed (was: {}; now: {}): every item due now counts as newly due",
+                reads_of(&applied.policy).unwrap_or_else(|| "not kept".into()),
+                reads(target)
+            ));
+            return Ok(());
+        }
         p.newly_due = due_only_under(
             loaded,
             target,
-            &old_target.window,
+            Some(&old_target.window),
             now,
             protections,
             key,
@@ -230,7 +294,7 @@ pub fn plan_target(
         p.no_longer_due = due_only_under(
             loaded,
             &old_target,
-            &target.window,
+            Some(&target.window),
             now,
             protections,
             key,
@@ -266,11 +330,12 @@ fn open(loaded: &Loaded, target: &Target) -> Result<Box<dyn crate::targets::Conn
 }
 
 /// Items due under `target`'s own window (as a sweep judges them, protections included)
-/// that would not be due under `other`; a few of their keys go to `sample`.
+/// that would not be due under `other` (`None`: every item due); a few of their keys go to
+/// `sample`.
 fn due_only_under(
     loaded: &Loaded,
     target: &Target,
-    other: &Window,
+    other: Option<&Window>,
     now: Timestamp,
     protections: &Protections,
     key: &AuditKey,
@@ -293,9 +358,13 @@ fn due_only_under(
                 return;
             }
             let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
-            let other_verdict =
-                expiry::decide(now, other, &target.name, &item, None, &facts, &none);
-            if !matches!(other_verdict, Verdict::Expired { .. }) {
+            let due_before = other.is_some_and(|other| {
+                matches!(
+                    expiry::decide(now, other, &target.name, &item, None, &facts, &none),
+                    Verdict::Expired { .. }
+                )
+            });
+            if !due_before {
                 n += 1;
                 if sample.len() < SAMPLE {
                     sample.push(item);

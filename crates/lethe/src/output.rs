@@ -347,6 +347,9 @@ pub fn plan(r: &lethe_ops::ops::PlanReport, config: &Path) {
         if let Some(e) = &t.error {
             outln!("\n{}: {e}", t.target);
         }
+        if let Some(why) = &t.reads_changed {
+            outln!("\n{}: {why}", t.target);
+        }
         for (what, n, sample) in [
             ("newly due", t.newly_due, &t.newly_due_sample),
             ("no longer due", t.no_longer_due, &t.no_longer_due_sample),

@@ -725,3 +725,53 @@ fn the_demo_untouched_with_3d_for_30d_is_held_back_until_accepted() {
     );
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
+
+/// Dropping the column a target reads each row's own retention from changes what is due as
+/// surely as a window does: the guard holds the apply back, counting every item due now.
+#[test]
+fn a_change_in_the_columns_read_is_held_back_like_a_window() {
+    let d = Tmp::new("guard-reads");
+    let dir = d.path("demo");
+    let out = lethe().arg("demo").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.join("lethe.toml");
+    let db = dir.join("ai_data.db");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let before = ids(&db, "inference_logs");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mapping = "retention_days = \"retention_days\"    # optional: a per-row window in days\n";
+    assert!(text.contains(mapping));
+    std::fs::write(&cfg, text.replacen(mapping, "", 1)).unwrap();
+    let r = run(&cfg, &["plan", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let p = plan_of(&r.json(), "inference_logs").clone();
+    assert!(
+        p["reads_changed"]
+            .as_str()
+            .unwrap_or("")
+            .contains("retention_days"),
+        "{p}"
+    );
+    assert_eq!(p["over_limit"], true, "{p}");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&db, "inference_logs"), before, "nothing deleted there");
+    // Accepted, it goes on.
+    let r = run(
+        &cfg,
+        &[
+            "plan",
+            "--accept",
+            "--reason",
+            "rows keep the category window",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    run(&cfg, &["sweep", "--apply", "--json"]);
+    assert!(ids(&db, "inference_logs").len() < before.len());
+}
