@@ -984,3 +984,67 @@ fn an_erasure_never_leaves_a_hash_of_the_subject() {
         again.stdout
     );
 }
+
+/// A trigger that puts the text back (or a column that cannot hold the redacted value)
+/// leaves the row failed and reported, never recorded redacted, run after run.
+#[test]
+fn a_redaction_the_row_does_not_keep_is_failed_not_recorded() {
+    let d = Tmp::new("redact-trigger");
+    let conn = seed_sqlite(&d, false);
+    conn.execute_batch(
+        "CREATE TABLE keep (id INTEGER, prompt TEXT);
+         CREATE TRIGGER restore AFTER UPDATE OF prompt ON inference_logs WHEN NEW.id = 4
+         BEGIN UPDATE inference_logs SET prompt = OLD.prompt WHERE id = NEW.id; END;",
+    )
+    .unwrap();
+    let cfg = sqlite_config(
+        &d,
+        "action = \"redact\"\nredact = [\"prompt\"]\nredact_with = \"'[redacted]'\"\n",
+    );
+    for _ in 0..2 {
+        let r = run(&cfg, &["sweep", "--apply", "--json"]);
+        assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    }
+    let kept: String = conn
+        .query_row("SELECT prompt FROM inference_logs WHERE id = 4", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kept, "secret prompt of row 4");
+    let red = entries_by_key(&cfg, &[], "redacted");
+    assert!(!red.contains_key("4"), "row 4 was never redacted: {red:?}");
+    assert_eq!(red.get("6"), Some(&1), "the other rows are, once: {red:?}");
+    assert!(
+        entries_by_key(&cfg, &[], "failed")
+            .get("4")
+            .is_some_and(|n| *n >= 1)
+    );
+}
+
+/// Columns Lethe judges a row by, or finds its subject by, are never redacted.
+#[test]
+fn the_level_and_the_subject_columns_are_never_redacted() {
+    for (extra, col) in [
+        (
+            "sensitivity_column = \"model\"\naction = \"redact\"\nredact = [\"prompt\", \"model\"]\n",
+            "\"model\" is the sensitivity_column column",
+        ),
+        (
+            "action = \"redact\"\nredact = [\"prompt\", \"user_id\"]\nredact_with = \"sha256\"\n",
+            "\"user_id\" is the subject column",
+        ),
+    ] {
+        let d = Tmp::new("redact-refused-cols");
+        let conn = seed_sqlite(&d, false);
+        let before = sqlite_rows(&conn);
+        let cfg = sqlite_config(&d, extra);
+        let r = run_raw(&cfg, &["check"]);
+        assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("targets.logs.redact") && r.stderr.contains(col),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(sqlite_rows(&conn), before);
+    }
+}

@@ -214,7 +214,15 @@ fn parse(s: &mut Section<'_, '_>) -> Option<Arc<dyn TargetSpec>> {
         );
     }
     let (action, redact, redact_with, redact_after) =
-        parse_redaction(s, &key, &created_at, &retention_days, &expires_at, &file);
+        parse_redaction(
+            s,
+            &key,
+            &created_at,
+            &retention_days,
+            &expires_at,
+            &file,
+            &sensitivity_column,
+        );
     if let Some(u) = &url
         && !(u.starts_with("sqlite:")
             || u.starts_with("postgres://")
@@ -264,6 +272,7 @@ fn parse_redaction(
     retention_days: &Option<String>,
     expires_at: &Option<String>,
     file: &Option<String>,
+    sensitivity_column: &Option<String>,
 ) -> (
     Option<SqlAction>,
     Vec<String>,
@@ -291,16 +300,27 @@ fn parse_redaction(
         ("expires_at", expires_at),
         ("retention_days", retention_days),
         ("file", file),
+        // A redacted level would read as unknown, then as the strictest cap: the row would
+        // go early.
+        ("sensitivity_column", sensitivity_column),
     ] {
         if let Some(c) = col {
             roles.push((role, c));
         }
     }
-    let redact = s.strings("redact", |c| match roles.iter().find(|(_, r)| *r == c) {
-        Some((role, _)) => Err(format!(
-            "{c:?} is the {role} column: Lethe reads it to judge, name or delete the row, so it is never redacted"
-        )),
-        None => Ok(()),
+    let subject = s.subject().map(str::to_string);
+    let redact = s.strings("redact", |c| {
+        if subject.as_deref() == Some(c) {
+            return Err(format!(
+                "{c:?} is the subject column: an erasure request must still find the row (it clears the subject itself), and a hash of an id can be reversed by trying ids; it is never redacted by retention"
+            ));
+        }
+        match roles.iter().find(|(_, r)| *r == c) {
+            Some((role, _)) => Err(format!(
+                "{c:?} is the {role} column: Lethe reads it to judge, name or delete the row, so it is never redacted"
+            )),
+            None => Ok(()),
+        }
     });
     let redact_with = match s.optional_str("redact_with") {
         None => RedactWith::Null,

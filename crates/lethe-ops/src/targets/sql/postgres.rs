@@ -649,6 +649,68 @@ impl Deleter for PgTable {
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
+        let removed = self.change_returning(keys)?;
+        if self.cfg.redacting.is_none() {
+            return Ok(removed);
+        }
+        // A redaction counts only where the row reads as redacted afterwards, in this
+        // transaction: a trigger that put the text back (or a type that cannot hold the
+        // redacted value) leaves the row failed, never recorded redacted.
+        let claimed: Vec<Key> = match &removed {
+            Removed::All => keys.to_vec(),
+            Removed::These(k) => k.clone(),
+        };
+        let still = self.still_unredacted(&claimed)?;
+        if still.is_empty() {
+            return Ok(removed);
+        }
+        Ok(Removed::These(
+            claimed.into_iter().filter(|k| !still.contains(k)).collect(),
+        ))
+    }
+
+    fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {
+        self.is_lock_timeout_error(e)
+    }
+
+    fn refuses_every_row(&self, e: &anyhow::Error) -> bool {
+        self.refuses_every_row_error(e)
+    }
+
+    fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>> {
+        self.lockable_keys(keys)
+    }
+
+    fn lock_timeout(&self) -> lethe_core::time::Duration {
+        self.cfg.lock_timeout
+    }
+}
+
+impl PgTable {
+    /// Of these rows, those that do not read as redacted now.
+    fn still_unredacted(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
+        if keys.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let arrays = self.key_arrays(keys);
+        let (unnest, on) = self.join_keys(false);
+        let sql = format!(
+            "SELECT {} FROM {} AS {ALIAS}, {unnest} WHERE {on}{}",
+            self.key_texts(),
+            self.table,
+            self.not_done
+        );
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.client.query(sql.as_str(), &params)?;
+        Ok(Self::keys_of(&rows, self.keys.len()).into_iter().collect())
+    }
+
+    /// Deletes (or redacts) these rows, only those still as they were judged, and says which
+    /// the database changed.
+    fn change_returning(&mut self, keys: &[Key]) -> Result<Removed> {
         if self.keys.len() == 1
             && !self.exact.first().copied().unwrap_or(false)
             && self.cfg.redacting.is_none()
@@ -737,19 +799,19 @@ impl Deleter for PgTable {
         Ok(Removed::These(gone))
     }
 
-    fn is_lock_timeout(&self, e: &anyhow::Error) -> bool {
+    fn is_lock_timeout_error(&self, e: &anyhow::Error) -> bool {
         e.downcast_ref::<postgres::Error>()
             .and_then(|e| e.code())
             .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE)
     }
 
-    fn refuses_every_row(&self, e: &anyhow::Error) -> bool {
+    fn refuses_every_row_error(&self, e: &anyhow::Error) -> bool {
         e.downcast_ref::<postgres::Error>()
             .and_then(|e| e.code())
             .is_some_and(|c| *c == SqlState::FEATURE_NOT_SUPPORTED)
     }
 
-    fn lockable(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>> {
+    fn lockable_keys(&mut self, keys: &[Key]) -> Result<Option<Vec<Key>>> {
         let arrays = self.key_arrays(keys);
         let (unnest, on) = self.join_keys(false);
         let sql = format!(
@@ -763,10 +825,6 @@ impl Deleter for PgTable {
             .collect();
         let rows = self.client.query(sql.as_str(), &params)?;
         Ok(Some(Self::keys_of(&rows, self.keys.len())))
-    }
-
-    fn lock_timeout(&self) -> lethe_core::time::Duration {
-        self.cfg.lock_timeout
     }
 }
 

@@ -441,6 +441,36 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
+impl SqliteTable {
+    /// Of these rows, those that do not read as redacted now.
+    fn still_unredacted(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
+        let sql = if self.nkeys == 1 {
+            format!(
+                "SELECT {} FROM {} WHERE {} IN (SELECT value FROM json_each(?1)){}",
+                self.key_list, self.table, self.key_cmp, self.not_done
+            )
+        } else {
+            let parts: Vec<String> = (0..self.nkeys).map(|i| format!("value ->> {i}")).collect();
+            format!(
+                "SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM json_each(?1)){}",
+                self.key_list,
+                self.table,
+                self.key_cmp,
+                parts.join(", "),
+                self.not_done
+            )
+        };
+        let nkeys = self.nkeys;
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let still = st
+            .query_map([keys_json(keys)], |r| {
+                read_key(r, nkeys).map(|(k, _)| k.ok())
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(still.into_iter().flatten().collect())
+    }
+}
+
 impl Deleter for SqliteTable {
     fn execute(&mut self, statement: &str) -> Result<()> {
         Ok(self.conn.execute_batch(statement)?)
@@ -479,7 +509,15 @@ impl Deleter for SqliteTable {
                 read_key(r, nkeys).map(|(k, _)| k.ok())
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let gone: Vec<Key> = gone.into_iter().flatten().collect();
+        let mut gone: Vec<Key> = gone.into_iter().flatten().collect();
+        drop(st);
+        if self.cfg.redacting.is_some() && !gone.is_empty() {
+            // A redaction counts only where the row reads as redacted afterwards, in this
+            // transaction: a trigger that put the text back (or a column whose type cannot
+            // hold the redacted value) leaves the row failed, never recorded redacted.
+            let still = self.still_unredacted(&gone)?;
+            gone.retain(|k| !still.contains(k));
+        }
         // Keys are unique and each names one row: as many rows as keys is every key.
         if gone.len() == keys.iter().collect::<std::collections::HashSet<_>>().len() {
             return Ok(Removed::All);
