@@ -41,19 +41,43 @@ pub fn policy_json(target: &Target) -> Result<String> {
 /// decide what is due besides the window.
 pub fn reads(target: &Target) -> String {
     use crate::targets::{objects::ObjectStoreTarget, sql::SqlTarget, vendor::VendorTarget};
+    // Where the items are, as a digest (a URL may carry a user name).
+    let place = |what: &str| {
+        let d = lethe_core::audit::sha256_hex(what.as_bytes());
+        d.get(..16).unwrap_or(&d).to_string()
+    };
     if let Some(s) = target.spec::<SqlTarget>() {
         return format!(
-            "sql created_at={} created_at_format={:?} expires_at={:?} expires_at_format={:?} retention_days={:?} sensitivity_column={:?}",
+            "sql place={} key={:?} created_at={} created_at_format={:?} expires_at={:?} expires_at_format={:?} retention_days={:?} sensitivity_column={:?} action={:?} redact={:?} redact_with={} redact_after={:?}",
+            place(&format!("{}|{}", s.url, s.table)),
+            s.key,
             s.created_at,
             s.created_at_format.as_ref().map(ToString::to_string),
             s.expires_at,
             s.expires_at_format.as_ref().map(ToString::to_string),
             s.retention_days,
             s.sensitivity_column,
+            s.action,
+            s.redact,
+            s.redact_with,
+            s.redact_after.map(|d| d.to_string()),
         );
     }
     if let Some(o) = target.spec::<ObjectStoreTarget>() {
-        return format!("objects sensitivity_metadata={:?}", o.sensitivity_metadata);
+        return format!(
+            "objects place={} sensitivity_metadata={:?}",
+            place(&o.url),
+            o.sensitivity_metadata
+        );
+    }
+    if let Some(f) = target.spec::<crate::targets::fs::FsTarget>() {
+        return format!(
+            "filesystem place={} suffixes={:?} include={:?} exclude={:?}",
+            place(&f.root),
+            f.suffixes,
+            f.include,
+            f.exclude
+        );
     }
     if let Some(v) = target.spec::<VendorTarget>() {
         return format!("vendor sensitivity_metadata={:?}", v.sensitivity_metadata);
@@ -110,6 +134,37 @@ impl Applied {
             )
         })
     }
+}
+
+/// The policy to weigh `target`'s config against: the one last applied; or, for a target
+/// new to a state that already applies policies (renamed, added, or a second name for a
+/// place swept under another), a baseline under which nothing was due, so that every item
+/// due now counts as newly due. `None` only on a state where nothing was applied yet.
+pub fn baseline(state: &mut State, target: &Target) -> Result<Option<Applied>> {
+    if let Some(a) = applied(state, &target.name)? {
+        return Ok(Some(a));
+    }
+    let others = state
+        .db()
+        .query_opt("SELECT 1 FROM applied_policies LIMIT 1", &[])?
+        .is_some();
+    if !others {
+        return Ok(None);
+    }
+    let mut v = serde_json::to_value(&target.window)
+        .with_context(|| format!("target {}: its window could not be written", target.name))?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert(
+            "reads".into(),
+            serde_json::Value::String("(a target new to this state)".into()),
+        );
+    }
+    Ok(Some(Applied {
+        policy: v.to_string(),
+        applied_at: "never: the target is new to this state".into(),
+        run_id: String::new(),
+        how: String::new(),
+    }))
 }
 
 /// The policy last applied to `target`, if any.
@@ -352,9 +407,12 @@ fn due_only_under(
         protections,
         key,
         |row, item, verdict| {
-            // Only an item deleted under this window counts; a protection that keeps it
-            // here keeps it under the other window too.
-            if !matches!(verdict, Verdict::Expired { .. }) {
+            // An item due under this window counts, held or excepted too: a protection
+            // only hides a change until it ends, when nothing would weigh the change again.
+            if !matches!(
+                verdict,
+                Verdict::Expired { .. } | Verdict::Held { .. } | Verdict::Excepted { .. }
+            ) {
                 return;
             }
             let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
@@ -417,7 +475,7 @@ pub fn check(
     if !kind_of(target).can_sweep() {
         return Ok(g);
     }
-    let applied = applied(state, &target.name)?;
+    let applied = baseline(state, target)?;
     let current = policy_json(target)?;
     let window = window_text(&target.window);
     let protections = crate::registry::protections_unchecked(state, now)?;
@@ -570,17 +628,22 @@ pub fn write_schedule(
     let at = now.unix_seconds();
     let change = |db: &mut crate::db::Db| -> Result<()> {
         if let Some(waiting) = waiting {
-            db.execute(
-                "DELETE FROM scheduled_deletions WHERE target = ?1",
+            // Only what this run is done with goes (deleted, or no longer due); nothing it
+            // read earlier is written back, so a `--cancel` made meanwhile holds.
+            let still: std::collections::HashSet<&str> =
+                waiting.iter().map(|(k, _, _)| k.as_str()).collect();
+            let rows = db.query(
+                "SELECT item_key FROM scheduled_deletions WHERE target = ?1",
                 &vals![&target.name],
             )?;
-            db.insert_many(
-                "scheduled_deletions",
-                &["target", "item_key", "run_id", "scheduled_at"],
-                waiting
-                    .iter()
-                    .map(|(k, run, when)| vals![&target.name, k, run, *when].to_vec()),
-            )?;
+            for k in rows.iter().map(|r| r.text(0)) {
+                if !still.contains(k.as_str()) {
+                    db.execute(
+                        "DELETE FROM scheduled_deletions WHERE target = ?1 AND item_key = ?2",
+                        &vals![&target.name, &k],
+                    )?;
+                }
+            }
         }
         db.insert_many(
             "scheduled_deletions",

@@ -97,9 +97,15 @@ fn a_mistyped_window_on_the_demo_deletes_nothing_until_the_change_is_accepted() 
     let r = run(&cfg, &["sweep", "--apply", one[0], one[1], "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(r.json()["targets"][0]["deleted"].as_u64().unwrap() > 0);
-    let r = run(&cfg, &["plan", "--json"]);
+    let r = run(&cfg, &["plan", one[0], one[1], "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(plan_of(&r.json(), "inference_logs")["changed"], false);
+    // The other target, never applied on this state that applies policies, is weighed as
+    // new: every item due there now counts as newly due.
+    let r = run(&cfg, &["plan", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let other = plan_of(&r.json(), "training_records").clone();
+    assert_eq!(other["over_limit"], true, "{other}");
     let before = ids(&db, "inference_logs");
 
     // "3d" for "30d".
@@ -358,21 +364,24 @@ fn allow_large_accepts_a_change_past_the_limit_and_records_it() {
 }
 
 #[test]
-fn a_change_under_the_limit_goes_on_and_held_items_are_not_counted_as_lost() {
+fn a_change_under_the_limit_goes_on_and_held_items_still_count() {
     let d = Tmp::new("guard-under");
-    // 12 rows of 20 days, 88 of 2 days: "10d" for "30d" would newly make 12% due...
-    let mut ages = vec![20.0; 12];
+    // Rows 1-9 are 20 days old, 10-12 are 12, the other 88 are 2.
+    let mut ages = vec![20.0; 9];
+    ages.extend([12.0; 3]);
     ages.extend([2.0; 88]);
     let cfg = small(&d, "30d", "", &ages);
     let db = d.path("ai.db");
     let r = apply(&cfg, &[]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
 
+    // "10d" for "30d" newly makes 12% due...
     write_small(&d, "10d", "");
     let r = run(&cfg, &["plan", "--json"]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert_eq!(plan_of(&r.json(), "t")["newly_due"], 12);
-    // ...but three of them are held: 9 is within 10%.
+    // ...and holding three of them does not hide it: a hold ends, and nothing would weigh
+    // the change again then.
     for key in ["1", "2", "3"] {
         let r = run(
             &cfg,
@@ -383,6 +392,15 @@ fn a_change_under_the_limit_goes_on_and_held_items_are_not_counted_as_lost() {
         assert_eq!(r.code, Some(0), "{}", r.stderr);
     }
     let r = run(&cfg, &["plan", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(plan_of(&r.json(), "t")["newly_due"], 12);
+    let r = apply(&cfg, &[]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&db, "t").len(), 100);
+
+    // "15d" newly makes 9% due (the held rows among them): within the limit, it goes on.
+    write_small(&d, "15d", "");
+    let r = run(&cfg, &["plan", "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(plan_of(&r.json(), "t")["newly_due"], 9);
     let r = apply(&cfg, &[]);
@@ -390,15 +408,15 @@ fn a_change_under_the_limit_goes_on_and_held_items_are_not_counted_as_lost() {
     let t = &r.json()["targets"][0];
     assert_eq!(
         (t["deleted"].as_u64(), t["held"].as_u64()),
-        (Some(9), Some(3))
+        (Some(6), Some(3))
     );
     assert!(t["guard"].to_string().contains("within the limit"), "{t}");
     let left = ids(&db, "t");
-    assert_eq!(left.len(), 91);
-    assert!(left.starts_with(&[1, 2, 3, 13]), "{left:?}");
+    assert_eq!(left.len(), 94);
+    assert!(left.starts_with(&[1, 2, 3, 10]), "{left:?}");
     let recorded = entries(&cfg, &[], "t", "policy_recorded");
     assert_eq!(recorded.len(), 2, "{recorded:#?}");
-    assert_eq!(recorded[1]["window"], "10d");
+    assert_eq!(recorded[1]["window"], "15d");
     let r = run(&cfg, &["plan", "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(plan_of(&r.json(), "t")["changed"], false);
