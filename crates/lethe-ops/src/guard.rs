@@ -136,37 +136,6 @@ impl Applied {
     }
 }
 
-/// The policy to weigh `target`'s config against: the one last applied; or, for a target
-/// new to a state that already applies policies (renamed, added, or a second name for a
-/// place swept under another), a baseline under which nothing was due, so that every item
-/// due now counts as newly due. `None` only on a state where nothing was applied yet.
-pub fn baseline(state: &mut State, target: &Target) -> Result<Option<Applied>> {
-    if let Some(a) = applied(state, &target.name)? {
-        return Ok(Some(a));
-    }
-    let others = state
-        .db()
-        .query_opt("SELECT 1 FROM applied_policies LIMIT 1", &[])?
-        .is_some();
-    if !others {
-        return Ok(None);
-    }
-    let mut v = serde_json::to_value(&target.window)
-        .with_context(|| format!("target {}: its window could not be written", target.name))?;
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert(
-            "reads".into(),
-            serde_json::Value::String("(a target new to this state)".into()),
-        );
-    }
-    Ok(Some(Applied {
-        policy: v.to_string(),
-        applied_at: "never: the target is new to this state".into(),
-        run_id: String::new(),
-        how: String::new(),
-    }))
-}
-
 /// The policy last applied to `target`, if any.
 pub fn applied(state: &mut State, target: &str) -> Result<Option<Applied>> {
     let row = state.db().query_opt(
@@ -315,28 +284,17 @@ pub fn plan_target(
     }
     let mut old_target = target.clone();
     old_target.window = old;
-    // The columns items are read from changed: the old settings cannot be judged with, so
-    // every item due now counts as newly due (an over-count, never an under-count).
-    let reads_changed = reads_of(&applied.policy) != Some(reads(target));
+    // Where items are read from changed: the old settings cannot be judged with here, so
+    // the change is said (plan, sweep notes) and only the window's part of it is weighed.
+    if reads_of(&applied.policy) != Some(reads(target)) {
+        p.reads_changed = Some(format!(
+            "where its items are read from changed since the policy was last applied (was: {}; now: {}): the guard weighs only the window's part of the change; check what a dry run now finds due",
+            reads_of(&applied.policy).unwrap_or_else(|| "not kept".into()),
+            reads(target)
+        ));
+    }
     let judged = (|| -> Result<()> {
         p.items = open(loaded, target)?.count()?;
-        if reads_changed {
-            p.newly_due = due_only_under(
-                loaded,
-                target,
-                None,
-                now,
-                protections,
-                key,
-                &mut p.newly_due_sample,
-            )?;
-            p.reads_changed = Some(format!(
-                "where items are read from changed (was: {}; now: {}): every item due now counts as newly due",
-                reads_of(&applied.policy).unwrap_or_else(|| "not kept".into()),
-                reads(target)
-            ));
-            return Ok(());
-        }
         p.newly_due = due_only_under(
             loaded,
             target,
@@ -475,7 +433,7 @@ pub fn check(
     if !kind_of(target).can_sweep() {
         return Ok(g);
     }
-    let applied = baseline(state, target)?;
+    let applied = applied(state, &target.name)?;
     let current = policy_json(target)?;
     let window = window_text(&target.window);
     let protections = crate::registry::protections_unchecked(state, now)?;
@@ -534,6 +492,9 @@ pub fn check(
                         "; an apply records it as applied"
                     }
                 ));
+                if let Some(why) = &p.reads_changed {
+                    g.notes.push(why.clone());
+                }
             } else if allow_large {
                 g.record = Some(record(
                     Action::PolicyAccepted,

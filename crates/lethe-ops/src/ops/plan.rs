@@ -76,7 +76,7 @@ pub fn plan(loaded: &Loaded, req: &PlanRequest) -> Result<PlanReport> {
     let mut records = Vec::new();
     let by = registry::actor(req.by.as_deref());
     for t in &chosen {
-        let applied = guard::baseline(&mut state, t)?;
+        let applied = guard::applied(&mut state, &t.name)?;
         let p = guard::plan_target(loaded, t, applied.as_ref(), now, &protections, &state.key);
         if req.accept && p.changed {
             let policy = guard::policy_json(t)?;

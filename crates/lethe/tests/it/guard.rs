@@ -100,12 +100,6 @@ fn a_mistyped_window_on_the_demo_deletes_nothing_until_the_change_is_accepted() 
     let r = run(&cfg, &["plan", one[0], one[1], "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(plan_of(&r.json(), "inference_logs")["changed"], false);
-    // The other target, never applied on this state that applies policies, is weighed as
-    // new: every item due there now counts as newly due.
-    let r = run(&cfg, &["plan", "--json"]);
-    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    let other = plan_of(&r.json(), "training_records").clone();
-    assert_eq!(other["over_limit"], true, "{other}");
     let before = ids(&db, "inference_logs");
 
     // "3d" for "30d".
@@ -744,10 +738,11 @@ fn the_demo_untouched_with_3d_for_30d_is_held_back_until_accepted() {
     assert_eq!(run(&cfg, &["audit", "verify"]).code, Some(0));
 }
 
-/// Dropping the column a target reads each row's own retention from changes what is due as
-/// surely as a window does: the guard holds the apply back, counting every item due now.
+/// Dropping the column a target reads each row's own retention from changes what is due,
+/// but cannot be judged under the old settings: the plan and the sweep say so, and the
+/// guard weighs only the window's part of the change.
 #[test]
-fn a_change_in_the_columns_read_is_held_back_like_a_window() {
+fn a_change_in_the_columns_read_is_said_by_the_plan_and_the_sweep() {
     let d = Tmp::new("guard-reads");
     let dir = d.path("demo");
     let out = lethe().arg("demo").arg(&dir).output().unwrap();
@@ -757,17 +752,15 @@ fn a_change_in_the_columns_read_is_held_back_like_a_window() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cfg = dir.join("lethe.toml");
-    let db = dir.join("ai_data.db");
     let r = run(&cfg, &["sweep", "--apply", "--json"]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    let before = ids(&db, "inference_logs");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let mapping = "retention_days = \"retention_days\"    # optional: a per-row window in days\n";
     assert!(text.contains(mapping));
     std::fs::write(&cfg, text.replacen(mapping, "", 1)).unwrap();
     let r = run(&cfg, &["plan", "--json"]);
-    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     let p = plan_of(&r.json(), "inference_logs").clone();
+    assert_eq!(p["changed"], true, "{p}");
     assert!(
         p["reads_changed"]
             .as_str()
@@ -775,21 +768,12 @@ fn a_change_in_the_columns_read_is_held_back_like_a_window() {
             .contains("retention_days"),
         "{p}"
     );
-    assert_eq!(p["over_limit"], true, "{p}");
-    let r = run(&cfg, &["sweep", "--apply", "--json"]);
-    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    assert_eq!(ids(&db, "inference_logs"), before, "nothing deleted there");
-    // Accepted, it goes on.
-    let r = run(
-        &cfg,
-        &[
-            "plan",
-            "--accept",
-            "--reason",
-            "rows keep the category window",
-        ],
+    let r = run(&cfg, &["sweep"]);
+    assert!(
+        r.stdout.contains("where its items are read from changed")
+            || r.stderr.contains("where its items are read from changed"),
+        "{}{}",
+        r.stdout,
+        r.stderr
     );
-    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    run(&cfg, &["sweep", "--apply", "--json"]);
-    assert!(ids(&db, "inference_logs").len() < before.len());
 }
