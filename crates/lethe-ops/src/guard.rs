@@ -136,18 +136,44 @@ impl Applied {
     }
 }
 
-/// The policy last applied to `target`, if any.
+/// The policy last applied to `target`, if any, checked against the trail: the register
+/// is kept beside the trail, not in its chain, so a policy the last `policy_*` entry for
+/// the target does not name was not applied through Lethe (the register was edited), and
+/// is refused as unreadable until a person accepts the config's policy.
 pub fn applied(state: &mut State, target: &str) -> Result<Option<Applied>> {
     let row = state.db().query_opt(
         "SELECT policy, applied_at, run_id, how FROM applied_policies WHERE target = ?1",
         &vals![target],
     )?;
-    Ok(row.map(|r| Applied {
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let mut a = Applied {
         policy: r.text(0),
         applied_at: r.text(1),
         run_id: r.text(2),
         how: r.text(3),
-    }))
+    };
+    let last = state.db().query_opt(
+        "SELECT detail FROM audit WHERE target = ?1 AND item_key = '' AND action IN ('policy_recorded', 'policy_accepted') ORDER BY seq DESC LIMIT 1",
+        &vals![target],
+    )?;
+    let named = match last {
+        Some(d) => d.text(0).starts_with(&format!("policy {}: ", a.policy)),
+        // Its entry may have been pruned with the trail's oldest entries.
+        None => state
+            .db()
+            .query_opt("SELECT 1 FROM audit_checkpoint", &[])?
+            .is_some(),
+    };
+    if !named {
+        // Unreadable on purpose: `window()` fails, so the plan cannot judge it and an
+        // apply refuses the target until `plan --accept` records the policy afresh.
+        a.policy = format!(
+            "(the applied-policy register for {target} does not match the trail's last policy entry: it was changed outside Lethe)"
+        );
+    }
+    Ok(Some(a))
 }
 
 /// A policy to record as applied to a target, with its trail entry.

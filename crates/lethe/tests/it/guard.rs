@@ -777,3 +777,49 @@ fn a_change_in_the_columns_read_is_said_by_the_plan_and_the_sweep() {
         r.stderr
     );
 }
+
+/// The applied-policy register sits beside the trail: a policy written into it outside
+/// Lethe does not match the trail's last policy entry, so the target is refused until a
+/// person accepts the config's policy.
+#[test]
+fn an_applied_policy_edited_outside_lethe_is_refused_until_accepted() {
+    let d = Tmp::new("guard-tamper");
+    let mut ages = vec![20.0; 30];
+    ages.extend([2.0; 70]);
+    let cfg = small(&d, "30d", "", &ages);
+    let db = d.path("ai.db");
+    let r = apply(&cfg, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    // "10d" would newly make 30% due: someone writes it into the register directly.
+    write_small(&d, "10d", "");
+    let planned = run(&cfg, &["plan", "--json"]);
+    let policy = plan_of(&planned.json(), "t")["policy"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = Connection::open(d.path("state/lethe.db")).unwrap();
+    state
+        .execute(
+            "UPDATE applied_policies SET policy = ?1 WHERE target = 't'",
+            [&policy],
+        )
+        .unwrap();
+    let r = run(&cfg, &["plan", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let p = plan_of(&r.json(), "t").clone();
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("changed outside Lethe"),
+        "{p}"
+    );
+    let r = apply(&cfg, &[]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&db, "t").len(), 100, "nothing deleted");
+    let r = run(&cfg, &["plan", "--accept", "--reason", "reviewed"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = apply(&cfg, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&db, "t").len(), 70);
+}
