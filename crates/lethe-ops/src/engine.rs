@@ -1754,7 +1754,9 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
         if report.as_ref().is_some_and(|r| r.interrupted) || ctx.opts.stopping() {
             break;
         }
-        let r = sweep_pass(state, &pass, ctx, &mut failpoint)?;
+        // The tags are the whole target's, whichever pass: counted once.
+        let count_tags = report.is_none();
+        let r = sweep_pass(state, &pass, ctx, &mut failpoint, count_tags)?;
         report = Some(match report {
             None => r,
             Some(mut sum) => {
@@ -1763,7 +1765,20 @@ fn sweep_one(state: &mut State, target: &Target, ctx: &RunCtx<'_>) -> Result<Tar
             }
         });
     }
-    report.ok_or_else(|| anyhow::anyhow!("target {} has nothing to sweep", target.name))
+    let mut report =
+        report.ok_or_else(|| anyhow::anyhow!("target {} has nothing to sweep", target.name))?;
+    if !report.unknown_levels.is_empty() {
+        let named: Vec<String> = report
+            .unknown_levels
+            .iter()
+            .map(|(l, n)| format!("{l:?} ({n})"))
+            .collect();
+        report.notes.push(format!(
+            "items name a sensitivity level nobody defined, read as the strictest cap: {}; define it under [sensitivity.LEVEL] or correct the items",
+            named.join(", ")
+        ));
+    }
+    Ok(report)
 }
 
 impl TargetReport {
@@ -1793,6 +1808,11 @@ impl TargetReport {
         self.due_sample.extend(r.due_sample);
         self.due_sample.truncate(SAMPLE);
         self.notes.extend(r.notes);
+        // Passes judge the same items: a level is counted by the pass that saw it most.
+        for (level, n) in r.unknown_levels {
+            let seen = self.unknown_levels.entry(level).or_default();
+            *seen = (*seen).max(n);
+        }
     }
 }
 
@@ -1801,6 +1821,7 @@ fn sweep_pass(
     pass: &crate::targets::Pass,
     ctx: &RunCtx<'_>,
     failpoint: &mut Option<Option<Failpoint>>,
+    count_tags: bool,
 ) -> Result<TargetReport> {
     let mut s = Sweeper::open(state, &pass.target, ctx)?;
     if let Some(carried) = failpoint.take() {
@@ -1831,25 +1852,16 @@ fn sweep_pass(
     }
     let table = &mut s.store.table;
     let report = &mut s.books.report;
-    match table.count_untagged(&ctx.opts.required_tags) {
-        Ok(n) => report.untagged = n,
-        Err(e) => report
-            .notes
-            .push(format!("tag coverage could not be counted: {e:#}")),
+    if count_tags {
+        match table.count_untagged(&ctx.opts.required_tags) {
+            Ok(n) => report.untagged = n,
+            Err(e) => report
+                .notes
+                .push(format!("tag coverage could not be counted: {e:#}")),
+        }
     }
     report.retries = table.retries();
     report.notes.extend(table.notes());
-    if !report.unknown_levels.is_empty() {
-        let named: Vec<String> = report
-            .unknown_levels
-            .iter()
-            .map(|(l, n)| format!("{l:?} ({n})"))
-            .collect();
-        report.notes.push(format!(
-            "items name a sensitivity level nobody defined, read as the strictest cap: {}; define it under [sensitivity.LEVEL] or correct the items",
-            named.join(", ")
-        ));
-    }
     if let Some((bulk, single)) = table.delete_stats()
         && bulk + single > 0
     {

@@ -324,7 +324,7 @@ pub fn plan_target(
         p.newly_due = due_only_under(
             loaded,
             target,
-            Some(&old_target.window),
+            &old_target.window,
             now,
             protections,
             key,
@@ -333,7 +333,7 @@ pub fn plan_target(
         p.no_longer_due = due_only_under(
             loaded,
             &old_target,
-            Some(&target.window),
+            &target.window,
             now,
             protections,
             key,
@@ -369,12 +369,11 @@ fn open(loaded: &Loaded, target: &Target) -> Result<Box<dyn crate::targets::Conn
 }
 
 /// Items due under `target`'s own window (as a sweep judges them, protections included)
-/// that would not be due under `other` (`None`: every item due); a few of their keys go to
-/// `sample`.
+/// that would not be due under `other`; a few of their keys go to `sample`.
 fn due_only_under(
     loaded: &Loaded,
     target: &Target,
-    other: Option<&Window>,
+    other: &Window,
     now: Timestamp,
     protections: &Protections,
     key: &AuditKey,
@@ -400,12 +399,10 @@ fn due_only_under(
                 return;
             }
             let facts = row.facts(created_at_format.as_ref(), expires_at_format.as_ref());
-            let due_before = other.is_some_and(|other| {
-                matches!(
-                    expiry::decide(now, other, &target.name, &item, None, &facts, &none),
-                    Verdict::Expired { .. }
-                )
-            });
+            let due_before = matches!(
+                expiry::decide(now, other, &target.name, &item, None, &facts, &none),
+                Verdict::Expired { .. }
+            );
             if !due_before {
                 n += 1;
                 if sample.len() < SAMPLE {
