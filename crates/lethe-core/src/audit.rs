@@ -203,23 +203,71 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The canonical bytes an entry's hash covers: its sequence number and body, as JSON with the
-/// fields in declaration order.
-fn canonical(seq: i64, body: &Body) -> Vec<u8> {
+/// fields in declaration order, written straight into the hasher. The fields are listed
+/// here rather than flattened: the same bytes, without serde's per-field map machinery.
+fn canonical(seq: i64, body: &Body, out: &mut Sha256) {
     #[derive(Serialize)]
     struct Canon<'a> {
         seq: i64,
-        #[serde(flatten)]
-        body: &'a Body,
+        decided_at: &'a str,
+        run_id: &'a str,
+        action: Action,
+        target: &'a str,
+        item_key: &'a str,
+        category: &'a str,
+        reason: &'a str,
+        window: &'a str,
+        expires_at: Option<&'a str>,
+        subject_hash: Option<&'a str>,
+        detail: &'a str,
     }
-    // Serializing plain strings and integers cannot fail.
-    serde_json::to_vec(&Canon { seq, body }).unwrap_or_default()
+    /// Feeds what serde_json writes to the hash.
+    struct Feed<'h>(&'h mut Sha256);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Body {
+        decided_at,
+        run_id,
+        action,
+        target,
+        item_key,
+        category,
+        reason,
+        window,
+        expires_at,
+        subject_hash,
+        detail,
+    } = body;
+    let canon = Canon {
+        seq,
+        decided_at,
+        run_id,
+        action: *action,
+        target,
+        item_key,
+        category,
+        reason,
+        window,
+        expires_at: expires_at.as_deref(),
+        subject_hash: subject_hash.as_deref(),
+        detail,
+    };
+    // Serializing plain strings and integers into a hasher cannot fail.
+    let _ = serde_json::to_writer(Feed(out), &canon);
 }
 
 pub fn entry_hash(prev_hash: &str, seq: i64, body: &Body) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(canonical(seq, body));
+    canonical(seq, body, &mut h);
     hex(&h.finalize())
 }
 
@@ -913,6 +961,37 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes an entry's hash covers never change: trails written by earlier builds
+    /// verify. Pinned on bodies with text that JSON escapes, both options set and unset.
+    #[test]
+    fn an_entrys_hash_covers_the_same_bytes_as_ever() {
+        let mut b = Body {
+            decided_at: "2026-01-01T00:00:00.123456Z".into(),
+            run_id: "run-\"1\"".into(),
+            action: Action::Deleted,
+            target: "t\\x".into(),
+            item_key: "[\"a\",\"é\n\"]".into(),
+            category: "c".into(),
+            reason: "retention".into(),
+            window: "max 90d".into(),
+            expires_at: Some("2026-02-01T00:00:00Z".into()),
+            subject_hash: None,
+            detail: "tab\there \u{1}".into(),
+        };
+        let first = entry_hash("genesis", 7, &b);
+        b.expires_at = None;
+        b.subject_hash = Some("ab".repeat(32));
+        b.action = Action::ScheduleCancelled;
+        let second = entry_hash(&first, -3, &b);
+        assert_eq!(
+            (first.as_str(), second.as_str()),
+            (
+                "bd907b98c0e853281397236a2eb9a1a39f7be956b423ac5ac9d9e5af2db95dbc",
+                "01716a24e1b468584af939bf538a89ca00780bff6bb2d52300670c1c9e0b3398"
+            )
+        );
+    }
 
     fn body(i: usize) -> Body {
         Body {

@@ -19,7 +19,7 @@ use crate::engine;
 use crate::settings::Loaded;
 use crate::state::State;
 use crate::targets::kind_of;
-use crate::vals;
+use crate::{cells, vals};
 
 /// Item keys a plan names per target and direction, at most.
 pub const SAMPLE: usize = 10;
@@ -632,8 +632,7 @@ pub fn write_schedule(
         db.insert_many(
             "scheduled_deletions",
             &["target", "item_key", "run_id", "scheduled_at"],
-            new.iter()
-                .map(|k| vals![&target.name, k, run_id, at].to_vec()),
+            new.iter().map(|k| cells![&target.name, k, run_id, at]),
         )?;
         Ok(())
     };

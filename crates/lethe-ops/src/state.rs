@@ -19,7 +19,7 @@ use lethe_core::audit::{
 
 use crate::db::{Db, DbRow, Val};
 use crate::util::{UsageError, now};
-use crate::vals;
+use crate::{cells, vals};
 
 /// Schema steps, in order, one file per step and backend (`migrations/sqlite`,
 /// `migrations/postgres`). Step N brings a state to schema version N; a step one backend
@@ -2380,7 +2380,7 @@ fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
     let cols: Vec<&str> = ENTRY_COLS.split(", ").collect();
     let rows = entries.iter().map(|e| {
         let b = &e.body;
-        vals![
+        cells![
             e.seq,
             &b.decided_at,
             &b.run_id,
@@ -2396,7 +2396,6 @@ fn insert_entries(db: &mut Db, entries: &[Entry]) -> Result<()> {
             &e.prev_hash,
             &e.hash
         ]
-        .to_vec()
     });
     db.insert_many("audit", &cols, rows)
 }
