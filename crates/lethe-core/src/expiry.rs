@@ -14,6 +14,9 @@ pub enum Raw<'a> {
     Real(f64),
     Text(&'a str),
     Blob,
+    /// A typed instant the store itself keeps (a PostgreSQL `timestamp` or `timestamptz`
+    /// read in binary): no text to interpret.
+    Instant(Timestamp),
 }
 
 /// What one item says about its own lifetime.
@@ -203,6 +206,7 @@ pub fn read_instant(v: Raw<'_>, format: Option<&TimeFormat>) -> Result<Option<Ti
     match (v, format) {
         (Raw::Null, _) => Ok(None),
         (Raw::Blob, _) => Err("is binary, not a timestamp".into()),
+        (Raw::Instant(t), _) => plausible(t, || t.to_rfc3339()),
         (Raw::Int(i), None) => Timestamp::from_plausible_unix(i as f64).map(Some),
         (Raw::Real(f), None) => Timestamp::from_plausible_unix(f).map(Some),
         (Raw::Text(s), None) => read_text(s),
@@ -241,11 +245,16 @@ fn read_text(s: &str) -> Result<Option<Timestamp>, String> {
     if let Some(read) = infinity(s) {
         return read;
     }
-    let t = Timestamp::parse(s)?;
+    plausible(Timestamp::parse(s)?, || s.trim().to_string())
+}
+
+/// A date before 1900 is taken for what it usually is, a placeholder (`0001-01-01`), not a
+/// date.
+fn plausible(t: Timestamp, shown: impl Fn() -> String) -> Result<Option<Timestamp>, String> {
     if t < Timestamp::EARLIEST_PLAUSIBLE {
         return Err(format!(
             "{:?} is before 1900, which reads as a placeholder (such as 0001-01-01), not a date; if it is one, declare the column's format as \"iso8601\"",
-            s.trim()
+            shown()
         ));
     }
     Ok(Some(t))
@@ -263,6 +272,7 @@ pub fn read_days(v: Raw<'_>) -> Result<Option<i64>, String> {
             .map_err(|_| format!("{s:?} is not a whole number of days"))?,
         Raw::Real(f) => return Err(format!("{f} is not a whole number of days")),
         Raw::Blob => return Err("is binary, not a number of days".into()),
+        Raw::Instant(_) => return Err("is a timestamp, not a number of days".into()),
     };
     if days < 0 {
         return Err(format!("{days} is negative"));
@@ -357,6 +367,7 @@ pub fn item_level(window: &Window, own: Option<Raw<'_>>) -> Option<(Duration, Ba
         Some(Raw::Int(i)) => Some(i.to_string()),
         Some(Raw::Real(f)) => Some(f.to_string()),
         Some(Raw::Blob) => Some("(binary)".to_string()),
+        Some(Raw::Instant(t)) => Some(t.to_rfc3339()),
     };
     let name = named.or_else(|| window.level.clone())?;
     match window.levels.find(&name) {
@@ -406,12 +417,11 @@ pub fn unknown_level(window: &Window, own: Option<Raw<'_>>) -> Option<String> {
         Some(Raw::Text(t)) if !t.trim().is_empty() && window.levels.find(t).is_none() => {
             Some(shown_level(t.trim()))
         }
-        Some(Raw::Int(_) | Raw::Real(_) | Raw::Blob) => {
-            item_level(window, own).and_then(|(_, b)| match b {
+        Some(Raw::Int(_) | Raw::Real(_) | Raw::Blob | Raw::Instant(_)) => item_level(window, own)
+            .and_then(|(_, b)| match b {
                 Basis::Cap { level, .. } => Some(level),
                 _ => None,
-            })
-        }
+            }),
         _ => None,
     }
 }

@@ -147,6 +147,8 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob,
+    /// A typed instant the store keeps as one (see [`Raw::Instant`]).
+    Instant(lethe_core::time::Timestamp),
 }
 
 impl Value {
@@ -157,6 +159,7 @@ impl Value {
             Value::Real(f) => Raw::Real(*f),
             Value::Text(s) => Raw::Text(s),
             Value::Blob => Raw::Blob,
+            Value::Instant(t) => Raw::Instant(*t),
         }
     }
 }
@@ -276,7 +279,8 @@ pub trait Deleter {
         self.execute("ROLLBACK TO SAVEPOINT lethe_group")
     }
     /// Deletes these rows (only those still as they were judged) and says which the
-    /// database removed.
+    /// database removed. Always called inside the `lethe_group` savepoint, which it may
+    /// roll back to (and leave open) to try again.
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed>;
     /// Whether an error is a lock wait that ran out.
     fn is_lock_timeout(&self, e: &anyhow::Error) -> bool;

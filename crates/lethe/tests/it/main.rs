@@ -16,6 +16,7 @@ mod infinity;
 mod jsonl;
 mod objects;
 mod pg;
+mod pg_instants;
 mod pg_safety;
 mod pg_tls;
 mod policy;

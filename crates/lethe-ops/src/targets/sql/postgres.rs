@@ -37,6 +37,64 @@ const MARGIN_SECS: i64 = 86_400;
 const MAX_FILTER_SECS: u64 = 1_000 * 365 * 86_400;
 const ALIAS: &str = "lethe_t";
 
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01T00:00:00Z.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamp` or `timestamptz` as PostgreSQL sends it in binary: microseconds since
+/// 2000-01-01 (in UTC for `timestamptz`; a `timestamp`'s wall clock, read as UTC, as its
+/// text was). Read so, the server formats no text and Lethe parses none.
+struct PgInstant(i64);
+
+impl<'a> postgres::types::FromSql<'a> for PgInstant {
+    fn from_sql(
+        _: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(PgInstant(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        matches!(
+            *ty,
+            postgres::types::Type::TIMESTAMP | postgres::types::Type::TIMESTAMPTZ
+        )
+    }
+}
+
+impl PgInstant {
+    /// The value as the decision reads it: the infinities as their text reads (`infinity`
+    /// is never, `-infinity` no date); an instant past what Lethe can compute with, as text
+    /// it cannot read (the row is reported, never deleted).
+    fn value(self) -> Value {
+        match self.0 {
+            i64::MAX => Value::Text("infinity".into()),
+            i64::MIN => Value::Text("-infinity".into()),
+            m => match m.checked_add(PG_EPOCH_MICROS) {
+                Some(unix) => Value::Instant(Timestamp::from_micros(unix)),
+                None => Value::Text(format!("{m} microseconds after 2000-01-01")),
+            },
+        }
+    }
+}
+
+/// A row version (`xid`) as PostgreSQL sends it in binary: an unsigned 32-bit number.
+struct PgXid(u32);
+
+impl<'a> postgres::types::FromSql<'a> for PgXid {
+    fn from_sql(
+        _: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 4] = raw.try_into()?;
+        Ok(PgXid(u32::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        *ty == postgres::types::Type::XID
+    }
+}
+
 /// `schema.table` or `table`, quoted.
 fn quote_table(name: &str) -> (Option<String>, String, String) {
     match name.split_once('.') {
@@ -170,6 +228,9 @@ pub struct PgTable {
     cursor: Option<Vec<String>>,
     /// The row version (`xmin`), as text, qualified by the table alias.
     fingerprint: String,
+    /// created_at and expires_at are typed timestamps read in binary.
+    binary_created: bool,
+    binary_expires: bool,
     /// The scan's and the delete's statements, prepared once: each page and each delete is
     /// then one round trip.
     prepared: HashMap<String, postgres::Statement>,
@@ -209,6 +270,8 @@ impl PgTable {
             reads: 0,
             cursor: None,
             fingerprint: String::new(),
+            binary_created: false,
+            binary_expires: false,
             prepared: HashMap::new(),
         };
         let cols = t.columns()?;
@@ -224,9 +287,20 @@ impl PgTable {
         let kind_of = |c: &Option<String>| c.as_ref().and_then(|c| ty(c)).map(|t| kind(&t));
         let created_kind = ty(&cfg.created_at).map(|t| kind(&t)).unwrap_or(Kind::Other);
         let mut exprs: Vec<String> = cfg.key.iter().map(|k| format!("{}::text", qa(k))).collect();
-        exprs.push(as_text(&qa(&cfg.created_at), created_kind));
-        for c in [&cfg.retention_days, &cfg.expires_at] {
+        // A typed timestamp with no declared format is read in binary; anything else as text.
+        let binary = |k: Option<Kind>, format: Option<&TimeFormat>| {
+            format.is_none() && matches!(k, Some(Kind::Timestamptz | Kind::Timestamp))
+        };
+        t.binary_created = binary(Some(created_kind), cfg.created_at_format.as_ref());
+        t.binary_expires = binary(kind_of(&cfg.expires_at), cfg.expires_at_format.as_ref());
+        exprs.push(if t.binary_created {
+            qa(&cfg.created_at)
+        } else {
+            as_text(&qa(&cfg.created_at), created_kind)
+        });
+        for (c, binary) in [(&cfg.retention_days, false), (&cfg.expires_at, t.binary_expires)] {
             exprs.push(match (c, kind_of(c)) {
+                (Some(c), Some(_)) if binary => qa(c),
                 (Some(c), Some(k)) => as_text(&qa(c), k),
                 _ => "NULL::text".into(),
             });
@@ -241,11 +315,11 @@ impl PgTable {
         // makes a new version with another xmin, so the delete finds nothing to match.
         t.fingerprint = format!("{ALIAS}.xmin::text");
         let mut select: Vec<String> = exprs;
-        // Read as a number: one allocation less per row than its text.
+        // Read in binary: no text made or parsed per row.
         select.push(if write {
-            format!("{}::bigint", t.fingerprint)
+            format!("{ALIAS}.xmin")
         } else {
-            "NULL::bigint".into()
+            "NULL::xid".into()
         });
         // The row's own sensitivity level, as text.
         select.push(match &cfg.sensitivity_column {
@@ -488,15 +562,26 @@ impl PgTable {
         }
         .ok_or_else(|| "key is NULL".to_string());
         if self.write
-            && let (Ok(k), Ok(Some(fp))) = (&key, r.try_get::<_, Option<i64>>(n + 5))
+            && let (Ok(k), Ok(Some(PgXid(fp)))) = (&key, r.try_get::<_, Option<PgXid>>(n + 5))
         {
-            self.judged.insert(k.clone(), (self.reads, fp));
+            self.judged.insert(k.clone(), (self.reads, i64::from(fp)));
         }
+        let instant_or_text = |i: usize, binary: bool| {
+            if !binary {
+                return text_val(r.get(i));
+            }
+            match r.try_get::<_, Option<PgInstant>>(i) {
+                Ok(Some(t)) => t.value(),
+                Ok(None) => Value::Null,
+                // Text it cannot read: the row is reported with the reason, never deleted.
+                Err(e) => Value::Text(format!("(unreadable: {e})")),
+            }
+        };
         Row {
             key,
-            created_at: text_val(r.get(n)),
+            created_at: instant_or_text(n, self.binary_created),
             retention_days: text_val(r.get(n + 1)),
-            expires_at: text_val(r.get(n + 2)),
+            expires_at: instant_or_text(n + 2, self.binary_expires),
             subject: Ok(r.get(n + 3)),
             file: Ok(r.get(n + 4)),
             sensitivity: text_val(r.get(n + 6)),
@@ -594,8 +679,8 @@ impl PgTable {
         }
         let sql = format!(
             "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
-             AND {ALIAS}.xmin = ANY($2::text[]::xid[]) RETURNING {ALIAS}.{k}::text AS lethe_r0) \
-             SELECT c.n, CASE WHEN c.n < $3 THEN (SELECT array_agg(lethe_r0) FROM lethe_d) END \
+             AND {ALIAS}.xmin = ANY($2::text[]::xid[]) RETURNING {ALIAS}.{k} AS lethe_r0) \
+             SELECT c.n, CASE WHEN c.n < $3 THEN (SELECT array_agg(lethe_r0::text) FROM lethe_d) END \
              FROM (SELECT count(*) AS n FROM lethe_d) c",
             self.table
         );

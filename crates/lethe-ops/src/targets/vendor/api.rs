@@ -127,6 +127,7 @@ pub fn shown(v: &Value) -> String {
             .unwrap_or_else(|| i.to_string()),
         Value::Real(f) => f.to_string(),
         Value::Text(t) => t.clone(),
+        Value::Instant(t) => t.to_rfc3339(),
         Value::Null | Value::Blob => String::new(),
     }
 }
