@@ -205,6 +205,36 @@ fn one_refusing_row_does_not_keep_the_rest_of_its_group() {
     assert_eq!(ids(&c, "logs"), vec![777, 2222]);
 }
 
+/// Finding 4, its other form: a trigger that fails the delete part-way (`RAISE(FAIL)`
+/// keeps what the statement had already deleted). Those deletions are undone with their
+/// group, the refusing row is failed, and every other row is deleted and recorded once.
+#[test]
+fn a_delete_failed_part_way_is_undone_and_the_rest_deleted() {
+    let d = Tmp::new("fail-part-way");
+    let mut sql = String::from(
+        "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT);
+         CREATE TRIGGER fail_30 BEFORE DELETE ON logs WHEN old.id = 30
+           BEGIN SELECT RAISE(FAIL, 'row 30 is evidence'); END;",
+    );
+    for id in 1..=50 {
+        sql.push_str(&format!("INSERT INTO logs VALUES ({id}, '{}');", old()));
+    }
+    let c = db(&d, &sql);
+    let cfg = config(&d, "logs", "key = \"id\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&c, "logs"), vec![30]);
+    let j = r.json();
+    assert_eq!(j["targets"][0]["deleted"], 49, "{}", r.stdout);
+    assert_eq!(j["targets"][0]["failed"], 1, "{}", r.stdout);
+    assert_eq!(keys_with(&cfg, "failed"), vec!["30"]);
+    let mut deleted = keys_with(&cfg, "deleted");
+    let n = deleted.len();
+    deleted.dedup();
+    assert_eq!((n, deleted.len()), (49, 49), "{deleted:?}");
+    assert!(!deleted.contains(&"30".to_string()));
+}
+
 /// Finding 5: an application's lock made the sweep wait forever. Now the wait is bounded,
 /// the target is reported busy, and the other targets are still swept.
 #[test]
