@@ -5,8 +5,8 @@
 use crate::pg::PgCluster;
 use crate::*;
 
-/// The failed entries of the last sweep, by item key: their detail.
-fn failures(cfg: &std::path::Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+/// The failed entries of the target `logs`, by item key: their detail.
+pub fn failures(cfg: &std::path::Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
     let r = run_env(cfg, env, &["audit", "log", "--target", "logs", "--json"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     r.json()
