@@ -235,6 +235,61 @@ fn a_delete_failed_part_way_is_undone_and_the_rest_deleted() {
     assert!(!deleted.contains(&"30".to_string()));
 }
 
+/// Finding 2, through a trigger: one that puts a deleted row back, or moves another row
+/// under a key the delete names, must not leave a row recorded deleted that is still
+/// there (SQLite's count, and RETURNING, both named it).
+#[test]
+fn a_row_a_trigger_puts_back_is_never_recorded_deleted() {
+    let d = Tmp::new("put-back");
+    let old = old();
+    let c = db(
+        &d,
+        &format!(
+            "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT);
+             INSERT INTO logs VALUES (1, '{old}'), (2, '{old}'), (3, '{old}');
+             CREATE TRIGGER put_back AFTER DELETE ON logs WHEN old.id = 2
+               BEGIN INSERT INTO logs VALUES (2, old.created_at); END;"
+        ),
+    );
+    let cfg = config(&d, "logs", "key = \"id\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&c, "logs"), vec![2]);
+    assert_eq!(keys_with(&cfg, "deleted"), vec!["1", "3"]);
+    assert_eq!(keys_with(&cfg, "failed"), vec!["2"]);
+
+    // A text key: deleting `a` moves `b` to another rowid and puts a fresh row where `b`
+    // was; the statement then deletes that fresh row in `b`'s place.
+    let d = Tmp::new("moved");
+    let c = db(
+        &d,
+        &format!(
+            "CREATE TABLE logs (id TEXT PRIMARY KEY, created_at TEXT);
+             INSERT INTO logs (rowid, id, created_at) VALUES (1, 'a', '{old}'), (2, 'b', '{old}');
+             CREATE TRIGGER move BEFORE DELETE ON logs WHEN old.id = 'a' BEGIN
+               UPDATE logs SET rowid = 99 WHERE id = 'b';
+               INSERT INTO logs (rowid, id, created_at) VALUES (2, 'x', '{old}');
+             END;"
+        ),
+    );
+    let cfg = config(&d, "logs", "key = \"id\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    let left: Vec<String> = c
+        .prepare("SELECT id FROM logs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(left.contains(&"b".to_string()), "{left:?}: {}", r.stdout);
+    assert!(
+        !keys_with(&cfg, "deleted").contains(&"b".to_string()),
+        "{:?}",
+        keys_with(&cfg, "deleted")
+    );
+    assert!(keys_with(&cfg, "failed").contains(&"b".to_string()));
+}
+
 /// Finding 5: an application's lock made the sweep wait forever. Now the wait is bounded,
 /// the target is reported busy, and the other targets are still swept.
 #[test]

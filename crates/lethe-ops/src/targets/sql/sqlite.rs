@@ -138,6 +138,11 @@ pub struct SqliteTable {
     /// `CAST(subj AS TEXT) COLLATE BINARY = ?1 AND subj = ?1`: exact text, index-friendly.
     subject_match: Option<String>,
     nkeys: usize,
+    /// The database has a trigger, looked at when each write transaction begins (no one can
+    /// add one while Lethe holds the write lock): a delete is then confirmed by reading
+    /// that each row is gone, since a trigger can put a row back or move another under a
+    /// key the delete then names.
+    triggers: bool,
     /// Where the current scan stopped: the last row's key as stored.
     cursor: Option<Vec<Cell>>,
     pub path: std::path::PathBuf,
@@ -286,6 +291,7 @@ impl SqliteTable {
             key_not_null,
             subject_match,
             nkeys: keys.len(),
+            triggers: true,
             cursor: None,
             path,
             table,
@@ -442,7 +448,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 impl SqliteTable {
-    /// Of these rows, those that do not read as redacted now.
+    /// Of these rows, those still there; on a redacting target, those that do not read as
+    /// redacted now.
     fn still_unredacted(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
         let sql = if self.nkeys == 1 {
             format!(
@@ -514,8 +521,19 @@ impl Deleter for SqliteTable {
                 .conn
                 .prepare_cached(&change)?
                 .execute([keys_json.as_str()])?;
-            if n == distinct {
+            if n == distinct && !self.triggers {
                 return Ok(Removed::All);
+            }
+            if n == distinct {
+                // A trigger may have put a row back, or moved another row under a key the
+                // statement then deleted: each key counts only if its row is gone now.
+                let still = self.still_unredacted(keys)?;
+                if still.is_empty() {
+                    return Ok(Removed::All);
+                }
+                return Ok(Removed::These(
+                    keys.iter().filter(|k| !still.contains(k)).cloned().collect(),
+                ));
             }
             self.rollback_to()?;
         }
@@ -529,10 +547,11 @@ impl Deleter for SqliteTable {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut gone: Vec<Key> = gone.into_iter().flatten().collect();
         drop(st);
-        if self.cfg.redacting.is_some() && !gone.is_empty() {
+        if (self.cfg.redacting.is_some() || self.triggers) && !gone.is_empty() {
             // A redaction counts only where the row reads as redacted afterwards, in this
             // transaction: a trigger that put the text back (or a column whose type cannot
-            // hold the redacted value) leaves the row failed, never recorded redacted.
+            // hold the redacted value) leaves the row failed, never recorded redacted. A
+            // deletion, where a trigger could have put the row back, only where it is gone.
             let still = self.still_unredacted(&gone)?;
             gone.retain(|k| !still.contains(k));
         }
@@ -739,7 +758,17 @@ impl Connector for SqliteTable {
                 "Failed to lock {} for writing",
                 self.path.display()
             ))
-        })
+        })?;
+        // Unknown counts as a trigger: every row is then read again after its delete.
+        self.triggers = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger')",
+                [],
+                |r| r.get::<_, bool>(0),
+            )
+            .unwrap_or(true);
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<()> {
