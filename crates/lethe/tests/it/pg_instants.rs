@@ -96,3 +96,79 @@ fn typed_timestamps_read_in_binary_judge_as_their_text_did() {
         assert_eq!(e1["window"], "expires_at", "{ty}: {e1}");
     }
 }
+
+/// A column is classed by the type it really holds: an array of timestamps is no
+/// timestamp (refused by check, as any column that cannot hold one), and a domain is its
+/// base type whatever its name (one named like a timestamp over a number holds unix
+/// seconds; one named otherwise over timestamptz holds instants).
+#[test]
+fn arrays_and_domains_are_classed_by_what_they_hold() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    let env = [("LETHE_TEST_AUDIT_KEY", "a key of sixteen bytes or more")];
+    db.batch_execute(
+        "CREATE DOMAIN timestamp_s AS bigint;
+         CREATE DOMAIN moment AS timestamptz;
+         CREATE TABLE arr (id int PRIMARY KEY, created_at timestamptz[]);
+         INSERT INTO arr VALUES (1, ARRAY[now() - interval '40 days']);
+         CREATE TABLE secs (id int PRIMARY KEY, created_at timestamp_s);
+         INSERT INTO secs VALUES (1, extract(epoch FROM now() - interval '40 days')::bigint),
+                                 (2, extract(epoch FROM now() - interval '20 days')::bigint);
+         CREATE TABLE mom (id int PRIMARY KEY, created_at moment);
+         INSERT INTO mom VALUES (1, now() - interval '40 days'), (2, now() - interval '20 days');",
+    )
+    .unwrap();
+    let config = |d: &Tmp, table: &str| {
+        let cfg = d.path("lethe.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[state]\nurl = \"sqlite://state.db\"\n[categories.log]\nretention = \"30d\"\n\
+                 [[targets]]\nname = \"logs\"\ntype = \"sql\"\nurl = \"{}\"\ntable = \"{table}\"\n\
+                 category = \"log\"\nkey = \"id\"\ncreated_at = \"created_at\"\n\
+                 [audit]\nkey_env = \"LETHE_TEST_AUDIT_KEY\"\n",
+                pg.url("app")
+            ),
+        )
+        .unwrap();
+        let init = run_env(&cfg, &env, &["init"]);
+        assert_eq!(init.code, Some(0), "{table}: {}", init.stderr);
+        cfg
+    };
+    let d = Tmp::new("pg-arr");
+    let cfg = config(&d, "arr");
+    let r = run_env(&cfg, &env, &["check"]);
+    assert_ne!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("created_at"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let r = run_env(&cfg, &env, &["sweep", "--apply", "--json"]);
+    assert_ne!(r.code, Some(0));
+    let left: i64 = db
+        .query_one("SELECT count(*) FROM arr", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+    for table in ["secs", "mom"] {
+        let d = Tmp::new("pg-domain");
+        let cfg = config(&d, table);
+        let r = run_env(&cfg, &env, &["sweep", "--apply", "--json"]);
+        assert_eq!(r.code, Some(0), "{table}: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.json()["targets"][0]["deleted"],
+            1,
+            "{table}: {}",
+            r.stdout
+        );
+        let left: Vec<i32> = db
+            .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec![2], "{table}");
+    }
+}

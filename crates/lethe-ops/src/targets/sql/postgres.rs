@@ -119,7 +119,10 @@ enum Kind {
 
 fn kind(pg_type: &str) -> Kind {
     let t = pg_type.to_ascii_lowercase();
-    if t.starts_with("timestamp") && t.contains("with time zone") {
+    // An array of anything is none of these.
+    if t.ends_with(']') {
+        Kind::Other
+    } else if t.starts_with("timestamp") && t.contains("with time zone") {
         Kind::Timestamptz
     } else if t.starts_with("timestamp") {
         Kind::Timestamp
@@ -407,8 +410,12 @@ impl PgTable {
         let rows = self
             .client
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                // A domain is read as the type it is over, whatever its own name.
+                "SELECT a.attname::text,
+                        CASE WHEN ty.typtype = 'd' THEN format_type(ty.typbasetype, ty.typtypmod)
+                             ELSE format_type(a.atttypid, a.atttypmod) END
                  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_type ty ON ty.oid = a.atttypid
                  WHERE c.relname = $1 AND ($2::text IS NULL AND pg_table_is_visible(c.oid) OR n.nspname = $2::text)
                    AND a.attnum > 0 AND NOT a.attisdropped
                  ORDER BY a.attnum",
