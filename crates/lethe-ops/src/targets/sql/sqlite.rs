@@ -450,7 +450,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 impl SqliteTable {
     /// Of these rows, those still there; on a redacting target, those that do not read as
     /// redacted now.
-    fn still_unredacted(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
+    fn unchanged(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
         let sql = if self.nkeys == 1 {
             format!(
                 "SELECT {} FROM {} WHERE {} IN (SELECT value FROM json_each(?1)){}",
@@ -510,53 +510,50 @@ impl Deleter for SqliteTable {
         };
         let keys_json = keys_json(keys);
         // Keys are unique and each names at most one row.
-        let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
-        if self.cfg.redacting.is_none() {
-            // The count first: SQLite's count of the rows this statement itself deleted
-            // (never a trigger's or a cascade's). As many as keys is every key, confirmed
-            // without sending each key back. Fewer: this statement's deletions are undone
-            // (the caller's savepoint, `lethe_group`, is open) and made again naming each
-            // row removed.
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&Key> = keys.iter().filter(|k| seen.insert(*k)).collect();
+        // The count first, on a deleting target: SQLite's count of the rows this statement
+        // itself deleted (never a trigger's or a cascade's). As many as keys is every key,
+        // confirmed without sending each key back. Fewer: this statement's deletions are
+        // undone (the caller's savepoint, `lethe_group`, is open) and made again naming
+        // each row removed.
+        let counted = self.cfg.redacting.is_none() && {
             let n = self
                 .conn
                 .prepare_cached(&change)?
                 .execute([keys_json.as_str()])?;
-            if n == distinct && !self.triggers {
-                return Ok(Removed::All);
+            if n != distinct.len() {
+                self.rollback_to()?;
             }
-            if n == distinct {
-                // A trigger may have put a row back, or moved another row under a key the
-                // statement then deleted: each key counts only if its row is gone now.
-                let still = self.still_unredacted(keys)?;
-                if still.is_empty() {
-                    return Ok(Removed::All);
-                }
-                return Ok(Removed::These(
-                    keys.iter().filter(|k| !still.contains(k)).cloned().collect(),
-                ));
-            }
-            self.rollback_to()?;
+            n == distinct.len()
+        };
+        if counted && !self.triggers {
+            return Ok(Removed::All);
         }
-        let sql = format!("{change} RETURNING {}", self.key_list);
-        let nkeys = self.nkeys;
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let gone = st
-            .query_map([keys_json.as_str()], |r| {
-                read_key(r, nkeys).map(|(k, _)| k.ok())
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut gone: Vec<Key> = gone.into_iter().flatten().collect();
-        drop(st);
+        let mut gone: Vec<Key> = if counted {
+            distinct.iter().map(|k| (*k).clone()).collect()
+        } else {
+            let sql = format!("{change} RETURNING {}", self.key_list);
+            let nkeys = self.nkeys;
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let gone = st
+                .query_map([keys_json.as_str()], |r| {
+                    read_key(r, nkeys).map(|(k, _)| k.ok())
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            gone.into_iter().flatten().collect()
+        };
         if (self.cfg.redacting.is_some() || self.triggers) && !gone.is_empty() {
             // A redaction counts only where the row reads as redacted afterwards, in this
             // transaction: a trigger that put the text back (or a column whose type cannot
             // hold the redacted value) leaves the row failed, never recorded redacted. A
-            // deletion, where a trigger could have put the row back, only where it is gone.
-            let still = self.still_unredacted(&gone)?;
+            // deletion, where a trigger may have put a row back or moved another under a
+            // key the statement then deleted, only where its row is gone now.
+            let still = self.unchanged(&gone)?;
             gone.retain(|k| !still.contains(k));
         }
         // As many rows as keys is every key.
-        if gone.len() == distinct {
+        if gone.len() == distinct.len() {
             return Ok(Removed::All);
         }
         Ok(Removed::These(gone))
