@@ -346,6 +346,73 @@ fn rows_kept_by_a_trigger_a_rule_or_a_policy_are_never_recorded_deleted() {
     assert_eq!(ids(&mut db, "secured"), vec![2, 5, 7, 9, 10]);
 }
 
+/// A row code puts back during the delete is never recorded deleted: an AFTER DELETE
+/// trigger that inserts the row again, a rule that makes the statement delete from another
+/// table instead (its count then speaks of that table), and a cascade whose child table's
+/// trigger inserts the parent row again. The statement's own count or `RETURNING` says
+/// these rows went; only a row gone afterwards counts.
+#[test]
+fn a_row_put_back_during_the_delete_is_never_recorded_deleted() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    db.batch_execute(
+        "CREATE TABLE back (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO back SELECT g, now() - interval '40 days' FROM generate_series(1, 6) g;
+         CREATE FUNCTION put_back() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF OLD.id IN (2, 5) THEN INSERT INTO back VALUES (OLD.id, OLD.created_at); END IF;
+           RETURN NULL; END $$;
+         CREATE TRIGGER put_back AFTER DELETE ON back FOR EACH ROW EXECUTE FUNCTION put_back();
+
+         CREATE TABLE shadow (id int PRIMARY KEY);
+         INSERT INTO shadow SELECT g FROM generate_series(1, 4) g;
+         CREATE TABLE elsewhere (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO elsewhere SELECT g, now() - interval '40 days' FROM generate_series(1, 4) g;
+         CREATE RULE elsewhere AS ON DELETE TO elsewhere DO INSTEAD DELETE FROM shadow WHERE id = OLD.id;
+
+         CREATE TABLE parent (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO parent SELECT g, now() - interval '40 days' FROM generate_series(1, 4) g;
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent ON DELETE CASCADE);
+         INSERT INTO child VALUES (3, 3);
+         CREATE FUNCTION revive() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO parent VALUES (OLD.parent_id, now() - interval '40 days'); RETURN NULL; END $$;
+         CREATE TRIGGER revive AFTER DELETE ON child FOR EACH ROW EXECUTE FUNCTION revive();",
+    )
+    .unwrap();
+    let url = pg.url("app");
+    let dir = Tmp::new("pgsafe-put-back");
+    let cfg = config(
+        &dir,
+        "lethe.toml",
+        &[
+            target("back", &url, "back", "\"id\"", ""),
+            target("elsewhere", &url, "elsewhere", "\"id\"", ""),
+            target("parent", &url, "parent", "\"id\"", ""),
+        ],
+    );
+    let r = lethe_run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}", all(&r));
+    let t = trail(&cfg);
+    let failures = format!("{t:#?}");
+
+    assert_eq!(ids(&mut db, "back"), vec![2, 5], "{failures}");
+    assert_eq!(keys_with(&t, "back", "deleted"), texts([1, 3, 4, 6]));
+    assert_eq!(keys_with(&t, "back", "failed"), texts([2, 5]));
+
+    assert_eq!(ids(&mut db, "elsewhere"), vec![1, 2, 3, 4], "{failures}");
+    assert_eq!(count(&t, "elsewhere", "deleted"), 0, "{failures}");
+    assert_eq!(keys_with(&t, "elsewhere", "failed"), texts([1, 2, 3, 4]));
+
+    assert_eq!(ids(&mut db, "parent"), vec![3], "{failures}");
+    assert_eq!(keys_with(&t, "parent", "deleted"), texts([1, 2, 4]));
+    assert_eq!(keys_with(&t, "parent", "failed"), texts([3]));
+
+    let report = r.json();
+    for (i, (deleted, failed)) in [(4, 2), (0, 4), (3, 1)].into_iter().enumerate() {
+        assert_eq!(report["targets"][i]["deleted"], deleted, "{}", all(&r));
+        assert_eq!(report["targets"][i]["failed"], failed, "{}", all(&r));
+    }
+}
+
 /// Polls until another backend's DELETE waits on a lock; false if none did within `limit`.
 fn wait_for_blocked_delete(c: &mut Client, limit: Duration) -> bool {
     let start = Instant::now();

@@ -13,7 +13,11 @@
 //! and deleted only if it is still that version
 //! (`DELETE … USING … WHERE xmin = judged RETURNING key`): a row made fresh, given to
 //! another subject, or pointed at another file in between is kept, and so is a row a
-//! trigger, rule or policy keeps; only rows named in `RETURNING` count as deleted.
+//! trigger, rule or policy keeps. Where no code runs on delete (no trigger, rule or policy
+//! on the table or its partitions), the statement's count is exactly the rows it deleted:
+//! as many as keys confirms every key. Otherwise, or when the count falls short, the delete
+//! is undone to its savepoint and made again with `RETURNING`; only the rows it names count
+//! as deleted, and where code ran on delete, only those still gone afterwards.
 
 use std::collections::HashMap;
 
@@ -227,6 +231,9 @@ pub struct PgTable {
     /// Statements read in the open transaction, each under its own snapshot: a row's
     /// version is checked against the versions read in the same statement.
     reads: u32,
+    /// Known, in the open transaction, to run code when a row is deleted (see
+    /// [`PgTable::runs_code_on_delete`]); once true it stays true until the transaction ends.
+    watched: bool,
     /// Where the current scan stopped: the last row's key, as text.
     cursor: Option<Vec<String>>,
     /// The row version (`xmin`), as text, qualified by the table alias.
@@ -271,6 +278,7 @@ impl PgTable {
             write,
             judged: HashMap::new(),
             reads: 0,
+            watched: false,
             cursor: None,
             fingerprint: String::new(),
             binary_created: false,
@@ -741,18 +749,41 @@ impl Deleter for PgTable {
     }
 
     fn delete_returning(&mut self, keys: &[Key]) -> Result<Removed> {
+        let deleting = self.cfg.redacting.is_none();
+        // Asked before the delete too, so that a table known to run code on delete never
+        // has a delete made twice (its triggers fired by one that is then undone).
+        if deleting && !self.watched {
+            self.watched = self.runs_code_on_delete();
+        }
+        if deleting && !self.watched {
+            // The count first: where nothing but the statement itself acts on the table,
+            // its count is exactly the rows it deleted, so as many as keys sent is every
+            // key, confirmed without sending each key back (`RETURNING` makes the server
+            // fetch every deleted row again). Asked again after the statement, which holds
+            // the table's lock from then on: a trigger or rule added in between is seen.
+            let all = self.delete_counted(keys)?;
+            self.watched = self.runs_code_on_delete();
+            if all && !self.watched {
+                return Ok(Removed::All);
+            }
+            // Undone (the caller's savepoint, `lethe_group`, is open) and made again,
+            // naming each row removed.
+            self.rollback_to()?;
+        }
         let removed = self.change_returning(keys)?;
-        if self.cfg.redacting.is_none() {
+        if deleting && !self.watched {
             return Ok(removed);
         }
         // A redaction counts only where the row reads as redacted afterwards, in this
         // transaction: a trigger that put the text back (or a type that cannot hold the
-        // redacted value) leaves the row failed, never recorded redacted.
+        // redacted value) leaves the row failed, never recorded redacted. A deletion, where
+        // code ran on delete (a trigger, a rule, a cascade) and may have put the row back,
+        // only where its row is gone now.
         let claimed: Vec<Key> = match &removed {
             Removed::All => keys.to_vec(),
             Removed::These(k) => k.clone(),
         };
-        let still = self.still_unredacted(&claimed)?;
+        let still = self.unchanged(&claimed)?;
         if still.is_empty() {
             return Ok(removed);
         }
@@ -779,8 +810,9 @@ impl Deleter for PgTable {
 }
 
 impl PgTable {
-    /// Of these rows, those that do not read as redacted now.
-    fn still_unredacted(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
+    /// Of these rows, those still there now: on a redacting target, those that do not read
+    /// as redacted.
+    fn unchanged(&mut self, keys: &[Key]) -> Result<std::collections::HashSet<Key>> {
         if keys.is_empty() {
             return Ok(std::collections::HashSet::new());
         }
@@ -798,6 +830,81 @@ impl PgTable {
             .collect();
         let rows = self.client.query(sql.as_str(), &params)?;
         Ok(Self::keys_of(&rows, self.keys.len()).into_iter().collect())
+    }
+
+    /// Deletes these rows, only those still as they were judged, and says whether the
+    /// statements' counts cover every key. False, having deleted nothing, when a key was
+    /// not read in this transaction (nothing says it is still as judged).
+    fn delete_counted(&mut self, keys: &[Key]) -> Result<bool> {
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&Key> = keys.iter().filter(|k| seen.insert(*k)).collect();
+        if distinct.iter().any(|k| !self.judged.contains_key(*k)) {
+            return Ok(false);
+        }
+        if self.keys.len() == 1 && !self.exact.first().copied().unwrap_or(false) {
+            // Per statement that read them: the keys, and the row versions it saw.
+            let (k, ty) = self.keys[0].clone();
+            let mut by_read: std::collections::BTreeMap<u32, (Vec<String>, Vec<String>)> =
+                std::collections::BTreeMap::new();
+            for key in &distinct {
+                if let Some((read, version)) = self.judged.get(*key) {
+                    let (ks, vs) = by_read.entry(*read).or_default();
+                    ks.push(key.to_string());
+                    let version = version.to_string();
+                    if !vs.contains(&version) {
+                        vs.push(version);
+                    }
+                }
+            }
+            let sql = format!(
+                "DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
+                 AND {ALIAS}.xmin = ANY($2::text[]::xid[])",
+                self.table
+            );
+            let mut all = true;
+            for (ks, vs) in by_read.into_values() {
+                let st = self.statement(&sql)?;
+                let n = self.client.execute(&st, &[&ks, &vs])?;
+                all &= n == ks.len() as u64;
+            }
+            return Ok(all);
+        }
+        let arrays = self.key_arrays(&distinct.iter().map(|k| (*k).clone()).collect::<Vec<_>>());
+        let versions: Vec<Option<String>> = distinct
+            .iter()
+            .map(|k| self.judged.get(*k).map(|(_, v)| v.to_string()))
+            .collect();
+        let (unnest, on) = self.join_keys(true);
+        let sql = format!(
+            "DELETE FROM {} AS {ALIAS} USING {unnest} WHERE {on} AND {} = lethe_v.lethe_fp",
+            self.table, self.fingerprint
+        );
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        params.push(&versions);
+        let st = self.statement(&sql)?;
+        let n = self.client.execute(&st, &params)?;
+        Ok(n == distinct.len() as u64)
+    }
+
+    /// Whether code may run when a row of the table is deleted: a trigger (a foreign key's
+    /// cascade runs as one), a rule or a row-level security policy, on the table or on any
+    /// partition or child of it. Then a statement's count may speak of other rows than its
+    /// own (a rule's), and a row it deleted may be back. Unknown counts as yes.
+    fn runs_code_on_delete(&mut self) -> bool {
+        // `to_regclass` answers NULL rather than raise: an error here would end the
+        // transaction.
+        let sql = "WITH RECURSIVE lethe_tree(oid) AS (SELECT to_regclass($1::text)::oid \
+                   UNION SELECT i.inhrelid FROM pg_inherits i JOIN lethe_tree t ON i.inhparent = t.oid) \
+                   SELECT coalesce(bool_or(c.relhasrules OR c.relhastriggers OR c.relrowsecurity), true) \
+                   FROM pg_class c JOIN lethe_tree USING (oid)";
+        let table = self.table.clone();
+        self.statement(sql)
+            .and_then(|st| self.client.query_one(&st, &[&table]))
+            .and_then(|r| r.try_get::<_, bool>(0))
+            .unwrap_or(true)
     }
 
     /// Deletes (or redacts) these rows, only those still as they were judged, and says which
@@ -1141,12 +1248,14 @@ impl Connector for PgTable {
 
     fn begin(&mut self) -> Result<()> {
         self.judged.clear();
+        self.watched = false;
         self.client.batch_execute("BEGIN")?;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<()> {
         self.judged.clear();
+        self.watched = false;
         self.client
             .batch_execute("COMMIT")
             .with_context(|| format!("Failed to commit deletions to {}", self.location))
@@ -1154,6 +1263,7 @@ impl Connector for PgTable {
 
     fn rollback(&mut self) {
         self.judged.clear();
+        self.watched = false;
         let _ = self.client.batch_execute("ROLLBACK");
     }
 
