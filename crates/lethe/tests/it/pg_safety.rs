@@ -1105,7 +1105,8 @@ fn keys_read_the_same_whatever_the_database_sets() {
     );
     assert_eq!(h.code, Some(0), "{}", all(&h));
     db.batch_execute(
-        "ALTER DATABASE app SET timezone = 'Asia/Kolkata'; ALTER DATABASE app SET extra_float_digits = 0;",
+        "ALTER DATABASE app SET timezone = 'Asia/Kolkata'; ALTER DATABASE app SET extra_float_digits = 0;
+         ALTER DATABASE app SET default_transaction_isolation = 'serializable';",
     )
     .unwrap();
     let started = Instant::now();

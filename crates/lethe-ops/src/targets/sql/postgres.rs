@@ -234,6 +234,8 @@ pub struct PgTable {
     /// Known, in the open transaction, to run code when a row is deleted (see
     /// [`PgTable::runs_code_on_delete`]); once true it stays true until the transaction ends.
     watched: bool,
+    /// The table's oid, resolved once when opened (None: not found then).
+    oid: Option<i64>,
     /// Where the current scan stopped: the last row's key, as text.
     cursor: Option<Vec<String>>,
     /// The row version (`xmin`), as text, qualified by the table alias.
@@ -250,11 +252,15 @@ impl PgTable {
     pub fn open(cfg: &SqlTarget, window: &Window, write: bool) -> Result<Self> {
         let location = redact(&cfg.url);
         let mut client = crate::db::connect_pg(&cfg.url, cfg.password_env.as_deref())?;
+        // Each statement reads under its own snapshot (READ COMMITTED, whatever the database
+        // or role sets): a row's version is judged per statement, and a trigger or rule
+        // added since the transaction began is seen.
         // Bounded: an application's lock makes a row or the target busy, never a hang. Values
         // are read as text: fix every setting that changes a value's text, so that a key, a
         // fingerprint or a timestamp reads the same whatever the database or role sets.
         client.batch_execute(&format!(
-            "SET lock_timeout = '{}s'; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+            "SET lock_timeout = '{}s'; SET default_transaction_isolation = 'read committed'; \
+             SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
              SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
              SET standard_conforming_strings = on",
             cfg.lock_timeout.as_secs().max(1)
@@ -279,12 +285,17 @@ impl PgTable {
             judged: HashMap::new(),
             reads: 0,
             watched: false,
+            oid: None,
             cursor: None,
             fingerprint: String::new(),
             binary_created: false,
             binary_expires: false,
             prepared: HashMap::new(),
         };
+        t.oid = t
+            .client
+            .query_one("SELECT to_regclass($1::text)::oid::int8", &[&t.table])?
+            .try_get(0)?;
         let cols = t.columns()?;
         let ty = |c: &str| cols.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone());
         t.keys = cfg
@@ -753,7 +764,7 @@ impl Deleter for PgTable {
         // Asked before the delete too, so that a table known to run code on delete never
         // has a delete made twice (its triggers fired by one that is then undone).
         if deleting && !self.watched {
-            self.watched = self.runs_code_on_delete();
+            self.watched = self.runs_code_on_delete()?;
         }
         if deleting && !self.watched {
             // The count first: where nothing but the statement itself acts on the table,
@@ -762,7 +773,7 @@ impl Deleter for PgTable {
             // fetch every deleted row again). Asked again after the statement, which holds
             // the table's lock from then on: a trigger or rule added in between is seen.
             let all = self.delete_counted(keys)?;
-            self.watched = self.runs_code_on_delete();
+            self.watched = self.runs_code_on_delete()?;
             if all && !self.watched {
                 return Ok(Removed::All);
             }
@@ -892,19 +903,28 @@ impl PgTable {
     /// Whether code may run when a row of the table is deleted: a trigger (a foreign key's
     /// cascade runs as one), a rule or a row-level security policy, on the table or on any
     /// partition or child of it. Then a statement's count may speak of other rows than its
-    /// own (a rule's), and a row it deleted may be back. Unknown counts as yes.
-    fn runs_code_on_delete(&mut self) -> bool {
-        // `to_regclass` answers NULL rather than raise: an error here would end the
-        // transaction.
-        let sql = "WITH RECURSIVE lethe_tree(oid) AS (SELECT to_regclass($1::text)::oid \
+    /// own (a rule's), and a row it deleted may be back. Unknown counts as yes: a table not
+    /// found, or a question the database could not answer (the group's savepoint is rolled
+    /// back to then, undoing any delete made since and the error with it).
+    fn runs_code_on_delete(&mut self) -> Result<bool> {
+        let Some(oid) = self.oid else {
+            return Ok(true);
+        };
+        let sql = "WITH RECURSIVE lethe_tree(oid) AS (SELECT $1::int8::oid \
                    UNION SELECT i.inhrelid FROM pg_inherits i JOIN lethe_tree t ON i.inhparent = t.oid) \
                    SELECT coalesce(bool_or(c.relhasrules OR c.relhastriggers OR c.relrowsecurity), true) \
                    FROM pg_class c JOIN lethe_tree USING (oid)";
-        let table = self.table.clone();
-        self.statement(sql)
-            .and_then(|st| self.client.query_one(&st, &[&table]))
-            .and_then(|r| r.try_get::<_, bool>(0))
-            .unwrap_or(true)
+        let answer = self
+            .statement(sql)
+            .and_then(|st| self.client.query_one(&st, &[&oid]))
+            .and_then(|r| r.try_get::<_, bool>(0));
+        match answer {
+            Ok(watched) => Ok(watched),
+            Err(_) => {
+                self.rollback_to()?;
+                Ok(true)
+            }
+        }
     }
 
     /// Deletes (or redacts) these rows, only those still as they were judged, and says which
