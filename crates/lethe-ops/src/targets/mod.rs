@@ -332,6 +332,29 @@ pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Deletio
         .collect())
 }
 
+/// After every group of a transaction's delete: a row its group confirmed that is there
+/// again now (put back by code a later group's delete ran, or a row the transaction
+/// changed back) is failed after all, never recorded deleted.
+pub fn fail_if_back(keys: &[Key], each: &mut [Deletion], back: &std::collections::HashSet<Key>) {
+    if back.is_empty() {
+        return;
+    }
+    for (k, d) in keys.iter().zip(each.iter_mut()) {
+        if matches!(d, Deletion::Deleted) && back.contains(k) {
+            *d = Deletion::Failed(NOT_CONFIRMED.to_string());
+        }
+    }
+}
+
+/// The keys of `keys` whose rows `each` says were deleted.
+pub fn confirmed(keys: &[Key], each: &[Deletion]) -> Vec<Key> {
+    keys.iter()
+        .zip(each)
+        .filter(|(_, d)| matches!(d, Deletion::Deleted))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn delete_group(
     d: &mut dyn Deleter,
     keys: &[Key],

@@ -413,6 +413,60 @@ fn a_row_put_back_during_the_delete_is_never_recorded_deleted() {
     }
 }
 
+/// Later in the same transaction: a deferred constraint trigger that puts rows back (it
+/// would act at COMMIT, after every check), and a row one group confirmed that a later
+/// group's trigger puts back after a refusal split the delete. Neither is recorded deleted;
+/// a deferred trigger that refuses one row keeps only that row, not the whole commit.
+#[test]
+fn a_row_put_back_later_in_the_transaction_is_never_recorded_deleted() {
+    let pg = PgCluster::start();
+    let mut db = pg.create_db("app");
+    db.batch_execute(
+        "CREATE TABLE deferred (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO deferred SELECT g, now() - interval '40 days' FROM generate_series(1, 10) g;
+         CREATE FUNCTION put_back_later() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF OLD.id % 3 = 0 THEN INSERT INTO deferred VALUES (OLD.id, OLD.created_at); END IF;
+           IF OLD.id = 10 THEN RAISE EXCEPTION 'row 10 is protected'; END IF;
+           RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER put_back_later AFTER DELETE ON deferred
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION put_back_later();
+
+         CREATE TABLE split (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO split SELECT g, now() - interval '40 days' FROM generate_series(1, 8) g;
+         CREATE FUNCTION across() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF OLD.id = 8 THEN RAISE EXCEPTION 'row 8 is protected'; END IF;
+           IF OLD.id = 6 THEN INSERT INTO split VALUES (1, now() - interval '40 days') ON CONFLICT DO NOTHING; END IF;
+           RETURN NULL; END $$;
+         CREATE TRIGGER across AFTER DELETE ON split FOR EACH ROW EXECUTE FUNCTION across();",
+    )
+    .unwrap();
+    let url = pg.url("app");
+    let dir = Tmp::new("pgsafe-put-back-later");
+    let cfg = config(
+        &dir,
+        "lethe.toml",
+        &[
+            target("deferred", &url, "deferred", "\"id\"", ""),
+            target("split", &url, "split", "\"id\"", ""),
+        ],
+    );
+    let r = lethe_run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}", all(&r));
+    let t = trail(&cfg);
+    let failures = format!("{t:#?}");
+
+    assert_eq!(ids(&mut db, "deferred"), vec![3, 6, 9, 10], "{failures}");
+    assert_eq!(
+        keys_with(&t, "deferred", "deleted"),
+        texts([1, 2, 4, 5, 7, 8])
+    );
+    assert_eq!(keys_with(&t, "deferred", "failed"), texts([3, 6, 9, 10]));
+
+    assert_eq!(ids(&mut db, "split"), vec![1, 8], "{failures}");
+    assert_eq!(keys_with(&t, "split", "deleted"), texts([2, 3, 4, 5, 6, 7]));
+    assert_eq!(keys_with(&t, "split", "failed"), texts([1, 8]));
+}
+
 /// Polls until another backend's DELETE waits on a lock; false if none did within `limit`.
 fn wait_for_blocked_delete(c: &mut Client, limit: Duration) -> bool {
     let start = Instant::now();

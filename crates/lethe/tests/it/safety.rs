@@ -290,6 +290,34 @@ fn a_row_a_trigger_puts_back_is_never_recorded_deleted() {
     assert!(keys_with(&cfg, "failed").contains(&"b".to_string()));
 }
 
+/// A row one group confirmed gone that a later group's trigger puts back, once a refusal
+/// has split the delete into groups, is failed, never recorded deleted.
+#[test]
+fn a_row_a_later_group_puts_back_is_never_recorded_deleted() {
+    let d = Tmp::new("put-back-later");
+    let old = old();
+    let mut sql = String::from("CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT);");
+    for id in 1..=8 {
+        sql.push_str(&format!("INSERT INTO logs VALUES ({id}, '{old}');"));
+    }
+    sql.push_str(&format!(
+        "CREATE TRIGGER protect BEFORE DELETE ON logs WHEN old.id = 8
+           BEGIN SELECT RAISE(ABORT, 'row 8 is protected'); END;
+         CREATE TRIGGER across AFTER DELETE ON logs WHEN old.id = 6
+           BEGIN INSERT OR IGNORE INTO logs VALUES (1, '{old}'); END;"
+    ));
+    let c = db(&d, &sql);
+    let cfg = config(&d, "logs", "key = \"id\"");
+    let r = run(&cfg, &["sweep", "--apply", "--json"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(ids(&c, "logs"), vec![1, 8]);
+    assert_eq!(
+        keys_with(&cfg, "deleted"),
+        vec!["2", "3", "4", "5", "6", "7"]
+    );
+    assert_eq!(keys_with(&cfg, "failed"), vec!["1", "8"]);
+}
+
 /// Finding 5: an application's lock made the sweep wait forever. Now the wait is bounded,
 /// the target is reported busy, and the other targets are still swept.
 #[test]

@@ -31,7 +31,7 @@ use super::SqlTarget;
 use super::shared::{self as sql, ColumnType, Dialect, quote_ident};
 use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
-    busy_message, delete_confirmed, found_or_gone,
+    busy_message, confirmed, delete_confirmed, fail_if_back, found_or_gone,
 };
 use crate::db::redact;
 
@@ -1269,7 +1269,11 @@ impl Connector for PgTable {
     fn begin(&mut self) -> Result<()> {
         self.judged.clear();
         self.watched = false;
-        self.client.batch_execute("BEGIN")?;
+        // Deferred constraints and constraint triggers act at the end of each statement,
+        // not at COMMIT: a row one puts back is seen by the check after its delete, and a
+        // row one refuses is isolated like any other refusal, not the whole commit failed.
+        self.client
+            .batch_execute("BEGIN; SET CONSTRAINTS ALL IMMEDIATE")?;
         Ok(())
     }
 
@@ -1288,7 +1292,16 @@ impl Connector for PgTable {
     }
 
     fn delete(&mut self, keys: &[Key]) -> Result<Vec<Deletion>> {
-        let each = delete_confirmed(self, keys)?;
+        let mut each = delete_confirmed(self, keys)?;
+        // Groups confirm their own rows; code run by a later group's delete (or redaction)
+        // may have put back a row an earlier group removed: looked at once more, together.
+        if self.watched || self.cfg.redacting.is_some() {
+            let gone = confirmed(keys, &each);
+            if !gone.is_empty() {
+                let back = self.unchanged(&gone)?;
+                fail_if_back(keys, &mut each, &back);
+            }
+        }
         Ok(if self.cfg.redacting.is_some() {
             sql::as_redaction(each)
         } else {
