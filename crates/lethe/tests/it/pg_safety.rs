@@ -300,6 +300,9 @@ fn rows_kept_by_a_trigger_a_rule_or_a_policy_are_never_recorded_deleted() {
             target("secured", &as_sweeper, "secured", "\"id\"", ""),
         ],
     );
+    // Row-level security with no trigger: nothing can put a row back where it hides it.
+    let r = lethe_run(&cfg, &["check"]);
+    assert!(!r.stdout.contains("row-level security"), "{}", all(&r));
     let r = lethe_run(&cfg, &["sweep", "--apply", "--json"]);
     assert_eq!(r.code, Some(1), "{}", all(&r));
     let t = trail(&cfg);
@@ -344,6 +347,21 @@ fn rows_kept_by_a_trigger_a_rule_or_a_policy_are_never_recorded_deleted() {
     assert_eq!(count(&t, "ruled", "deleted"), 0);
     assert_eq!(count(&t, "secured", "deleted"), 5);
     assert_eq!(ids(&mut db, "secured"), vec![2, 5, 7, 9, 10]);
+
+    // With a trigger as well, `check` says that a row put back where the policy hides it
+    // could not be seen.
+    db.batch_execute(
+        "CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+         CREATE TRIGGER noop AFTER DELETE ON secured FOR EACH ROW EXECUTE FUNCTION noop();",
+    )
+    .unwrap();
+    let r = lethe_run(&cfg, &["check"]);
+    assert!(
+        r.stdout
+            .contains("row-level security limits what this role can read of secured"),
+        "{}",
+        all(&r)
+    );
 }
 
 /// A row code puts back during the delete is never recorded deleted: an AFTER DELETE

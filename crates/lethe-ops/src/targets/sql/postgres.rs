@@ -1128,6 +1128,22 @@ impl Connector for PgTable {
             .map(|r| r.get(0))
             .collect();
         out.extend(sql::refused_redactions(&self.cfg, &not_null));
+        // A row that code run on delete puts back where a policy hides it from this role
+        // cannot be seen by the check after the delete.
+        let hidden: bool = self
+            .client
+            .query_one(
+                "SELECT row_security_active(c.oid) AND (c.relhastriggers OR c.relhasrules)
+                 FROM pg_class c WHERE c.oid = $1::text::regclass",
+                &[&self.table],
+            )?
+            .get(0);
+        if hidden {
+            out.push(format!(
+                "row-level security limits what this role can read of {}, and a trigger or rule runs on delete: a row such code puts back where a policy hides it cannot be seen, and would be recorded deleted; give the role BYPASSRLS, or a SELECT policy that shows it every row",
+                self.cfg.table
+            ));
+        }
         Ok(out)
     }
 
