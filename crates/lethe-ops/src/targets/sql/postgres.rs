@@ -40,6 +40,8 @@ const MARGIN_SECS: i64 = 86_400;
 /// longer is let through and judged in Rust, so no value can make the filter overflow.
 const MAX_FILTER_SECS: u64 = 1_000 * 365 * 86_400;
 const ALIAS: &str = "lethe_t";
+/// Keys (as text) and the row versions read, by the statement that read them.
+type ByRead = std::collections::BTreeMap<u32, (Vec<String>, Vec<String>)>;
 
 /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01T00:00:00Z.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -681,28 +683,36 @@ impl PgTable {
             .join(", ")
     }
 
+    /// Per statement that read them: the distinct keys as text, and the row versions that
+    /// statement saw; and whether some key was never read in this transaction (nothing then
+    /// says it is still as judged).
+    fn by_read(&self, keys: &[Key]) -> (ByRead, bool) {
+        let mut by_read = ByRead::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut unread = false;
+        for key in keys.iter().filter(|k| seen.insert(*k)) {
+            match self.judged.get(key) {
+                Some((read, version)) => {
+                    let (ks, vs) = by_read.entry(*read).or_default();
+                    ks.push(key.to_string());
+                    let version = version.to_string();
+                    if !vs.contains(&version) {
+                        vs.push(version);
+                    }
+                }
+                None => unread = true,
+            }
+        }
+        (by_read, unread)
+    }
+
     /// Deletes rows of a one-column key: per statement that read them, the keys (probed
     /// through the key's index) and the row versions that statement saw. A row changed
     /// since it was read has a version written by a transaction that had not committed when
     /// that statement read, so it is not among them: the row is kept.
     fn delete_by_snapshot(&mut self, keys: &[Key]) -> Result<Removed> {
         let (k, ty) = self.keys[0].clone();
-        let mut by_read: std::collections::BTreeMap<u32, (Vec<String>, Vec<i64>)> =
-            std::collections::BTreeMap::new();
-        let mut unread = false;
-        for key in keys {
-            match self.judged.get(key) {
-                Some((read, version)) => {
-                    let (ks, vs) = by_read.entry(*read).or_default();
-                    ks.push(key.to_string());
-                    if !vs.contains(version) {
-                        vs.push(*version);
-                    }
-                }
-                // Never read in this transaction: nothing says it is still as judged.
-                None => unread = true,
-            }
-        }
+        let (by_read, unread) = self.by_read(keys);
         let sql = format!(
             "WITH lethe_d AS (DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
              AND {ALIAS}.xmin = ANY($2::text[]::xid[]) RETURNING {ALIAS}.{k} AS lethe_r0) \
@@ -713,7 +723,6 @@ impl PgTable {
         let mut all = !unread;
         let mut gone = Vec::new();
         for (ks, vs) in by_read.into_values() {
-            let vs: Vec<String> = vs.iter().map(i64::to_string).collect();
             let sent = ks.len() as i64;
             let st = self.statement(&sql)?;
             let row = self.client.query_one(&st, &[&ks, &vs, &sent])?;
@@ -853,20 +862,8 @@ impl PgTable {
             return Ok(false);
         }
         if self.keys.len() == 1 && !self.exact.first().copied().unwrap_or(false) {
-            // Per statement that read them: the keys, and the row versions it saw.
             let (k, ty) = self.keys[0].clone();
-            let mut by_read: std::collections::BTreeMap<u32, (Vec<String>, Vec<String>)> =
-                std::collections::BTreeMap::new();
-            for key in &distinct {
-                if let Some((read, version)) = self.judged.get(*key) {
-                    let (ks, vs) = by_read.entry(*read).or_default();
-                    ks.push(key.to_string());
-                    let version = version.to_string();
-                    if !vs.contains(&version) {
-                        vs.push(version);
-                    }
-                }
-            }
+            let (by_read, _) = self.by_read(keys);
             let sql = format!(
                 "DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
                  AND {ALIAS}.xmin = ANY($2::text[]::xid[])",
