@@ -449,6 +449,17 @@ fn a_row_put_back_later_in_the_transaction_is_never_recorded_deleted() {
          CREATE CONSTRAINT TRIGGER put_back_later AFTER DELETE ON deferred
            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION put_back_later();
 
+         CREATE TABLE redeferred (id int PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO redeferred SELECT g, now() - interval '40 days' FROM generate_series(1, 6) g;
+         CREATE FUNCTION put_back_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF OLD.id % 3 = 0 THEN INSERT INTO redeferred VALUES (OLD.id, OLD.created_at); END IF;
+           RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER put_back_at_commit AFTER DELETE ON redeferred
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION put_back_at_commit();
+         CREATE FUNCTION redefer() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN SET CONSTRAINTS ALL DEFERRED; RETURN NULL; END $$;
+         CREATE TRIGGER redefer BEFORE DELETE ON redeferred FOR EACH STATEMENT EXECUTE FUNCTION redefer();
+
          CREATE TABLE split (id int PRIMARY KEY, created_at timestamptz NOT NULL);
          INSERT INTO split SELECT g, now() - interval '40 days' FROM generate_series(1, 8) g;
          CREATE FUNCTION across() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -465,6 +476,7 @@ fn a_row_put_back_later_in_the_transaction_is_never_recorded_deleted() {
         "lethe.toml",
         &[
             target("deferred", &url, "deferred", "\"id\"", ""),
+            target("redeferred", &url, "redeferred", "\"id\"", ""),
             target("split", &url, "split", "\"id\"", ""),
         ],
     );
@@ -479,6 +491,11 @@ fn a_row_put_back_later_in_the_transaction_is_never_recorded_deleted() {
         texts([1, 2, 4, 5, 7, 8])
     );
     assert_eq!(keys_with(&t, "deferred", "failed"), texts([3, 6, 9, 10]));
+
+    // A trigger that defers constraints again: what is pending acts before the last look.
+    assert_eq!(ids(&mut db, "redeferred"), vec![3, 6], "{failures}");
+    assert_eq!(keys_with(&t, "redeferred", "deleted"), texts([1, 2, 4, 5]));
+    assert_eq!(keys_with(&t, "redeferred", "failed"), texts([3, 6]));
 
     assert_eq!(ids(&mut db, "split"), vec![1, 8], "{failures}");
     assert_eq!(keys_with(&t, "split", "deleted"), texts([2, 3, 4, 5, 6, 7]));

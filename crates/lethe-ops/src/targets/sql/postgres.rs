@@ -1311,6 +1311,9 @@ impl Connector for PgTable {
         if self.watched || self.cfg.redacting.is_some() {
             let gone = confirmed(keys, &each);
             if !gone.is_empty() {
+                // Code run on delete may have deferred constraints again: whatever is still
+                // pending acts now, before the look, not at COMMIT after it.
+                self.client.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")?;
                 let back = self.unchanged(&gone)?;
                 fail_if_back(keys, &mut each, &back);
             }
