@@ -332,27 +332,31 @@ pub fn delete_confirmed(d: &mut dyn Deleter, keys: &[Key]) -> Result<Vec<Deletio
         .collect())
 }
 
-/// After every group of a transaction's delete: a row its group confirmed that is there
-/// again now (put back by code a later group's delete ran, or a row the transaction
-/// changed back) is failed after all, never recorded deleted.
-pub fn fail_if_back(keys: &[Key], each: &mut [Deletion], back: &std::collections::HashSet<Key>) {
-    if back.is_empty() {
-        return;
+/// After every group of a transaction's delete: the rows their groups confirmed are looked
+/// at once more, together (`there_now` names those there again: put back by code a later
+/// group's delete ran, or changed back), and those are failed after all, never recorded
+/// deleted.
+pub fn recheck_deleted(
+    keys: &[Key],
+    each: &mut [Deletion],
+    there_now: impl FnOnce(&[Key]) -> Result<std::collections::HashSet<Key>>,
+) -> Result<()> {
+    let gone: Vec<Key> = keys
+        .iter()
+        .zip(each.iter())
+        .filter(|(_, d)| matches!(d, Deletion::Deleted))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
     }
+    let back = there_now(&gone)?;
     for (k, d) in keys.iter().zip(each.iter_mut()) {
         if matches!(d, Deletion::Deleted) && back.contains(k) {
             *d = Deletion::Failed(NOT_CONFIRMED.to_string());
         }
     }
-}
-
-/// The keys of `keys` whose rows `each` says were deleted.
-pub fn confirmed(keys: &[Key], each: &[Deletion]) -> Vec<Key> {
-    keys.iter()
-        .zip(each)
-        .filter(|(_, d)| matches!(d, Deletion::Deleted))
-        .map(|(k, _)| k.clone())
-        .collect()
+    Ok(())
 }
 
 fn delete_group(

@@ -31,7 +31,7 @@ use super::SqlTarget;
 use super::shared::{self as sql, ColumnType, Dialect, quote_ident};
 use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
-    busy_message, confirmed, delete_confirmed, fail_if_back, found_or_gone,
+    busy_message, delete_confirmed, found_or_gone, recheck_deleted,
 };
 use crate::db::redact;
 
@@ -1309,14 +1309,12 @@ impl Connector for PgTable {
         // Groups confirm their own rows; code run by a later group's delete (or redaction)
         // may have put back a row an earlier group removed: looked at once more, together.
         if self.watched || self.cfg.redacting.is_some() {
-            let gone = confirmed(keys, &each);
-            if !gone.is_empty() {
+            recheck_deleted(keys, &mut each, |gone| {
                 // Code run on delete may have deferred constraints again: whatever is still
                 // pending acts now, before the look, not at COMMIT after it.
                 self.client.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")?;
-                let back = self.unchanged(&gone)?;
-                fail_if_back(keys, &mut each, &back);
-            }
+                self.unchanged(gone)
+            })?;
         }
         Ok(if self.cfg.redacting.is_some() {
             sql::as_redaction(each)

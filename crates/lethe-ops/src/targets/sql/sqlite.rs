@@ -24,7 +24,7 @@ use super::SqlTarget;
 use super::shared::{self as sql, ColumnType, Dialect, quote_ident};
 use crate::targets::{
     Capabilities, Connector, Deleter, Deletion, ExportSink, Key, Lookup, Removed, Row, Value,
-    busy_message, confirmed, delete_confirmed, fail_if_back, found_or_gone,
+    busy_message, delete_confirmed, found_or_gone, recheck_deleted,
 };
 use crate::state::sqlite_path;
 use crate::util::UsageError;
@@ -783,11 +783,7 @@ impl Connector for SqliteTable {
         // Groups confirm their own rows; a trigger a later group's statement ran may have
         // put back a row an earlier group removed: looked at once more, together.
         if self.triggers {
-            let gone = confirmed(keys, &each);
-            if !gone.is_empty() {
-                let back = self.unchanged(&gone)?;
-                fail_if_back(keys, &mut each, &back);
-            }
+            recheck_deleted(keys, &mut each, |gone| self.unchanged(gone))?;
         }
         Ok(if self.cfg.redacting.is_some() {
             sql::as_redaction(each)
