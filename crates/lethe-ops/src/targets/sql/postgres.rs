@@ -856,14 +856,12 @@ impl PgTable {
     /// statements' counts cover every key. False, having deleted nothing, when a key was
     /// not read in this transaction (nothing says it is still as judged).
     fn delete_counted(&mut self, keys: &[Key]) -> Result<bool> {
-        let mut seen = std::collections::HashSet::new();
-        let distinct: Vec<&Key> = keys.iter().filter(|k| seen.insert(*k)).collect();
-        if distinct.iter().any(|k| !self.judged.contains_key(*k)) {
-            return Ok(false);
-        }
         if self.keys.len() == 1 && !self.exact.first().copied().unwrap_or(false) {
             let (k, ty) = self.keys[0].clone();
-            let (by_read, _) = self.by_read(keys);
+            let (by_read, unread) = self.by_read(keys);
+            if unread {
+                return Ok(false);
+            }
             let sql = format!(
                 "DELETE FROM {} AS {ALIAS} WHERE {ALIAS}.{k} = ANY($1::text[]::{ty}[]) \
                  AND {ALIAS}.xmin = ANY($2::text[]::xid[])",
@@ -876,6 +874,11 @@ impl PgTable {
                 all &= n == ks.len() as u64;
             }
             return Ok(all);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&Key> = keys.iter().filter(|k| seen.insert(*k)).collect();
+        if distinct.iter().any(|k| !self.judged.contains_key(*k)) {
+            return Ok(false);
         }
         let arrays = self.key_arrays(&distinct.iter().map(|k| (*k).clone()).collect::<Vec<_>>());
         let versions: Vec<Option<String>> = distinct
